@@ -1,0 +1,45 @@
+"""The `tether` command line: thin, it parses, builds Config and calls the library."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from tether import __version__
+from tether.cli import admin, server
+
+app = typer.Typer(
+    name="tether",
+    help="Tether: an open, self-hostable remote control for coding agents.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("server", help="Run the Tether server (SQLite under --data-dir by default).")(server.serve)
+app.add_typer(admin.app, name="admin")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tether {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Tether: watch and drive coding agents from a phone, a browser or another terminal."""
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tether's pure protocol core: no I/O, no clocks, no Tether imports."""

@@ -1,0 +1,124 @@
+"""Request helpers shared by the routers: JSON bodies, credentials, rate limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request, WebSocket
+from fastapi.responses import Response
+
+from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
+from tether.protocol.ids import is_valid_id, prefixed_body, session_body
+from tether.server.auth.secrets import csrf_token
+from tether.server.auth.service import Principal
+from tether.server.clock import now
+from tether.server.context import ServerContext
+
+SESSION_COOKIE = "tether_session"
+CSRF_HEADER = "x-csrf-token"
+
+
+def ctx_of(request: Request | WebSocket) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False) -> Any:
+    ctx = ctx_of(request)
+    limit = max_bytes or ctx.config.limits.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    if not chunks.strip():
+        if allow_empty:
+            return {}
+        raise InvalidRequest("The request body must be JSON.")
+    try:
+        return orjson.loads(chunks)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+
+
+async def read_object(request: Request, *, allow_empty: bool = True, max_bytes: int | None = None) -> dict[str, Any]:
+    body = await read_json(request, allow_empty=allow_empty, max_bytes=max_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def bearer(request: Request | WebSocket) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationFailed("The Authorization header must be 'Bearer <token>'.")
+        return value.strip()
+    return None
+
+
+def rate_limit(ctx: ServerContext, key: str) -> None:
+    wait = ctx.limiter.check(key, now())
+    if wait:
+        raise RateLimited(f"Too many requests; retry in {wait} s.", retry_after=wait)
+
+
+async def user(request: Request | WebSocket, *, write: bool = False) -> Principal:
+    """The calling person: a Bearer user token, or the web session cookie (+ CSRF on writes)."""
+    ctx = ctx_of(request)
+    token = bearer(request)
+    if token is not None:
+        principal = await ctx.auth.principal(token)
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            raise AuthenticationFailed("Log in first: send 'Authorization: Bearer <token>'.")
+        principal = await ctx.auth.principal(cookie, kinds=("web_session",))
+        if write and isinstance(request, Request):
+            sent = request.headers.get(CSRF_HEADER, "")
+            if sent != csrf_token(cookie, ctx.auth.csrf_key):
+                raise AuthenticationFailed("Missing or wrong CSRF token (X-CSRF-Token).",
+                                           error_type="permission_error", status=403)
+    rate_limit(ctx, principal.token_id)
+    return principal
+
+
+def parse_session_id(value: str) -> str:
+    """Either costume (session_/cse_) → the body; anything else is a 404."""
+    if not is_valid_id(value):
+        raise NotFound("No such session.")
+    body = session_body(value)
+    if body is None:
+        raise NotFound("No such session.")
+    return body
+
+
+def parse_prefixed(value: str, prefix: str, what: str) -> str:
+    if not is_valid_id(value) or prefixed_body(value, prefix) is None:
+        raise NotFound(f"No such {what}.")
+    return value
+
+
+def query_int(request: Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"Query parameter '{name}' must be an integer.") from None
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"Query parameter '{name}' must be between {lo} and {hi}.")
+    return value

@@ -1,0 +1,216 @@
+"""Tether additions (PROTOCOL.md §3): me, bridge config, tokens, audit, files, operations."""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from tether import __version__
+from tether.errors import InvalidRequest, NotFound, PayloadTooLarge
+from tether.server.api.common import JSONResponse, ctx_of, query_int, read_object, user
+from tether.server.clock import iso, now
+
+router = APIRouter()
+
+
+@router.get("/v1/me")
+async def me(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request)
+    async with ctx.store.read() as tx:
+        org = await tx.get_org(principal.org_id)
+    assert org is not None
+    return JSONResponse({
+        "user": {"id": principal.user_id, "email": principal.email, "role": principal.role},
+        "organization": {"uuid": principal.org_id, "name": org["name"]},
+        "organization_uuid": principal.org_id,
+        "role": principal.role,
+        "policy": {"allow_remote_control": bool(org["allow_remote_control"])},
+        "credential": principal.kind,
+    })
+
+
+@router.put("/v1/org/policy")
+async def set_policy(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request, write=True)
+    principal.require_owner()
+    body = await read_object(request, allow_empty=False)
+    allow = body.get("allow_remote_control")
+    if not isinstance(allow, bool):
+        raise InvalidRequest("'allow_remote_control' must be a boolean.")
+    async with ctx.store.write() as tx:
+        await tx.set_org_policy(principal.org_id, allow)
+        await tx.insert_audit(principal.org_id, principal.user_id, "org.policy", principal.org_id,
+                              {"allow_remote_control": allow}, now())
+    return JSONResponse({"allow_remote_control": allow})
+
+
+@router.get("/v1/bridge/config")
+async def bridge_config(request: Request) -> Response:
+    ctx = ctx_of(request)
+    await user(request)
+    interval = int(ctx.config.poll_interval_s * 1000)
+    return JSONResponse({
+        "poll_config": {
+            "poll_interval_ms_not_at_capacity": interval,
+            "poll_interval_ms_at_capacity": 600_000,
+            "non_exclusive_heartbeat_interval_ms": 60_000,
+            "multisession_poll_interval_ms_not_at_capacity": interval,
+            "multisession_poll_interval_ms_partial_capacity": interval,
+            "multisession_poll_interval_ms_at_capacity": 600_000,
+            "reclaim_older_than_ms": ctx.config.reclaim_older_than_ms,
+            "session_keepalive_interval_v2_ms": 120_000,
+        },
+        "repl_v2": ctx.config.worker_transport == "v2",
+        "repl_v2_config": {
+            "heartbeat_interval_ms": 20_000,
+            "heartbeat_jitter_fraction": 0.1,
+            "token_refresh_buffer_ms": 300_000,
+            "uuid_dedup_buffer_size": 2000,
+        },
+        "worker_transport": ctx.config.worker_transport,
+        "min_version": "0.1.0",
+        "v2_min_version": "0.1.0",
+        "initial_history_cap": 200,
+        "multi_session": True,
+        "lease_ttl_seconds": int(ctx.config.lease_ttl_s),
+        "server_version": __version__,
+    })
+
+
+def _token_json(row: dict[str, object]) -> dict[str, object]:
+    return {
+        "id": row["id"], "name": row["name"], "kind": row["kind"],
+        "created_at": iso(row["created_at"]),  # type: ignore[arg-type]
+        "expires_at": iso(row["expires_at"]),  # type: ignore[arg-type]
+        "last_used_at": iso(row.get("last_used_at")),  # type: ignore[arg-type]
+        "revoked": bool(row["revoked"]),
+    }
+
+
+@router.get("/v1/tokens")
+async def list_tokens(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request)
+    async with ctx.store.read() as tx:
+        rows = await tx.list_tokens(principal.user_id, "personal")
+    return JSONResponse({"data": [_token_json(r) for r in rows if not r["revoked"]]})
+
+
+@router.post("/v1/tokens")
+async def create_token(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request, write=True)
+    body = await read_object(request)
+    name = body.get("name", "token")
+    if not isinstance(name, str) or not 1 <= len(name) <= 100:
+        raise InvalidRequest("'name' must be a string of 1 to 100 characters.")
+    days = body.get("expires_in_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
+        raise InvalidRequest("'expires_in_days' must be an integer from 1 to 3650.")
+    async with ctx.store.write() as tx:
+        account = await tx.get_user(principal.user_id)
+        assert account is not None
+        issued = await ctx.auth.issue(tx, "personal", account, ttl=days * 86400 if days else None, name=name)
+        await tx.insert_audit(principal.org_id, principal.user_id, "token.create", issued.row["id"],
+                              {"name": name}, now())
+    return JSONResponse({**_token_json(issued.row), "token": issued.secret})
+
+
+@router.delete("/v1/tokens/{token_id}")
+async def revoke_token(token_id: str, request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request, write=True)
+    async with ctx.store.write() as tx:
+        row = await tx.get_token(token_id)
+        if row is None or row["user_id"] != principal.user_id or row["kind"] != "personal":
+            raise NotFound("No such token.")
+        await tx.update_token(token_id, revoked=True)
+        await tx.insert_audit(principal.org_id, principal.user_id, "token.revoke", token_id, None, now())
+    return JSONResponse({})
+
+
+@router.get("/v1/audit")
+async def audit(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request)
+    principal.require_owner()
+    limit = query_int(request, "limit", 100, lo=1, hi=1000) or 100
+    before = query_int(request, "before", None, lo=1, hi=2**62)
+    async with ctx.store.read() as tx:
+        rows = await tx.list_audit(principal.org_id, limit + 1, before)
+    data = [{"id": r["pk"], "actor": r["actor"], "action": r["action"], "target": r["target"],
+             "detail": r["detail"], "at": iso(r["at"])} for r in rows[:limit]]
+    return JSONResponse({"data": data, "has_more": len(rows) > limit,
+                         "next_before": data[-1]["id"] if len(rows) > limit else None})
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+@router.post("/v1/files")
+async def upload(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request, write=True)
+    principal.require_writer()
+    limit = ctx.config.limits.max_file_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 65536:
+        raise PayloadTooLarge(f"Files are limited to {limit} bytes.")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("Upload files as multipart/form-data with a 'file' field.")
+    try:
+        form = await request.form(max_files=1, max_fields=10, max_part_size=limit)
+    except Exception as exc:  # starlette raises its own error types for malformed multipart
+        raise InvalidRequest(f"Malformed multipart body: {exc}") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidRequest("Multipart field 'file' is required.")
+    content = await upload.read()
+    if len(content) > limit:
+        raise PayloadTooLarge(f"Files are limited to {limit} bytes.")
+    name = _SAFE_NAME.sub("_", upload.filename or "file")[:200] or "file"
+    file_uuid = str(uuidlib.uuid4())
+    async with ctx.store.write() as tx:
+        await tx.insert_file(id=file_uuid, org_id=principal.org_id, user_id=principal.user_id, name=name,
+                             content_type=upload.content_type or "application/octet-stream",
+                             size=len(content), content=content, created_at=now())
+    return JSONResponse({"file_uuid": file_uuid, "file_name": name, "size": len(content)})
+
+
+@router.get("/api/oauth/files/{file_uuid}/content")
+async def download(file_uuid: str, request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request)
+    async with ctx.store.read() as tx:
+        row = await tx.get_file(file_uuid)
+    if row is None or row["org_id"] != principal.org_id:
+        raise NotFound("No such file.")
+    return Response(row["content"], media_type=row["content_type"],
+                    headers={"content-disposition": f'attachment; filename="{row["name"]}"',
+                             "x-content-type-options": "nosniff"})
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    ctx = ctx_of(request)
+    if not ctx.ready or ctx.closing:
+        return JSONResponse({"status": "starting" if not ctx.closing else "closing"}, status_code=503)
+    async with ctx.store.read() as tx:
+        await tx.first_org()
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    ctx = ctx_of(request)
+    return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,183 @@
+"""The subscribe socket for clients (reference §2.4; PROTOCOL.md §4.7)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+
+from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
+from tether.server.api.common import ctx_of, parse_session_id, user
+from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Socket, reject
+from tether.server.auth.service import Principal
+from tether.server.broker import Overflowed
+from tether.server.context import ServerContext
+from tether.server.hub import Live, SessionClosed, session_topic
+from tether.server.store import StoredEvent
+
+router = APIRouter()
+CLIENT_CONTROL = ("interrupt", "set_model", "set_permission_mode", "set_max_thinking_tokens", "end_session")
+
+
+def _from_seq(ws: WebSocket) -> int | None:
+    raw = ws.query_params.get("from_sequence_num")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise InvalidRequest("'from_sequence_num' must be a non-negative integer.")
+    return int(raw)
+
+
+def _origin_ok(ws: WebSocket, ctx: ServerContext) -> bool:
+    """Cookie-authenticated sockets must come from our own pages (no cross-site hijacking)."""
+    origin = ws.headers.get("origin")
+    if origin is None or ws.headers.get("authorization"):
+        return True
+    host = ws.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host or origin.rstrip("/") == ctx.config.url
+
+
+@router.websocket("/v1/sessions/ws/{session_id}/subscribe")
+async def subscribe(ws: WebSocket, session_id: str) -> None:
+    ctx = ctx_of(ws)
+    try:
+        body = parse_session_id(session_id)
+        from_seq = _from_seq(ws)
+        if not _origin_ok(ws, ctx):
+            raise PermissionDenied("Cross-origin subscribe refused.")
+        principal = await user(ws)
+        async with ctx.store.read() as tx:
+            session = await tx.get_session(body)
+        if session is None or session["org_id"] != principal.org_id:
+            raise NotFound("No such session.")
+    except TetherError as exc:
+        await reject(ws, exc)
+        return
+    await ws.accept()
+    sock = Socket(ws)
+    ctx.metrics.add_gauge("subscribers", 1)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            sender = tg.create_task(_send_loop(ctx, sock, body, from_seq))
+            await _receive_loop(ctx, sock, body, principal)
+            sender.cancel()
+    except* _Closed as group:
+        code, reason = group.exceptions[0].args
+        await sock.close(code, reason)
+    except* Exception as group:
+        if not all(isinstance(e, ConnectionError | OSError) or type(e).__name__.endswith("Disconnect")
+                   for e in group.exceptions):
+            raise
+    finally:
+        ctx.metrics.add_gauge("subscribers", -1)
+
+
+class _Closed(Exception):
+    pass
+
+
+async def _send_loop(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> None:
+    with ctx.broker.subscribe(session_topic(body)) as sub:
+        async with ctx.store.read() as tx:
+            session = await tx.get_session(body)
+            pending = await tx.list_permissions(body, "pending")
+        last = int(session["last_seq"]) if session else 0
+        if from_seq is not None:
+            last = await _replay(ctx, sock, body, from_seq)
+            pending = [p for p in pending if p["seq"] is None or p["seq"] <= from_seq]
+        for perm in pending:
+            frame = orjson.loads(perm["request"])
+            frame["sequence_num"] = perm["seq"]
+            await sock.send_json(frame)
+        while True:
+            try:
+                item = await sub.get()
+            except Overflowed:
+                sub.reset()
+                last = await _replay(ctx, sock, body, last)
+                continue
+            if isinstance(item, StoredEvent):
+                if item.ephemeral:
+                    await sock.send_text(item.client_text)
+                elif item.seq > last:
+                    await sock.send_text(item.client_text)
+                    last = item.seq
+            elif isinstance(item, Live):
+                await sock.send_text(item.frame.decode())
+            elif isinstance(item, SessionClosed):
+                continue
+
+
+async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> int:
+    """Send every stored event after ``after``; return the last sequence number sent."""
+    while True:
+        async with ctx.store.read() as tx:
+            page = await tx.events_after(body, after, limit=500)
+        if not page:
+            return after
+        for ev in page:
+            await sock.send_text(ev.client_text)
+            after = ev.seq
+
+
+async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, principal: Principal) -> None:
+    limit = ctx.config.limits.max_event_bytes
+    while True:
+        try:
+            text = await sock.receive_text()
+        except TetherError as exc:
+            raise _Closed(CLOSE_INVALID_DATA, exc.message) from None
+        if text is None:
+            return
+        if len(text) > limit:
+            raise _Closed(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            await sock.send_json(_error_frame("invalid_request_error", "Frames must be JSON objects."))
+            continue
+        await _handle_frame(ctx, sock, body, principal, frame)
+
+
+def _error_frame(kind: str, message: str, request_id: Any = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
+
+
+async def _handle_frame(ctx: ServerContext, sock: Socket, body: str, principal: Principal, frame: Any) -> None:
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        await sock.send_json(_error_frame("invalid_request_error", "Frames must be objects with a 'type'."))
+        return
+    kind = frame["type"]
+    if kind == "keep_alive":
+        await sock.send_json({"type": "keep_alive"})
+        return
+    request_id = frame.get("request_id")
+    try:
+        if kind == "control_response":
+            principal.require_writer()
+            await ctx.hub.answer_permission(body, principal.org_id, principal.user_id, frame)
+        elif kind == "control_request":
+            principal.require_writer()
+            request = frame.get("request")
+            subtype = request.get("subtype") if isinstance(request, dict) else None
+            if subtype not in CLIENT_CONTROL:
+                raise InvalidRequest(f"Unsupported control_request subtype: {subtype!r}.")
+            if not isinstance(request_id, str) or not request_id:
+                frame["request_id"] = request_id = str(uuidlib.uuid4())
+            await ctx.hub.post_client_events(body, principal.org_id, principal.user_id, [frame])
+            await sock.send_json({"type": "control_response",
+                                  "response": {"subtype": "success", "request_id": request_id}})
+        else:
+            raise InvalidRequest(f"Unsupported frame type {kind!r}: send prompts with POST "
+                                 "/v1/sessions/{id}/events.")
+    except TetherError as exc:
+        rid = request_id
+        if kind == "control_response" and isinstance(frame.get("response"), dict):
+            rid = frame["response"].get("request_id", rid)
+        await sock.send_json(_error_frame(exc.error_type, exc.message, rid))

@@ -1,0 +1,93 @@
+"""create_app(config) → the ASGI app. Nothing happens at import time.
+
+Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
+reaper in a task group; on shutdown: stop accepting (readyz 503), close sockets with
+1012, stop background tasks, close the store — in that order, each with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from tether.errors import RateLimited, TetherError
+from tether.server.api import environments, ingress, misc, oauth, sessions, subscribe
+from tether.server.api.common import JSONResponse
+from tether.server.config import Config
+from tether.server.context import ServerContext
+from tether.server.web import pages
+
+log = logging.getLogger("tether.server")
+
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
+                 413: "payload_too_large", 429: "rate_limit_error"}
+
+
+def error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(config: Config) -> FastAPI:
+    ctx = ServerContext.build(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        await ctx.store.open()
+        await ctx.auth.open()
+        await _reset_worker_presence(ctx)
+        async with asyncio.TaskGroup() as tg:
+            reaper = tg.create_task(ctx.dispatcher.run_reaper(), name="lease-reaper")
+            ctx.ready = True
+            try:
+                yield
+            finally:
+                ctx.ready = False
+                ctx.closing = True
+                reaper.cancel()
+        await ctx.broker.close()
+        await ctx.store.close()
+
+    app = FastAPI(title="Tether server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
+    app.state.ctx = ctx
+    for module in (environments, sessions, ingress, subscribe, oauth, misc, pages):
+        app.include_router(module.router)
+
+    @app.exception_handler(TetherError)
+    async def tether_error(request: Request, exc: TetherError) -> Response:
+        headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return error_response(exc.status, exc.error_type, exc.message, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404:
+            message = f"No route for {request.method} {request.url.path}."
+        return error_response(exc.status_code, _STATUS_TYPES.get(exc.status_code, "api_error"), message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(400, "invalid_request_error", f"Invalid request: {exc.errors()[:3]}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "api_error", "Internal server error (this is a bug; see the server log).")
+
+    return app
+
+
+async def _reset_worker_presence(ctx: ServerContext) -> None:
+    """v1 worker sockets do not survive a restart: nobody is connected at start."""
+    async with ctx.store.write() as tx:
+        await tx.disconnect_all_workers()

@@ -1,0 +1,193 @@
+"""Users, organisations, credentials: who is calling and what may they do (PROTOCOL.md §1)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, PolicyDenied
+from tether.server.auth import secrets as sec
+from tether.server.auth.worker_jwt import KeyRing, WorkerClaims
+from tether.server.config import Config
+from tether.server.store import Store, Tx
+
+ROLES = ("owner", "member", "viewer")
+USER_KINDS = ("access", "personal", "web_session")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    org_id: str
+    role: str
+    email: str
+    kind: str  # access | personal | web_session
+    token_id: str
+    allow_remote_control: bool
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in ("owner", "member")
+
+    def require_writer(self) -> None:
+        if not self.can_write:
+            raise PermissionDenied("Viewers may watch sessions but not act on them.")
+
+    def require_owner(self) -> None:
+        if self.role != "owner":
+            raise PermissionDenied("Only an organisation owner may do this.")
+
+    def require_policy(self) -> None:
+        if not self.allow_remote_control:
+            raise PolicyDenied("Remote Control is disabled by your organisation's policy.")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    secret: str
+    row: dict[str, Any]
+
+
+class Auth:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.keys: KeyRing | None = None
+        self.csrf_key = ""
+
+    async def open(self) -> None:
+        """Load (or create) the signing keys."""
+        async with self.store.write() as tx:
+            rows = await tx.signing_keys()
+            if not rows:
+                kid, secret = KeyRing.new_key()
+                await tx.insert_signing_key(kid, secret, time.time())
+                rows = await tx.signing_keys()
+        self._load_keys(rows)
+
+    def _load_keys(self, rows: list[dict[str, Any]]) -> None:
+        active = [r for r in rows if r["active"]] or rows
+        self.keys = KeyRing({r["kid"]: r["secret"] for r in rows}, active[-1]["kid"], self.config.url)
+        self.csrf_key = rows[0]["secret"]
+
+    async def rotate_keys(self) -> str:
+        kid, secret = KeyRing.new_key()
+        async with self.store.write() as tx:
+            await tx.insert_signing_key(kid, secret, time.time())
+            rows = await tx.signing_keys()
+        self._load_keys(rows)
+        return kid
+
+    # ---- bootstrap ------------------------------------------------------------------------
+    async def ensure_owner(self, tx: Tx, *, org_name: str = "default", email: str = "owner@localhost",
+                           role: str = "owner") -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """The org and user by name/email, created on first use. Returns (org, user, created)."""
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
+        now = time.time()
+        created = False
+        org = await tx.get_org_by_name(org_name)
+        if org is None:
+            org = await tx.insert_org(org_name, now)
+            created = True
+        user = await tx.get_user_by_email(email)
+        if user is None:
+            user = await tx.insert_user(org["id"], email, role, now)
+            created = True
+        elif user["org_id"] != org["id"]:
+            raise InvalidRequest(f"{email} belongs to another organisation")
+        return org, user, created
+
+    async def bootstrap(self) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """On first start: the default org and its owner."""
+        async with self.store.write() as tx:
+            org = await tx.first_org()
+            if org is not None:
+                users = await tx.list_users(org["id"])
+                owners = [u for u in users if u["role"] == "owner"] or users
+                if owners:
+                    return org, owners[0], False
+            return await self.ensure_owner(tx)
+
+    # ---- issuing credentials --------------------------------------------------------------
+    async def issue(self, tx: Tx, kind: str, user: dict[str, Any], *, ttl: float | None,
+                    name: str | None = None, extra: dict[str, Any] | None = None,
+                    lookup: str | None = None) -> IssuedToken:
+        secret = sec.new_secret(kind)
+        now = time.time()
+        row = await tx.insert_token(
+            kind=kind, secret_hash=sec.hash_secret(secret), org_id=user.get("org_id"), user_id=user.get("id"),
+            name=name, expires_at=(now + ttl) if ttl else None, created_at=now, extra=extra, lookup=lookup,
+        )
+        return IssuedToken(secret, row)
+
+    async def issue_session_pair(self, tx: Tx, user: dict[str, Any], family: str | None = None) -> dict[str, Any]:
+        """An access token and a rotating refresh token (OAuth token response body)."""
+        family = family or sec.new_secret("refresh")[4:20]
+        access = await self.issue(tx, "access", user, ttl=self.config.access_token_ttl_s, extra={"family": family})
+        refresh = await self.issue(tx, "refresh", user, ttl=self.config.refresh_token_ttl_s,
+                                   extra={"family": family})
+        return {
+            "access_token": access.secret,
+            "token_type": "Bearer",
+            "expires_in": int(self.config.access_token_ttl_s),
+            "refresh_token": refresh.secret,
+        }
+
+    async def login_link(self, tx: Tx, user: dict[str, Any]) -> str:
+        issued = await self.issue(tx, "login_link", user, ttl=self.config.login_link_ttl_s)
+        return f"{self.config.url}/login?token={issued.secret}"
+
+    # ---- checking credentials -------------------------------------------------------------
+    async def token_row(self, tx: Tx, secret: str, kinds: tuple[str, ...]) -> dict[str, Any]:
+        kind = sec.kind_of(secret)
+        if kind not in kinds:
+            raise AuthenticationFailed(f"This route needs a {' or '.join(kinds)} credential.")
+        row = await tx.token_by_hash(sec.hash_secret(secret))
+        if row is None or row["kind"] != kind:
+            raise AuthenticationFailed("The credential is not recognised.")
+        if row["revoked"]:
+            raise AuthenticationFailed("The credential has been revoked.")
+        if row["expires_at"] is not None and row["expires_at"] <= time.time():
+            raise AuthenticationFailed("The credential has expired; refresh it or log in again.")
+        return row
+
+    async def principal(self, secret: str, *, kinds: tuple[str, ...] = USER_KINDS) -> Principal:
+        async with self.store.read() as tx:
+            row = await self.token_row(tx, secret, kinds)
+            user = await tx.get_user(row["user_id"]) if row["user_id"] else None
+            if user is None:
+                raise AuthenticationFailed("The credential's user no longer exists.")
+            org = await tx.get_org(user["org_id"])
+        if org is None:
+            raise AuthenticationFailed("The credential's organisation no longer exists.")
+        return Principal(user["id"], org["id"], user["role"], user["email"], row["kind"], row["id"],
+                         bool(org["allow_remote_control"]))
+
+    async def environment(self, secret: str) -> dict[str, Any]:
+        if sec.kind_of(secret) != "environment":
+            raise AuthenticationFailed("Polling needs the environment secret returned by registration.")
+        async with self.store.read() as tx:
+            env = await tx.environment_by_secret(sec.hash_secret(secret))
+        if env is None:
+            raise AuthenticationFailed("The environment secret is not recognised.")
+        return env
+
+    def worker(self, token: str) -> WorkerClaims:
+        if sec.kind_of(token) != "jwt" and not token.startswith("sk-ant-si-"):
+            raise AuthenticationFailed("This route needs a worker token.")
+        assert self.keys is not None
+        return self.keys.verify(token, now=time.time())
+
+    def worker_for_session(self, token: str, session_body: str) -> WorkerClaims:
+        claims = self.worker(token)
+        if claims.session_body != session_body:
+            raise AuthenticationFailed("The worker token belongs to another session.")
+        return claims
+
+    async def get_user_in_org(self, tx: Tx, org_id: str, user_id: str) -> dict[str, Any]:
+        user = await tx.get_user(user_id)
+        if user is None or user["org_id"] != org_id:
+            raise NotFound("No such user.")
+        return user

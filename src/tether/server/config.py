@@ -1,0 +1,96 @@
+"""One Config object for the server; CLI flags and TETHER_* environment variables map onto it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from dataclasses import dataclass, field
+
+
+def default_home() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("TETHER_HOME", pathlib.Path.home() / ".tether"))
+
+
+@dataclass
+class Limits:
+    max_event_bytes: int = 1 << 20  # one event / frame
+    max_body_bytes: int = 10 << 20  # one HTTP body
+    max_v1_batch: int = 500
+    max_v2_batch: int = 100
+    max_file_bytes: int = 20 << 20
+    # per credential; 0 disables
+    rate_per_second: float = 500.0
+    rate_burst: int = 2000
+    login_per_minute: int = 10
+    device_poll_interval_s: int = 5
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    data_dir: pathlib.Path = field(default_factory=lambda: default_home() / "server")
+    database_url: str | None = None
+    public_url: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    forwarded_allow_ips: str = "127.0.0.1"
+    # timings (seconds)
+    poll_timeout_s: float = 8.0
+    poll_interval_s: float = 2.0
+    reclaim_older_than_ms: int = 5000
+    lease_ttl_s: float = 300.0
+    lease_check_interval_s: float = 5.0
+    environment_ttl_s: float = 4 * 3600.0
+    worker_token_ttl_s: float = 4 * 3600.0
+    worker_heartbeat_ttl_s: float = 60.0
+    access_token_ttl_s: float = 3600.0
+    refresh_token_ttl_s: float = 30 * 24 * 3600.0
+    login_link_ttl_s: float = 24 * 3600.0
+    device_code_ttl_s: float = 600.0
+    web_session_ttl_s: float = 14 * 24 * 3600.0
+    initialize_timeout_s: float = 14.0
+    sse_keepalive_s: float = 15.0
+    worker_transport: str = "v1"  # what env-based dispatch hands out: v1 | v2
+    limits: Limits = field(default_factory=Limits)
+    print_login_link: bool = True
+
+    @property
+    def url(self) -> str:
+        """The server's own URL as clients should use it."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'tether.db'}"
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_ENV_FIELDS = {
+    "TETHER_HOST": ("host", str),
+    "TETHER_PORT": ("port", int),
+    "TETHER_DATA_DIR": ("data_dir", pathlib.Path),
+    "TETHER_DATABASE_URL": ("database_url", str),
+    "TETHER_PUBLIC_URL": ("public_url", str),
+    "TETHER_LEASE_TTL": ("lease_ttl_s", float),
+    "TETHER_WORKER_TRANSPORT": ("worker_transport", str),
+}
+
+
+def config_from_env(base: Config | None = None) -> Config:
+    cfg = base or Config()
+    for name, (attr, conv) in _ENV_FIELDS.items():
+        if name in os.environ:
+            setattr(cfg, attr, conv(os.environ[name]))
+    return cfg

@@ -1,0 +1,43 @@
+"""Everything a request handler needs, built once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tether.server.auth.ratelimit import RateLimiter
+from tether.server.auth.service import Auth
+from tether.server.broker import Broker
+from tether.server.config import Config
+from tether.server.dispatch import Dispatcher
+from tether.server.hub import Hub
+from tether.server.metrics import Metrics
+from tether.server.store import Store
+
+
+@dataclass
+class ServerContext:
+    config: Config
+    store: Store
+    broker: Broker
+    auth: Auth
+    dispatcher: Dispatcher
+    hub: Hub
+    limiter: RateLimiter
+    login_limiter: RateLimiter
+    metrics: Metrics = field(default_factory=lambda: Metrics())
+    ready: bool = False
+    closing: bool = False
+
+    @classmethod
+    def build(cls, config: Config) -> ServerContext:
+        store = Store(config.db_url)
+        broker = Broker()
+        auth = Auth(config, store)
+        dispatcher = Dispatcher(config, store, broker, auth)
+        hub = Hub(config, store, broker, dispatcher)
+        limits = config.limits
+        return cls(
+            config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub,
+            limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
+            login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
+        )

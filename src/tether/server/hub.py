@@ -1,0 +1,375 @@
+"""The session hub: validates and appends events to a session's log, applies their side
+effects (status, permission requests, titles, deliveries) in the same transaction, and
+fans them out after the commit, in sequence order (PROTOCOL.md §4.2–4.6)."""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from tether.protocol import titles
+from tether.protocol.ids import new_id
+from tether.server.broker import Broker
+from tether.server.clock import iso, now
+from tether.server.config import Config
+from tether.server.dispatch import Dispatcher
+from tether.server.store import EventIn, Store, StoredEvent, Tx
+
+log = logging.getLogger("tether.server.hub")
+
+INBOUND_CONTROL = ("interrupt", "set_model", "set_permission_mode", "set_max_thinking_tokens", "end_session")
+
+
+def session_topic(body: str) -> str:
+    return f"s:{body}"
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    """Published on a session topic when it is archived: worker sockets close with 4001."""
+
+    reason: str = "archived"
+
+
+@dataclass(frozen=True)
+class Live:
+    """A non-log frame for subscribers (session_update, delivery_update, ephemeral events)."""
+
+    frame: bytes
+    to_worker: bool = False
+
+
+@dataclass
+class Ingest:
+    """What one write did: the new events, and the frames to fan out after commit."""
+
+    stored: list[StoredEvent] = field(default_factory=list)
+    live: list[Any] = field(default_factory=list)
+    status: str | None = None
+    replies: list[dict[str, Any]] = field(default_factory=list)  # server → worker control responses
+
+
+def _check_event(obj: Any, max_bytes: int) -> tuple[dict[str, Any], str]:
+    if not isinstance(obj, dict):
+        raise InvalidRequest("Each event must be a JSON object.")
+    kind = obj.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidRequest("Each event needs a string 'type'.")
+    if "uuid" in obj and not isinstance(obj["uuid"], str):
+        raise InvalidRequest("An event's 'uuid' must be a string.")
+    if not obj.get("uuid"):
+        obj = {**obj, "uuid": str(uuidlib.uuid4())}
+    text = orjson.dumps(obj).decode()
+    if len(text) > max_bytes:
+        raise PayloadTooLarge(f"An event is larger than {max_bytes} bytes.")
+    return obj, text
+
+
+def normalize_request_id(msg: dict[str, Any]) -> str | None:
+    """``control_response.response.request_id`` (camelCase ``requestId`` accepted, reference §3.1)."""
+    resp = msg.get("response")
+    if isinstance(resp, dict):
+        rid = resp.get("request_id", resp.get("requestId"))
+        if isinstance(rid, str):
+            return rid
+    rid = msg.get("request_id", msg.get("requestId"))
+    return rid if isinstance(rid, str) else None
+
+
+class Hub:
+    def __init__(self, config: Config, store: Store, broker: Broker, dispatcher: Dispatcher) -> None:
+        self.config = config
+        self.store = store
+        self.broker = broker
+        self.dispatcher = dispatcher
+        # request ids of the server's own control requests (initialize) whose answers are not logged
+        self.server_request_ids: set[str] = set()
+
+    # ---- fan-out --------------------------------------------------------------------------
+    def publish(self, body: str, result: Ingest) -> None:
+        topic = session_topic(body)
+        for ev in result.stored:
+            self.broker.publish(topic, ev)
+        for item in result.live:
+            self.broker.publish(topic, item)
+
+    def session_update_frame(self, session: dict[str, Any]) -> Live:
+        return Live(orjson.dumps({
+            "type": "session_update",
+            "session_id": f"session_{session['id']}",
+            "status": session["status"],
+            "title": session["title"],
+            "sequence_num": session["last_seq"],
+        }))
+
+    async def load_session(self, tx: Tx, body: str, org_id: str | None = None, *,
+                           for_update: bool = False) -> dict[str, Any]:
+        session = await tx.get_session(body, for_update=for_update)
+        if session is None or (org_id is not None and session["org_id"] != org_id):
+            raise NotFound("No such session.")
+        return session
+
+    # ---- the write path -------------------------------------------------------------------
+    async def append(self, body: str, items: Sequence[EventIn], *, org_id: str | None = None,
+                     effects: Any = None, allow_archived: bool = False) -> Ingest:
+        """Append ``items`` in one transaction, run ``effects(tx, session, result)``, fan out."""
+        result = Ingest()
+        async with self.store.write() as tx:
+            session = await self.load_session(tx, body, org_id, for_update=True)
+            if session["archived_at"] and not allow_archived:
+                raise Conflict("The session is archived.", error_type="already_archived")
+            before = (session["status"], session["title"])
+            result.stored = await tx.append_events(session, items, now())
+            if effects is not None:
+                await effects(tx, session, result)
+            if (session["status"], session["title"]) != before:
+                await tx.update_session(body, status=session["status"], title=session["title"],
+                                        updated_at=now())
+                result.live.append(self.session_update_frame(session))
+            result.status = session["status"]
+            for reply in result.replies:
+                reply_items = [self.server_event(reply)]
+                result.stored.extend(await tx.append_events(session, reply_items, now()))
+            tx.after_commit(lambda: self.publish(body, result))
+        return result
+
+    def server_event(self, payload: dict[str, Any]) -> EventIn:
+        payload.setdefault("uuid", str(uuidlib.uuid4()))
+        return EventIn(payload["uuid"], "server", payload["type"], payload, orjson.dumps(payload).decode(),
+                       delivery="pending")
+
+    def publish_frames(self, body: str, frames: Sequence[Any]) -> None:
+        topic = session_topic(body)
+        for frame in frames:
+            self.broker.publish(topic, frame)
+
+    def publish_ephemeral(self, body: str, hwm: int, payloads: Sequence[tuple[dict[str, Any], str]]) -> None:
+        topic = session_topic(body)
+        t = now()
+        for payload, text in payloads:
+            ev = StoredEvent(body, hwm, "", payload.get("uuid", ""), "worker", payload["type"], text, t,
+                             ephemeral=True)
+            self.broker.publish(topic, ev)
+
+    # ---- client writes --------------------------------------------------------------------
+    def client_items(self, raw_events: Sequence[Any]) -> list[EventIn]:
+        items = []
+        for raw in raw_events:
+            obj, text = _check_event(raw, self.config.limits.max_event_bytes)
+            if obj["type"] == "keep_alive":
+                continue
+            items.append(EventIn(obj["uuid"], "client", obj["type"], obj, text, delivery="pending"))
+        return items
+
+    async def client_effects(self, tx: Tx, session: dict[str, Any], result: Ingest, *,
+                             actor: str) -> None:
+        for ev in result.stored:
+            payload = ev.payload
+            if ev.event_type == "user":
+                session["status"] = "running"
+                if not session["title_explicit"] and not session["title"]:
+                    title = titles.derive_title(payload)
+                    if title:
+                        session["title"] = title
+                await tx.insert_audit(session["org_id"], actor, "session.prompt", f"session_{session['id']}",
+                                      {"uuid": ev.uuid}, now())
+            elif ev.event_type == "control_request":
+                req = payload.get("request")
+                subtype = req.get("subtype") if isinstance(req, dict) else None
+                await tx.insert_audit(session["org_id"], actor, f"session.{subtype or 'control'}",
+                                      f"session_{session['id']}", {"request_id": payload.get("request_id")}, now())
+        await self.dispatcher.ensure_worker(tx, session)
+
+    async def post_client_events(self, body: str, org_id: str, actor: str, raw_events: Sequence[Any]) -> Ingest:
+        items = self.client_items(raw_events)
+        for item in items:
+            if item.event_type == "control_response":
+                raise InvalidRequest("Answer permission requests on the subscribe socket "
+                                     "or with a worker token (control_response).")
+
+        async def effects(tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+            await self.client_effects(tx, session, result, actor=actor)
+
+        return await self.append(body, items, org_id=org_id, effects=effects)
+
+    async def answer_permission(self, body: str, org_id: str | None, actor: str,
+                                message: dict[str, Any]) -> Ingest:
+        """First writer wins (PROTOCOL.md §4.6); a later answer raises Conflict already_resolved."""
+        obj, text = _check_event(message, self.config.limits.max_event_bytes)
+        request_id = normalize_request_id(obj)
+        if not request_id:
+            raise InvalidRequest("control_response needs response.request_id.")
+        resp = obj.get("response")
+        if not isinstance(resp, dict) or resp.get("subtype") not in ("success", "error"):
+            raise InvalidRequest("control_response.response.subtype must be 'success' or 'error'.")
+        if isinstance(resp, dict) and "request_id" not in resp:
+            obj["response"] = {**resp, "request_id": request_id}
+            text = orjson.dumps(obj).decode()
+        decision = resp.get("response") if resp.get("subtype") == "success" else None
+        behavior = decision.get("behavior") if isinstance(decision, dict) else None
+        if resp.get("subtype") == "success" and behavior not in ("allow", "deny"):
+            raise InvalidRequest("A permission answer needs response.response.behavior 'allow' or 'deny'.")
+        item = EventIn(obj["uuid"], "client", "control_response", obj, text, delivery="pending")
+
+        async def effects(tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+            perm = await tx.get_permission(session["id"], request_id)
+            if perm is not None:
+                if perm["status"] != "pending" and result.stored:
+                    raise Conflict(f"Permission request {request_id} is already {perm['status']}.",
+                                   error_type="already_resolved")
+                if result.stored:
+                    status = "allowed" if behavior == "allow" else "denied"
+                    await tx.update_permission(session["id"], request_id, status=status, answered_by=actor,
+                                               answered_at=now(), decision=decision)
+                    if session["status"] == "requires_action" and not await tx.list_permissions(
+                            session["id"], "pending"):
+                        session["status"] = "running"
+                    await tx.insert_audit(session["org_id"], actor, "permission.answer",
+                                          f"session_{session['id']}",
+                                          {"request_id": request_id, "behavior": behavior}, now())
+            await self.dispatcher.ensure_worker(tx, session)
+
+        async with self.store.read() as rtx:
+            perm = await rtx.get_permission(body, request_id)
+        if perm is not None and perm["status"] != "pending":
+            raise Conflict(f"Permission request {request_id} is already {perm['status']}.",
+                           error_type="already_resolved")
+        return await self.append(body, [item], org_id=org_id, effects=effects)
+
+    # ---- worker writes --------------------------------------------------------------------
+    async def post_worker_events(self, body: str, raw_events: Sequence[Any], *,
+                                 ephemeral_flags: Sequence[bool] | None = None) -> Ingest:
+        """Worker output (I2, WS frames, W6): durable events are logged, ephemeral ones fanned out."""
+        durable: list[EventIn] = []
+        ephemeral: list[tuple[dict[str, Any], str]] = []
+        for index, raw in enumerate(raw_events):
+            obj, text = _check_event(raw, self.config.limits.max_event_bytes)
+            kind = obj["type"]
+            if kind == "keep_alive":
+                continue
+            if kind == "control_response" and normalize_request_id(obj) in self.server_request_ids:
+                self.server_request_ids.discard(normalize_request_id(obj) or "")
+                continue
+            flagged = bool(ephemeral_flags[index]) if ephemeral_flags else False
+            if kind == "stream_event" or flagged:
+                ephemeral.append((obj, text))
+                continue
+            durable.append(EventIn(obj["uuid"], "worker", kind, obj, text))
+        result = Ingest()
+        if durable:
+            result = await self.append(body, durable, effects=self.worker_effects, allow_archived=False)
+        if ephemeral:
+            async with self.store.read() as tx:
+                session = await tx.get_session(body)
+            if session is None:
+                raise NotFound("No such session.")
+            self.publish_ephemeral(body, int(session["last_seq"]), ephemeral)
+        return result
+
+    async def worker_effects(self, tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+        t = now()
+        echoed: list[str] = []
+        for ev in result.stored:
+            payload = ev.payload
+            kind = ev.event_type
+            if kind == "result":
+                session["status"] = "idle"
+            elif kind == "user" and payload.get("isReplay"):
+                echoed.append(ev.uuid)
+            elif kind == "control_request":
+                await self._worker_control_request(tx, session, ev, result)
+            elif kind == "control_cancel_request":
+                rid = payload.get("request_id")
+                if isinstance(rid, str):
+                    perm = await tx.get_permission(session["id"], rid)
+                    if perm is not None and perm["status"] == "pending":
+                        await tx.update_permission(session["id"], rid, status="cancelled", answered_by="worker",
+                                                   answered_at=t)
+                        if not await tx.list_permissions(session["id"], "pending"):
+                            if session["status"] == "requires_action":
+                                session["status"] = "running"
+            elif kind == "assistant" and session["status"] == "idle":
+                session["status"] = "running"
+        # Echoes of logged prompts were deduplicated away; they still confirm delivery.
+        await self.confirm_worker_output(tx, session, result, echoed)
+
+    async def confirm_worker_output(self, tx: Tx, session: dict[str, Any], result: Ingest,
+                                    echoed: list[str]) -> None:
+        moved = []
+        if echoed:
+            moved += await tx.set_delivery(session["id"], uuids=echoed, status="processed")
+        for ev in moved:
+            result.live.append(delivery_frame(ev))
+
+    async def _worker_control_request(self, tx: Tx, session: dict[str, Any], ev: StoredEvent,
+                                      result: Ingest) -> None:
+        payload = ev.payload
+        raw_req = payload.get("request")
+        req: dict[str, Any] = raw_req if isinstance(raw_req, dict) else {}
+        rid = payload.get("request_id")
+        subtype = req.get("subtype")
+        if subtype == "can_use_tool" and isinstance(rid, str):
+            await tx.insert_permission(
+                session_id=session["id"], request_id=rid, tool_name=str(req.get("tool_name", "")),
+                input=req.get("input") if isinstance(req.get("input"), dict) else {},
+                tool_use_id=req.get("tool_use_id") if isinstance(req.get("tool_use_id"), str) else None,
+                description=req.get("description") if isinstance(req.get("description"), str) else None,
+                permission_suggestions=req.get("permission_suggestions"), status="pending", seq=ev.seq,
+                request=ev.payload_json, created_at=now(),
+            )
+            session["status"] = "requires_action"
+        elif isinstance(rid, str):
+            # The worker asks its SDK host (hook_callback, elicitation, mcp_message …): Tether
+            # plays that host and declines, so the worker never waits forever.
+            result.replies.append({
+                "type": "control_response",
+                "response": {"subtype": "error", "request_id": rid,
+                             "error": f"Unsupported control request subtype: {subtype}"},
+            })
+
+    async def client_frames_for_status(self, body: str) -> None:
+        async with self.store.read() as tx:
+            session = await tx.get_session(body)
+        if session is not None:
+            self.broker.publish(session_topic(body), self.session_update_frame(session))
+
+
+def delivery_frame(ev: StoredEvent) -> Live:
+    return Live(orjson.dumps({
+        "type": "delivery_update", "event_id": ev.event_id, "uuid": ev.uuid, "sequence_num": ev.seq,
+        "status": ev.delivery,
+    }))
+
+
+def session_json(session: dict[str, Any], *, online: bool | None = None, prefix: str = "session_") -> dict[str, Any]:
+    return {
+        "type": "session",
+        "id": f"{prefix}{session['id']}",
+        "title": session["title"],
+        "session_status": session["status"],
+        "environment_id": session["environment_id"],
+        "created_at": iso(session["created_at"]),
+        "updated_at": iso(session["updated_at"]),
+        "session_context": session["session_context"] or {},
+        "source": session["source"],
+        "permission_mode": session["permission_mode"],
+        "tags": session["tags"] or [],
+        "last_sequence_num": session["last_seq"],
+        "worker": {
+            "connected": session["worker_status"] not in (None, "disconnected"),
+            "status": session["worker_status"],
+            "last_seen": iso(session["worker_last_seen"]),
+            "epoch": session["worker_epoch"],
+        },
+        "environment": {"online": online},
+    }
+
+
+def new_event_id() -> str:
+    return new_id("evt")

@@ -1,0 +1,65 @@
+"""Plain records the store hands out (rows become frozen dataclasses at the boundary)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """An event about to be appended to a session's log."""
+
+    uuid: str
+    source: str  # worker | client | server
+    event_type: str
+    payload: dict[str, Any]
+    payload_json: str
+    delivery: str | None = None  # "pending" for inbound events that the worker must process
+
+
+@dataclass
+class StoredEvent:
+    """A committed event of a session's log (or a live ephemeral one, with ``ephemeral``)."""
+
+    session_id: str
+    seq: int
+    event_id: str
+    uuid: str
+    source: str
+    event_type: str
+    payload_json: str
+    created_at: float
+    delivery: str | None = None
+    ephemeral: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def payload(self) -> dict[str, Any]:
+        value = orjson.loads(self.payload_json)
+        return value if isinstance(value, dict) else {}
+
+    @cached_property
+    def client_frame(self) -> bytes:
+        """The frame subscribers receive: the payload with ``sequence_num`` (computed once)."""
+        body = dict(self.payload)
+        body["sequence_num"] = self.seq
+        if self.ephemeral:
+            body["ephemeral"] = True
+        return orjson.dumps(body)
+
+    @cached_property
+    def client_text(self) -> str:
+        return self.client_frame.decode()
+
+    @cached_property
+    def worker_text(self) -> str:
+        return self.payload_json + "\n"
+
+    @cached_property
+    def worker_frame(self) -> bytes:
+        """The v1 worker frame: the payload as one newline-terminated JSON line."""
+        return self.payload_json.encode() + b"\n"

@@ -1,0 +1,449 @@
+"""Repository methods bound to one connection/transaction (see store.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tether.protocol.ids import new_id
+from tether.server.store import tables as t
+from tether.server.store.records import EventIn, StoredEvent
+
+Row = dict[str, Any]
+LIVE_WORK_STATES = ("queued", "delivered", "acked")
+
+
+def _row(result_row: Any) -> Row | None:
+    return dict(result_row._mapping) if result_row is not None else None
+
+
+class Tx:
+    def __init__(self, conn: AsyncConnection, is_sqlite: bool, *, writable: bool) -> None:
+        self.conn = conn
+        self.is_sqlite = is_sqlite
+        self.writable = writable
+        self.after_commit_callbacks: list[Callable[[], object]] = []
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        self.after_commit_callbacks.append(callback)
+
+    async def _one(self, stmt: sa.Executable) -> Row | None:
+        return _row((await self.conn.execute(stmt)).first())
+
+    async def _all(self, stmt: sa.Executable) -> list[Row]:
+        return [dict(r._mapping) for r in (await self.conn.execute(stmt)).all()]
+
+    # ---- orgs and users -------------------------------------------------------------------
+    async def get_org(self, org_id: str) -> Row | None:
+        return await self._one(sa.select(t.orgs).where(t.orgs.c.id == org_id))
+
+    async def get_org_by_name(self, name: str) -> Row | None:
+        return await self._one(sa.select(t.orgs).where(t.orgs.c.name == name))
+
+    async def first_org(self) -> Row | None:
+        return await self._one(sa.select(t.orgs).order_by(t.orgs.c.created_at).limit(1))
+
+    async def insert_org(self, name: str, now: float) -> Row:
+        row = {"id": new_id("org"), "name": name, "allow_remote_control": True, "created_at": now}
+        await self.conn.execute(t.orgs.insert().values(**row))
+        return row
+
+    async def set_org_policy(self, org_id: str, allow_remote_control: bool) -> None:
+        await self.conn.execute(
+            t.orgs.update().where(t.orgs.c.id == org_id).values(allow_remote_control=allow_remote_control)
+        )
+
+    async def get_user(self, user_id: str) -> Row | None:
+        return await self._one(sa.select(t.users).where(t.users.c.id == user_id))
+
+    async def get_user_by_email(self, email: str) -> Row | None:
+        return await self._one(sa.select(t.users).where(t.users.c.email == email))
+
+    async def list_users(self, org_id: str) -> list[Row]:
+        return await self._all(sa.select(t.users).where(t.users.c.org_id == org_id).order_by(t.users.c.created_at))
+
+    async def insert_user(self, org_id: str, email: str, role: str, now: float) -> Row:
+        row = {"id": new_id("user"), "org_id": org_id, "email": email, "role": role,
+               "password_hash": None, "created_at": now}
+        await self.conn.execute(t.users.insert().values(**row))
+        return row
+
+    async def update_user(self, user_id: str, **values: Any) -> None:
+        await self.conn.execute(t.users.update().where(t.users.c.id == user_id).values(**values))
+
+    # ---- tokens and keys ------------------------------------------------------------------
+    async def insert_token(self, **row: Any) -> Row:
+        row.setdefault("id", new_id("tok"))
+        row.setdefault("revoked", False)
+        await self.conn.execute(t.tokens.insert().values(**row))
+        return row
+
+    async def token_by_hash(self, secret_hash: str) -> Row | None:
+        return await self._one(sa.select(t.tokens).where(t.tokens.c.secret_hash == secret_hash))
+
+    async def token_by_lookup(self, kind: str, lookup: str) -> Row | None:
+        return await self._one(
+            sa.select(t.tokens).where(t.tokens.c.kind == kind, t.tokens.c.lookup == lookup)
+        )
+
+    async def get_token(self, token_id: str) -> Row | None:
+        return await self._one(sa.select(t.tokens).where(t.tokens.c.id == token_id))
+
+    async def update_token(self, token_id: str, **values: Any) -> None:
+        await self.conn.execute(t.tokens.update().where(t.tokens.c.id == token_id).values(**values))
+
+    async def revoke_token_family(self, family: str) -> None:
+        rows = await self._all(sa.select(t.tokens.c.id, t.tokens.c.extra).where(t.tokens.c.kind.in_(("access", "refresh"))))
+        ids = [r["id"] for r in rows if (r["extra"] or {}).get("family") == family]
+        if ids:
+            await self.conn.execute(t.tokens.update().where(t.tokens.c.id.in_(ids)).values(revoked=True))
+
+    async def list_tokens(self, user_id: str, kind: str) -> list[Row]:
+        return await self._all(
+            sa.select(t.tokens).where(t.tokens.c.user_id == user_id, t.tokens.c.kind == kind)
+            .order_by(t.tokens.c.created_at)
+        )
+
+    async def signing_keys(self) -> list[Row]:
+        return await self._all(sa.select(t.signing_keys).order_by(t.signing_keys.c.created_at))
+
+    async def insert_signing_key(self, kid: str, secret: str, now: float) -> None:
+        await self.conn.execute(t.signing_keys.update().values(active=False))
+        await self.conn.execute(
+            t.signing_keys.insert().values(kid=kid, secret=secret, active=True, created_at=now)
+        )
+
+    # ---- environments ---------------------------------------------------------------------
+    async def insert_environment(self, **row: Any) -> Row:
+        await self.conn.execute(t.environments.insert().values(**row))
+        return row
+
+    async def get_environment(self, env_id: str) -> Row | None:
+        return await self._one(sa.select(t.environments).where(t.environments.c.id == env_id))
+
+    async def environment_by_secret(self, secret_hash: str) -> Row | None:
+        return await self._one(sa.select(t.environments).where(t.environments.c.secret_hash == secret_hash))
+
+    async def update_environment(self, env_id: str, **values: Any) -> None:
+        await self.conn.execute(t.environments.update().where(t.environments.c.id == env_id).values(**values))
+
+    async def list_environments(self, org_id: str) -> list[Row]:
+        return await self._all(
+            sa.select(t.environments).where(t.environments.c.org_id == org_id)
+            .order_by(t.environments.c.created_at)
+        )
+
+    async def active_session_counts(self, env_ids: Sequence[str]) -> dict[str, int]:
+        if not env_ids:
+            return {}
+        stmt = (
+            sa.select(t.work_items.c.environment_id, sa.func.count())
+            .where(t.work_items.c.environment_id.in_(env_ids), t.work_items.c.state.in_(("delivered", "acked")))
+            .group_by(t.work_items.c.environment_id)
+        )
+        return {r[0]: int(r[1]) for r in (await self.conn.execute(stmt)).all()}
+
+    # ---- sessions -------------------------------------------------------------------------
+    async def insert_session(self, **row: Any) -> Row:
+        await self.conn.execute(t.sessions.insert().values(**row))
+        return row
+
+    async def get_session(self, body: str, *, for_update: bool = False) -> Row | None:
+        stmt = sa.select(t.sessions).where(t.sessions.c.id == body)
+        if for_update and not self.is_sqlite:
+            stmt = stmt.with_for_update()
+        return await self._one(stmt)
+
+    async def update_session(self, body: str, **values: Any) -> None:
+        await self.conn.execute(t.sessions.update().where(t.sessions.c.id == body).values(**values))
+
+    async def list_sessions(
+        self, org_id: str, *, limit: int, before: float | None = None, environment_id: str | None = None,
+        status: str | None = None,
+    ) -> list[Row]:
+        stmt = sa.select(t.sessions).where(t.sessions.c.org_id == org_id)
+        if before is not None:
+            stmt = stmt.where(t.sessions.c.created_at < before)
+        if environment_id is not None:
+            stmt = stmt.where(t.sessions.c.environment_id == environment_id)
+        if status is not None:
+            stmt = stmt.where(t.sessions.c.status == status)
+        return await self._all(stmt.order_by(t.sessions.c.created_at.desc()).limit(limit))
+
+    async def disconnect_all_workers(self) -> None:
+        await self.conn.execute(
+            t.sessions.update().where(t.sessions.c.worker_status == "connected").values(worker_status="disconnected")
+        )
+
+    async def sessions_of_environment(self, env_id: str) -> list[Row]:
+        return await self._all(sa.select(t.sessions).where(t.sessions.c.environment_id == env_id))
+
+    # ---- work items -----------------------------------------------------------------------
+    async def live_work_for_session(self, session_id: str) -> Row | None:
+        return await self._one(
+            sa.select(t.work_items).where(
+                t.work_items.c.session_id == session_id, t.work_items.c.state.in_(LIVE_WORK_STATES)
+            ).order_by(t.work_items.c.created_at.desc()).limit(1)
+        )
+
+    async def supersede_work(self, session_id: str) -> list[str]:
+        rows = await self._all(
+            sa.select(t.work_items.c.id).where(
+                t.work_items.c.session_id == session_id, t.work_items.c.state.in_(LIVE_WORK_STATES)
+            )
+        )
+        ids = [r["id"] for r in rows]
+        if ids:
+            await self.conn.execute(
+                t.work_items.update().where(t.work_items.c.id.in_(ids)).values(state="superseded")
+            )
+        return ids
+
+    async def insert_work(self, **row: Any) -> Row:
+        await self.conn.execute(t.work_items.insert().values(**row))
+        return row
+
+    async def get_work(self, work_id: str) -> Row | None:
+        return await self._one(sa.select(t.work_items).where(t.work_items.c.id == work_id))
+
+    async def update_work(self, work_id: str, **values: Any) -> None:
+        await self.conn.execute(t.work_items.update().where(t.work_items.c.id == work_id).values(**values))
+
+    async def next_work(self, env_id: str, now: float, reclaim_before: float) -> Row | None:
+        """The oldest queued item, or a delivered one never acked since ``reclaim_before``."""
+        stmt = (
+            sa.select(t.work_items)
+            .where(
+                t.work_items.c.environment_id == env_id,
+                sa.or_(
+                    t.work_items.c.state == "queued",
+                    sa.and_(t.work_items.c.state == "delivered", t.work_items.c.delivered_at < reclaim_before),
+                ),
+            )
+            .order_by(t.work_items.c.created_at)
+            .limit(1)
+        )
+        return await self._one(stmt)
+
+    async def work_of_environment(self, env_id: str, states: Iterable[str]) -> list[Row]:
+        return await self._all(
+            sa.select(t.work_items).where(
+                t.work_items.c.environment_id == env_id, t.work_items.c.state.in_(tuple(states))
+            )
+        )
+
+    async def lapsed_work(self, now: float) -> list[Row]:
+        return await self._all(
+            sa.select(t.work_items).where(
+                t.work_items.c.state.in_(("delivered", "acked")),
+                t.work_items.c.lease_expires_at.is_not(None),
+                t.work_items.c.lease_expires_at < now,
+            )
+        )
+
+    # ---- the event log --------------------------------------------------------------------
+    async def existing_uuids(self, session_id: str, uuids: Sequence[str]) -> set[str]:
+        if not uuids:
+            return set()
+        found: set[str] = set()
+        for start in range(0, len(uuids), 500):
+            chunk = list(uuids[start : start + 500])
+            stmt = sa.select(t.events.c.uuid).where(t.events.c.session_id == session_id, t.events.c.uuid.in_(chunk))
+            found.update(r[0] for r in (await self.conn.execute(stmt)).all())
+        return found
+
+    async def append_events(
+        self, session: Row, items: Sequence[EventIn], now: float
+    ) -> list[StoredEvent]:
+        """Append events that are not yet in the log (by ``uuid``); return only the new ones.
+
+        ``session`` must come from ``get_session(..., for_update=True)`` in this transaction;
+        its ``last_seq`` is advanced in place.
+        """
+        body = session["id"]
+        seen = await self.existing_uuids(body, [i.uuid for i in items])
+        seq = int(session["last_seq"])
+        stored: list[StoredEvent] = []
+        rows: list[Row] = []
+        for item in items:
+            if item.uuid in seen:
+                continue
+            seen.add(item.uuid)
+            seq += 1
+            event_id = new_id("evt")
+            rows.append({
+                "session_id": body, "seq": seq, "event_id": event_id, "uuid": item.uuid,
+                "source": item.source, "event_type": item.event_type, "payload": item.payload_json,
+                "delivery": item.delivery, "created_at": now,
+            })
+            stored.append(StoredEvent(body, seq, event_id, item.uuid, item.source, item.event_type,
+                                      item.payload_json, now, item.delivery))
+        if rows:
+            await self.conn.execute(t.events.insert(), rows)
+            await self.conn.execute(
+                t.sessions.update().where(t.sessions.c.id == body).values(last_seq=seq, updated_at=now)
+            )
+            session["last_seq"] = seq
+        return stored
+
+    async def events_after(self, session_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
+        stmt = (
+            sa.select(t.events).where(t.events.c.session_id == session_id, t.events.c.seq > after_seq)
+            .order_by(t.events.c.seq).limit(limit)
+        )
+        return [_stored(r) for r in await self._all(stmt)]
+
+    async def events_page(
+        self, session_id: str, *, limit: int, before_seq: int | None = None, after_seq: int | None = None,
+        latest: bool = False,
+    ) -> list[StoredEvent]:
+        stmt = sa.select(t.events).where(t.events.c.session_id == session_id)
+        if after_seq is not None:
+            rows = await self._all(stmt.where(t.events.c.seq > after_seq).order_by(t.events.c.seq).limit(limit))
+        else:
+            if before_seq is not None:
+                stmt = stmt.where(t.events.c.seq < before_seq)
+            rows = await self._all(stmt.order_by(t.events.c.seq.desc()).limit(limit))
+            rows.reverse()
+        return [_stored(r) for r in rows]
+
+    async def event_by_id(self, session_id: str, event_id: str) -> StoredEvent | None:
+        row = await self._one(
+            sa.select(t.events).where(t.events.c.session_id == session_id, t.events.c.event_id == event_id)
+        )
+        return _stored(row) if row else None
+
+    async def undelivered_inbound(self, session_id: str) -> list[StoredEvent]:
+        """Inbound events the worker has not confirmed, in sequence order."""
+        stmt = (
+            sa.select(t.events).where(
+                t.events.c.session_id == session_id,
+                t.events.c.delivery.is_not(None),
+                t.events.c.delivery != "processed",
+            ).order_by(t.events.c.seq)
+        )
+        return [_stored(r) for r in await self._all(stmt)]
+
+    async def set_delivery(self, session_id: str, *, uuids: Sequence[str] = (), event_ids: Sequence[str] = (),
+                           status: str) -> list[StoredEvent]:
+        """Move inbound events forward to ``status`` (never backwards); return those that moved."""
+        order = {"pending": 0, "received": 1, "processing": 2, "processed": 3}
+        conds = []
+        if uuids:
+            conds.append(t.events.c.uuid.in_(list(uuids)))
+        if event_ids:
+            conds.append(t.events.c.event_id.in_(list(event_ids)))
+        if not conds:
+            return []
+        rows = await self._all(
+            sa.select(t.events).where(
+                t.events.c.session_id == session_id, t.events.c.delivery.is_not(None), sa.or_(*conds)
+            )
+        )
+        moved = [r for r in rows if order.get(r["delivery"], 0) < order[status]]
+        if moved:
+            await self.conn.execute(
+                t.events.update().where(t.events.c.pk.in_([r["pk"] for r in moved])).values(delivery=status)
+            )
+        result = []
+        for r in moved:
+            r["delivery"] = status
+            result.append(_stored(r))
+        return result
+
+    # ---- permission requests --------------------------------------------------------------
+    async def insert_permission(self, **row: Any) -> None:
+        existing = await self.get_permission(row["session_id"], row["request_id"])
+        if existing is None:
+            await self.conn.execute(t.permission_requests.insert().values(**row))
+
+    async def get_permission(self, session_id: str, request_id: str) -> Row | None:
+        return await self._one(
+            sa.select(t.permission_requests).where(
+                t.permission_requests.c.session_id == session_id,
+                t.permission_requests.c.request_id == request_id,
+            )
+        )
+
+    async def update_permission(self, session_id: str, request_id: str, **values: Any) -> None:
+        await self.conn.execute(
+            t.permission_requests.update().where(
+                t.permission_requests.c.session_id == session_id,
+                t.permission_requests.c.request_id == request_id,
+            ).values(**values)
+        )
+
+    async def list_permissions(self, session_id: str, status: str | None = None) -> list[Row]:
+        stmt = sa.select(t.permission_requests).where(t.permission_requests.c.session_id == session_id)
+        if status is not None:
+            stmt = stmt.where(t.permission_requests.c.status == status)
+        return await self._all(stmt.order_by(t.permission_requests.c.pk))
+
+    async def expire_pending_permissions(self, session_id: str, now: float) -> list[Row]:
+        rows = await self.list_permissions(session_id, "pending")
+        if rows:
+            await self.conn.execute(
+                t.permission_requests.update().where(
+                    t.permission_requests.c.session_id == session_id,
+                    t.permission_requests.c.status == "pending",
+                ).values(status="expired", answered_at=now, answered_by="server")
+            )
+        return rows
+
+    # ---- internal events (v2) -------------------------------------------------------------
+    async def append_internal_events(self, session_id: str, rows: Sequence[Row]) -> int:
+        seen = set()
+        uuids = [r["uuid"] for r in rows]
+        if uuids:
+            stmt = sa.select(t.internal_events.c.uuid).where(
+                t.internal_events.c.session_id == session_id, t.internal_events.c.uuid.in_(uuids)
+            )
+            seen = {r[0] for r in (await self.conn.execute(stmt)).all()}
+        new_rows = []
+        for r in rows:
+            if r["uuid"] not in seen:
+                seen.add(r["uuid"])
+                new_rows.append(r)
+        if new_rows:
+            await self.conn.execute(t.internal_events.insert(), new_rows)
+        return len(new_rows)
+
+    async def internal_events_after(self, session_id: str, after_pk: int, limit: int,
+                                    subagents: bool) -> list[Row]:
+        stmt = sa.select(t.internal_events).where(
+            t.internal_events.c.session_id == session_id, t.internal_events.c.pk > after_pk
+        )
+        if not subagents:
+            stmt = stmt.where(t.internal_events.c.agent_id.is_(None))
+        return await self._all(stmt.order_by(t.internal_events.c.pk).limit(limit))
+
+    # ---- files and audit ------------------------------------------------------------------
+    async def insert_file(self, **row: Any) -> None:
+        await self.conn.execute(t.files.insert().values(**row))
+
+    async def get_file(self, file_id: str) -> Row | None:
+        return await self._one(sa.select(t.files).where(t.files.c.id == file_id))
+
+    async def insert_audit(self, org_id: str, actor: str, action: str, target: str | None,
+                           detail: dict[str, Any] | None, now: float) -> None:
+        await self.conn.execute(
+            t.audit.insert().values(org_id=org_id, actor=actor, action=action, target=target,
+                                    detail=detail, at=now)
+        )
+
+    async def list_audit(self, org_id: str, limit: int, before_pk: int | None) -> list[Row]:
+        stmt = sa.select(t.audit).where(t.audit.c.org_id == org_id)
+        if before_pk is not None:
+            stmt = stmt.where(t.audit.c.pk < before_pk)
+        return await self._all(stmt.order_by(t.audit.c.pk.desc()).limit(limit))
+
+
+def _stored(row: Row) -> StoredEvent:
+    return StoredEvent(
+        session_id=row["session_id"], seq=row["seq"], event_id=row["event_id"], uuid=row["uuid"],
+        source=row["source"], event_type=row["event_type"], payload_json=row["payload"],
+        created_at=row["created_at"], delivery=row["delivery"],
+    )
