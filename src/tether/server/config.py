@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -89,8 +90,26 @@ _ENV_FIELDS = {
 
 
 def config_from_env(base: Config | None = None) -> Config:
+    """Apply TETHER_* variables; TETHER_CONFIG_JSON may set any field (tests use short TTLs)."""
     cfg = base or Config()
     for name, (attr, conv) in _ENV_FIELDS.items():
         if name in os.environ:
             setattr(cfg, attr, conv(os.environ[name]))
+    raw = os.environ.get("TETHER_CONFIG_JSON")
+    if raw:
+        apply_overrides(cfg, json.loads(raw))
     return cfg
+
+
+def apply_overrides(cfg: Config, values: dict[str, object]) -> None:
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key, value in values.items():
+        if key == "limits" and isinstance(value, dict):
+            for lkey, lvalue in value.items():
+                if not hasattr(cfg.limits, lkey):
+                    raise ValueError(f"unknown limit {lkey!r}")
+                setattr(cfg.limits, lkey, lvalue)
+        elif key in known:
+            setattr(cfg, key, pathlib.Path(str(value)) if key == "data_dir" else value)
+        else:
+            raise ValueError(f"unknown config field {key!r}")

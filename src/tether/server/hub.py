@@ -262,8 +262,14 @@ class Hub:
                 continue
             durable.append(EventIn(obj["uuid"], "worker", kind, obj, text))
         result = Ingest()
+        # Echoes of logged prompts are deduplicated away, yet they confirm delivery.
+        echoed = [i.uuid for i in durable if i.event_type == "user" and i.payload.get("isReplay")]
+
+        async def effects(tx: Tx, session: dict[str, Any], res: Ingest) -> None:
+            await self.worker_effects(tx, session, res, echoed)
+
         if durable:
-            result = await self.append(body, durable, effects=self.worker_effects, allow_archived=False)
+            result = await self.append(body, durable, effects=effects)
         if ephemeral:
             async with self.store.read() as tx:
                 session = await tx.get_session(body)
@@ -272,16 +278,13 @@ class Hub:
             self.publish_ephemeral(body, int(session["last_seq"]), ephemeral)
         return result
 
-    async def worker_effects(self, tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+    async def worker_effects(self, tx: Tx, session: dict[str, Any], result: Ingest, echoed: list[str]) -> None:
         t = now()
-        echoed: list[str] = []
         for ev in result.stored:
             payload = ev.payload
             kind = ev.event_type
             if kind == "result":
                 session["status"] = "idle"
-            elif kind == "user" and payload.get("isReplay"):
-                echoed.append(ev.uuid)
             elif kind == "control_request":
                 await self._worker_control_request(tx, session, ev, result)
             elif kind == "control_cancel_request":
@@ -296,7 +299,6 @@ class Hub:
                                 session["status"] = "running"
             elif kind == "assistant" and session["status"] == "idle":
                 session["status"] = "running"
-        # Echoes of logged prompts were deduplicated away; they still confirm delivery.
         await self.confirm_worker_output(tx, session, result, echoed)
 
     async def confirm_worker_output(self, tx: Tx, session: dict[str, Any], result: Ingest,

@@ -1,0 +1,163 @@
+"""Small helpers for driving a real server over HTTP (sync httpx).
+
+Everything here talks to a running :class:`tests.support.server.ServerProcess`; nothing is mocked.
+
+- :func:`bearer` / :func:`assert_error` — headers and the one error shape (PROTOCOL.md §3).
+- :func:`register_environment`, :func:`create_session`, :func:`poll_work` — the env-based flow.
+- :func:`dispatch` — register + create a session on it + poll → a :class:`Dispatched` with the
+  worker token (``session_ingress_token`` of the decoded work secret).
+- :func:`web_login` / :func:`csrf_of` — a cookie session in an ``httpx.Client`` and its CSRF token.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tether.protocol.work_secret import decode_work_secret
+
+# Every error.type the server may answer with (PROTOCOL.md §3 and the OAuth codes of RFC 6749/8628).
+ERROR_TYPES = frozenset({
+    "invalid_request_error", "authentication_error", "permission_error", "policy_denied", "not_found_error",
+    "conflict_error", "epoch_superseded", "already_archived", "already_resolved", "environment_expired",
+    "work_gone", "payload_too_large", "rate_limit_error",
+    "authorization_pending", "slow_down", "expired_token", "access_denied", "invalid_grant",
+    "unsupported_grant_type",
+})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def assert_error(resp: httpx.Response, status: int, error_type: str | None = None) -> dict[str, Any]:
+    """``resp`` is ``status`` with exactly ``{"type":"error","error":{"type","message"}}``; returns the error."""
+    assert resp.status_code == status, f"{resp.request.method} {resp.request.url}: {resp.status_code} {resp.text[:500]}"
+    assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert isinstance(body, dict) and set(body) == {"type", "error"} and body["type"] == "error", body
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"type", "message"}, body
+    assert isinstance(error["type"], str) and isinstance(error["message"], str) and error["message"], body
+    assert error["type"] in ERROR_TYPES, body
+    if error_type is not None:
+        assert error["type"] == error_type, body
+    return error
+
+
+def register_environment(client: httpx.Client, token: str, **fields: Any) -> tuple[str, str]:
+    """E1 → ``(environment_id, environment_secret)``."""
+    body = {"machine_name": "test-host", "directory": "/tmp/project", "branch": "main", "git_repo_url": None,
+            "max_sessions": 4, "metadata": {"worker_type": "claude_code"}, **fields}
+    resp = client.post("/v1/environments/bridge", json=body, headers=bearer(token))
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    return data["environment_id"], data["environment_secret"]
+
+
+def create_session(client: httpx.Client, token: str, environment_id: str | None = None,
+                   **fields: Any) -> dict[str, Any]:
+    """S1 → the session resource (``id`` is ``session_…``)."""
+    body: dict[str, Any] = {"title": "test", "events": [], **fields}
+    if environment_id is not None:
+        body["environment_id"] = environment_id
+    resp = client.post("/v1/sessions", json=body, headers=bearer(token))
+    assert resp.status_code in (200, 201), resp.text
+    data: dict[str, Any] = resp.json()
+    return data
+
+
+def poll_work(client: httpx.Client, environment_id: str, secret: str, timeout: float = 20.0) -> dict[str, Any]:
+    """E2 until a work item arrives (the poll is a long poll; ``null`` means none yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = client.get(f"/v1/environments/{environment_id}/work/poll", headers=bearer(secret), timeout=15)
+        assert resp.status_code == 200, resp.text
+        item = resp.json()
+        if item:
+            assert isinstance(item, dict)
+            return item
+    raise TimeoutError("no work item was delivered")
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    environment_id: str
+    environment_secret: str
+    session_id: str  # session_<body>
+    work: dict[str, Any]
+    worker_token: str
+
+    @property
+    def body(self) -> str:
+        return self.session_id.split("_", 1)[1]
+
+    @property
+    def cse_id(self) -> str:
+        return f"cse_{self.body}"
+
+
+def dispatch(client: httpx.Client, token: str) -> Dispatched:
+    """Register an environment, create a session on it, poll its work item, decode the worker token."""
+    env_id, secret = register_environment(client, token)
+    session = create_session(client, token, env_id)
+    work = poll_work(client, env_id, secret)
+    assert work["data"]["id"].split("_", 1)[1] == session["id"].split("_", 1)[1], work
+    ingress = decode_work_secret(work["secret"]).session_ingress_token
+    return Dispatched(env_id, secret, session["id"], work, ingress)
+
+
+_CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+
+
+def csrf_of(client: httpx.Client) -> str:
+    """The CSRF token of the client's web session (the hidden field of the /device form)."""
+    resp = client.get("/device")
+    assert resp.status_code == 200, resp.text
+    match = _CSRF.search(resp.text)
+    assert match, resp.text
+    return match.group(1)
+
+
+def web_login(client: httpx.Client, link: str) -> None:
+    """Follow a one-time login link; ``client`` then holds the session cookie."""
+    path = link.split("://", 1)[-1].split("/", 1)[1]
+    resp = client.get("/" + path, follow_redirects=False)
+    assert resp.status_code == 303, resp.text
+    assert "tether_session" in client.cookies, resp.headers
+
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def approve_device(web: httpx.Client, user_code: str, action: str = "approve") -> httpx.Response:
+    """Submit the /device form of a logged-in web client (with its CSRF hidden field)."""
+    return web.post("/device", data={"csrf": csrf_of(web), "user_code": user_code, "action": action})
+
+
+def device_login(client: httpx.Client, web: httpx.Client) -> dict[str, Any]:
+    """The whole device flow: code → approval by ``web`` → ``/oauth/token`` → access + refresh."""
+    code = client.post("/oauth/device/code", json={"client_id": "tests"})
+    assert code.status_code == 200, code.text
+    page = approve_device(web, code.json()["user_code"])
+    assert page.status_code == 200 and "approved" in page.text, page.text
+    resp = client.post("/oauth/token", data={"grant_type": DEVICE_GRANT, "device_code": code.json()["device_code"]})
+    assert resp.status_code == 200, resp.text
+    pair: dict[str, Any] = resp.json()
+    return pair
+
+
+def ws_close_code(ws: Any, timeout: float = 10.0) -> int | None:
+    """Read a ``websockets.sync`` connection until it closes; the close code the server sent."""
+    from websockets.exceptions import ConnectionClosed
+
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else None

@@ -1,0 +1,120 @@
+"""Run a real `tether server` process on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.02, message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (a condition wait, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    def __init__(self, data_dir: pathlib.Path, *, port: int | None = None, **overrides: Any) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.overrides = overrides
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "server.log"
+        self.login_link: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["TETHER_CONFIG_JSON"] = json.dumps(self.overrides)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tether.cli.main", "server", "--data-dir", str(self.data_dir),
+             "--port", str(self.port), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=ROOT,
+        )
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, 0.05, "the server to become ready")
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("Log in: "):
+                self.login_link = line.split(" ", 2)[2]
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self, sig: int = signal.SIGTERM) -> ServerProcess:
+        self.stop(sig)
+        return self.start()
+
+    def admin(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "tether.cli.main", "admin", *args, "--data-dir", str(self.data_dir)],
+            capture_output=True, check=True, env=self.env(), cwd=ROOT, timeout=60,
+        )
+        return out.stdout.decode().strip()
+
+    def token(self, *, org: str = "default", user: str = "owner@localhost", role: str = "owner") -> str:
+        return self.admin("token", "create", "--org", org, "--user", user, "--role", role)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
