@@ -60,7 +60,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tether.cli.main", "server", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--log-level", "warning"],

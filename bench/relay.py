@@ -1,0 +1,823 @@
+"""Relay benchmark: how close does `tether server` come to a raw WebSocket server?
+
+Run: ``.venv/bin/python bench/relay.py [--quick] [--no-compression]``
+
+One run starts a real ``tether server`` process on loopback (SQLite in a temporary
+directory, rate limits off) and, for the baseline, a raw ``websockets`` server process
+(echo and 1 → N broadcast). The client side runs in this process (uvloop when
+available), except the idle sockets, which a child process holds. Measured:
+
+(a) latency: a worker POSTs one ``assistant`` event; time until each of 10 subscribers
+    of that session receives it (closed loop, and open loop paced at 1,000 events/s);
+(b) sustained durable events/s with single-event and batched POSTs, for 1 session × 10
+    subscribers and for many sessions × 1 subscriber;
+(c) server RSS per idle subscriber socket.
+
+This is a benchmark, not a test: it prints a table and checks targets, and exits 0
+whether or not they are met (non-zero only when the run itself fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from rich.console import Console
+from rich.table import Table
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.server import ServerProcess  # noqa: E402
+
+from tether.protocol.work_secret import decode_work_secret  # noqa: E402
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+    uvloop = None
+
+HEADER = ("scenario", "metric", "tether", "baseline", "ratio", "target", "ok?")
+P99_TARGET_MS = 10.0
+P50_RATIO_TARGET = 4.0
+FANOUT_RATIO_TARGET = 0.5
+RSS_TARGET_KIB = 50.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    latency_events: int
+    rate: float
+    subscribers: int
+    duration_s: float
+    sessions: int
+    batch: int
+    single_posters: int
+    idle_sockets: int
+    idle_sessions: int
+    echo_rounds: int
+    fanout_events: int
+    idle_deadline_s: float
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(latency_events=2000, rate=1000.0, subscribers=10, duration_s=6.0, sessions=100, batch=50,
+                   single_posters=8, idle_sockets=5000, idle_sessions=100, echo_rounds=2000,
+                   fanout_events=20000, idle_deadline_s=120.0)
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(latency_events=200, rate=1000.0, subscribers=10, duration_s=1.0, sessions=10, batch=50,
+                   single_posters=4, idle_sockets=200, idle_sessions=10, echo_rounds=200,
+                   fanout_events=2000, idle_deadline_s=20.0)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    if uvloop is not None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
+
+
+def assistant_event(text: str = "The relay benchmark says hello.") -> dict[str, Any]:
+    """A stream-json ``assistant`` SDK message with a fresh uuid (~450 bytes as JSON)."""
+    return {
+        "type": "assistant",
+        "uuid": str(uuid.uuid4()),
+        "session_id": "bench",
+        "parent_tool_use_id": None,
+        "message": {
+            "id": "msg_01Bench" + uuid.uuid4().hex[:16],
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 34, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 1024},
+        },
+    }
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100.0 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def rss_kib(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU share of the server process and of this (client) process over a window."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.wall = time.perf_counter()
+        self.server = cpu_seconds(server_pid)
+        self.client = time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        wall = max(time.perf_counter() - self.wall, 1e-9)
+        return ((cpu_seconds(self.server_pid) - self.server) / wall,
+                (time.process_time() - self.client) / wall)
+
+
+def server_pid(server: ServerProcess) -> int:
+    assert server.proc is not None, "the server is not running"
+    return server.proc.pid
+
+
+def ws_kwargs(compression: bool) -> dict[str, Any]:
+    return {"ping_interval": None, "max_size": 2**21, "max_queue": None,
+            "compression": "deflate" if compression else None, "open_timeout": 30}
+
+
+# ---- baseline: a raw websockets server in its own process ---------------------------------
+
+
+async def baseline_server(compression: bool) -> None:
+    receivers: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request else ""
+        if path == "/echo":
+            async for message in ws:
+                await ws.send(message)
+        elif path == "/recv":
+            receivers.add(ws)
+            try:
+                await ws.send("ready")
+                await ws.wait_closed()
+            finally:
+                receivers.discard(ws)
+        elif path == "/send":
+            async for message in ws:
+                broadcast(receivers, message)
+
+    async with serve(handler, "127.0.0.1", 0, ping_interval=None, max_size=2**21,
+                     compression="deflate" if compression else None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        print(f"READY {port}", flush=True)
+        await server.serve_forever()
+
+
+@dataclass
+class Baseline:
+    echo_p50_ms: float = float("nan")
+    echo_p99_ms: float = float("nan")
+    fanout_events_s: float = float("nan")
+    fanout_frames_s: float = float("nan")
+    fanout_missing: int = 0
+
+
+async def measure_baseline(url: str, plan: Plan, compression: bool) -> Baseline:
+    out = Baseline()
+    kw = ws_kwargs(compression)
+    message = orjson.dumps({**assistant_event(), "sequence_num": 1}).decode()
+    async with connect(url + "/echo", **kw) as ws:
+        for _ in range(min(200, plan.echo_rounds)):
+            await ws.send(message)
+            await ws.recv()
+        rtts = []
+        for _ in range(plan.echo_rounds):
+            t0 = time.perf_counter()
+            await ws.send(message)
+            await ws.recv()
+            rtts.append(time.perf_counter() - t0)
+    out.echo_p50_ms = percentile(rtts, 50) * 1e3
+    out.echo_p99_ms = percentile(rtts, 99) * 1e3
+
+    receivers = [await connect(url + "/recv", **kw) for _ in range(plan.subscribers)]
+    try:
+        for r in receivers:
+            assert await r.recv() == "ready"
+        n = plan.fanout_events
+        last: list[float] = []
+
+        async def count(ws: ClientConnection) -> int:
+            got = 0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60):
+                    while got < n:
+                        await ws.recv()
+                        got += 1
+            last.append(time.perf_counter())
+            return got
+
+        async with connect(url + "/send", **kw) as sender:
+            counters = [asyncio.create_task(count(r)) for r in receivers]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await sender.send(message)
+            got = await asyncio.gather(*counters)
+        elapsed = max(last) - t0
+        out.fanout_events_s = n / elapsed
+        out.fanout_frames_s = sum(got) / elapsed
+        out.fanout_missing = n * len(receivers) - sum(got)
+    finally:
+        for r in receivers:
+            await r.close()
+    return out
+
+
+# ---- tether: setup ------------------------------------------------------------------------
+
+
+@dataclass
+class Fixture:
+    http: httpx.AsyncClient
+    user_token: str
+    worker_sessions: list[str]  # session ids with a worker token
+    worker_tokens: dict[str, str]
+    idle_sessions: list[str]
+
+
+def body_of(session_id: str) -> str:
+    return session_id.split("_", 1)[1]
+
+
+async def setup(server: ServerProcess, token: str, plan: Plan) -> Fixture:
+    http = httpx.AsyncClient(base_url=server.url, timeout=60,
+                             limits=httpx.Limits(max_connections=256, max_keepalive_connections=256,
+                                                 keepalive_expiry=2.0))  # uvicorn drops idle ones at 5 s
+    auth = {"Authorization": f"Bearer {token}"}
+    needed = plan.sessions + 1
+    r = await http.post("/v1/environments/bridge", headers=auth, json={
+        "machine_name": "bench", "directory": "/tmp", "max_sessions": max(100, needed)})
+    r.raise_for_status()
+    env_id, env_secret = r.json()["environment_id"], r.json()["environment_secret"]
+    created = []
+    for _ in range(needed):
+        r = await http.post("/v1/sessions", headers=auth, json={"environment_id": env_id})
+        r.raise_for_status()
+        created.append(r.json()["id"])
+    tokens: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while len(tokens) < needed:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(tokens)} of {needed} work items arrived")
+        r = await http.get(f"/v1/environments/{env_id}/work/poll", headers={"Authorization": f"Bearer {env_secret}"})
+        r.raise_for_status()
+        item = r.json()
+        if item is None:
+            continue
+        worker_token = decode_work_secret(item["secret"]).session_ingress_token
+        sbody = body_of(item["data"]["id"])
+        if sbody not in tokens:
+            tokens[sbody] = worker_token
+            r = await http.post(f"/v1/environments/{env_id}/work/{item['id']}/ack", json={},
+                                headers={"Authorization": f"Bearer {worker_token}"})
+            r.raise_for_status()
+    idle = []
+    for _ in range(plan.idle_sessions):
+        r = await http.post("/v1/sessions", headers=auth, json={})
+        r.raise_for_status()
+        idle.append(r.json()["id"])
+    sessions = [f"session_{b}" for b in tokens]
+    return Fixture(http, token, sessions, {f"session_{b}": t for b, t in tokens.items()}, idle)
+
+
+# ---- tether: subscribers and workers ------------------------------------------------------
+
+
+class Deliveries:
+    """What subscribers received: counts, last receipt time, and per-event latencies."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.last_at = 0.0
+        self.expected: float = float("inf")
+        self.all_in = asyncio.Event()
+        self.sent_at: dict[str, float] = {}
+        self.pending: dict[str, int] = {}
+        self.waiters: dict[str, asyncio.Future[None]] = {}
+        self.latencies: list[float] = []
+        self.track = False
+        self.fanout = 1
+
+    def expect(self, total: float) -> None:
+        self.expected = total
+        if self.frames >= total:
+            self.all_in.set()
+
+    def received(self, text: str | bytes, at: float) -> None:
+        frame = orjson.loads(text)
+        if frame.get("type") != "assistant":
+            return
+        self.frames += 1
+        self.last_at = at
+        if self.frames >= self.expected:
+            self.all_in.set()
+        if self.track:
+            key = frame.get("uuid")
+            sent = self.sent_at.get(key)
+            if sent is not None:
+                self.latencies.append(at - sent)
+            left = self.pending[key] = self.pending.get(key, self.fanout) - 1
+            if left <= 0:
+                waiter = self.waiters.pop(key, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+
+class Subscribers:
+    def __init__(self, base_ws: str, token: str, compression: bool) -> None:
+        self.base_ws = base_ws
+        self.token = token
+        self.compression = compression
+        self.sockets: list[ClientConnection] = []
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def open(self, session_id: str, sink: Deliveries) -> None:
+        ws = await connect(f"{self.base_ws}/v1/sessions/ws/{session_id}/subscribe",
+                           additional_headers={"Authorization": f"Bearer {self.token}"},
+                           **ws_kwargs(self.compression))
+        # The keep_alive answer comes after the server subscribed this socket to the session.
+        await ws.send('{"type":"keep_alive"}')
+        async with asyncio.timeout(10):
+            while orjson.loads(await ws.recv()).get("type") != "keep_alive":
+                pass
+        self.sockets.append(ws)
+        self.tasks.append(asyncio.create_task(self._read(ws, sink)))
+
+    @staticmethod
+    async def _read(ws: ClientConnection, sink: Deliveries) -> None:
+        with contextlib.suppress(Exception):
+            async for message in ws:
+                sink.received(message, time.perf_counter())
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        self.sockets.clear()
+        self.tasks.clear()
+
+
+class Worker:
+    def __init__(self, http: httpx.AsyncClient, session_id: str, token: str) -> None:
+        self.http = http
+        self.path = f"/v1/session_ingress/session/{session_id}/events"
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def post(self, events: list[dict[str, Any]]) -> None:
+        r = await self.http.post(self.path, content=orjson.dumps({"events": events}), headers=self.headers)
+        if r.status_code != 200:
+            raise RuntimeError(f"POST events answered {r.status_code}: {r.text[:300]}")
+
+
+# ---- (a) latency --------------------------------------------------------------------------
+
+
+@dataclass
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    achieved_rate: float
+    server_cpu: float
+    client_cpu: float
+
+
+async def measure_latency(fx: Fixture, server: ServerProcess, plan: Plan, compression: bool,
+                          session_id: str, paced: bool) -> Latency:
+    sink = Deliveries()
+    sink.track = True
+    sink.fanout = plan.subscribers
+    subs = Subscribers(server.ws_url, fx.user_token, compression)
+    worker = Worker(fx.http, session_id, fx.worker_tokens[session_id])
+    loop = asyncio.get_running_loop()
+
+    async def one(record: bool) -> None:
+        event = assistant_event()
+        key = event["uuid"]
+        done = loop.create_future()
+        sink.waiters[key] = done
+        if record:  # warm-up events are waited for, not measured
+            sink.sent_at[key] = time.perf_counter()
+        await worker.post([event])
+        async with asyncio.timeout(30):
+            await done
+
+    try:
+        for _ in range(plan.subscribers):
+            await subs.open(session_id, sink)
+        for _ in range(50):
+            await one(False)
+        sink.latencies.clear()
+        meter = CpuMeter(server_pid(server))
+        t0 = time.perf_counter()
+        if paced:
+            tasks = []
+            for i in range(plan.latency_events):
+                delay = t0 + i / plan.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(True)))
+            await asyncio.gather(*tasks)
+        else:
+            for _ in range(plan.latency_events):
+                await one(True)
+        elapsed = time.perf_counter() - t0
+        server_cpu, client_cpu = meter.read()
+    finally:
+        await subs.close()
+    lat = sink.latencies
+    return Latency(percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3, plan.latency_events / elapsed,
+                   server_cpu, client_cpu)
+
+
+# ---- (b) sustained durable events/s -------------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    stored_s: float
+    frames_s: float
+    missing: int
+    server_cpu: float
+    client_cpu: float
+    posts_s: float
+
+
+async def measure_throughput(fx: Fixture, server: ServerProcess, plan: Plan, compression: bool,
+                             sessions: Sequence[str], subs_per_session: int, posters_per_session: int,
+                             batch: int) -> Throughput:
+    sink = Deliveries()
+    subs = Subscribers(server.ws_url, fx.user_token, compression)
+    stored = {sid: 0 for sid in sessions}
+    posts = 0
+    try:
+        await gather_limited([lambda sid=sid: subs.open(sid, sink)
+                              for sid in sessions for _ in range(subs_per_session)], 32)
+        # warm up every session (status idle → running happens here, not in the window)
+        await asyncio.gather(*(Worker(fx.http, sid, fx.worker_tokens[sid]).post([assistant_event()])
+                               for sid in sessions))
+        sink.expect(len(sessions) * subs_per_session)
+        async with asyncio.timeout(30):
+            await sink.all_in.wait()
+        sink.frames = 0
+        sink.all_in.clear()
+        sink.expected = float("inf")
+
+        meter = CpuMeter(server_pid(server))
+        t0 = time.perf_counter()
+        stop_at = t0 + plan.duration_s
+
+        async def post_loop(sid: str) -> None:
+            nonlocal posts
+            worker = Worker(fx.http, sid, fx.worker_tokens[sid])
+            while time.perf_counter() < stop_at:
+                await worker.post([assistant_event() for _ in range(batch)])
+                stored[sid] += batch
+                posts += 1
+
+        await asyncio.gather(*(post_loop(sid) for sid in sessions for _ in range(posters_per_session)))
+        posted_for = time.perf_counter() - t0
+        total = sum(stored.values())
+        sink.expect(total * subs_per_session)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await sink.all_in.wait()
+        server_cpu, client_cpu = meter.read()
+    finally:
+        await subs.close()
+    delivered_for = max(sink.last_at - t0, 1e-9)
+    return Throughput(total / posted_for, sink.frames / delivered_for, total * subs_per_session - sink.frames,
+                      server_cpu, client_cpu, posts / posted_for)
+
+
+async def gather_limited(factories: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def run(factory: Callable[[], Awaitable[Any]]) -> Any:
+        async with sem:
+            return await factory()
+
+    return await asyncio.gather(*(run(f) for f in factories))
+
+
+# ---- (c) idle subscribers (the sockets live in a child process) ---------------------------
+
+
+@dataclass
+class Idle:
+    opened: int
+    failed: int
+    open_s: float
+    per_socket_kib: float
+    rss_before_mib: float
+    rss_after_mib: float
+
+
+async def idle_client() -> None:
+    """Child: open idle subscriber sockets as told on stdin; report on stdout."""
+    raise_nofile()
+    cfg = json.loads(sys.stdin.readline())
+    loop = asyncio.get_running_loop()
+    socks: list[ClientConnection] = []
+    failures: list[str] = []
+    kw = ws_kwargs(cfg["compression"])
+    headers = {"Authorization": f"Bearer {cfg['token']}"}
+    sessions = cfg["sessions"]
+
+    async def open_many(count: int, deadline: float) -> None:
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with sem:
+                if time.monotonic() > deadline:
+                    return
+                sid = sessions[i % len(sessions)]
+                try:
+                    socks.append(await connect(f"{cfg['url']}/v1/sessions/ws/{sid}/subscribe",
+                                               additional_headers=headers, **kw))
+                except Exception as exc:
+                    failures.append(repr(exc))
+
+        await asyncio.gather(*(one(len(socks) + i) for i in range(count)))
+
+    await open_many(cfg["warm"], time.monotonic() + 60)
+    print(f"warm {len(socks)} {len(failures)}", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    warm = len(socks)
+    t0 = time.perf_counter()
+    await open_many(cfg["count"], time.monotonic() + cfg["deadline"])
+    print(f"done {len(socks) - warm} {len(failures)} {time.perf_counter() - t0:.3f}", flush=True)
+    if failures:
+        print(f"first failure: {failures[0]}", file=sys.stderr, flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    for ws in socks:
+        ws.transport.abort()
+
+
+async def server_gauge(http: httpx.AsyncClient, name: str) -> float:
+    text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(f"tether_{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def wait_gauge(http: httpx.AsyncClient, name: str, want: Callable[[float], bool], timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await server_gauge(http, name)
+        if want(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.2)
+
+
+async def measure_idle(fx: Fixture, server: ServerProcess, plan: Plan, compression: bool) -> Idle:
+    assert server.proc is not None
+    pid = server.proc.pid
+    warm = min(100, max(10, plan.idle_sockets // 20))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--idle-client", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write(json.dumps({
+            "url": server.ws_url, "token": fx.user_token, "sessions": fx.idle_sessions, "warm": warm,
+            "count": plan.idle_sockets, "deadline": plan.idle_deadline_s, "compression": compression,
+        }).encode() + b"\n")
+        await child.stdin.drain()
+        line = (await child.stdout.readline()).decode().split()
+        if not line or line[0] != "warm":
+            raise RuntimeError(f"idle client failed to start: {line}")
+        base = await server_gauge(fx.http, "subscribers")
+        await settle()
+        before = rss_kib(pid)
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+        line = (await child.stdout.readline()).decode().split()
+        if not line or line[0] != "done":
+            raise RuntimeError(f"idle client failed: {line}")
+        opened, failed, open_s = int(line[1]), int(line[2]), float(line[3])
+        await wait_gauge(fx.http, "subscribers", lambda v: v >= base + opened, 30)
+        await settle()
+        after = rss_kib(pid)
+        child.stdin.write(b"close\n")
+        await child.stdin.drain()
+        await asyncio.wait_for(child.wait(), 60)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    await wait_gauge(fx.http, "subscribers", lambda v: v <= 0, 60)
+    return Idle(opened, failed, open_s, (after - before) / max(opened, 1), before / 1024, after / 1024)
+
+
+async def settle() -> None:
+    await asyncio.sleep(1.5)
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    baseline: Baseline = field(default_factory=Baseline)
+    closed: Latency | None = None
+    paced: Latency | None = None
+    fan_single: Throughput | None = None
+    fan_batch: Throughput | None = None
+    many_single: Throughput | None = None
+    many_batch: Throughput | None = None
+    idle: Idle | None = None
+
+
+async def start_baseline(compression: bool) -> tuple[asyncio.subprocess.Process, str]:
+    args = [sys.executable, __file__, "--baseline-server"] + ([] if compression else ["--no-compression"])
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        line = (await proc.stdout.readline()).decode().split()
+    if not line or line[0] != "READY":
+        raise RuntimeError("baseline server failed to start")
+    return proc, f"ws://127.0.0.1:{line[1]}"
+
+
+async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callable[[str], None]) -> Results:
+    res = Results()
+    base_proc, base_url = await start_baseline(compression)
+    try:
+        log("baseline: raw websockets echo and fan-out")
+        res.baseline = await measure_baseline(base_url, plan, compression)
+    finally:
+        base_proc.terminate()
+        await base_proc.wait()
+
+    server = ServerProcess(data_dir, limits={"rate_per_second": 0})
+    await asyncio.to_thread(server.start)
+    try:
+        token = await asyncio.to_thread(server.token)
+        fx = await setup(server, token, plan)
+        try:
+            log(f"idle: {plan.idle_sockets} subscriber sockets")
+            res.idle = await measure_idle(fx, server, plan, compression)
+            fan_session = fx.worker_sessions[0]
+            many = fx.worker_sessions[1:1 + plan.sessions]
+            log("latency: closed loop")
+            res.closed = await measure_latency(fx, server, plan, compression, fan_session, paced=False)
+            log(f"latency: paced at {plan.rate:.0f} events/s")
+            res.paced = await measure_latency(fx, server, plan, compression, fan_session, paced=True)
+            log("durable: 1 session × subscribers")
+            res.fan_single = await measure_throughput(fx, server, plan, compression, [fan_session],
+                                                      plan.subscribers, plan.single_posters, 1)
+            res.fan_batch = await measure_throughput(fx, server, plan, compression, [fan_session],
+                                                     plan.subscribers, 1, plan.batch)
+            log(f"durable: {len(many)} sessions × 1 subscriber")
+            res.many_single = await measure_throughput(fx, server, plan, compression, many, 1, 1, 1)
+            res.many_batch = await measure_throughput(fx, server, plan, compression, many, 1, 1, plan.batch)
+        finally:
+            await fx.http.aclose()
+    finally:
+        await asyncio.to_thread(server.stop)
+    return res
+
+
+# ---- the table ----------------------------------------------------------------------------
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:.2f} ms"
+
+
+def fmt_rate(v: float) -> str:
+    return f"{v:,.0f}/s"
+
+
+def verdict(ok: bool | None) -> str:
+    if ok is None:
+        return "—"
+    return "[green]yes[/]" if ok else "[red]no[/]"
+
+
+def render(res: Results, plan: Plan, compression: bool) -> Table:
+    b = res.baseline
+    table = Table(title=f"tether relay vs raw websockets (loopback, {os.cpu_count()} cores, "
+                        f"permessage-deflate {'on' if compression else 'off'})")
+    for name in HEADER:
+        table.add_column(name, justify="left" if name in ("scenario", "metric", "target") else "right")
+
+    def row(scenario: str, metric: str, tether: str, baseline: str = "—", ratio: float | None = None,
+            target: str = "—", ok: bool | None = None, ratio_pct: bool = False) -> None:
+        r = "—" if ratio is None else (f"{ratio:.0%}" if ratio_pct else f"{ratio:.2f}×")
+        table.add_row(scenario, metric, tether, baseline, r, target, verdict(ok))
+
+    row("raw ws echo", "round trip p50 / p99", "—", f"{fmt_ms(b.echo_p50_ms)} / {fmt_ms(b.echo_p99_ms)}")
+    row(f"raw ws fan-out 1→{plan.subscribers}", "events/s | frames/s", "—",
+        f"{fmt_rate(b.fanout_events_s)} | {fmt_rate(b.fanout_frames_s)}")
+    for name, lat in ((f"latency 1×{plan.subscribers}, closed loop", res.closed),
+                      (f"latency 1×{plan.subscribers}, paced {plan.rate:,.0f}/s", res.paced)):
+        if lat is None:
+            continue
+        p50_ratio = lat.p50_ms / b.echo_p50_ms
+        row(name, "POST→frame p50", fmt_ms(lat.p50_ms), fmt_ms(b.echo_p50_ms), p50_ratio,
+            f"≤ {P50_RATIO_TARGET:.0f}× ws rtt", p50_ratio <= P50_RATIO_TARGET)
+        paced = lat is res.paced
+        row(name, "POST→frame p99", fmt_ms(lat.p99_ms), fmt_ms(b.echo_p99_ms), lat.p99_ms / b.echo_p99_ms,
+            f"≤ {P99_TARGET_MS:.0f} ms" if paced else "—", lat.p99_ms <= P99_TARGET_MS if paced else None)
+        row(name, "achieved rate | cpu srv/cli", fmt_rate(lat.achieved_rate),
+            tether_cpu(lat.server_cpu, lat.client_cpu))
+    for name, tp, fan in ((f"durable 1×{plan.subscribers}, 1 event/POST ×{plan.single_posters} conc.",
+                           res.fan_single, True),
+                          (f"durable 1×{plan.subscribers}, {plan.batch} events/POST", res.fan_batch, True),
+                          (f"durable {plan.sessions}×1, 1 event/POST", res.many_single, False),
+                          (f"durable {plan.sessions}×1, {plan.batch} events/POST", res.many_batch, False)):
+        if tp is None:
+            continue
+        row(name, "events/s stored", fmt_rate(tp.stored_s), fmt_rate(b.fanout_events_s),
+            tp.stored_s / b.fanout_events_s, ratio_pct=True)
+        frames_ratio = tp.frames_s / b.fanout_frames_s
+        row(name, "frames/s delivered", fmt_rate(tp.frames_s), fmt_rate(b.fanout_frames_s), frames_ratio,
+            f"≥ {FANOUT_RATIO_TARGET:.0%} ws fan-out" if fan else "—",
+            (frames_ratio >= FANOUT_RATIO_TARGET and tp.missing == 0) if fan else None, ratio_pct=True)
+        row(name, "POSTs/s | cpu srv/cli | missing", f"{fmt_rate(tp.posts_s)}",
+            f"{tether_cpu(tp.server_cpu, tp.client_cpu)} | {tp.missing}")
+    if res.idle is not None:
+        idle = res.idle
+        row(f"idle subscribers ({plan.idle_sockets:,} wanted)", "sockets opened | open time",
+            f"{idle.opened:,} in {idle.open_s:.1f} s", f"{idle.failed} failed")
+        row(f"idle subscribers ({plan.idle_sockets:,} wanted)", "server RSS per socket",
+            f"{idle.per_socket_kib:.1f} KiB", f"{idle.rss_before_mib:.0f}→{idle.rss_after_mib:.0f} MiB",
+            None, f"≤ {RSS_TARGET_KIB:.0f} KiB", idle.per_socket_kib <= RSS_TARGET_KIB)
+    return table
+
+
+def tether_cpu(server: float, client: float) -> str:
+    return f"{server:.0%} / {client:.0%}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a much smaller run (< 30 s) for smoke tests")
+    parser.add_argument("--no-compression", action="store_true", help="disable permessage-deflate on clients")
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--idle-client", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    compression = not args.no_compression
+    raise_nofile()
+    if args.baseline_server:
+        run_async(baseline_server(compression))
+        return 0
+    if args.idle_client:
+        run_async(idle_client())
+        return 0
+    plan = Plan.quick() if args.quick else Plan.full()
+    console = Console(width=160, highlight=False)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        console.print(f"[dim]{time.perf_counter() - started:6.1f}s  {message}[/]")
+
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        res = run_async(run(plan, compression, pathlib.Path(tmp), log))
+    console.print(render(res, plan, compression))
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
