@@ -40,7 +40,8 @@ def _registration(body: dict[str, Any]) -> dict[str, Any]:
     max_sessions = body.get("max_sessions", 1)
     if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or not 1 <= max_sessions <= 1000:
         raise InvalidRequest("'max_sessions' must be an integer from 1 to 1000.")
-    metadata = body.get("metadata") or {}
+    metadata = body.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise InvalidRequest("'metadata' must be an object.")
     worker_type = metadata.get("worker_type", "claude_code")

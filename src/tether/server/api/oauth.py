@@ -87,14 +87,14 @@ async def _device_grant(ctx: ServerContext, body: dict[str, Any]) -> dict[str, A
             raise _oauth_error("expired_token", "The device code expired; start `tether login` again.")
         extra = dict(row["extra"] or {})
         interval = ctx.config.limits.device_poll_interval_s
+        too_fast = False
         if extra.get("status") == "pending":
             too_fast = t - float(extra.get("last_poll", 0)) < interval * 0.8
             extra["last_poll"] = t
             await tx.update_token(row["id"], extra=extra)
-            if too_fast:
-                raise _oauth_error("slow_down", f"Poll at most every {interval} s.")
-        else:
-            await tx.update_token(row["id"], extra=extra)
+    # raised after the commit: an exception inside the transaction would roll back last_poll
+    if too_fast:
+        raise _oauth_error("slow_down", f"Poll at most every {interval} s.")
     status = extra.get("status")
     if status == "pending":
         raise _oauth_error("authorization_pending", "Waiting for approval in the browser.")
@@ -120,18 +120,21 @@ async def _refresh_grant(ctx: ServerContext, body: dict[str, Any]) -> dict[str, 
         if row is None or row["kind"] != "refresh":
             raise _oauth_error("invalid_grant", "Unknown refresh_token.")
         family = (row["extra"] or {}).get("family")
-        if row["revoked"]:
-            # A rotated refresh token used again: someone copied it. Revoke the whole family.
+        reused = bool(row["revoked"])
+        if reused:
+            # A rotated refresh token used again: someone copied it. Revoke the whole family
+            # (and commit that: the error is raised after the transaction, not inside it).
             if family:
                 await tx.revoke_token_family(family)
-            raise _oauth_error("invalid_grant", "The refresh token was already used; log in again.")
-        if row["expires_at"] is not None and row["expires_at"] <= now():
-            raise _oauth_error("invalid_grant", "The refresh token expired; log in again.")
-        await tx.update_token(row["id"], revoked=True, last_used_at=now())
-        user = await tx.get_user(row["user_id"])
-        if user is None:
-            raise _oauth_error("invalid_grant", "The user no longer exists.")
-        return await ctx.auth.issue_session_pair(tx, user, family=family)
+        else:
+            if row["expires_at"] is not None and row["expires_at"] <= now():
+                raise _oauth_error("invalid_grant", "The refresh token expired; log in again.")
+            await tx.update_token(row["id"], revoked=True, last_used_at=now())
+            user = await tx.get_user(row["user_id"])
+            if user is None:
+                raise _oauth_error("invalid_grant", "The user no longer exists.")
+            return await ctx.auth.issue_session_pair(tx, user, family=family)
+    raise _oauth_error("invalid_grant", "The refresh token was already used; log in again.")
 
 
 @router.post("/oauth/revoke")

@@ -46,7 +46,8 @@ def _title(body: dict[str, Any]) -> str | None:
 
 
 def _initial_events(body: dict[str, Any]) -> list[Any]:
-    events = body.get("events") or []
+    events = body.get("events")
+    events = [] if events is None else events
     if not isinstance(events, list):
         raise InvalidRequest("'events' must be a list.")
     out = []
@@ -67,10 +68,12 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
     mode = body.get("permission_mode")
     if mode is not None and mode not in MODES:
         raise InvalidRequest(f"'permission_mode' must be one of {', '.join(MODES)}.")
-    context = body.get("session_context") or {}
+    context = body.get("session_context")
+    context = {} if context is None else context
     if not isinstance(context, dict):
         raise InvalidRequest("'session_context' must be an object.")
-    tags = body.get("tags") or []
+    tags = body.get("tags")
+    tags = [] if tags is None else tags
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise InvalidRequest("'tags' must be a list of strings.")
     source = body.get("source")
