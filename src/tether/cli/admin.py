@@ -167,3 +167,16 @@ def policy(
 
     value = _run(_config(data_dir, database_url), body)
     typer.echo(f"allow_remote_control: {'on' if value else 'off'}")
+
+
+@app.command("rotate-keys")
+def rotate_keys(data_dir: pathlib.Path = DataDir, database_url: str = DbUrl) -> None:
+    """Make a new worker-token signing key active (old keys keep verifying until they are removed).
+
+    A running server picks the new key up when it restarts.
+    """
+
+    async def body(store: Any, auth: Any) -> str:
+        return str(await auth.rotate_keys())
+
+    typer.echo(_run(_config(data_dir, database_url), body))

@@ -7,7 +7,7 @@ a login lands somewhere useful.
 from __future__ import annotations
 
 import html
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -138,8 +138,8 @@ async def device_page(request: Request) -> Response:
     found = await web_principal(request)
     code = request.query_params.get("user_code", "")
     if found is None:
-        target = "/device" + (f"?user_code={code}" if code else "")
-        return RedirectResponse(f"/login?next={target}", status_code=303)
+        target = "/device" + (f"?{urlencode({'user_code': code})}" if code else "")
+        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
     return page("Connect a device", _device_form(ctx_of(request), found[1], code))
 
 
