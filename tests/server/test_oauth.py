@@ -233,7 +233,8 @@ def test_password_login(server: ServerProcess, client: httpx.Client) -> None:
         # logout revokes the session
         cookie = browser.cookies["tether_session"]
         assert browser.post("/logout").status_code == 303
-        assert_error(client.get("/v1/me", cookies={"tether_session": cookie}), 401, "authentication_error")
+        with httpx.Client(base_url=server.url, cookies={"tether_session": cookie}) as stale:
+            assert_error(stale.get("/v1/me"), 401, "authentication_error")
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example",
@@ -274,9 +275,8 @@ def test_cookie_writes_need_csrf_header(server: ServerProcess, web: httpx.Client
     session = web.post("/v1/sessions", json={"title": "t"}, headers={"x-csrf-token": csrf})
     assert session.status_code == 200, session.text
     # a forged cookie is no credential at all
-    with httpx.Client(base_url=server.url, timeout=15) as plain:
-        assert_error(plain.post("/v1/tokens", json={}, cookies={"tether_session": "tws_forged"}),
-                     401, "authentication_error")
+    with httpx.Client(base_url=server.url, timeout=15, cookies={"tether_session": "tws_forged"}) as forged:
+        assert_error(forged.post("/v1/tokens", json={}), 401, "authentication_error")
 
 
 # ---- limits ---------------------------------------------------------------------------------

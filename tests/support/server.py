@@ -36,8 +36,12 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.02, message: 
 
 
 class ServerProcess:
-    def __init__(self, data_dir: pathlib.Path, *, port: int | None = None, **overrides: Any) -> None:
+    def __init__(self, data_dir: pathlib.Path, *, port: int | None = None, args: tuple[str, ...] = (),
+                 scheme: str = "http", verify: Any = True, **overrides: Any) -> None:
         self.data_dir = data_dir
+        self.args = args
+        self.scheme = scheme
+        self.verify = verify
         self.port = port or free_port()
         self.overrides = overrides
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,11 +50,11 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -63,7 +67,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tether.cli.main", "server", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--log-level", "warning"],
+             "--port", str(self.port), "--log-level", "warning", *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=ROOT,
         )
 
@@ -72,7 +76,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
-                return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+                return httpx.get(self.url + "/readyz", timeout=1, verify=self.verify).status_code == 200
             except httpx.HTTPError:
                 return False
 
