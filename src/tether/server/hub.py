@@ -219,7 +219,9 @@ class Hub:
 
         async def effects(tx: Tx, session: dict[str, Any], result: Ingest) -> None:
             perm = await tx.get_permission(session["id"], request_id)
-            if perm is not None:
+            if perm is None:
+                raise NotFound(f"No permission request {request_id} in this session.")
+            if True:
                 if perm["status"] != "pending" and result.stored:
                     raise Conflict(f"Permission request {request_id} is already {perm['status']}.",
                                    error_type="already_resolved")

@@ -22,8 +22,8 @@ from tether.server.api.common import (
 from tether.server.api.environments import environment_json
 from tether.server.auth.secrets import kind_of
 from tether.server.clock import iso, now
-from tether.server.hub import SessionClosed, session_json, session_topic
-from tether.server.store import Tx
+from tether.server.hub import Ingest, SessionClosed, session_json
+from tether.server.store import EventIn, Tx
 
 router = APIRouter()
 MODES = ("default", "acceptEdits", "bypassPermissions", "plan", "dontAsk")
@@ -59,7 +59,9 @@ def _initial_events(body: dict[str, Any]) -> list[Any]:
     return out
 
 
-async def create_session_row(request: Request, principal: Any, body: dict[str, Any], *, kind: str) -> dict[str, Any]:
+async def create_session_row(request: Request, principal: Any, body: dict[str, Any], *, kind: str,
+                             initial: list[EventIn] | None = None) -> dict[str, Any]:
+    """Create the session, its first inbound events and its work item in one transaction."""
     ctx = ctx_of(request)
     title = _title(body)
     env_id = body.get("environment_id")
@@ -94,6 +96,11 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
         )
         await tx.insert_audit(principal.org_id, principal.user_id, "session.create", f"session_{row['id']}",
                               {"environment_id": env_id}, t)
+        result = Ingest(stored=await tx.append_events(row, initial or [], t))
+        await ctx.hub.client_effects(tx, row, result, actor=principal.user_id)
+        if result.stored:
+            await tx.update_session(row["id"], status=row["status"], title=row["title"])
+        tx.after_commit(lambda: ctx.hub.publish(row["id"], result))
     return row
 
 
@@ -106,14 +113,7 @@ async def create_session(request: Request) -> Response:
     body = await read_object(request)
     initial = _initial_events(body)
     items = ctx.hub.client_items(initial)  # validate before creating anything
-    row = await create_session_row(request, principal, body, kind="env")
-    if items:
-        await ctx.hub.post_client_events(row["id"], principal.org_id, principal.user_id, initial)
-    else:
-        async with ctx.store.write() as tx:
-            session = await tx.get_session(row["id"], for_update=True)
-            assert session is not None
-            await ctx.dispatcher.ensure_worker(tx, session)
+    row = await create_session_row(request, principal, body, kind="env", initial=items)
     return await _session_response(request, row["id"], principal.org_id)
 
 
@@ -173,8 +173,7 @@ async def archive(session_id: str, request: Request) -> Response:
         frame = ctx.hub.session_update_frame(session)
 
         def fan_out() -> None:
-            ctx.broker.publish(session_topic(sbody), frame)
-            ctx.broker.publish(session_topic(sbody), SessionClosed())
+            ctx.hub.publish_frames(sbody, [frame, SessionClosed()])
 
         tx.after_commit(fan_out)
     return await _session_response(request, sbody, principal.org_id)
