@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from tether.errors import RateLimited, TetherError
-from tether.server.api import environments, ingress, misc, oauth, sessions, subscribe
+from tether.server.api import code_sessions, environments, ingress, misc, oauth, sessions, subscribe, worker
 from tether.server.api.common import JSONResponse
 from tether.server.config import Config
 from tether.server.context import ServerContext
@@ -60,7 +60,7 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPI(title="Tether server", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     app.state.ctx = ctx
-    for module in (environments, sessions, ingress, subscribe, oauth, misc, pages):
+    for module in (environments, sessions, code_sessions, worker, ingress, subscribe, oauth, misc, pages):
         app.include_router(module.router)
 
     @app.exception_handler(TetherError)

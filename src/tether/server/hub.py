@@ -351,7 +351,18 @@ def delivery_frame(ev: StoredEvent) -> Live:
     }))
 
 
-def session_json(session: dict[str, Any], *, online: bool | None = None, prefix: str = "session_") -> dict[str, Any]:
+def worker_connected(session: dict[str, Any], heartbeat_ttl_s: float = 60.0) -> bool:
+    """v1: an open worker socket; v2: a worker state or heartbeat within the TTL."""
+    status = session["worker_status"]
+    if status in (None, "disconnected"):
+        return False
+    if status == "connected":
+        return True
+    return now() - float(session["worker_last_seen"] or 0) < heartbeat_ttl_s
+
+
+def session_json(session: dict[str, Any], *, online: bool | None = None, prefix: str = "session_",
+                 heartbeat_ttl_s: float = 60.0) -> dict[str, Any]:
     return {
         "type": "session",
         "id": f"{prefix}{session['id']}",
@@ -366,7 +377,7 @@ def session_json(session: dict[str, Any], *, online: bool | None = None, prefix:
         "tags": session["tags"] or [],
         "last_sequence_num": session["last_seq"],
         "worker": {
-            "connected": session["worker_status"] not in (None, "disconnected"),
+            "connected": worker_connected(session, heartbeat_ttl_s),
             "status": session["worker_status"],
             "last_seen": iso(session["worker_last_seen"]),
             "epoch": session["worker_epoch"],

@@ -7,6 +7,7 @@ import uuid as uuidlib
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.types import Message
 
 from tether import __version__
 from tether.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -164,7 +165,9 @@ async def upload(request: Request) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("Upload files as multipart/form-data with a 'file' field.")
     try:
-        form = await request.form(max_files=1, max_fields=10, max_part_size=limit)
+        form = await _limited(request, limit + 65536).form(max_files=1, max_fields=10, max_part_size=limit)
+    except PayloadTooLarge:
+        raise
     except Exception as exc:  # starlette raises its own error types for malformed multipart
         raise InvalidRequest(f"Malformed multipart body: {exc}") from None
     upload = form.get("file")
@@ -180,6 +183,23 @@ async def upload(request: Request) -> Response:
                              content_type=upload.content_type or "application/octet-stream",
                              size=len(content), content=content, created_at=now())
     return JSONResponse({"file_uuid": file_uuid, "file_name": name, "size": len(content)})
+
+
+def _limited(request: Request, cap: int) -> Request:
+    """The same request, whose body read fails with 413 past ``cap`` bytes (chunked uploads
+    carry no Content-Length, and multipart parsing would otherwise spool any size to disk)."""
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise PayloadTooLarge(f"Files are limited to {cap - 65536} bytes.")
+        return message
+
+    return Request(request.scope, receive)
 
 
 @router.get("/api/oauth/files/{file_uuid}/content")

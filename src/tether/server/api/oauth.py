@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tether.errors import InvalidRequest, RateLimited, TetherError
+from tether.errors import InvalidRequest, PayloadTooLarge, RateLimited, TetherError
 from tether.server.api.common import JSONResponse, ctx_of, read_json
 from tether.server.auth import secrets as sec
 from tether.server.clock import now
@@ -22,11 +22,22 @@ router = APIRouter()
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
+async def read_limited(request: Request, cap: int) -> bytes:
+    """The raw body, streamed: 413 as soon as it (or its Content-Length) passes ``cap`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"The request body is larger than {cap} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise PayloadTooLarge(f"The request body is larger than {cap} bytes.")
+    return bytes(body)
+
+
 async def _form_or_json(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            raise InvalidRequest("The request body is too large.")
+        raw = await read_limited(request, 64 * 1024)
         return dict(parse_qsl(raw.decode("utf-8", "replace")))
     body = await read_json(request, allow_empty=True, max_bytes=64 * 1024)
     if not isinstance(body, dict):

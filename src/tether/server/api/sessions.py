@@ -124,7 +124,7 @@ async def _session_response(request: Request, body: str, org_id: str) -> Respons
         if session is None or session["org_id"] != org_id:
             raise NotFound("No such session.")
         online = await _online(tx, session, ctx.config.poll_interval_s)
-    return JSONResponse(session_json(session, online=online))
+    return JSONResponse(session_json(session, online=online, heartbeat_ttl_s=ctx.config.worker_heartbeat_ttl_s))
 
 
 @router.get("/v1/sessions/{session_id}")
@@ -265,7 +265,7 @@ async def list_sessions(request: Request) -> Response:
     for row in rows[:limit]:
         env = envs.get(row["environment_id"]) if row["environment_id"] else None
         online = environment_json(env, 0, ctx.config.poll_interval_s)["online"] if env else None
-        data.append(session_json(row, online=online))
+        data.append(session_json(row, online=online, heartbeat_ttl_s=ctx.config.worker_heartbeat_ttl_s))
     return JSONResponse({
         "data": data, "has_more": len(rows) > limit,
         "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,

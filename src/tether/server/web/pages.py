@@ -12,9 +12,9 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tether.errors import AuthenticationFailed, InvalidRequest, RateLimited, TetherError
+from tether.errors import AuthenticationFailed, RateLimited, TetherError
 from tether.server.api.common import SESSION_COOKIE, ctx_of
-from tether.server.api.oauth import approve_device
+from tether.server.api.oauth import approve_device, read_limited
 from tether.server.auth import secrets as sec
 from tether.server.auth.service import Principal
 from tether.server.clock import now
@@ -36,9 +36,7 @@ input,button{{font:inherit;padding:.5rem;margin:.25rem 0}} .err{{color:#c33}}</s
 
 
 async def _form(request: Request) -> dict[str, str]:
-    raw = await request.body()
-    if len(raw) > 16 * 1024:
-        raise InvalidRequest("Form too large.")
+    raw = await read_limited(request, 16 * 1024)
     return dict(parse_qsl(raw.decode("utf-8", "replace")))
 
 

@@ -1,0 +1,80 @@
+"""Code sessions (CCR v2, env-less): C1 create, C2 /bridge, C3 teleport events (reference §1.4)."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tether.errors import InvalidRequest, NotFound
+from tether.server.api.common import JSONResponse, ctx_of, parse_session_id, query_int, read_object, user
+from tether.server.api.sessions import create_session_row
+from tether.server.api.worker import bump_epoch
+from tether.server.clock import iso, now
+from tether.server.hub import session_json
+
+router = APIRouter()
+
+
+@router.post("/v1/code/sessions")
+async def create_code_session(request: Request) -> Response:
+    principal = await user(request, write=True)
+    principal.require_writer()
+    principal.require_policy()
+    body = await read_object(request, allow_empty=False)
+    bridge = body.get("bridge")
+    if not isinstance(bridge, dict):
+        raise InvalidRequest("'bridge' is required and must be an object ({} for a bridge-run session).")
+    if "environment_id" in bridge and not bridge["environment_id"]:
+        raise InvalidRequest("'bridge.environment_id' must not be empty.")
+    fields = {"title": body.get("title"), "tags": body.get("tags"), "source": "remote-control"}
+    row = await create_session_row(request, principal, fields, kind="code")
+    return JSONResponse({"session": session_json(row, prefix="cse_")})
+
+
+@router.post("/v1/code/sessions/{session_id}/bridge")
+async def bridge(session_id: str, request: Request) -> Response:
+    ctx = ctx_of(request)
+    body = parse_session_id(session_id)
+    principal = await user(request, write=True)
+    principal.require_writer()
+    principal.require_policy()
+    await read_object(request)
+    async with ctx.store.read() as tx:
+        session = await tx.get_session(body)
+    if session is None or session["org_id"] != principal.org_id:
+        raise NotFound("No such session.")
+    epoch = await bump_epoch(ctx, body)
+    assert ctx.auth.keys is not None
+    ttl = ctx.config.worker_token_ttl_s
+    token, _ = ctx.auth.keys.mint(session_body=body, org_id=principal.org_id,
+                                  environment_id=session["environment_id"], epoch=epoch, work_id=None,
+                                  now=now(), ttl=ttl)
+    async with ctx.store.write() as tx:
+        await tx.insert_audit(principal.org_id, principal.user_id, "session.bridge", f"cse_{body}",
+                              {"epoch": epoch}, now())
+    return JSONResponse({"worker_jwt": token, "api_base_url": ctx.config.url, "expires_in": int(ttl),
+                         "worker_epoch": epoch})
+
+
+@router.get("/v1/code/sessions/{session_id}/teleport-events")
+async def teleport_events(session_id: str, request: Request) -> Response:
+    ctx = ctx_of(request)
+    body = parse_session_id(session_id)
+    principal = await user(request)
+    cursor = request.query_params.get("cursor") or "0"
+    if not cursor.isdigit():
+        raise InvalidRequest("'cursor' must be a cursor returned by this route.")
+    limit = query_int(request, "limit", 500, lo=1, hi=1000) or 500
+    async with ctx.store.read() as tx:
+        session = await tx.get_session(body)
+        if session is None or session["org_id"] != principal.org_id:
+            raise NotFound("No such session.")
+        rows = await tx.internal_events_after(body, int(cursor), limit + 1, True)
+    page = rows[:limit]
+    out: dict[str, object] = {"data": [{
+        "event_id": r["event_id"], "event_type": r["event_type"], "is_compaction": r["is_compaction"],
+        "payload": orjson.loads(r["payload"]), "created_at": iso(r["created_at"])} for r in page]}
+    if len(rows) > limit:
+        out["next_cursor"] = str(page[-1]["pk"])
+    return JSONResponse(out)
