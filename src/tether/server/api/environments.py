@@ -109,7 +109,8 @@ async def poll(env_id: str, request: Request) -> Response:
     raw = request.query_params.get("reclaim_older_than_ms")
     reclaim = ctx.config.reclaim_older_than_ms
     if raw:
-        if not raw.isdigit() or not 1 <= int(raw) <= 86_400_000:
+        # isdigit() alone admits '²' and other Unicode digits that int() refuses
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= 86_400_000:
             raise InvalidRequest("'reclaim_older_than_ms' must be a positive integer.")
         reclaim = int(raw)
     t = now()

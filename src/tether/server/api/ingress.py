@@ -34,12 +34,18 @@ router = APIRouter()
 log = logging.getLogger("tether.server.ingress")
 
 
-async def authorize_worker(ctx: ServerContext, token: str | None, body: str) -> str:
-    """A worker token of this session, or a user credential (REPL v1 bridge) of its org."""
+async def authorize_worker(ctx: ServerContext, token: str | None, body: str, *, check_session: bool = True) -> str:
+    """A worker token of this session, or a user credential (REPL v1 bridge) of its org.
+
+    A worker token is signed for exactly one session, so the hot write path skips the
+    session lookup (``check_session=False``): appending finds a missing or archived session anyway.
+    """
     if not token:
         raise AuthenticationFailed("Session ingress needs 'Authorization: Bearer <token>'.")
     if kind_of(token) == "jwt" or token.startswith("sk-ant-si-"):
         claims = ctx.auth.worker_for_session(token, body)
+        if not check_session:
+            return "worker"
         org_id = claims.org_id
         actor = "worker"
     else:
@@ -62,7 +68,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     body = parse_session_id(session_id)
     token = bearer(request)
-    await authorize_worker(ctx, token, body)
+    await authorize_worker(ctx, token, body, check_session=False)
     rate_limit(ctx, f"worker:{body}")
     payload = await read_object(request, allow_empty=False)
     events = payload.get("events")

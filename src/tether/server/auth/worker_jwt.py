@@ -31,6 +31,7 @@ class KeyRing:
         self.keys = keys
         self.active_kid = active_kid
         self.issuer = issuer
+        self._verified: dict[str, WorkerClaims] = {}
 
     @staticmethod
     def new_key() -> tuple[str, str]:
@@ -58,6 +59,20 @@ class KeyRing:
         return token, _claims(claims)
 
     def verify(self, token: str, *, now: float) -> WorkerClaims:
+        """Verify signature, role and expiry. Verified tokens are remembered (bounded) because
+        every worker write presents the same token and HMAC + JSON decoding show up in profiles."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.exp <= now:
+                raise AuthenticationFailed("The worker token has expired.")
+            return cached
+        claims = self._verify(token, now=now)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str, *, now: float) -> WorkerClaims:
         if token.startswith("sk-ant-si-"):
             token = token[len("sk-ant-si-"):]
         try:

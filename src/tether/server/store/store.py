@@ -6,6 +6,12 @@ anyway, and this keeps ``last_seq`` gap-free without retries); on PostgreSQL the
 row is locked with ``SELECT … FOR UPDATE``. Callbacks registered with
 ``tx.after_commit`` run after the commit and before the next writer starts, which is how
 fan-out stays in commit (= sequence) order.
+
+SQLite runs *inline* on the event-loop thread through pysqlite rather than through
+aiosqlite's worker thread: in WAL mode with ``synchronous=NORMAL`` a statement takes tens
+of microseconds, while every aiosqlite call pays a thread hop (≈200 µs measured here),
+several per statement — a write transaction went from 6.5 ms to well under 1 ms.
+PostgreSQL keeps the asyncpg driver.
 """
 
 from __future__ import annotations
@@ -14,77 +20,121 @@ import asyncio
 import contextlib
 import inspect
 import pathlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tether.server.store.tx import Tx
 
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
-
-AfterCommit = Callable[[], Awaitable[None] | object]
 
 
 def sqlite_url(path: pathlib.Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+class InlineConnection:
+    """The awaitable subset of AsyncConnection that Tx uses, over a sync connection."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.sync_connection = conn
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self.sync_connection.execute(statement, parameters)
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Any:
+        return self.sync_connection.exec_driver_sql(statement, parameters)
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {}
-        if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
-        else:
-            kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock()
+        self.engine: AsyncEngine | None = None
+        self.sync_engine: sa.Engine | None = None
         if self.is_sqlite:
-            sa_event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
-            sa_event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
+            sync_url = sa.make_url(url).set(drivername="sqlite+pysqlite")
+            # busy_timeout stays short: a wait here blocks the event loop (another process, e.g.
+            # `tether admin`, holding the write lock is the only way to hit it).
+            self.sync_engine = sa.create_engine(sync_url, connect_args={"timeout": 5, "check_same_thread": False},
+                                                pool_size=8, max_overflow=32)
+            sa_event.listen(self.sync_engine, "connect", _sqlite_on_connect)
+            sa_event.listen(self.sync_engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
     async def open(self) -> None:
         """Migrate the schema to the newest revision (idempotent)."""
-        async with self.engine.connect() as conn:
-            await conn.run_sync(_run_migrations)
-            await conn.commit()
+        if self.sync_engine is not None:
+            with self.sync_engine.connect() as conn:
+                _run_migrations(conn)
+                conn.commit()
+            return
+        assert self.engine is not None
+        async with self.engine.connect() as aconn:
+            await aconn.run_sync(_run_migrations)
+            await aconn.commit()
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
+        if self.engine is not None:
+            await self.engine.dispose()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
-        async with self.engine.connect() as conn:
-            yield Tx(conn, self.is_sqlite, writable=False)
+        if self.sync_engine is not None:
+            with self._sync_conn(write=False) as conn:
+                yield Tx(InlineConnection(conn), True, writable=False)
+            return
+        assert self.engine is not None
+        async with self.engine.connect() as aconn:
+            yield Tx(aconn, False, writable=False)
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
         async with self._write_lock:
-            async with self.engine.connect() as conn:
-                tx = Tx(conn, self.is_sqlite, writable=True)
-                if conn.sync_connection is not None:
-                    conn.sync_connection.info["tether_write"] = True
-                try:
-                    await conn.begin()
+            if self.sync_engine is not None:
+                with self._sync_conn(write=True) as conn:
+                    tx = Tx(InlineConnection(conn), True, writable=True)
+                    conn.begin()
                     try:
                         yield tx
                     except BaseException:
-                        await conn.rollback()
+                        conn.rollback()
                         raise
-                    await conn.commit()
-                finally:
-                    if conn.sync_connection is not None:
-                        conn.sync_connection.info["tether_write"] = False
-                for callback in tx.after_commit_callbacks:
-                    result = callback()
-                    if inspect.isawaitable(result):
-                        await result
+                    conn.commit()
+            else:
+                assert self.engine is not None
+                async with self.engine.connect() as aconn:
+                    tx = Tx(aconn, False, writable=True)
+                    await aconn.begin()
+                    try:
+                        yield tx
+                    except BaseException:
+                        await aconn.rollback()
+                        raise
+                    await aconn.commit()
+            for callback in tx.after_commit_callbacks:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+
+    @contextlib.contextmanager
+    def _sync_conn(self, *, write: bool) -> Iterator[sa.Connection]:
+        assert self.sync_engine is not None
+        with self.sync_engine.connect() as conn:
+            conn.info["tether_write"] = write
+            try:
+                yield conn
+            finally:
+                conn.info["tether_write"] = False
 
 
 def _run_migrations(sync_conn: sa.Connection) -> None:
@@ -101,7 +151,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # WAL + NORMAL: a committed transaction survives a killed process (not a power cut).
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -109,3 +159,5 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_on_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("tether_write") else "BEGIN")
 
+
+__all__ = ["AsyncConnection", "InlineConnection", "Store", "sqlite_url"]

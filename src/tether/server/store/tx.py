@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import Any as AsyncConnection  # AsyncConnection or store.InlineConnection
 
 from tether.protocol.ids import new_id
 from tether.server.store import tables as t
@@ -14,6 +14,22 @@ from tether.server.store.records import EventIn, StoredEvent
 
 Row = dict[str, Any]
 LIVE_WORK_STATES = ("queued", "delivered", "acked")
+
+# Hot statements are built once: constructing a Core expression and its cache key costs more
+# than running it on SQLite (see store.py).
+_GET_ORG = sa.select(t.orgs).where(t.orgs.c.id == sa.bindparam("id"))
+_GET_USER = sa.select(t.users).where(t.users.c.id == sa.bindparam("id"))
+_TOKEN_BY_HASH = sa.select(t.tokens).where(t.tokens.c.secret_hash == sa.bindparam("h"))
+_GET_SESSION = sa.select(t.sessions).where(t.sessions.c.id == sa.bindparam("id"))
+_GET_SESSION_FOR_UPDATE = _GET_SESSION.with_for_update()
+_EXISTING_UUIDS = sa.select(t.events.c.uuid).where(
+    t.events.c.session_id == sa.bindparam("sid"), t.events.c.uuid.in_(sa.bindparam("uuids", expanding=True))
+)
+_INSERT_EVENTS = t.events.insert()
+_ADVANCE_SEQ = (
+    t.sessions.update().where(t.sessions.c.id == sa.bindparam("sid"))
+    .values(last_seq=sa.bindparam("seq"), updated_at=sa.bindparam("now"))
+)
 
 
 def _row(result_row: Any) -> Row | None:
@@ -38,7 +54,7 @@ class Tx:
 
     # ---- orgs and users -------------------------------------------------------------------
     async def get_org(self, org_id: str) -> Row | None:
-        return await self._one(sa.select(t.orgs).where(t.orgs.c.id == org_id))
+        return _row((await self.conn.execute(_GET_ORG, {"id": org_id})).first())
 
     async def get_org_by_name(self, name: str) -> Row | None:
         return await self._one(sa.select(t.orgs).where(t.orgs.c.name == name))
@@ -57,7 +73,7 @@ class Tx:
         )
 
     async def get_user(self, user_id: str) -> Row | None:
-        return await self._one(sa.select(t.users).where(t.users.c.id == user_id))
+        return _row((await self.conn.execute(_GET_USER, {"id": user_id})).first())
 
     async def get_user_by_email(self, email: str) -> Row | None:
         return await self._one(sa.select(t.users).where(t.users.c.email == email))
@@ -82,7 +98,7 @@ class Tx:
         return row
 
     async def token_by_hash(self, secret_hash: str) -> Row | None:
-        return await self._one(sa.select(t.tokens).where(t.tokens.c.secret_hash == secret_hash))
+        return _row((await self.conn.execute(_TOKEN_BY_HASH, {"h": secret_hash})).first())
 
     async def token_by_lookup(self, kind: str, lookup: str) -> Row | None:
         return await self._one(
@@ -152,10 +168,8 @@ class Tx:
         return row
 
     async def get_session(self, body: str, *, for_update: bool = False) -> Row | None:
-        stmt = sa.select(t.sessions).where(t.sessions.c.id == body)
-        if for_update and not self.is_sqlite:
-            stmt = stmt.with_for_update()
-        return await self._one(stmt)
+        stmt = _GET_SESSION_FOR_UPDATE if for_update and not self.is_sqlite else _GET_SESSION
+        return _row((await self.conn.execute(stmt, {"id": body})).first())
 
     async def update_session(self, body: str, **values: Any) -> None:
         await self.conn.execute(t.sessions.update().where(t.sessions.c.id == body).values(**values))
@@ -251,8 +265,8 @@ class Tx:
         found: set[str] = set()
         for start in range(0, len(uuids), 500):
             chunk = list(uuids[start : start + 500])
-            stmt = sa.select(t.events.c.uuid).where(t.events.c.session_id == session_id, t.events.c.uuid.in_(chunk))
-            found.update(r[0] for r in (await self.conn.execute(stmt)).all())
+            result = await self.conn.execute(_EXISTING_UUIDS, {"sid": session_id, "uuids": chunk})
+            found.update(r[0] for r in result.all())
         return found
 
     async def append_events(
@@ -282,10 +296,8 @@ class Tx:
             stored.append(StoredEvent(body, seq, event_id, item.uuid, item.source, item.event_type,
                                       item.payload_json, now, item.delivery))
         if rows:
-            await self.conn.execute(t.events.insert(), rows)
-            await self.conn.execute(
-                t.sessions.update().where(t.sessions.c.id == body).values(last_seq=seq, updated_at=now)
-            )
+            await self.conn.execute(_INSERT_EVENTS, rows)
+            await self.conn.execute(_ADVANCE_SEQ, {"sid": body, "seq": seq, "now": now})
             session["last_seq"] = seq
         return stored
 
