@@ -118,3 +118,24 @@ async def test_prompt_permission_result_round_trip(server: ServerProcess, owner_
         assert r.status_code == 409
         for rcv in (sub, late):
             await rcv.close()
+
+
+async def test_fan_out_keeps_the_worker_order(server: ServerProcess, owner_token: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        env = await register(client, owner_token)
+        sid = await create_session(client, owner_token, env["environment_id"])
+        _, wtoken = await take_work(client, env)
+        sub = await subscribe(server.ws_url, sid, owner_token)
+        batch = [
+            {"type": "stream_event", "uuid": "s1", "event": {}},
+            {"type": "assistant", "uuid": str(uuid.uuid4()), "message": {}},
+            {"type": "stream_event", "uuid": "s2", "event": {}},
+            {"type": "stream_event", "uuid": "s3", "event": {}},
+            {"type": "assistant", "uuid": str(uuid.uuid4()), "message": {}},
+        ]
+        await worker_post(client, sid, wtoken, *batch)
+        await sub.wait_for(lambda f: f.get("uuid") == batch[-1]["uuid"])
+        got = [(f["uuid"], f["sequence_num"]) for f in sub.frames if f.get("type") in ("assistant", "stream_event")]
+        assert [u for u, _ in got] == [e["uuid"] for e in batch]
+        assert [s for _, s in got] == [0, 1, 1, 1, 2]
+        await sub.close()

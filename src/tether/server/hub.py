@@ -50,6 +50,7 @@ class Ingest:
     """What one write did: the new events, and the frames to fan out after commit."""
 
     stored: list[StoredEvent] = field(default_factory=list)
+    ordered: list[StoredEvent] | None = None  # stored + ephemeral in input order, when there are both
     live: list[Any] = field(default_factory=list)
     status: str | None = None
     replies: list[dict[str, Any]] = field(default_factory=list)  # server → worker control responses
@@ -90,12 +91,21 @@ class Hub:
         self.dispatcher = dispatcher
         # request ids of the server's own control requests (initialize) whose answers are not logged
         self.server_request_ids: set[str] = set()
+        # last sequence number fanned out per session: the mark ephemeral events carry
+        self.hwm: dict[str, int] = {}
 
     # ---- fan-out --------------------------------------------------------------------------
     def publish(self, body: str, result: Ingest) -> None:
         topic = session_topic(body)
-        for ev in result.stored:
+        for ev in result.ordered if result.ordered is not None else result.stored:
             self.broker.publish(topic, ev)
+        extra = [ev for ev in result.stored if ev.source == "server"] if result.ordered is not None else []
+        for ev in extra:
+            self.broker.publish(topic, ev)
+        if result.stored:
+            if len(self.hwm) > 100_000:
+                self.hwm.clear()
+            self.hwm[body] = max(self.hwm.get(body, 0), max(ev.seq for ev in result.stored))
         for item in result.live:
             self.broker.publish(topic, item)
 
@@ -247,9 +257,10 @@ class Hub:
     # ---- worker writes --------------------------------------------------------------------
     async def post_worker_events(self, body: str, raw_events: Sequence[Any], *,
                                  ephemeral_flags: Sequence[bool] | None = None) -> Ingest:
-        """Worker output (I2, WS frames, W6): durable events are logged, ephemeral ones fanned out."""
+        """Worker output (I2, WS frames, W6): durable events are logged, ephemeral ones fanned
+        out live; subscribers get both in the order the worker wrote them."""
         durable: list[EventIn] = []
-        ephemeral: list[tuple[dict[str, Any], str]] = []
+        order: list[EventIn | tuple[dict[str, Any], str]] = []
         for index, raw in enumerate(raw_events):
             obj, text = _check_event(raw, self.config.limits.max_event_bytes)
             kind = obj["type"]
@@ -260,25 +271,52 @@ class Hub:
                 continue
             flagged = bool(ephemeral_flags[index]) if ephemeral_flags else False
             if kind == "stream_event" or flagged:
-                ephemeral.append((obj, text))
+                order.append((obj, text))
                 continue
-            durable.append(EventIn(obj["uuid"], "worker", kind, obj, text))
-        result = Ingest()
+            item = EventIn(obj["uuid"], "worker", kind, obj, text)
+            durable.append(item)
+            order.append(item)
+        if not durable:
+            if order:
+                self.publish_ephemeral(body, await self.high_water(body), order)  # type: ignore[arg-type]
+            return Ingest()
         # Echoes of logged prompts are deduplicated away, yet they confirm delivery.
         echoed = [i.uuid for i in durable if i.event_type == "user" and i.payload.get("isReplay")]
 
         async def effects(tx: Tx, session: dict[str, Any], res: Ingest) -> None:
+            base = res.stored[0].seq - 1 if res.stored else int(session["last_seq"])
             await self.worker_effects(tx, session, res, echoed)
+            res.ordered = self.interleave(body, base, order, res.stored)
 
-        if durable:
-            result = await self.append(body, durable, effects=effects)
-        if ephemeral:
-            async with self.store.read() as tx:
-                session = await tx.get_session(body)
-            if session is None:
-                raise NotFound("No such session.")
-            self.publish_ephemeral(body, int(session["last_seq"]), ephemeral)
-        return result
+        return await self.append(body, durable, effects=effects)
+
+    def interleave(self, body: str, base: int, order: Sequence[EventIn | tuple[dict[str, Any], str]],
+                   stored: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Durable and ephemeral events in input order; an ephemeral one carries the high-water
+        mark of the durable events before it."""
+        by_uuid = {ev.uuid: ev for ev in stored}
+        hwm, out, t = base, [], now()
+        for item in order:
+            if isinstance(item, EventIn):
+                ev = by_uuid.get(item.uuid)
+                if ev is not None:
+                    out.append(ev)
+                    hwm = ev.seq
+            else:
+                payload, text = item
+                out.append(StoredEvent(body, hwm, "", payload.get("uuid", ""), "worker", payload["type"], text, t,
+                                       ephemeral=True))
+        return out
+
+    async def high_water(self, body: str) -> int:
+        cached = self.hwm.get(body)
+        if cached is not None:
+            return cached
+        async with self.store.read() as tx:
+            session = await tx.get_session(body)
+        if session is None:
+            raise NotFound("No such session.")
+        return int(session["last_seq"])
 
     async def worker_effects(self, tx: Tx, session: dict[str, Any], result: Ingest, echoed: list[str]) -> None:
         t = now()

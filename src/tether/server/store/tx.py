@@ -6,13 +6,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from typing import Any as AsyncConnection  # AsyncConnection or store.InlineConnection
 
 from tether.protocol.ids import new_id
 from tether.server.store import tables as t
 from tether.server.store.records import EventIn, StoredEvent
 
 Row = dict[str, Any]
+# an AsyncConnection (PostgreSQL) or a store.InlineConnection (SQLite): both await execute()
+Connection = Any
 LIVE_WORK_STATES = ("queued", "delivered", "acked")
 
 # Hot statements are built once: constructing a Core expression and its cache key costs more
@@ -37,7 +38,7 @@ def _row(result_row: Any) -> Row | None:
 
 
 class Tx:
-    def __init__(self, conn: AsyncConnection, is_sqlite: bool, *, writable: bool) -> None:
+    def __init__(self, conn: Connection, is_sqlite: bool, *, writable: bool) -> None:
         self.conn = conn
         self.is_sqlite = is_sqlite
         self.writable = writable
