@@ -78,3 +78,61 @@ class ProtocolError(TetherError):
 
     status = 400
     error_type = "invalid_request_error"
+
+
+# ---- the client side of the wire (tether.client.api) -------------------------------------------
+
+class ApiError(TetherError):
+    """A Tether API answered a client's request with an error that is not fatal by itself
+    (429, or a 4xx other than 401/403/404/410): retry on the "general" backoff track.
+
+    ``status`` is the HTTP status received, ``error_type`` the body's ``error.type``,
+    ``retry_after`` the ``Retry-After`` seconds when the server sent one.
+    """
+
+    error_type = "api_error"
+
+    def __init__(self, message: str, *, status: int, error_type: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, error_type=error_type, status=status)
+        self.retry_after = retry_after
+
+    @property
+    def fatal(self) -> bool:
+        return False
+
+
+class BridgeFatalError(ApiError):
+    """401, 403, 404 or 410 (after one token refresh where that applies): the caller must stop
+    (reference ``BridgeFatalError``). ``expired`` marks an expired credential or environment,
+    ``suppressible`` a 403 not worth showing to the user."""
+
+    def __init__(self, message: str, *, status: int, error_type: str | None = None,
+                 expired: bool = False, suppressible: bool = False) -> None:
+        super().__init__(message, status=status, error_type=error_type)
+        self.expired = expired
+        self.suppressible = suppressible
+
+    @property
+    def fatal(self) -> bool:
+        return True
+
+
+class ApiUnavailable(TetherError):
+    """The server could not be reached (``kind="connection"``: refused, reset, timed out) or
+    answered 5xx (``kind="server"``): retry on the "connection" backoff track."""
+
+    status = 503
+    error_type = "api_unavailable"
+
+    def __init__(self, message: str, *, kind: str = "connection", http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.http_status = http_status
+
+
+class NotLoggedIn(TetherError):
+    """No credentials for the server (run `tether login`, or set TETHER_TOKEN)."""
+
+    status = 401
+    error_type = "not_logged_in"

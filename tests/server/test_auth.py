@@ -15,11 +15,13 @@ import httpx
 import jwt
 import pytest
 from tests.support.api import (
+    admin_cli,
     assert_error,
     bearer,
     create_session,
     device_login,
     dispatch,
+    mint_token,
     register_environment,
     web_login,
     ws_close_code,
@@ -37,19 +39,25 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
+def owner_token(server: ServerProcess) -> str:
+    """Setup tokens are minted with `tether admin token create` in-process (tests/cli runs it for real)."""
+    return mint_token(server.data_dir)
+
+
+@pytest.fixture(scope="module")
 def viewer_token(server: ServerProcess) -> str:
-    return server.token(user="viewer@localhost", role="viewer")
+    return mint_token(server.data_dir, user="viewer@localhost", role="viewer")
 
 
 @pytest.fixture(scope="module")
 def member_token(server: ServerProcess) -> str:
-    return server.token(user="member@localhost", role="member")
+    return mint_token(server.data_dir, user="member@localhost", role="member")
 
 
 @pytest.fixture(scope="module")
 def other_token(server: ServerProcess) -> str:
     """The owner of a second organisation."""
-    return server.token(org="other", user="owner@other", role="owner")
+    return mint_token(server.data_dir, org="other", user="owner@other", role="owner")
 
 
 def prompt(uuid: str | None = None) -> dict[str, Any]:
@@ -179,8 +187,10 @@ def test_cannot_revoke_another_users_token(client: httpx.Client, owner_token: st
     assert client.get("/v1/me", headers=bearer(created["token"])).status_code == 200
 
 
-def test_expired_access_token(tmp_path: pathlib.Path) -> None:
-    with ServerProcess(tmp_path / "short", limits={"rate_per_second": 0}, access_token_ttl_s=1) as srv, \
+def test_expired_credentials(tmp_path: pathlib.Path) -> None:
+    """Access tokens (1 s here) and worker tokens (1 s here) stop working when they expire."""
+    with ServerProcess(tmp_path / "short", limits={"rate_per_second": 0}, access_token_ttl_s=1,
+                       worker_token_ttl_s=1) as srv, \
             httpx.Client(base_url=srv.url, timeout=15) as client, \
             httpx.Client(base_url=srv.url, timeout=15) as web:
         assert srv.login_link
@@ -190,7 +200,7 @@ def test_expired_access_token(tmp_path: pathlib.Path) -> None:
         access = pair["access_token"]
         issued = time.monotonic()
         first = client.get("/v1/me", headers=bearer(access))
-        if time.monotonic() - issued < 0.9:  # still inside its lifetime
+        if time.monotonic() - issued < 0.5:  # surely still inside its 1 s lifetime
             assert first.status_code == 200, first.text
             assert first.json()["credential"] == "access"
         expired = wait_until(lambda: (r := client.get("/v1/me", headers=bearer(access))).status_code == 401 and r,
@@ -201,6 +211,17 @@ def test_expired_access_token(tmp_path: pathlib.Path) -> None:
         refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token",
                                                       "refresh_token": pair["refresh_token"]})
         assert refreshed.status_code == 200, refreshed.text
+
+        # worker tokens: heartbeat and the ingress socket refuse an expired one
+        owner = mint_token(srv.data_dir)
+        d = dispatch(client, owner)
+        hb = f"/v1/environments/{d.environment_id}/work/{d.work['id']}/heartbeat"
+        expired = wait_until(lambda: (r := client.post(hb, json={}, headers=bearer(d.worker_token))).status_code
+                             == 401 and r, timeout=10, interval=0.1, message="the worker token to expire")
+        assert "expired" in assert_error(expired, 401, "authentication_error")["message"]
+        with connect(f"{srv.ws_url}/v1/session_ingress/ws/{d.cse_id}", additional_headers=bearer(d.worker_token),
+                     open_timeout=10) as ws:
+            assert ws_close_code(ws) == 4003
 
 
 # ---- wrong credential kind ---------------------------------------------------------------------
@@ -366,13 +387,13 @@ def test_member_may_write_but_not_administer(client: httpx.Client, member_token:
 # ---- organisation policy ------------------------------------------------------------------
 
 def test_policy_off_denies_remote_control(server: ServerProcess, client: httpx.Client) -> None:
-    owner = server.token(org="strict", user="owner@strict", role="owner")
+    owner = mint_token(server.data_dir, org="strict", user="owner@strict", role="owner")
     h = bearer(owner)
     env, _ = register_environment(client, owner)
     session = create_session(client, owner, env)
     assert client.get("/v1/me", headers=h).json()["policy"] == {"allow_remote_control": True}
 
-    assert "off" in server.admin("policy", "--org", "strict", "--deny-remote-control")
+    assert "off" in admin_cli(server.data_dir, "policy", "--org", "strict", "--deny-remote-control").stdout
     assert client.get("/v1/me", headers=h).json()["policy"] == {"allow_remote_control": False}
     assert_error(client.post("/v1/environments/bridge", json={"machine_name": "m"}, headers=h), 403, "policy_denied")
     assert_error(client.post("/v1/sessions", json={"title": "t"}, headers=h), 403, "policy_denied")
@@ -388,13 +409,13 @@ def test_policy_off_denies_remote_control(server: ServerProcess, client: httpx.C
     # … and off again over the API
     assert client.put("/v1/org/policy", json={"allow_remote_control": False}, headers=h).status_code == 200
     assert_error(client.post("/v1/environments/bridge", json={}, headers=h), 403, "policy_denied")
-    assert "off" in server.admin("policy", "--org", "strict")
+    assert "off" in admin_cli(server.data_dir, "policy", "--org", "strict").stdout
     assert_error(client.put("/v1/org/policy", json={"allow_remote_control": "yes"}, headers=h),
                  400, "invalid_request_error")
 
 
 def test_policy_is_per_organisation(server: ServerProcess, client: httpx.Client, owner_token: str) -> None:
-    owner = server.token(org="strict2", user="owner@strict2", role="owner")
+    owner = mint_token(server.data_dir, org="strict2", user="owner@strict2", role="owner")
     assert client.put("/v1/org/policy", json={"allow_remote_control": False}, headers=bearer(owner)).status_code == 200
     # the default org is untouched
     assert client.post("/v1/sessions", json={"title": "t"}, headers=bearer(owner_token)).status_code == 200
@@ -405,7 +426,7 @@ def test_policy_is_per_organisation(server: ServerProcess, client: httpx.Client,
 
 def test_audit_log_owner_only_and_records_actions(server: ServerProcess, client: httpx.Client,
                                                   other_token: str, viewer_token: str, member_token: str) -> None:
-    owner = server.token(org="audited", user="owner@audited", role="owner")
+    owner = mint_token(server.data_dir, org="audited", user="owner@audited", role="owner")
     h = bearer(owner)
     token = client.post("/v1/tokens", json={"name": "audit-me"}, headers=h).json()
     session = create_session(client, owner)

@@ -7,7 +7,6 @@ import uuid
 
 import httpx
 import pytest
-
 from tests.support.server import ServerProcess
 from tests.support.worker import auth, create_session, poll, register, take_work
 

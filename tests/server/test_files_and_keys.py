@@ -6,7 +6,6 @@ import pathlib
 
 import httpx
 import pytest
-
 from tests.support.server import ServerProcess
 from tests.support.worker import auth, create_session, register, take_work, worker_post
 

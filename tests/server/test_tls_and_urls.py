@@ -17,10 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from tether.protocol.work_secret import decode_work_secret
 from tests.support.server import ROOT, ServerProcess, free_port
 from tests.support.worker import auth, create_session, poll, register
+
+from tether.protocol.work_secret import decode_work_secret
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
-
 from tests.support.server import ServerProcess
 from tests.support.worker import auth, create_session, poll, register, subscribe, user_message
 

@@ -7,10 +7,13 @@ Everything here talks to a running :class:`tests.support.server.ServerProcess`; 
 - :func:`dispatch` — register + create a session on it + poll → a :class:`Dispatched` with the
   worker token (``session_ingress_token`` of the decoded work secret).
 - :func:`web_login` / :func:`csrf_of` — a cookie session in an ``httpx.Client`` and its CSRF token.
+- :func:`device_login` — the OAuth device flow end to end → access + refresh tokens.
+- :func:`mint_token` / :func:`admin_cli` — ``tether admin`` in-process (fast) for test setup.
 """
 
 from __future__ import annotations
 
+import pathlib
 import re
 import time
 from dataclasses import dataclass
@@ -161,3 +164,24 @@ def ws_close_code(ws: Any, timeout: float = 10.0) -> int | None:
             ws.recv(timeout=max(0.01, deadline - time.monotonic()))
     except ConnectionClosed as exc:
         return exc.rcvd.code if exc.rcvd is not None else None
+
+
+def admin_cli(data_dir: pathlib.Path, *args: str, stdin: str | None = None) -> Any:
+    """``tether admin ARGS --data-dir DATA_DIR`` run in-process with Typer's ``CliRunner`` (the same
+    command code as the subprocess, without ~1 s of interpreter start and imports). Returns the
+    ``typer.testing.Result``; use it from sync tests only (the command calls ``asyncio.run``)."""
+    from typer.testing import CliRunner
+
+    from tether.cli import main
+
+    env = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", "TETHER_CONFIG_JSON": ""}
+    return CliRunner().invoke(main.app, ["admin", *args, "--data-dir", str(data_dir)], input=stdin, env=env)
+
+
+def mint_token(data_dir: pathlib.Path, *, org: str = "default", user: str = "owner@localhost",
+               role: str = "owner") -> str:
+    """A personal API token via ``tether admin token create`` (in-process, see :func:`admin_cli`)."""
+    result = admin_cli(data_dir, "token", "create", "--org", org, "--user", user, "--role", role)
+    assert result.exit_code == 0, result.output
+    token: str = result.stdout.strip()
+    return token

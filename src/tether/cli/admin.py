@@ -32,6 +32,7 @@ def _config(data_dir: pathlib.Path | None, database_url: str | None) -> Config:
 
 
 def _run(cfg: Config, body: Callable[[Any, Any], Awaitable[T]]) -> T:
+    from tether.errors import TetherError
     from tether.server.auth.service import Auth
     from tether.server.store import Store
 
@@ -46,7 +47,10 @@ def _run(cfg: Config, body: Callable[[Any, Any], Awaitable[T]]) -> T:
         finally:
             await store.close()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except TetherError as exc:  # e.g. a user of another organisation: a usage error, not a traceback
+        raise typer.BadParameter(exc.message) from None
 
 
 @token_app.command("create")

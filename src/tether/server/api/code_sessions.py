@@ -7,7 +7,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tether.errors import InvalidRequest, NotFound
-from tether.server.api.common import JSONResponse, ctx_of, parse_session_id, query_int, read_object, user
+from tether.server.api.common import (
+    JSONResponse,
+    ctx_of,
+    parse_count,
+    parse_session_id,
+    query_int,
+    read_object,
+    user,
+)
 from tether.server.api.sessions import create_session_row
 from tether.server.api.worker import bump_epoch
 from tether.server.clock import iso, now
@@ -62,15 +70,13 @@ async def teleport_events(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     body = parse_session_id(session_id)
     principal = await user(request)
-    cursor = request.query_params.get("cursor") or "0"
-    if not cursor.isdigit():
-        raise InvalidRequest("'cursor' must be a cursor returned by this route.")
+    cursor = parse_count(request.query_params.get("cursor"), "cursor") or 0
     limit = query_int(request, "limit", 500, lo=1, hi=1000) or 500
     async with ctx.store.read() as tx:
         session = await tx.get_session(body)
         if session is None or session["org_id"] != principal.org_id:
             raise NotFound("No such session.")
-        rows = await tx.internal_events_after(body, int(cursor), limit + 1, True)
+        rows = await tx.internal_events_after(body, cursor, limit + 1, True)
     page = rows[:limit]
     out: dict[str, object] = {"data": [{
         "event_id": r["event_id"], "event_type": r["event_type"], "is_compaction": r["is_compaction"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -34,8 +35,8 @@ class JSONResponse(Response):
 async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False) -> Any:
     ctx = ctx_of(request)
     limit = max_bytes or ctx.config.limits.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     chunks = bytearray()
     async for chunk in request.stream():
@@ -109,6 +110,27 @@ def parse_prefixed(value: str, prefix: str, what: str) -> str:
     if not is_valid_id(value) or prefixed_body(value, prefix) is None:
         raise NotFound(f"No such {what}.")
     return value
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+MAX_CURSOR = 2**62
+
+
+def parse_count(raw: str | None, name: str, *, hi: int = MAX_CURSOR) -> int | None:
+    """A non-negative decimal integer from a query/header value, or None when absent.
+
+    ``str.isdigit()`` alone admits '²' (which ``int()`` refuses) and values SQLite cannot bind.
+    """
+    if raw is None or raw == "":
+        return None
+    if not _DIGITS.fullmatch(raw) or int(raw) > hi:
+        raise InvalidRequest(f"'{name}' must be a non-negative integer up to {hi}.")
+    return int(raw)
+
+
+def declared_length(request: Request | WebSocket) -> int | None:
+    declared = request.headers.get("content-length")
+    return int(declared) if declared and _DIGITS.fullmatch(declared) else None
 
 
 def query_int(request: Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:

@@ -247,8 +247,11 @@ def environment_json(env: dict[str, Any], active: int, poll_interval_s: float) -
 async def list_environments(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await user(request)
+    show_all = request.query_params.get("all") in ("1", "true")
     async with ctx.store.read() as tx:
         envs = await tx.list_environments(principal.org_id)
+        if not show_all:  # deregistered ones are history; ?all=true lists them too
+            envs = [e for e in envs if e["state"] != "deregistered"]
         counts = await tx.active_session_counts([e["id"] for e in envs])
     data = [environment_json(e, counts.get(e["id"], 0), ctx.config.poll_interval_s) for e in envs]
     return JSONResponse({"data": data, "has_more": False})

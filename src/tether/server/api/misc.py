@@ -11,7 +11,7 @@ from starlette.types import Message
 
 from tether import __version__
 from tether.errors import InvalidRequest, NotFound, PayloadTooLarge
-from tether.server.api.common import JSONResponse, ctx_of, query_int, read_object, user
+from tether.server.api.common import JSONResponse, ctx_of, declared_length, query_int, read_object, user
 from tether.server.clock import iso, now
 
 router = APIRouter()
@@ -159,8 +159,8 @@ async def upload(request: Request) -> Response:
     principal = await user(request, write=True)
     principal.require_writer()
     limit = ctx.config.limits.max_file_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 65536:
+    declared = declared_length(request)
+    if declared is not None and declared > limit + 65536:
         raise PayloadTooLarge(f"Files are limited to {limit} bytes.")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("Upload files as multipart/form-data with a 'file' field.")

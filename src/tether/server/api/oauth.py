@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tether.errors import InvalidRequest, PayloadTooLarge, RateLimited, TetherError
-from tether.server.api.common import JSONResponse, ctx_of, read_json
+from tether.server.api.common import JSONResponse, ctx_of, declared_length, read_json
 from tether.server.auth import secrets as sec
 from tether.server.clock import now
 from tether.server.context import ServerContext
@@ -24,8 +24,8 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 async def read_limited(request: Request, cap: int) -> bytes:
     """The raw body, streamed: 413 as soon as it (or its Content-Length) passes ``cap`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap:
+    declared = declared_length(request)
+    if declared is not None and declared > cap:
         raise PayloadTooLarge(f"The request body is larger than {cap} bytes.")
     body = bytearray()
     async for chunk in request.stream():
@@ -132,6 +132,7 @@ async def _refresh_grant(ctx: ServerContext, body: dict[str, Any]) -> dict[str, 
             raise _oauth_error("invalid_grant", "Unknown refresh_token.")
         family = (row["extra"] or {}).get("family")
         reused = bool(row["revoked"])
+        rotated = row["last_used_at"] is not None  # revoked by rotation, not by /oauth/revoke
         if reused:
             # A rotated refresh token used again: someone copied it. Revoke the whole family
             # (and commit that: the error is raised after the transaction, not inside it).
@@ -145,7 +146,9 @@ async def _refresh_grant(ctx: ServerContext, body: dict[str, Any]) -> dict[str, 
             if user is None:
                 raise _oauth_error("invalid_grant", "The user no longer exists.")
             return await ctx.auth.issue_session_pair(tx, user, family=family)
-    raise _oauth_error("invalid_grant", "The refresh token was already used; log in again.")
+    if rotated:
+        raise _oauth_error("invalid_grant", "The refresh token was already used; log in again.")
+    raise _oauth_error("invalid_grant", "The refresh token was revoked; log in again.")
 
 
 @router.post("/oauth/revoke")

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, WebSocket
 
 from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
-from tether.server.api.common import ctx_of, parse_session_id, user
+from tether.server.api.common import ctx_of, parse_count, parse_session_id, user
 from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Socket, reject
 from tether.server.auth.service import Principal
 from tether.server.broker import Overflowed
@@ -23,12 +23,7 @@ CLIENT_CONTROL = ("interrupt", "set_model", "set_permission_mode", "set_max_thin
 
 
 def _from_seq(ws: WebSocket) -> int | None:
-    raw = ws.query_params.get("from_sequence_num")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise InvalidRequest("'from_sequence_num' must be a non-negative integer.")
-    return int(raw)
+    return parse_count(ws.query_params.get("from_sequence_num"), "from_sequence_num")
 
 
 def _origin_ok(ws: WebSocket, ctx: ServerContext) -> bool:

@@ -19,7 +19,15 @@ from tether.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFou
 from tether.protocol.epochs import EpochInvalid, EpochSuperseded, check_epoch, parse_epoch
 from tether.protocol.ids import new_id
 from tether.protocol.merge_patch import merge_one_level
-from tether.server.api.common import JSONResponse, bearer, ctx_of, parse_session_id, rate_limit, read_object
+from tether.server.api.common import (
+    JSONResponse,
+    bearer,
+    ctx_of,
+    parse_count,
+    parse_session_id,
+    rate_limit,
+    read_object,
+)
 from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.broker import Overflowed
 from tether.server.clock import iso, now
@@ -227,12 +235,10 @@ async def post_internal_events(session_id: str, request: Request) -> Response:
 async def get_internal_events(session_id: str, request: Request) -> Response:
     ctx, body, claims = _claims(request, session_id)
     await _session(ctx, body, claims)
-    cursor = request.query_params.get("cursor") or "0"
-    if not cursor.isdigit():
-        raise InvalidRequest("'cursor' must be a cursor returned by this route.")
+    cursor = parse_count(request.query_params.get("cursor"), "cursor") or 0
     subagents = request.query_params.get("subagents") in ("true", "1")
     async with ctx.store.read() as tx:
-        rows = await tx.internal_events_after(body, int(cursor), 501, subagents)
+        rows = await tx.internal_events_after(body, cursor, 501, subagents)
     page = rows[:500]
     data = [{"event_id": r["event_id"], "event_type": r["event_type"], "payload": orjson.loads(r["payload"]),
              "event_metadata": None, "is_compaction": r["is_compaction"], "created_at": iso(r["created_at"]),
@@ -268,11 +274,7 @@ async def delivery(session_id: str, request: Request) -> Response:
 
 def _resume_point(request: Request) -> int | None:
     raw = request.query_params.get("from_sequence_num") or request.headers.get("last-event-id")
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise InvalidRequest("'from_sequence_num' / Last-Event-ID must be a non-negative integer.")
-    return int(raw)
+    return parse_count(raw, "from_sequence_num")
 
 
 def sse_frame(ev: StoredEvent) -> bytes:

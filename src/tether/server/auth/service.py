@@ -143,7 +143,10 @@ class Auth:
     async def token_row(self, tx: Tx, secret: str, kinds: tuple[str, ...]) -> dict[str, Any]:
         kind = sec.kind_of(secret)
         if kind not in kinds:
-            raise AuthenticationFailed(f"This route needs a {' or '.join(kinds)} credential.")
+            names = {"access": "an access token", "personal": "a personal API token",
+                     "web_session": "a web session", "refresh": "a refresh token"}
+            wanted = " or ".join(names.get(k, k) for k in kinds)
+            raise AuthenticationFailed(f"This route needs {wanted}.")
         row = await tx.token_by_hash(sec.hash_secret(secret))
         if row is None or row["kind"] != kind:
             raise AuthenticationFailed("The credential is not recognised.")

@@ -1,0 +1,1 @@
+"""The bridge: poll loop, session hosts (transport ⇄ agent process), spawn modes."""

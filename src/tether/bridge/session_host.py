@@ -1,0 +1,353 @@
+"""The session host: one session's transport, its agent process and the pump between them
+(PROTOCOL.md §5, FLOWS.md §1–§5).
+
+Inbound (server → agent): the server's ``initialize`` is answered here (the agent's own
+capabilities when the host initialised it, else the REPL bridge's minimal reply); user
+messages and control messages are deduplicated by ``uuid`` and written to the agent's
+stdin; ``keep_alive`` and ``update_environment_variables`` never reach the agent (the
+agent never sees the session token). Outbound (agent → server): every stdout line is
+parsed and written to the transport; bad lines (not JSON, not an object with a
+``type``, over the size limit) are logged and counted, never fatal.
+
+Along the way the host keeps a :class:`~tether.protocol.session_tracker.SessionTracker`
+(state, activities, title) and the agent's last stderr lines.
+
+:meth:`SessionHost.run` holds every task in one task group and returns a
+:class:`SessionOutcome` when the session ends: the agent exited (completed / failed /
+interrupted by a signal), :meth:`SessionHost.stop` was called (interrupted), or the
+transport closed for good. Shutdown order, each step with a deadline: stop reading the
+transport → end the agent (EOF, then SIGTERM, then SIGKILL) → forward its last output →
+close the transport (3 s flush) → cancel what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from tether.bridge.agent_process import AgentProcess, AgentSpec
+from tether.client.transport import Message, SessionTransport, TransportClosed, TransportError
+from tether.protocol import messages as m
+from tether.protocol.line_splitter import Oversize
+from tether.protocol.replay_buffer import message_uuid
+from tether.protocol.session_tracker import Activity, SessionState, SessionTracker
+from tether.protocol.uuid_ring import BoundedUUIDSet
+
+log = logging.getLogger("tether.bridge.host")
+
+OutcomeStatus = Literal["completed", "failed", "interrupted"]
+FORWARDED_INBOUND: Final = frozenset({m.USER, m.CONTROL_REQUEST, m.CONTROL_RESPONSE, m.CONTROL_CANCEL_REQUEST})
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    initialize_agent: bool = True  # send the agent an initialize at start (its reply answers the server's)
+    agent_init_timeout: float = 10.0
+    max_line_bytes: int = 1 << 20  # the server's event limit (PROTOCOL.md §4.8)
+    dedup_capacity: int = 2000
+    stdin_capacity: int = 1000
+    eof_grace: float = 10.0  # transport gone: time the agent gets to exit after end of input
+    term_grace: float = 10.0  # SIGTERM → SIGKILL
+    output_drain: float = 5.0  # reading the agent's last output after it exited
+    close_grace: float = 3.0  # transport flush on close
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    status: OutcomeStatus
+    exit_code: int | None
+    error: str | None = None
+    transport: TransportClosed | None = None
+
+
+@dataclass
+class HostStats:
+    inbound: int = 0
+    forwarded_to_agent: int = 0
+    duplicates_dropped: int = 0
+    ignored_inbound: int = 0
+    initialize_answered: int = 0
+    outbound: int = 0
+    bad_lines: int = 0
+    oversize_lines: int = 0
+    write_failures: int = 0
+
+
+def exit_status(returncode: int | None, *, stopped_by_host: bool) -> OutcomeStatus:
+    """Reference §5.4: SIGTERM/SIGINT → interrupted, 0 → completed, else failed; a stop the
+    host asked for is an interruption whatever the agent's status."""
+    if stopped_by_host:
+        return "interrupted"
+    if returncode == 0:
+        return "completed"
+    if returncode is not None and returncode < 0 and -returncode in (signal.SIGTERM, signal.SIGINT):
+        return "interrupted"
+    return "failed"
+
+
+def initialize_reply(capabilities: dict[str, Any] | None, pid: int) -> dict[str, Any]:
+    """The ``initialize`` success payload: the agent's when known, else the REPL bridge's (reference §3.3)."""
+    caps = capabilities or {}
+    return {
+        "commands": caps.get("commands", []),
+        "agents": caps.get("agents", []),
+        "output_style": caps.get("output_style", "normal"),
+        "available_output_styles": caps.get("available_output_styles", ["normal"]),
+        "models": caps.get("models", []),
+        "account": caps.get("account", {}),
+        "pid": pid,
+    }
+
+
+class SessionHost:
+    def __init__(
+        self,
+        session_id: str,
+        transport: SessionTransport,
+        agent: AgentSpec,
+        config: HostConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session_id = session_id
+        self._transport = transport
+        self._cfg = config or HostConfig()
+        self._clock = clock
+        self._agent = AgentProcess(agent, max_line_bytes=self._cfg.max_line_bytes,
+                                   stdin_capacity=self._cfg.stdin_capacity)
+        self._tracker = SessionTracker(cwd=agent.cwd)
+        self._seen = BoundedUUIDSet(self._cfg.dedup_capacity)
+        self._stop = asyncio.Event()
+        self._started = asyncio.Event()
+        self._agent_caps: dict[str, Any] | None = None
+        self._agent_caps_ready = asyncio.Event()
+        self._init_request_id: str | None = None
+        self._outcome: SessionOutcome | None = None
+        self.stats = HostStats()
+
+    # -- views -------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> SessionTransport:
+        return self._transport
+
+    @property
+    def state(self) -> SessionState:
+        return self._tracker.state
+
+    @property
+    def activities(self) -> tuple[Activity, ...]:
+        return self._tracker.activities
+
+    @property
+    def title(self) -> str | None:
+        return self._tracker.title
+
+    @property
+    def tracker(self) -> SessionTracker:
+        return self._tracker
+
+    @property
+    def stderr_tail(self) -> tuple[str, ...]:
+        return tuple(self._agent.stderr_tail)
+
+    @property
+    def pid(self) -> int | None:
+        return self._agent.pid
+
+    @property
+    def agent_capabilities(self) -> dict[str, Any] | None:
+        return self._agent_caps
+
+    @property
+    def outcome(self) -> SessionOutcome | None:
+        return self._outcome
+
+    # -- control -----------------------------------------------------------------------
+
+    def set_token(self, token: str) -> None:
+        """A fresh session token (re-dispatched work): for the transport only."""
+        self._transport.set_token(token)
+
+    def stop(self) -> None:
+        """End the session: the agent is stopped (SIGTERM, then SIGKILL), the outcome is ``interrupted``."""
+        self._stop.set()
+
+    async def wait_started(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._started.wait()
+        return self._started.is_set()
+
+    # -- run ---------------------------------------------------------------------------
+
+    async def run(self) -> SessionOutcome:
+        try:
+            await self._agent.start()
+        except OSError as exc:
+            log.error("session %s: cannot start the agent: %s", self.session_id, exc)
+            await self._transport.close(0)
+            self._outcome = SessionOutcome("failed", None, f"cannot start the agent: {exc}")
+            return self._outcome
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self._agent.write_loop(), name="agent-stdin")
+                stderr = tg.create_task(self._agent.stderr_loop(), name="agent-stderr")
+                pump_out = tg.create_task(self._pump_outbound(), name="agent-to-server")
+                await self._initialize_agent(pump_out)
+                transport = tg.create_task(self._transport.run(), name="transport")
+                pump_in = tg.create_task(self._pump_inbound(), name="server-to-agent")
+                exited = tg.create_task(self._agent.wait(), name="agent-exit")
+                stopped = tg.create_task(self._stop.wait(), name="stop")
+                self._started.set()
+                await asyncio.wait({exited, stopped, transport}, return_when=asyncio.FIRST_COMPLETED)
+                self._outcome = await self._shutdown(pump_in, pump_out, transport)
+                # 5. whatever is left (a grandchild may hold stderr open) is cancelled
+                for task in (writer, stderr, pump_out, pump_in, exited, stopped, transport):
+                    task.cancel()
+        finally:
+            if self._agent.returncode is None:  # cancelled from outside: never leave the agent behind
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._agent.terminate(self._cfg.term_grace))
+        assert self._outcome is not None
+        log.info("session %s ended: %s (exit %s)", self.session_id, self._outcome.status, self._outcome.exit_code)
+        return self._outcome
+
+    async def _shutdown(self, pump_in: asyncio.Task[None], pump_out: asyncio.Task[None],
+                        transport: asyncio.Task[TransportClosed]) -> SessionOutcome:
+        cfg = self._cfg
+        stopped_by_host = self._stop.is_set()
+        # 1. nothing more reaches the agent
+        pump_in.cancel()
+        # 2. the agent ends: by itself, at end of input, or by signal
+        if self._agent.returncode is None:
+            if stopped_by_host:
+                await self._agent.terminate(cfg.term_grace)
+            else:  # the transport closed for good
+                log.warning("session %s: the transport closed for good (%s); ending the agent's input",
+                            self.session_id, self._transport.closed_info)
+                self._agent.end_input()
+                if await self._agent.wait(cfg.eof_grace) is None:
+                    await self._agent.terminate(cfg.term_grace)
+        code = self._agent.returncode
+        # 3. its last output goes up
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(cfg.output_drain):
+                await asyncio.shield(pump_out)
+        # 4. the transport flushes and closes
+        if not transport.done():
+            await self._transport.close(cfg.close_grace)
+        status = exit_status(code, stopped_by_host=stopped_by_host or self._agent.killed_by_host)
+        error = None
+        if status == "failed":
+            error = self._agent.stderr_tail[-1] if self._agent.stderr_tail else f"the agent exited with status {code}"
+        return SessionOutcome(status, code, error, self._transport.closed_info)
+
+    # -- agent initialisation ------------------------------------------------------------
+
+    async def _initialize_agent(self, pump_out: asyncio.Task[None]) -> None:
+        """Ask the agent for its capabilities; stop waiting when it answers, exits, is stopped or times out."""
+        if not self._cfg.initialize_agent:
+            return
+        self._init_request_id = f"tether-host-{uuidlib.uuid4()}"
+        await self._agent.send(m.control_request(m.INITIALIZE, self._init_request_id))
+        ready = asyncio.ensure_future(self._agent_caps_ready.wait())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        waiters: set[asyncio.Future[Any]] = {ready, stopped, pump_out}
+        try:
+            await asyncio.wait(waiters, timeout=self._cfg.agent_init_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            stopped.cancel()
+        if self._agent_caps is None:
+            log.warning("session %s: the agent did not answer initialize within %.0f s",
+                        self.session_id, self._cfg.agent_init_timeout)
+
+    # -- inbound -----------------------------------------------------------------------
+
+    async def _pump_inbound(self) -> None:
+        async for message in self._transport.incoming():
+            await self._handle_inbound(message)
+
+    async def _handle_inbound(self, msg: Message) -> None:
+        self.stats.inbound += 1
+        kind = msg.get("type")
+        if kind == m.CONTROL_REQUEST and m.control_subtype(msg) == m.INITIALIZE:
+            self._answer_initialize(msg)
+            return
+        if kind not in FORWARDED_INBOUND:
+            self.stats.ignored_inbound += 1
+            if kind != m.KEEP_ALIVE:
+                log.info("session %s: not forwarding a %r message to the agent", self.session_id, kind)
+            return
+        uuid = message_uuid(msg)
+        if uuid is not None and not self._seen.add(uuid):
+            self.stats.duplicates_dropped += 1
+            log.debug("session %s: dropping re-delivered %s %s", self.session_id, kind, uuid)
+            return
+        if kind == m.CONTROL_RESPONSE:
+            msg = m.normalize_control_keys(msg)
+        self._tracker.observe_inbound(msg, self._clock())
+        if await self._agent.send(msg):
+            self.stats.forwarded_to_agent += 1
+        else:
+            log.warning("session %s: the agent takes no more input; dropped a %s", self.session_id, kind)
+
+    def _answer_initialize(self, msg: Message) -> None:
+        request_id = m.request_id_of(msg)
+        if request_id is None:
+            log.warning("session %s: initialize without a request_id", self.session_id)
+            return
+        reply = initialize_reply(self._agent_caps, self._agent.pid or os.getpid())
+        self.stats.initialize_answered += 1
+        self._write(m.control_success(request_id, reply))
+
+    # -- outbound ----------------------------------------------------------------------
+
+    async def _pump_outbound(self) -> None:
+        async for piece in self._agent.stdout_lines():
+            if isinstance(piece, Oversize):
+                self.stats.oversize_lines += 1
+                log.warning("session %s: the agent wrote a %d-byte line (limit %d); skipped",
+                            self.session_id, piece.size, self._cfg.max_line_bytes)
+                continue
+            if not piece.strip():
+                continue
+            try:
+                msg = m.parse_line(piece, self._cfg.max_line_bytes)
+            except m.MessageError as exc:
+                self.stats.bad_lines += 1
+                log.warning("session %s: bad output from the agent (%s): %.120r", self.session_id, exc, piece)
+                continue
+            self._handle_outbound(msg)
+
+    def _handle_outbound(self, msg: Message) -> None:
+        kind = msg.get("type")
+        if kind == m.CONTROL_RESPONSE and self._init_request_id is not None \
+                and m.response_request_id(msg) == self._init_request_id:
+            inner = m.response_payload(msg) or {}
+            caps = inner.get("response")
+            self._agent_caps = caps if isinstance(caps, dict) and inner.get("subtype") == "success" else {}
+            self._agent_caps_ready.set()
+            return
+        if kind == m.KEEP_ALIVE:
+            return
+        self.stats.outbound += 1
+        if self._tracker.observe_outbound(msg, self._clock()):
+            log.debug("session %s: state %s", self.session_id, self._tracker.state)
+        self._write(msg)
+
+    def _write(self, msg: Message) -> None:
+        try:
+            self._transport.write(msg)
+        except TransportError as exc:
+            self.stats.write_failures += 1
+            log.warning("session %s: could not queue a %s for the server: %s", self.session_id, msg.get("type"), exc)

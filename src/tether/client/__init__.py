@@ -1,0 +1,1 @@
+"""I/O adapters over :mod:`tether.protocol`: worker transports and API clients."""

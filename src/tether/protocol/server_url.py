@@ -1,0 +1,73 @@
+"""Server URLs as the CLI accepts them (pure).
+
+:func:`normalize_server_url` turns what a person typed (``localhost:8787``,
+``https://tether.example.com/``) into the canonical base URL that credentials are stored
+under: scheme ``http``/``https``, lowercase host, no trailing slash, no query or fragment.
+:func:`is_plaintext_remote` says whether tokens would travel in clear text to another
+machine (plain ``http`` to a host that is not loopback), which the CLI warns about.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_SERVER_URL = "http://127.0.0.1:8787"
+
+
+class ServerUrlError(ValueError):
+    """Not a usable server URL."""
+
+
+def normalize_server_url(raw: str) -> str:
+    text = raw.strip()
+    if not text:
+        raise ServerUrlError("The server URL is empty.")
+    if "://" not in text:
+        text = ("http://" if _looks_local(text) else "https://") + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ServerUrlError(f"The server URL must start with http:// or https:// (got {raw!r}).")
+    if not parts.hostname:
+        raise ServerUrlError(f"The server URL has no host: {raw!r}.")
+    if parts.query or parts.fragment:
+        raise ServerUrlError(f"The server URL must not have a query or fragment: {raw!r}.")
+    if parts.username or parts.password:
+        raise ServerUrlError("The server URL must not contain a user name or password.")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ServerUrlError(f"The server URL has a bad port: {raw!r}.") from None
+    host = parts.hostname.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    path = parts.path.rstrip("/")
+    return urlunsplit((scheme, netloc, path, "", ""))
+
+
+def _host_of(text: str) -> str:
+    head = text.split("/", 1)[0]
+    if head.startswith("["):
+        return head[1:].split("]", 1)[0]
+    return head.rsplit(":", 1)[0] if head.count(":") == 1 else head
+
+
+def _looks_local(text: str) -> bool:
+    return is_loopback_host(_host_of(text))
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_plaintext_remote(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")

@@ -1,0 +1,341 @@
+"""The session host end to end: a real `tether server`, a HybridTransport, the scripted stand-in
+agent (tests/support/stub_agent.py) as the agent process, and a subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import pathlib
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from tests.support.server import ROOT, ServerProcess
+from tests.support.waiting import eventually
+from tests.support.worker import Receiver, auth, create_session, register, subscribe, take_work, user_message
+
+from tether.bridge.agent_process import AgentSpec
+from tether.bridge.session_host import HostConfig, SessionHost, SessionOutcome, exit_status, initialize_reply
+from tether.client.hybrid import HybridConfig, HybridTransport
+from tether.client.transport import TransportState
+from tether.protocol.backoff import Backoff
+
+pytestmark = pytest.mark.anyio
+
+STUB = ROOT / "tests" / "support" / "stub_agent.py"
+FAST = HybridConfig(
+    ping_interval=0.5,
+    reconnect_backoff=lambda: Backoff(0.1, 0.5, 0.25, 600.0, 60.0),
+    post_backoff=lambda: Backoff(0.05, 0.5, additive_jitter=0.05),
+)
+
+
+@dataclass
+class Rig:
+    client: httpx.AsyncClient
+    server: ServerProcess
+    owner: str
+    env: dict[str, Any]
+    sid: str
+    token: str
+    transport: HybridTransport
+    host: SessionHost
+    sub: Receiver
+    agent_log: pathlib.Path
+    outcome: SessionOutcome | None = None
+
+    async def prompt(self, text: str) -> dict[str, Any]:
+        msg = user_message(text)
+        r = await self.client.post(f"/v1/sessions/{self.sid}/events", json={"events": [msg]},
+                                   headers=auth(self.owner))
+        assert r.status_code == 200, r.text
+        return msg
+
+    async def answer(self, request_id: str, decision: dict[str, Any]) -> None:
+        await self.sub.ws.send(json.dumps({"type": "control_response", "response": {
+            "subtype": "success", "request_id": request_id, "response": decision}}))
+
+    async def result(self, sub: Receiver | None = None, **fields: Any) -> dict[str, Any]:
+        return await (sub or self.sub).wait_for(
+            lambda f: f.get("type") == "result" and all(f.get(k) == v for k, v in fields.items()), timeout=20)
+
+    def agent_stdin(self) -> list[dict[str, Any]]:
+        if not self.agent_log.exists():
+            return []
+        return [json.loads(line) for line in self.agent_log.read_text().splitlines() if line.strip()]
+
+
+@contextlib.asynccontextmanager
+async def hosted(server: ServerProcess, owner: str, tmp_path: pathlib.Path) -> AsyncIterator[Rig]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        env = await register(client, owner)
+        sid = await create_session(client, owner, env["environment_id"])
+        _, token = await take_work(client, env)
+        agent_log = tmp_path / "agent-stdin.jsonl"
+        transport = HybridTransport(server.url, sid, token, config=FAST)
+        spec = AgentSpec([sys.executable, str(STUB)], cwd=str(tmp_path), include_partial_messages=True,
+                         env={"STUB_AGENT_LOG": str(agent_log)})
+        host = SessionHost(sid, transport, spec, HostConfig(term_grace=5, eof_grace=5))
+        sub = await subscribe(server.ws_url, sid, owner)
+        rig = Rig(client, server, owner, env, sid, token, transport, host, sub, agent_log)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                run = tg.create_task(host.run())
+                assert await host.wait_started(15)
+                assert await transport.wait_connected(15)
+                try:
+                    yield rig
+                finally:
+                    host.stop()
+                    async with asyncio.timeout(30):
+                        rig.outcome = await run
+        finally:
+            await sub.close()
+
+
+def durable(frames: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    return [(f["sequence_num"], f["uuid"]) for f in frames
+            if f.get("type") in ("user", "assistant", "result", "system", "control_request") and "sequence_num" in f]
+
+
+def test_exit_status_mapping() -> None:
+    assert exit_status(0, stopped_by_host=False) == "completed"
+    assert exit_status(1, stopped_by_host=False) == "failed"
+    assert exit_status(-15, stopped_by_host=False) == "interrupted"
+    assert exit_status(-2, stopped_by_host=False) == "interrupted"
+    assert exit_status(-9, stopped_by_host=False) == "failed"
+    assert exit_status(0, stopped_by_host=True) == "interrupted"
+    assert initialize_reply(None, 7) == {"commands": [], "agents": [], "output_style": "normal",
+                                         "available_output_styles": ["normal"], "models": [], "account": {},
+                                         "pid": 7}
+
+
+def test_agent_argv_and_environment_hold_no_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_CODE_SESSION_ACCESS_TOKEN", "secret")
+    spec = AgentSpec(["claude"], cwd="/tmp", include_partial_messages=True, permission_mode="plan", model="m",
+                     env={"CLAUDE_CODE_OAUTH_TOKEN": "x", "EXTRA": "1"})
+    assert spec.argv() == ["claude", "-p", "--input-format", "stream-json", "--output-format", "stream-json",
+                           "--verbose", "--replay-user-messages", "--permission-prompt-tool", "stdio",
+                           "--include-partial-messages", "--permission-mode", "plan", "--model", "m"]
+    env = spec.environment()
+    assert "CLAUDE_CODE_SESSION_ACCESS_TOKEN" not in env and "CLAUDE_CODE_OAUTH_TOKEN" not in env
+    assert env["EXTRA"] == "1"
+
+
+async def test_a_streamed_turn_end_to_end(server: ServerProcess, owner_token: str, tmp_path: pathlib.Path) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await eventually(lambda: rig.host.stats.initialize_answered == 1, message="initialize answered")
+        assert rig.host.agent_capabilities is not None
+        assert rig.host.agent_capabilities["commands"][0]["name"] == "stub"
+        prompt = await rig.prompt("hello over the bridge")
+        result = await rig.result()
+        assert result["subtype"] == "success" and result["result"] == "echo: hello over the bridge"
+        # (the server fans a batch's ephemeral events out after its durable ones: wait for the last delta)
+        await rig.sub.wait_for(lambda f: f.get("type") == "stream_event" and f["event"]["type"] == "message_stop")
+        streamed = "".join(f["event"]["delta"]["text"] for f in rig.sub.frames
+                           if f.get("type") == "stream_event" and f["event"]["type"] == "content_block_delta")
+        assert streamed == "echo: hello over the bridge"
+        said = [f["message"]["content"][0]["text"] for f in rig.sub.frames if f.get("type") == "assistant"]
+        assert said == ["echo: hello over the bridge"]
+        await rig.sub.wait_for(lambda f: f.get("type") == "delivery_update" and f.get("uuid") == prompt["uuid"]
+                               and f.get("status") == "processed")
+        assert rig.host.state == "idle" and rig.host.title == "hello over the bridge"
+        assert [a.summary for a in rig.host.activities][-1] == "Session completed"
+        assert max(rig.transport.stats.batch_sizes) > 1, "stream events travel together"
+        session = (await rig.client.get(f"/v1/sessions/{rig.sid}", headers=auth(rig.owner))).json()
+        assert session["session_status"] == "idle"
+        stdin = rig.agent_stdin()
+        assert [m["type"] for m in stdin] == ["control_request", "user"]
+        assert stdin[0]["request"]["subtype"] == "initialize" and stdin[1]["uuid"] == prompt["uuid"]
+        assert rig.token not in rig.agent_log.read_text()
+    assert rig.outcome is not None and rig.outcome.status == "interrupted"
+    assert rig.transport.state is TransportState.CLOSED
+
+
+async def test_permission_allowed_from_the_subscriber(server: ServerProcess, owner_token: str,
+                                                      tmp_path: pathlib.Path) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await rig.prompt("please TOOL the file")
+        ask = await rig.sub.wait_for(lambda f: f.get("type") == "control_request")
+        assert ask["request"]["subtype"] == "can_use_tool" and ask["request"]["tool_name"] == "Edit"
+        await eventually(lambda: rig.host.state == "requires_action", message="requires_action")
+        assert rig.host.tracker.pending_permissions == (ask["request_id"],)
+        await rig.answer(ask["request_id"], {"behavior": "allow", "updatedInput": {}})
+        result = await rig.result()
+        assert result["subtype"] == "success" and result["result"] == "Edited src/app.py."
+        tool = next(f for f in rig.sub.frames if f.get("type") == "user" and f.get("tool_use_result"))
+        assert tool["message"]["content"][0]["is_error"] is False
+        assert "Editing src/app.py" in [a.summary for a in rig.host.activities]
+        assert rig.host.state == "idle"
+        perms = (await rig.client.get(f"/v1/sessions/{rig.sid}/permissions", headers=auth(rig.owner))).json()
+        assert [p["status"] for p in perms["data"]] == ["allowed"]
+
+
+async def test_permission_denied_from_the_subscriber(server: ServerProcess, owner_token: str,
+                                                     tmp_path: pathlib.Path) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await rig.prompt("TOOL again")
+        ask = await rig.sub.wait_for(lambda f: f.get("type") == "control_request")
+        await rig.answer(ask["request_id"], {"behavior": "deny", "message": "Not today"})
+        result = await rig.result()
+        assert result["subtype"] == "success" and len(result["permission_denials"]) == 1
+        tool = next(f for f in rig.sub.frames if f.get("type") == "user" and f.get("tool_use_result"))
+        assert tool["message"]["content"][0]["is_error"] is True
+        assert tool["message"]["content"][0]["content"] == "Not today"
+        assert rig.host.state == "idle"
+
+
+async def test_interrupt_reaches_the_agent_and_redelivery_is_deduplicated(
+        server: ServerProcess, owner_token: str, tmp_path: pathlib.Path) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await rig.prompt("go SLOW")
+        await rig.sub.wait_for(lambda f: f.get("type") == "stream_event")
+        second = await rig.prompt("after the interrupt")
+        await eventually(lambda: rig.host.stats.forwarded_to_agent >= 2, message="both prompts forwarded")
+        # the busy agent has not echoed the second prompt yet: the server re-sends it on a new socket
+        rig.transport.reconnect()
+        await eventually(lambda: rig.host.stats.duplicates_dropped >= 1, message="a re-delivery dropped")
+        await rig.sub.ws.send(json.dumps({"type": "control_request", "request_id": "stop-1",
+                                          "request": {"subtype": "interrupt"}}))
+        first = await rig.result()
+        assert first["subtype"] == "error_during_execution"
+        await rig.result(result="echo: after the interrupt")
+        stdin = rig.agent_stdin()
+        assert sum(1 for m in stdin if m.get("uuid") == second["uuid"]) == 1
+        assert [m["request"]["subtype"] for m in stdin if m.get("type") == "control_request"] == [
+            "initialize", "interrupt"]
+        assert rig.host.stats.initialize_answered == 2
+
+
+async def test_bad_agent_output_is_counted_not_fatal(server: ServerProcess, owner_token: str,
+                                                     tmp_path: pathlib.Path) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await rig.prompt("GARBAGE please")
+        await rig.result(result="after garbage")
+        assert rig.host.stats.bad_lines == 2 and rig.host.stats.oversize_lines == 1
+        assert rig.host.outcome is None
+        await rig.prompt("still alive?")
+        await rig.result(result="echo: still alive?")
+
+
+@pytest.mark.parametrize(("code", "status"), [(0, "completed"), (3, "failed")])
+async def test_agent_exit_is_reported(server: ServerProcess, owner_token: str, tmp_path: pathlib.Path,
+                                      code: int, status: str) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await rig.prompt(f"EXIT {code}")
+        outcome = await asyncio.wait_for(asyncio.shield(_outcome(rig)), 20)
+        assert outcome.status == status and outcome.exit_code == code
+        assert rig.host.stderr_tail == ("stub agent: exiting on request", f"stub agent: status {code}")
+        if status == "failed":
+            assert outcome.error == "stub agent: status 3"
+        assert rig.transport.state is TransportState.CLOSED
+
+
+async def _outcome(rig: Rig) -> SessionOutcome:
+    await eventually(lambda: rig.host.outcome is not None, timeout=20, message="the host to end")
+    assert rig.host.outcome is not None
+    return rig.host.outcome
+
+
+async def test_server_restart_mid_turn_loses_and_duplicates_nothing(server: ServerProcess, owner_token: str,
+                                                                    tmp_path: pathlib.Path) -> None:
+    srv, owner = server, owner_token
+    try:
+        async with hosted(srv, owner, tmp_path) as rig:
+            flag = tmp_path / "go"
+            prompt = await rig.prompt(f"WAITFILE {flag}")
+            await rig.sub.wait_for(lambda f: f.get("type") == "assistant")  # "waiting"
+            await asyncio.to_thread(srv.stop)
+            await asyncio.wait_for(rig.sub.closed, 10)
+            produced = rig.host.stats.outbound
+            flag.touch()  # the agent carries on while the server is down
+            await eventually(lambda: rig.host.stats.outbound >= produced + 6, message="output while down")
+            await eventually(lambda: rig.transport.stats.post_retries >= 1, message="a failed POST")
+            await asyncio.to_thread(srv.start)
+            await eventually(lambda: rig.transport.stats.connects >= 2, timeout=20, message="reconnect")
+            seen = durable(rig.sub.frames)
+            resumed = await subscribe(srv.ws_url, rig.sid, owner, from_seq=max(s for s, _ in seen))
+            try:
+                await rig.result(resumed, result="waited")
+                seen += durable(resumed.frames)
+            finally:
+                await resumed.close()
+            r = await rig.client.get(f"/v1/sessions/{rig.sid}/events", params={"limit": 1000},
+                                     headers=auth(owner))
+            stored = [(ev["sequence_num"], ev["uuid"]) for ev in r.json()["data"]]
+            assert sorted(seen) == stored, "every stored event seen exactly once"
+            assert len({u for _, u in seen}) == len(seen)
+            ticks = [f["message"]["content"][0]["text"] for f in resumed.frames if f.get("type") == "assistant"]
+            assert ticks == [f"tick {i}" for i in range(5)]
+            assert sum(1 for m in rig.agent_stdin() if m.get("uuid") == prompt["uuid"]) == 1
+            assert rig.transport.closed_info is None and rig.host.outcome is None
+    finally:
+        if srv.proc is None:  # leave the module's server running for the next test
+            srv.start()
+
+
+def jwt_exp(token: str) -> int:
+    payload = token.split(".")[1]
+    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
+async def test_token_rotation_keeps_the_session_alive(tmp_path: pathlib.Path) -> None:
+    srv = ServerProcess(tmp_path / "srv", limits={"rate_per_second": 0}, worker_token_ttl_s=3).start()
+    try:
+        owner = srv.token()
+        async with hosted(srv, owner, tmp_path) as rig:
+            pid = rig.host.pid
+            await rig.prompt("one")
+            await rig.result(result="echo: one")
+            first_exp, newest = jwt_exp(rig.token), rig.token
+            while jwt_exp(newest) < first_exp + 3:  # until the old token is dead and the new one lives on
+                r = await rig.client.post(f"/v1/environments/{rig.env['environment_id']}/bridge/reconnect",
+                                          json={"session_id": rig.sid}, headers=auth(owner))
+                assert r.status_code == 200, r.text
+                _, newest = await take_work(rig.client, rig.env)
+                rig.host.set_token(newest)
+
+            async def old_token_refused() -> None:
+                while True:
+                    r = await rig.client.post(f"/v1/session_ingress/session/{rig.sid}/events",
+                                              json={"events": []}, headers=auth(rig.token))
+                    if r.status_code == 401:
+                        return
+                    await asyncio.sleep(0.1)
+
+            await asyncio.wait_for(old_token_refused(), 10)
+            rig.transport.reconnect()  # the next socket must authenticate with the new token
+            await eventually(lambda: rig.host.stats.initialize_answered >= 2, message="a fresh socket")
+            await rig.prompt("two")
+            await rig.result(result="echo: two")
+            assert rig.transport.state is TransportState.CONNECTED and rig.transport.closed_info is None
+            assert rig.transport.stats.rejected_events == 0 and rig.host.pid == pid
+            assert newest not in rig.agent_log.read_text()
+    finally:
+        srv.stop()
+
+
+async def test_archiving_the_session_ends_the_agent(server: ServerProcess, owner_token: str,
+                                                    tmp_path: pathlib.Path) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await rig.prompt("hi")
+        await rig.result(result="echo: hi")
+        r = await rig.client.post(f"/v1/sessions/{rig.sid}/archive", json={}, headers=auth(rig.owner))
+        assert r.status_code == 200, r.text
+        outcome = await _outcome(rig)  # the socket closes with 4001, the agent's input ends, it exits 0
+        assert outcome.status == "completed" and outcome.exit_code == 0
+        assert outcome.transport is not None and (outcome.transport.reason, outcome.transport.code) == (
+            "permanent", 4001)
+
+
+async def test_an_agent_that_cannot_start_fails_cleanly(tmp_path: pathlib.Path) -> None:
+    transport = HybridTransport("http://127.0.0.1:9", "session_nobody", "t", config=FAST)
+    host = SessionHost("session_nobody", transport, AgentSpec([str(tmp_path / "no-such-agent")], cwd=str(tmp_path)))
+    outcome = await asyncio.wait_for(host.run(), 10)
+    assert outcome.status == "failed" and outcome.error is not None and "cannot start" in outcome.error
+    assert transport.state is TransportState.CLOSED

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from typing import Any
+
+from tether.protocol.session_tracker import SessionTracker
+
+
+def user(text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "user", "uuid": "u", "message": {"role": "user", "content": text}, **extra}
+
+
+def tool_use(name: str, **args: Any) -> dict[str, Any]:
+    return {"type": "assistant", "message": {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t1", "name": name, "input": args}]}}
+
+
+def can_use_tool(rid: str) -> dict[str, Any]:
+    return {"type": "control_request", "request_id": rid,
+            "request": {"subtype": "can_use_tool", "tool_name": "Edit", "input": {}}}
+
+
+def answer(rid: str) -> dict[str, Any]:
+    return {"type": "control_response", "response": {"subtype": "success", "request_id": rid,
+                                                     "response": {"behavior": "allow", "updatedInput": {}}}}
+
+
+def test_state_machine_of_a_turn_with_a_permission() -> None:
+    tr = SessionTracker(cwd="/repo")
+    assert tr.state == "idle"
+    assert tr.observe_inbound(user("fix the bug in app.py"), 1.0)
+    assert tr.state == "running"
+    tr.observe_outbound(user("fix the bug in app.py", isReplay=True), 1.1)
+    tr.observe_outbound(tool_use("Edit", file_path="/repo/src/app.py"), 2.0)
+    assert tr.observe_outbound(can_use_tool("r1"), 2.1)
+    assert tr.state == "requires_action" and tr.pending_permissions == ("r1",)
+    assert tr.observe_inbound(answer("r1"), 3.0)
+    assert tr.state == "running" and tr.pending_permissions == ()
+    tr.observe_outbound({"type": "assistant", "message": {"content": [{"type": "text", "text": "Done.\n  ok"}]}}, 4)
+    assert tr.observe_outbound({"type": "result", "subtype": "success", "is_error": False}, 5.0)
+    assert tr.state == "idle" and tr.turns == 1
+    assert [(a.kind, a.summary) for a in tr.activities] == [
+        ("tool_start", "Editing src/app.py"), ("text", "Done. ok"), ("result", "Session completed")]
+    assert tr.title == "fix the bug in app.py"
+
+
+def test_cancel_request_settles_and_two_pending_need_both() -> None:
+    tr = SessionTracker()
+    tr.observe_outbound(can_use_tool("a"), 0)
+    tr.observe_outbound(can_use_tool("b"), 0)
+    tr.observe_outbound({"type": "control_cancel_request", "request_id": "a"}, 0)
+    assert tr.state == "requires_action"
+    tr.observe_inbound({"type": "control_response", "response": {"subtype": "success", "requestId": "b"}}, 0)
+    assert tr.state == "running"
+
+
+def test_error_result_records_its_first_error_and_clears_pending() -> None:
+    tr = SessionTracker()
+    tr.observe_outbound(can_use_tool("a"), 0)
+    tr.observe_outbound({"type": "result", "subtype": "error_during_execution", "is_error": True,
+                         "errors": ["", "boom"]}, 1)
+    assert tr.state == "idle" and tr.pending_permissions == ()
+    assert tr.activities[-1].kind == "error" and tr.activities[-1].summary == "boom"
+    tr.observe_outbound({"type": "result", "subtype": "error_max_turns", "is_error": True}, 2)
+    assert tr.activities[-1].summary == "error_max_turns"
+
+
+def test_only_ten_activities_are_kept() -> None:
+    tr = SessionTracker()
+    for i in range(15):
+        tr.observe_outbound(tool_use("Bash", command=f"echo {i}"), float(i))
+    assert len(tr.activities) == 10 and tr.activities[0].summary == "Running echo 5"
+
+
+def test_title_comes_from_the_first_real_user_message() -> None:
+    tr = SessionTracker()
+    tr.observe_outbound(user("replayed", isReplay=True), 0)
+    tr.observe_inbound(user("/compact"), 0)
+    tr.observe_outbound({"type": "user", "message": {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t", "content": "x"}]}}, 0)
+    assert tr.title is None
+    tr.observe_inbound(user("  first\nreal   prompt "), 0)
+    tr.observe_inbound(user("second prompt"), 0)
+    assert tr.title == "first real prompt"
+
+
+def test_agent_output_while_idle_means_running() -> None:
+    tr = SessionTracker()
+    assert tr.observe_outbound({"type": "assistant", "message": {"content": "odd"}}, 0)
+    assert tr.state == "running"
+    assert not tr.observe_outbound({"type": "system", "subtype": "init"}, 0)
