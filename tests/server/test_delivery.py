@@ -206,3 +206,30 @@ async def _all_uuids(client: httpx.AsyncClient, sid: str, token: str) -> list[st
         out = [e["uuid"] for e in page["data"]] + out
         first = page["first_id"]
     return out
+
+
+async def test_a_departed_worker_leaves_no_stuck_permission_prompt(tmp_path: object) -> None:
+    import pathlib
+
+    with ServerProcess(pathlib.Path(str(tmp_path)), lease_ttl_s=1.0, lease_check_interval_s=0.2) as srv:
+        token = srv.token()
+        async with httpx.AsyncClient(base_url=srv.url, timeout=15) as client:
+            env = await register(client, token)
+            sid = await create_session(client, token, env["environment_id"])
+            _, wtoken = await take_work(client, env)
+            sub = await subscribe(srv.ws_url, sid, token)
+            ask = {"type": "control_request", "request_id": "req-gone", "request": {
+                "subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"}, "tool_use_id": "t1"}}
+            await worker_post(client, sid, wtoken, ask)
+            await sub.wait_for(lambda f: f.get("request_id") == "req-gone" and f["type"] == "control_request")
+            # the worker never heartbeats: its lease lapses and the prompt is settled for every client
+            cancel = await sub.wait_for(lambda f: f.get("type") == "control_cancel_request", timeout=15)
+            assert cancel["request_id"] == "req-gone" and cancel["reason"] == "lease_lapsed"
+            perms = (await client.get(f"/v1/sessions/{sid}/permissions", headers=auth(token))).json()["data"]
+            assert [p["status"] for p in perms] == ["expired"]
+            late = await subscribe(srv.ws_url, sid, token)
+            await late.ws.send('{"type":"keep_alive"}')
+            await late.wait_for(lambda f: f.get("type") == "keep_alive")
+            assert not [f for f in late.frames if f.get("type") == "control_request"], "no stale prompt on connect"
+            await sub.close()
+            await late.close()

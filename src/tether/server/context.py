@@ -35,6 +35,7 @@ class ServerContext:
         auth = Auth(config, store)
         dispatcher = Dispatcher(config, store, broker, auth)
         hub = Hub(config, store, broker, dispatcher)
+        dispatcher.on_worker_gone = hub.expire_permissions
         limits = config.limits
         return cls(
             config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub,

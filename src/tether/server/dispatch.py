@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.errors import Gone, NotFound
@@ -29,6 +30,12 @@ class Dispatcher:
         self.store = store
         self.broker = broker
         self.auth = auth
+        # set by the hub: settles what a departed worker left pending (permission prompts)
+        self.on_worker_gone: Callable[[Tx, dict[str, Any], str], Awaitable[object]] | None = None
+
+    async def worker_gone(self, tx: Tx, session: dict[str, Any] | None, reason: str) -> None:
+        if session is not None and self.on_worker_gone is not None:
+            await self.on_worker_gone(tx, session, reason)
 
     def uses_v2(self, session: dict[str, Any]) -> bool:
         return session["kind"] == "code" or self.config.worker_transport == "v2"
@@ -137,9 +144,10 @@ class Dispatcher:
 
     async def stop(self, tx: Tx, row: dict[str, Any], force: bool) -> None:
         await tx.update_work(row["id"], state="stopped", lease_expires_at=None)
+        session = await tx.get_session(row["session_id"], for_update=True)
+        await self.worker_gone(tx, session, "work_stopped")
         if force:
             return
-        session = await tx.get_session(row["session_id"])
         if session and not session["archived_at"] and await tx.undelivered_inbound(session["id"]):
             await self.queue_work(tx, session)
 
@@ -158,6 +166,7 @@ class Dispatcher:
                     continue
                 await tx.update_work(row["id"], state="stopped")
                 session = await tx.get_session(row["session_id"], for_update=True)
+                await self.worker_gone(tx, session, "lease_lapsed")
                 if session and not session["archived_at"]:
                     log.info("lease lapsed for %s; re-dispatching session %s", row["id"], row["session_id"])
                     await self.queue_work(tx, session)

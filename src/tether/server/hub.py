@@ -149,10 +149,28 @@ class Hub:
             tx.after_commit(lambda: self.publish(body, result))
         return result
 
-    def server_event(self, payload: dict[str, Any]) -> EventIn:
+    def server_event(self, payload: dict[str, Any], *, to_worker: bool = True) -> EventIn:
         payload.setdefault("uuid", str(uuidlib.uuid4()))
         return EventIn(payload["uuid"], "server", payload["type"], payload, orjson.dumps(payload).decode(),
-                       delivery="pending")
+                       delivery="pending" if to_worker else None)
+
+    async def expire_permissions(self, tx: Tx, session: dict[str, Any], reason: str) -> list[StoredEvent]:
+        """Settle the pending permission requests of a worker that is gone (lease lapsed, work
+        stopped, session archived): each becomes ``expired`` and a ``control_cancel_request``
+        is logged and fanned out, so no client is left with a prompt nobody will ever read."""
+        expired = await tx.expire_pending_permissions(session["id"], now())
+        if not expired:
+            return []
+        cancels = [self.server_event({"type": "control_cancel_request", "request_id": row["request_id"],
+                                      "reason": reason}, to_worker=False) for row in expired]
+        stored = await tx.append_events(session, cancels, now())
+        if session["status"] == "requires_action":
+            session["status"] = "idle" if reason != "archived" else session["status"]
+            await tx.update_session(session["id"], status=session["status"])
+        result = Ingest(stored=stored)
+        body = session["id"]
+        tx.after_commit(lambda: self.publish(body, result))
+        return stored
 
     def publish_frames(self, body: str, frames: Sequence[Any]) -> None:
         topic = session_topic(body)

@@ -197,6 +197,8 @@ async def deregister(env_id: str, request: Request) -> Response:
     async with ctx.store.write() as tx:
         for row in await tx.work_of_environment(env_id, ("queued", "delivered", "acked")):
             await tx.update_work(row["id"], state="stopped")
+            session = await tx.get_session(row["session_id"], for_update=True)
+            await ctx.dispatcher.worker_gone(tx, session, "environment_deregistered")
         await tx.update_environment(env_id, state="deregistered")
         await tx.insert_audit(principal.org_id, principal.user_id, "environment.deregister", env_id, None, t)
     return JSONResponse({})

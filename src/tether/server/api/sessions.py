@@ -165,9 +165,9 @@ async def archive(session_id: str, request: Request) -> Response:
         session = await ctx.hub.load_session(tx, sbody, principal.org_id, for_update=True)
         if session["archived_at"]:
             raise Conflict("The session is already archived.", error_type="already_archived")
+        await ctx.hub.expire_permissions(tx, session, "archived")
         await tx.update_session(sbody, status="archived", archived_at=t, updated_at=t)
         await tx.supersede_work(sbody)
-        await tx.expire_pending_permissions(sbody, t)
         await tx.insert_audit(principal.org_id, principal.user_id, "session.archive", f"session_{sbody}", None, t)
         session.update(status="archived", archived_at=t)
         frame = ctx.hub.session_update_frame(session)

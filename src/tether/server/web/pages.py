@@ -1,7 +1,10 @@
-"""Login (password or one-time link), logout, and device-code approval pages.
+"""The web client's pages: login (password or one-time link), logout, device approval,
+settings, the session list (/code) and one session (/code/{id}).
 
-The full web client (/code) is its own piece of work; here it is a plain list so that
-a login lands somewhere useful.
+Pages are small server-rendered shells; the live parts are plain ES modules under
+``static/`` (no build step) that talk to the JSON APIs and the subscribe socket. Every
+value put into a page is escaped here; the scripts only ever insert text, or HTML that
+the server rendered and sanitised (see :mod:`tether.server.web.render`).
 """
 
 from __future__ import annotations
@@ -12,27 +15,66 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tether.errors import AuthenticationFailed, RateLimited, TetherError
-from tether.server.api.common import SESSION_COOKIE, ctx_of
+from tether.errors import AuthenticationFailed, NotFound, RateLimited, TetherError
+from tether.server.api.common import SESSION_COOKIE, ctx_of, parse_session_id
 from tether.server.api.oauth import approve_device, read_limited
 from tether.server.auth import secrets as sec
 from tether.server.auth.service import Principal
 from tether.server.clock import now
 from tether.server.context import ServerContext
+from tether.server.web.assets import asset_url
 
 router = APIRouter()
-CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+    "cross-origin-opener-policy": "same-origin",
+}
+e = html.escape
 
 
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark"><title>{html.escape(title)} · Tether</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}}
-input,button{{font:inherit;padding:.5rem;margin:.25rem 0}} .err{{color:#c33}}</style></head>
-<body><h1>{html.escape(title)}</h1>{body}</body></html>"""
-    return HTMLResponse(doc, status_code=status, headers={"content-security-policy": CSP,
-                                                          "x-frame-options": "DENY"})
+def page(title: str, body: str, status: int = 200, *, script: str | None = None, csrf: str = "",
+         principal: Principal | None = None, data: dict[str, str] | None = None, narrow: bool = True,
+         active: str = "") -> HTMLResponse:
+    """One HTML document: head (CSP-friendly: no inline script or style), top bar, main."""
+    attrs = "".join(f' data-{k}="{e(v)}"' for k, v in (data or {}).items())
+    scripts = f'<script type="module" src="{asset_url(script)}"></script>' if script else ""
+    nav = _nav(principal, csrf, active) if principal else ""
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
+<meta name="color-scheme" content="light dark">
+<meta name="csrf-token" content="{e(csrf)}">
+<title>{e(title)} · Tether</title>
+<link rel="icon" href="{asset_url('icon.svg')}" type="image/svg+xml">
+<link rel="stylesheet" href="{asset_url('app.css')}">
+<link rel="stylesheet" href="{asset_url('pygments.css')}">
+{scripts}
+</head><body{attrs}>
+<a class="skip" href="#main">Skip to content</a>
+<header class="topbar"><a class="brand" href="/code" aria-label="Tether home"><span class="logo" aria-hidden="true"></span>Tether</a>{nav}</header>
+<main id="main" class="{'narrow' if narrow else 'wide'}">{body}</main>
+<div id="toasts" class="toasts" role="status" aria-live="polite"></div>
+</body></html>"""
+    return HTMLResponse(doc, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _nav(principal: Principal, csrf: str, active: str) -> str:
+    def link(href: str, label: str, key: str) -> str:
+        current = ' aria-current="page"' if key == active else ""
+        return f'<a href="{href}"{current}>{label}</a>'
+
+    return (f'<nav class="topnav" aria-label="Main">{link("/code", "Sessions", "code")}'
+            f'{link("/settings", "Settings", "settings")}'
+            f'<form method="post" action="/logout" class="logout"><input type="hidden" name="csrf" value="{e(csrf)}">'
+            f'<button type="submit" class="link" title="Log out {e(principal.email)}">Log out</button></form></nav>')
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -50,6 +92,10 @@ async def web_principal(request: Request) -> tuple[Principal, str] | None:
         return None
 
 
+def csrf_for(ctx: ServerContext, cookie: str) -> str:
+    return sec.csrf_token(cookie, ctx.auth.csrf_key)
+
+
 async def _start_web_session(ctx: ServerContext, user_id: str, target: str) -> Response:
     async with ctx.store.write() as tx:
         account = await tx.get_user(user_id)
@@ -64,17 +110,26 @@ async def _start_web_session(ctx: ServerContext, user_id: str, target: str) -> R
 
 
 def _login_form(error: str = "", next_url: str = "/code") -> str:
-    err = f'<p class="err">{html.escape(error)}</p>' if error else ""
-    return f"""{err}<form method="post" action="/login">
-<input type="hidden" name="next" value="{html.escape(next_url)}">
-<label>Email<br><input name="email" type="email" autocomplete="username" required></label><br>
-<label>Password<br><input name="password" type="password" autocomplete="current-password" required></label><br>
-<button type="submit">Log in</button></form>
-<p>Or open the one-time login link printed by <code>tether server</code> / <code>tether up</code>.</p>"""
+    err = f'<p class="notice error" role="alert">{e(error)}</p>' if error else ""
+    return f"""<section class="card auth">
+<h1>Log in</h1>{err}
+<form method="post" action="/login" class="stack">
+<input type="hidden" name="next" value="{e(next_url)}">
+<label for="email">Email</label>
+<input id="email" name="email" type="email" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit" class="primary">Log in</button></form>
+<p class="muted">Or open the one-time login link printed by <code>tether server</code> or <code>tether up</code>
+(scan its QR code with your phone).</p></section>"""
 
 
 def _safe_next(value: str | None) -> str:
-    return value if value and value.startswith("/") and not value.startswith("//") else "/code"
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return "/code"
+    if "\\" in value or any(ord(ch) < 32 for ch in value):
+        return "/code"
+    return value
 
 
 @router.get("/login")
@@ -105,12 +160,13 @@ async def login_submit(request: Request) -> Response:
     async with ctx.store.read() as tx:
         account = await tx.get_user_by_email(email)
     if account is None or not sec.verify_password(password, account["password_hash"]):
-        return page("Log in", _login_form("Wrong email or password."), 401)
+        return page("Log in", _login_form("Wrong email or password.", _safe_next(form.get("next"))), 401)
     return await _start_web_session(ctx, account["id"], _safe_next(form.get("next")))
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
+    # SameSite=Lax keeps cross-site POSTs from carrying the cookie at all
     ctx = ctx_of(request)
     found = await web_principal(request)
     if found:
@@ -122,13 +178,20 @@ async def logout(request: Request) -> Response:
 
 
 def _device_form(ctx: ServerContext, cookie: str, code: str, error: str = "") -> str:
-    err = f'<p class="err">{html.escape(error)}</p>' if error else ""
-    csrf = sec.csrf_token(cookie, ctx.auth.csrf_key)
-    return f"""{err}<p>Enter the code shown by <code>tether login</code>.</p>
-<form method="post" action="/device"><input type="hidden" name="csrf" value="{csrf}">
-<label>Code<br><input name="user_code" value="{html.escape(code)}" autocomplete="off" required></label><br>
-<button name="action" value="approve" type="submit">Approve</button>
-<button name="action" value="deny" type="submit">Deny</button></form>"""
+    err = f'<p class="notice error" role="alert">{e(error)}</p>' if error else ""
+    return f"""<section class="card auth"><h1>Connect a device</h1>{err}
+<p>Enter the code that <code>tether login</code> shows in your terminal. Approve only a code you
+started yourself: the device gets full access to your sessions.</p>
+<form method="post" action="/device" class="stack"><input type="hidden" name="csrf" value="{csrf_for(ctx, cookie)}">
+<label for="user_code">Code</label>
+<input id="user_code" name="user_code" value="{e(code)}" autocomplete="off" autocapitalize="characters"
+ spellcheck="false" inputmode="text" required class="code-input">
+<div class="row gap"><button name="action" value="approve" type="submit" class="primary">Approve</button>
+<button name="action" value="deny" type="submit">Deny</button></div></form></section>"""
+
+
+def _login_redirect(target: str) -> Response:
+    return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
 
 @router.get("/device")
@@ -136,9 +199,10 @@ async def device_page(request: Request) -> Response:
     found = await web_principal(request)
     code = request.query_params.get("user_code", "")
     if found is None:
-        target = "/device" + (f"?{urlencode({'user_code': code})}" if code else "")
-        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
-    return page("Connect a device", _device_form(ctx_of(request), found[1], code))
+        return _login_redirect("/device" + (f"?{urlencode({'user_code': code})}" if code else ""))
+    ctx = ctx_of(request)
+    return page("Connect a device", _device_form(ctx, found[1], code), csrf=csrf_for(ctx, found[1]),
+                principal=found[0])
 
 
 @router.post("/device")
@@ -148,32 +212,186 @@ async def device_submit(request: Request) -> Response:
     if found is None:
         return RedirectResponse("/login?next=/device", status_code=303)
     principal, cookie = found
+    csrf = csrf_for(ctx, cookie)
     form = await _form(request)
-    if form.get("csrf") != sec.csrf_token(cookie, ctx.auth.csrf_key):
-        return page("Connect a device", "<p class='err'>The form expired; reload and try again.</p>", 403)
+    if form.get("csrf") != csrf:
+        body = ('<section class="card auth"><h1>Connect a device</h1><p class="notice error" role="alert">'
+                'The form expired; reload and try again.</p></section>')
+        return page("Connect a device", body, 403, csrf=csrf, principal=principal)
     approve = form.get("action", "approve") == "approve"
     try:
         await approve_device(ctx, principal.user_id, form.get("user_code", ""), approve)
     except TetherError as exc:
-        return page("Connect a device", _device_form(ctx, cookie, form.get("user_code", ""), exc.message), 400)
-    verdict = "approved: return to your terminal" if approve else "denied"
-    return page("Connect a device", f"<p>Device {verdict}.</p>")
+        return page("Connect a device", _device_form(ctx, cookie, form.get("user_code", ""), exc.message), 400,
+                    csrf=csrf, principal=principal)
+    verdict = ("approved: return to your terminal" if approve else "denied")
+    body = (f'<section class="card auth"><h1>Connect a device</h1><p class="notice {"ok" if approve else ""}" '
+            f'role="status">Device {verdict}.</p><p><a href="/code">Go to your sessions</a></p></section>')
+    return page("Connect a device", body, csrf=csrf, principal=principal)
+
+
+def _shell(request: Request, principal: Principal, cookie: str, title: str, body: str, script: str,
+           active: str, **data: str) -> HTMLResponse:
+    ctx = ctx_of(request)
+    return page(title, body, csrf=csrf_for(ctx, cookie), principal=principal, script=script, narrow=False,
+                active=active, data={"page": active, "role": principal.role, "email": principal.email, **data})
+
+
+_NOSCRIPT = '<noscript><p class="notice error">The Tether web client needs JavaScript.</p></noscript>'
 
 
 @router.get("/code")
 async def code_page(request: Request) -> Response:
-    ctx = ctx_of(request)
     found = await web_principal(request)
     if found is None:
-        return RedirectResponse("/login?next=/code", status_code=303)
-    principal = found[0]
-    async with ctx.store.read() as tx:
-        rows = await tx.list_sessions(principal.org_id, limit=100)
-    items = "".join(
-        f"<li><code>session_{html.escape(r['id'])}</code> {html.escape(r['title'] or '(untitled)')}"
-        f" — {html.escape(r['status'])}</li>" for r in rows
-    )
-    return page("Sessions", f"<p>Logged in as {html.escape(principal.email)}.</p><ul>{items}</ul>")
+        target = "/code" + (f"?{request.url.query}" if request.url.query else "")
+        return _login_redirect(target)
+    principal, cookie = found
+    body = f"""{_NOSCRIPT}
+<div class="code-layout">
+<section class="machines" aria-labelledby="machines-h">
+ <div class="section-head"><h2 id="machines-h">Machines</h2></div>
+ <ul id="environments" class="env-list" aria-live="polite"><li class="muted placeholder">Loading…</li></ul>
+ <p class="muted small hint">Run <code>tether up</code> or <code>tether remote-control</code> in a project to add a machine.</p>
+</section>
+<section class="sessions" aria-labelledby="sessions-h">
+ <div class="section-head"><h1 id="sessions-h">Sessions</h1><span id="live" class="live-dot" aria-live="polite"></span></div>
+ <form id="filters" class="filters" role="search" aria-label="Filter sessions">
+  <label>Status<select id="f-status" name="status">
+   <option value="active">Active</option><option value="all">All</option><option value="running">Running</option>
+   <option value="requires_action">Requires action</option><option value="idle">Idle</option>
+   <option value="archived">Archived</option></select></label>
+  <label>Machine<select id="f-env" name="environment"><option value="">All machines</option></select></label>
+  <label>Worker<select id="f-worker" name="worker_type"><option value="">All workers</option></select></label>
+ </form>
+ <ul id="sessions" class="session-list" aria-live="polite"><li class="muted placeholder">Loading…</li></ul>
+</section>
+</div>
+<dialog id="new-session" class="sheet" aria-labelledby="ns-title">
+ <form id="ns-form" method="dialog" class="stack">
+  <h2 id="ns-title">New session</h2>
+  <p id="ns-env" class="muted"></p>
+  <label for="ns-prompt">First prompt</label>
+  <textarea id="ns-prompt" name="prompt" rows="5" required placeholder="What should the agent do?"></textarea>
+  <label for="ns-name">Title <span class="muted">(optional)</span></label>
+  <input id="ns-name" name="title" maxlength="200" autocomplete="off">
+  <p id="ns-error" class="notice error" role="alert" hidden></p>
+  <div class="row gap end"><button type="button" id="ns-cancel">Cancel</button>
+  <button type="submit" class="primary" id="ns-submit">Start session</button></div>
+ </form>
+</dialog>"""
+    return _shell(request, principal, cookie, "Sessions", body, "code.js", "code")
+
+
+@router.get("/code/{session_id}")
+async def session_page(session_id: str, request: Request) -> Response:
+    found = await web_principal(request)
+    if found is None:
+        return _login_redirect(f"/code/{session_id}")
+    principal, cookie = found
+    ctx = ctx_of(request)
+    try:
+        body_id = parse_session_id(session_id)
+        async with ctx.store.read() as tx:
+            row = await tx.get_session(body_id)
+        if row is None or row["org_id"] != principal.org_id:
+            raise NotFound("No such session.")
+    except NotFound:
+        body = ('<section class="card auth"><h1>Session not found</h1><p>It does not exist, or it belongs to '
+                'another organisation.</p><p><a href="/code">Back to your sessions</a></p></section>')
+        return page("Not found", body, 404, csrf=csrf_for(ctx, cookie), principal=principal)
+    sid = f"session_{body_id}"
+    title = row["title"] or "Untitled session"
+    body = f"""{_NOSCRIPT}
+<div class="session-view">
+<div class="session-head">
+ <a class="back" href="/code" aria-label="All sessions">‹</a>
+ <div class="title-wrap">
+  <h1 id="title" class="session-title">{e(title)}</h1>
+  <p id="health" class="health" role="status" aria-live="polite"><span class="dot" aria-hidden="true"></span><span class="text">Connecting…</span></p>
+ </div>
+ <span id="badge" class="badge" hidden></span>
+ <details class="menu" id="menu"><summary aria-label="Session actions">⋯</summary>
+  <div class="menu-pop" role="group" aria-label="Session actions">
+   <button type="button" id="rename">Rename</button>
+   <button type="button" id="archive" class="danger">Archive</button>
+   <p id="env-info" class="muted small"></p>
+  </div></details>
+</div>
+<button type="button" id="load-earlier" class="link load-earlier" hidden>Show earlier messages</button>
+<div id="transcript" class="transcript" role="log" aria-label="Transcript" aria-live="polite" aria-relevant="additions"></div>
+<div id="outbox" class="transcript outbox" aria-label="Prompts being sent"></div>
+<div id="streaming" class="transcript" aria-hidden="true"></div>
+<section id="asks" class="asks" aria-label="Permission requests" aria-live="assertive"></section>
+<button type="button" id="jump" class="jump" hidden>↓ New messages</button>
+<form id="composer" class="composer" aria-label="Send a prompt">
+ <ul id="attachments" class="attachments" aria-label="Attachments"></ul>
+ <div class="composer-row">
+  <label class="attach" title="Attach images or files"><span aria-hidden="true">＋</span><span class="sr-only">Attach files</span>
+   <input type="file" id="file" multiple></label>
+  <label for="prompt" class="sr-only">Prompt</label>
+  <textarea id="prompt" rows="1" placeholder="Message the agent…" enterkeyhint="send" autocomplete="off"></textarea>
+  <button type="button" id="stop" class="stop" hidden>Stop</button>
+  <button type="submit" id="send" class="primary send">Send</button>
+ </div>
+ <p class="muted small composer-hint">Enter to send · Shift+Enter for a new line</p>
+</form>
+</div>
+<dialog id="rename-dialog" class="sheet" aria-labelledby="rn-title"><form id="rename-form" method="dialog" class="stack">
+ <h2 id="rn-title">Rename session</h2><label for="rn-input">Title</label>
+ <input id="rn-input" maxlength="500" required autocomplete="off">
+ <div class="row gap end"><button type="button" id="rn-cancel">Cancel</button><button type="submit" class="primary">Save</button></div>
+</form></dialog>
+<dialog id="archive-dialog" class="sheet" aria-labelledby="ar-title"><form id="archive-form" method="dialog" class="stack">
+ <h2 id="ar-title">Archive this session?</h2>
+ <p>The agent stops and the session becomes read-only. Its transcript stays.</p>
+ <div class="row gap end"><button type="button" id="ar-cancel">Cancel</button><button type="submit" class="danger">Archive</button></div>
+</form></dialog>"""
+    return _shell(request, principal, cookie, title, body, "session.js", "session", session=sid)
+
+
+@router.get("/settings")
+async def settings_page(request: Request) -> Response:
+    found = await web_principal(request)
+    if found is None:
+        return _login_redirect("/settings")
+    principal, cookie = found
+    owner = principal.role == "owner"
+    body = f"""{_NOSCRIPT}
+<div class="settings">
+<h1>Settings</h1>
+<section class="card" aria-labelledby="acct-h"><h2 id="acct-h">Account</h2>
+ <dl class="kv"><dt>Email</dt><dd>{e(principal.email)}</dd><dt>Role</dt><dd>{e(principal.role)}</dd>
+ <dt>Organisation</dt><dd id="org-name">…</dd></dl>
+ <p class="muted small">To connect a terminal, run <code>tether login</code> and approve its code at <a href="/device">/device</a>.</p>
+</section>
+<section class="card" aria-labelledby="tok-h"><h2 id="tok-h">Personal API tokens</h2>
+ <p class="muted small">For scripts and CI: send <code>Authorization: Bearer &lt;token&gt;</code>. A token is shown once.</p>
+ <form id="token-form" class="row gap wrap">
+  <label class="grow">Name<input id="token-name" name="name" maxlength="100" required autocomplete="off" placeholder="e.g. CI"></label>
+  <label>Expires<select id="token-expiry" name="expires">
+   <option value="30">in 30 days</option><option value="90" selected>in 90 days</option>
+   <option value="365">in a year</option><option value="">never</option></select></label>
+  <button type="submit" class="primary">Create token</button>
+ </form>
+ <div id="token-secret" class="secret" hidden role="status"></div>
+ <ul id="tokens" class="plain-list"><li class="muted">Loading…</li></ul>
+</section>
+<section class="card" aria-labelledby="pol-h"><h2 id="pol-h">Organisation policy</h2>
+ <label class="switch"><input type="checkbox" id="policy-rc" {"" if owner else "disabled"}>
+ <span>Allow Remote Control</span></label>
+ <p class="muted small">When off, machines cannot register and no new sessions start (existing ones keep their transcript).
+ {"" if owner else "Only owners can change this."}</p>
+</section>
+<section class="card" aria-labelledby="mem-h"><h2 id="mem-h">Members</h2>
+ <ul id="members" class="plain-list"><li class="muted">Loading…</li></ul>
+ {'''<form id="member-form" class="row gap wrap"><label class="grow">Email<input id="member-email" type="email" required autocomplete="off"></label>
+ <label>Role<select id="member-role"><option value="member">member</option><option value="viewer">viewer</option>
+ <option value="owner">owner</option></select></label><button type="submit">Add member</button></form>
+ <div id="member-link" class="secret" hidden role="status"></div>''' if owner else ""}
+</section>
+</div>"""
+    return _shell(request, principal, cookie, "Settings", body, "settings.js", "settings")
 
 
 @router.get("/")
