@@ -63,7 +63,6 @@ def test_blank_lines_known_output_types_crlf_and_no_final_newline(spawn_agent: A
     (["--verbose", "--backend", "scripted", "--scenario", "/nonexistent/scenario.txt"], "cannot read the scenario"),
     (["--verbose", "--allowedTools", "Bash(unclosed"], "not a permission rule"),
     (["--verbose", "--backend", "gpt"], "--backend must be one of"),
-    (["--verbose", "--sdk-url", "wss://example.invalid/x"], "--sdk-url"),
 ])
 def test_bad_flags(args: list[str], expected: str, capfd: pytest.CaptureFixture[str]) -> None:
     """Flag errors end before any I/O, so they run in-process."""

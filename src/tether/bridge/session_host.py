@@ -29,14 +29,14 @@ import os
 import signal
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from tether.bridge.agent_process import AgentProcess, AgentSpec
 from tether.client.transport import Message, SessionTransport, TransportClosed, TransportError
 from tether.protocol import messages as m
-from tether.protocol.line_splitter import Oversize
+from tether.protocol.line_splitter import Oversize, Piece
 from tether.protocol.replay_buffer import message_uuid
 from tether.protocol.session_tracker import Activity, SessionState, SessionTracker
 from tether.protocol.uuid_ring import BoundedUUIDSet
@@ -79,6 +79,7 @@ class HostStats:
     bad_lines: int = 0
     oversize_lines: int = 0
     write_failures: int = 0
+    rejected_inbound: int = 0  # malformed inbound messages kept from the agent
 
 
 def exit_status(returncode: int | None, *, stopped_by_host: bool) -> OutcomeStatus:
@@ -91,6 +92,27 @@ def exit_status(returncode: int | None, *, stopped_by_host: bool) -> OutcomeStat
     if returncode is not None and returncode < 0 and -returncode in (signal.SIGTERM, signal.SIGINT):
         return "interrupted"
     return "failed"
+
+
+def inbound_problem(msg: Message) -> str | None:
+    """Why an agent would refuse ``msg`` on its stdin (and end its session: the stock CLI and
+    ``tether agent`` treat unreadable input as fatal), or None. The server stores what clients
+    post without checking these shapes, so the host checks them before forwarding."""
+    kind = msg.get("type")
+    if kind == m.USER:
+        inner = msg.get("message")
+        if not isinstance(inner, dict) or inner.get("role", "user") != "user":
+            return "a user message needs 'message' with role 'user'"
+        if not isinstance(inner.get("content"), str | list):
+            return "a user message's content must be a string or a list"
+        uuid = msg.get("uuid")
+        if uuid is not None and (not isinstance(uuid, str) or not uuid):
+            return "'uuid' must be a non-empty string"
+    elif kind in (m.CONTROL_REQUEST, m.CONTROL_CANCEL_REQUEST) and m.request_id_of(msg) is None:
+        return f"a {kind} needs a request_id"
+    elif kind == m.CONTROL_REQUEST and not isinstance(msg.get("request"), dict):
+        return "a control_request needs a 'request' object"
+    return None
 
 
 def initialize_reply(capabilities: dict[str, Any] | None, pid: int) -> dict[str, Any]:
@@ -107,6 +129,28 @@ def initialize_reply(capabilities: dict[str, Any] | None, pid: int) -> dict[str,
     }
 
 
+class AgentHandle(Protocol):
+    """What the host drives: an :class:`AgentProcess`, or an agent loop running in this process
+    (``tether agent --sdk-url``, :class:`tether.agent.inprocess.InProcessAgent`)."""
+
+    killed_by_host: bool
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def stderr_tail(self) -> Sequence[str]: ...
+    async def start(self) -> None: ...
+    async def send(self, message: Mapping[str, Any]) -> bool: ...
+    def end_input(self) -> None: ...
+    async def write_loop(self) -> None: ...
+    async def stderr_loop(self) -> None: ...
+    def stdout_lines(self) -> AsyncIterator[Piece]: ...
+    async def wait(self, timeout: float | None = None) -> int | None: ...
+    async def terminate(self, grace: float) -> int | None: ...
+
+
 class SessionHost:
     def __init__(
         self,
@@ -116,13 +160,14 @@ class SessionHost:
         config: HostConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        process: AgentHandle | None = None,
     ) -> None:
         self.session_id = session_id
         self._transport = transport
         self._cfg = config or HostConfig()
         self._clock = clock
-        self._agent = AgentProcess(agent, max_line_bytes=self._cfg.max_line_bytes,
-                                   stdin_capacity=self._cfg.stdin_capacity)
+        self._agent: AgentHandle = process if process is not None else AgentProcess(
+            agent, max_line_bytes=self._cfg.max_line_bytes, stdin_capacity=self._cfg.stdin_capacity)
         self._tracker = SessionTracker(cwd=agent.cwd)
         self._seen = BoundedUUIDSet(self._cfg.dedup_capacity)
         self._stop = asyncio.Event()
@@ -292,6 +337,12 @@ class SessionHost:
         if uuid is not None and not self._seen.add(uuid):
             self.stats.duplicates_dropped += 1
             log.debug("session %s: dropping re-delivered %s %s", self.session_id, kind, uuid)
+            return
+        problem = inbound_problem(msg)
+        if problem is not None:  # an agent ends its session on input it cannot read: keep it from the agent
+            self.stats.rejected_inbound += 1
+            log.warning("session %s: not forwarding a malformed %s message to the agent: %s",
+                        self.session_id, kind, problem)
             return
         if kind == m.CONTROL_RESPONSE:
             msg = m.normalize_control_keys(msg)

@@ -37,12 +37,13 @@ def agent(
     from tether.agent.options import AgentOptions
     from tether.agent.permissions import MODES
 
-    if sdk_url is not None:
-        _fail("--sdk-url (connecting to a session by itself) is not implemented yet; run it behind a session host")
     if input_format != "stream-json":
         _fail(f"--input-format {input_format} is not supported; use stream-json")
     if output_format != "stream-json":
         _fail(f"--output-format {output_format} is not supported; use stream-json")
+    if sdk_url is not None:  # --sdk-url implies --verbose and permission prompts over the control protocol
+        verbose = True
+        permission_prompt_tool = permission_prompt_tool or "stdio"
     if not verbose:
         _fail("When using --print, --output-format=stream-json requires --verbose")
     if permission_prompt_tool not in (None, "stdio"):
@@ -63,7 +64,12 @@ def agent(
         disallowed_tools=[r for v in disallowed_tools for r in _split_rules(v)],
         emit_session_state=os.environ.get("CLAUDE_CODE_SDK_READS_SESSION_STATE", "") not in ("", "0", "false"),
     )
-    code = run_agent(opts, backend, str(scenario) if scenario is not None else None, fast_exit=True)
+    scenario_path = str(scenario) if scenario is not None else None
+    if sdk_url is not None:  # a session host and the agent loop in one process (PROTOCOL.md §5)
+        from tether.cli.sdk_url import run_sdk_url
+
+        raise typer.Exit(run_sdk_url(opts, backend, scenario_path, sdk_url))
+    code = run_agent(opts, backend, scenario_path, fast_exit=True)
     raise typer.Exit(code)
 
 

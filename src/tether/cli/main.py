@@ -7,7 +7,7 @@ import sys
 import typer
 
 from tether import __version__
-from tether.cli import admin, auth, server
+from tether.cli import admin, auth, remote_control, server, up
 
 app = typer.Typer(
     name="tether",
@@ -21,6 +21,8 @@ app.command("server", help="Run the Tether server (SQLite under --data-dir by de
 app.command("agent", help="Run Tether's coding agent: stream-json on stdin/stdout, like `claude -p`.", context_settings={"allow_extra_args": False, "ignore_unknown_options": False})(__import__("tether.cli.agent", fromlist=["agent"]).agent)
 app.add_typer(admin.app, name="admin")
 auth.register(app)  # login, logout, status
+remote_control.register(app)  # remote-control, rc
+up.register(app)
 
 
 def _version(value: bool) -> None:

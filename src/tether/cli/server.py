@@ -92,9 +92,17 @@ def serve(
     print(f"Tether server on {cfg.url}  (data: {cfg.data_dir})", flush=True)
     print(f"Log in: {link}", flush=True)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(cfg), host=cfg.host, port=cfg.port, ws="websockets-sansio", log_level=log_level,
+    app = create_app(cfg)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            # End streams and long polls at once; uvicorn then closes sockets with 1012.
+            app.state.ctx.begin_shutdown_threadsafe()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    Server(uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, ws="websockets-sansio", log_level=log_level,
         ws_max_size=cfg.limits.max_event_bytes + 64 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
         proxy_headers=True, forwarded_allow_ips=cfg.forwarded_allow_ips, ssl_certfile=cfg.tls_cert,
         ssl_keyfile=cfg.tls_key, timeout_graceful_shutdown=5, access_log=log_level == "debug",
-    )
+    )).run()

@@ -1,5 +1,6 @@
-"""The interface every worker transport implements (v1 :class:`~tether.client.hybrid.HybridTransport`
-now, a v2 SSE + CCR transport later), modelled on the reference's ``ReplBridgeTransport``.
+"""The interface every worker transport implements (v1 :class:`~tether.client.hybrid.HybridTransport`,
+v2 :class:`~tether.client.v2.V2Transport`: SSE + ``CCRClient``; :func:`tether.client.factory.make_transport`
+picks one from the work secret), modelled on the reference's ``ReplBridgeTransport``.
 
 A transport carries stream-json messages between one session's worker and the server:
 

@@ -22,6 +22,7 @@ from tether.server.api import code_sessions, environments, ingress, misc, oauth,
 from tether.server.api.common import JSONResponse
 from tether.server.config import Config
 from tether.server.context import ServerContext
+from tether.server.web import api as web_api
 from tether.server.web import pages
 
 log = logging.getLogger("tether.server")
@@ -42,6 +43,7 @@ def create_app(config: Config) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        ctx.loop = asyncio.get_running_loop()
         await ctx.store.open()
         await ctx.auth.open()
         await _reset_worker_presence(ctx)
@@ -51,8 +53,7 @@ def create_app(config: Config) -> FastAPI:
             try:
                 yield
             finally:
-                ctx.ready = False
-                ctx.closing = True
+                ctx.begin_shutdown()
                 reaper.cancel()
         await ctx.broker.close()
         await ctx.store.close()
@@ -60,7 +61,7 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPI(title="Tether server", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     app.state.ctx = ctx
-    for module in (environments, sessions, code_sessions, worker, ingress, subscribe, oauth, misc, pages):
+    for module in (environments, sessions, code_sessions, worker, ingress, subscribe, oauth, misc, pages, web_api):
         app.include_router(module.router)
 
     @app.exception_handler(TetherError)

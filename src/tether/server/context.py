@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from tether.server.auth.ratelimit import RateLimiter
 from tether.server.auth.service import Auth
-from tether.server.broker import Broker
+from tether.server.broker import SERVER_CLOSING, Broker
 from tether.server.config import Config
 from tether.server.dispatch import Dispatcher
 from tether.server.hub import Hub
@@ -27,6 +28,18 @@ class ServerContext:
     metrics: Metrics = field(default_factory=lambda: Metrics())
     ready: bool = False
     closing: bool = False
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def begin_shutdown(self) -> None:
+        """Stop accepting (readyz 503) and end every stream and long poll now (loop thread only)."""
+        if not self.closing:
+            self.closing = True
+            self.ready = False
+            self.broker.broadcast(SERVER_CLOSING)
+
+    def begin_shutdown_threadsafe(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.begin_shutdown)
 
     @classmethod
     def build(cls, config: Config) -> ServerContext:

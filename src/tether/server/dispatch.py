@@ -12,7 +12,7 @@ from tether.errors import Gone, NotFound
 from tether.protocol.ids import new_id
 from tether.protocol.work_secret import WorkSecret, encode_work_secret
 from tether.server.auth.service import Auth
-from tether.server.broker import Broker
+from tether.server.broker import Broker, ServerClosing
 from tether.server.clock import iso, now
 from tether.server.config import Config
 from tether.server.store import Store, Tx
@@ -97,7 +97,8 @@ class Dispatcher:
                 if remaining <= 0:
                     return None
                 with contextlib.suppress(TimeoutError):
-                    await sub.get(timeout=remaining)
+                    if isinstance(await sub.get(timeout=remaining), ServerClosing):
+                        return None
                 sub.reset()
 
     async def _take_work(self, env_id: str, reclaim_older_than_ms: int) -> dict[str, Any] | None:

@@ -23,7 +23,6 @@ from tether.server.store import EventIn, Store, StoredEvent, Tx
 
 log = logging.getLogger("tether.server.hub")
 
-INBOUND_CONTROL = ("interrupt", "set_model", "set_permission_mode", "set_max_thinking_tokens", "end_session")
 
 
 def session_topic(body: str) -> str:
@@ -66,10 +65,43 @@ def _check_event(obj: Any, max_bytes: int) -> tuple[dict[str, Any], str]:
         raise InvalidRequest("An event's 'uuid' must be a string.")
     if not obj.get("uuid"):
         obj = {**obj, "uuid": str(uuidlib.uuid4())}
-    text = orjson.dumps(obj).decode()
-    if len(text) > max_bytes:
+    raw = orjson.dumps(obj)
+    if len(raw) > max_bytes:  # bytes, not characters: the worker's line limit counts bytes
         raise PayloadTooLarge(f"An event is larger than {max_bytes} bytes.")
-    return obj, text
+    return obj, raw.decode()
+
+
+CLIENT_CONTROL_SUBTYPES = ("interrupt", "set_model", "set_permission_mode", "set_max_thinking_tokens",
+                           "end_session")
+
+
+def check_client_event(obj: dict[str, Any]) -> None:
+    """What a client may send a worker: prompts and a few control requests, well formed.
+
+    A malformed prompt would be refused by the agent after it was acknowledged here, so it
+    is refused here instead (400), before anything is stored.
+    """
+    kind = obj["type"]
+    if kind == "user":
+        message = obj.get("message")
+        if not isinstance(message, dict) or message.get("role", "user") != "user":
+            raise InvalidRequest("A user event needs 'message': {'role': 'user', 'content': …}.")
+        content = message.get("content")
+        if not isinstance(content, str | list) or (isinstance(content, list)
+                                                    and not all(isinstance(b, dict) for b in content)):
+            raise InvalidRequest("'message.content' must be a string or a list of content blocks.")
+        attachments = obj.get("file_attachments")
+        if attachments is not None and not (isinstance(attachments, list) and all(
+                isinstance(a, dict) and isinstance(a.get("file_uuid"), str) for a in attachments)):
+            raise InvalidRequest("'file_attachments' must be a list of {file_uuid, file_name}.")
+    elif kind == "control_request":
+        request = obj.get("request")
+        if not isinstance(obj.get("request_id"), str) or not obj["request_id"]:
+            raise InvalidRequest("A control_request needs a non-empty string 'request_id'.")
+        if not isinstance(request, dict) or request.get("subtype") not in CLIENT_CONTROL_SUBTYPES:
+            raise InvalidRequest(f"control_request.request.subtype must be one of {', '.join(CLIENT_CONTROL_SUBTYPES)}.")
+    elif kind != "control_response":
+        raise InvalidRequest(f"Clients may send 'user' and 'control_request' events, not {kind!r}.")
 
 
 def normalize_request_id(msg: dict[str, Any]) -> str | None:
@@ -93,6 +125,7 @@ class Hub:
         self.server_request_ids: set[str] = set()
         # last sequence number fanned out per session: the mark ephemeral events carry
         self.hwm: dict[str, int] = {}
+        self.last_update: dict[str, bytes] = {}
 
     # ---- fan-out --------------------------------------------------------------------------
     def publish(self, body: str, result: Ingest) -> None:
@@ -106,8 +139,7 @@ class Hub:
             if len(self.hwm) > 100_000:
                 self.hwm.clear()
             self.hwm[body] = max(self.hwm.get(body, 0), max(ev.seq for ev in result.stored))
-        for item in result.live:
-            self.broker.publish(topic, item)
+        self.publish_frames(body, result.live)
 
     def session_update_frame(self, session: dict[str, Any]) -> Live:
         return Live(orjson.dumps({
@@ -175,6 +207,12 @@ class Hub:
     def publish_frames(self, body: str, frames: Sequence[Any]) -> None:
         topic = session_topic(body)
         for frame in frames:
+            if isinstance(frame, Live) and frame.frame.startswith(b'{"type":"session_update"'):
+                if self.last_update.get(body) == frame.frame:
+                    continue  # the same state again says nothing new
+                if len(self.last_update) > 100_000:
+                    self.last_update.clear()
+                self.last_update[body] = frame.frame
             self.broker.publish(topic, frame)
 
     def publish_ephemeral(self, body: str, hwm: int, payloads: Sequence[tuple[dict[str, Any], str]]) -> None:
@@ -192,6 +230,7 @@ class Hub:
             obj, text = _check_event(raw, self.config.limits.max_event_bytes)
             if obj["type"] == "keep_alive":
                 continue
+            check_client_event(obj)
             items.append(EventIn(obj["uuid"], "client", obj["type"], obj, text, delivery="pending"))
         return items
 
@@ -274,7 +313,7 @@ class Hub:
 
     # ---- worker writes --------------------------------------------------------------------
     async def post_worker_events(self, body: str, raw_events: Sequence[Any], *,
-                                 ephemeral_flags: Sequence[bool] | None = None) -> Ingest:
+                                 ephemeral_flags: Sequence[bool] | None = None, v1: bool = True) -> Ingest:
         """Worker output (I2, WS frames, W6): durable events are logged, ephemeral ones fanned
         out live; subscribers get both in the order the worker wrote them."""
         durable: list[EventIn] = []
@@ -298,8 +337,9 @@ class Hub:
             if order:
                 self.publish_ephemeral(body, await self.high_water(body), order)  # type: ignore[arg-type]
             return Ingest()
-        # Echoes of logged prompts are deduplicated away, yet they confirm delivery.
-        echoed = [i.uuid for i in durable if i.event_type == "user" and i.payload.get("isReplay")]
+        # v1: echoes of logged prompts are deduplicated away, yet they confirm delivery.
+        # v2 workers report delivery themselves (W9), so there the echo moves nothing.
+        echoed = [i.uuid for i in durable if v1 and i.event_type == "user" and i.payload.get("isReplay")]
 
         async def effects(tx: Tx, session: dict[str, Any], res: Ingest) -> None:
             base = res.stored[0].seq - 1 if res.stored else int(session["last_seq"])

@@ -24,7 +24,7 @@ from tether.server.api.sockets import (
     reject,
 )
 from tether.server.auth.secrets import kind_of
-from tether.server.broker import Overflowed
+from tether.server.broker import Overflowed, ServerClosing
 from tether.server.clock import now
 from tether.server.context import ServerContext
 from tether.server.hub import SessionClosed, delivery_frame, session_topic
@@ -212,6 +212,8 @@ async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, i
                     item = await sub.get()
                     if isinstance(item, SessionClosed):
                         raise _Closed(CLOSE_NOT_FOUND, "session archived")
+                    if isinstance(item, ServerClosing):
+                        raise _Closed(CLOSE_RESTART, "server restarting")
                     if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
                         if item.seq > sent:
                             sent = await _deliver(ctx, sock, conn, item)

@@ -11,15 +11,14 @@ from fastapi import APIRouter, WebSocket
 
 from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
 from tether.server.api.common import ctx_of, parse_count, parse_session_id, user
-from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, Socket, reject
+from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_RESTART, CLOSE_TOO_BIG, Socket, reject
 from tether.server.auth.service import Principal
-from tether.server.broker import Overflowed
+from tether.server.broker import Overflowed, ServerClosing
 from tether.server.context import ServerContext
-from tether.server.hub import Live, SessionClosed, session_topic
+from tether.server.hub import CLIENT_CONTROL_SUBTYPES, Live, SessionClosed, session_topic
 from tether.server.store import StoredEvent
 
 router = APIRouter()
-CLIENT_CONTROL = ("interrupt", "set_model", "set_permission_mode", "set_max_thinking_tokens", "end_session")
 
 
 def _from_seq(ws: WebSocket) -> int | None:
@@ -104,6 +103,8 @@ async def _send_loop(ctx: ServerContext, sock: Socket, body: str, from_seq: int 
                 await sock.send_text(item.frame.decode())
             elif isinstance(item, SessionClosed):
                 continue
+            elif isinstance(item, ServerClosing):
+                raise _Closed(CLOSE_RESTART, "server restarting")
 
 
 async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> int:
@@ -161,7 +162,7 @@ async def _handle_frame(ctx: ServerContext, sock: Socket, body: str, principal: 
             principal.require_writer()
             request = frame.get("request")
             subtype = request.get("subtype") if isinstance(request, dict) else None
-            if subtype not in CLIENT_CONTROL:
+            if subtype not in CLIENT_CONTROL_SUBTYPES:
                 raise InvalidRequest(f"Unsupported control_request subtype: {subtype!r}.")
             if not isinstance(request_id, str) or not request_id:
                 frame["request_id"] = request_id = str(uuidlib.uuid4())

@@ -29,7 +29,7 @@ from tether.server.api.common import (
     read_object,
 )
 from tether.server.auth.worker_jwt import WorkerClaims
-from tether.server.broker import Overflowed
+from tether.server.broker import Overflowed, ServerClosing
 from tether.server.clock import iso, now
 from tether.server.context import ServerContext
 from tether.server.hub import SessionClosed, delivery_frame, session_topic
@@ -206,7 +206,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     events = _batch(payload, ctx)
     flags = [bool(e.get("ephemeral")) for e in events]
     ctx.metrics.inc("worker_events_total", len(events))
-    await ctx.hub.post_worker_events(body, [e["payload"] for e in events], ephemeral_flags=flags)
+    await ctx.hub.post_worker_events(body, [e["payload"] for e in events], ephemeral_flags=flags, v1=False)
     return JSONResponse({})
 
 
@@ -323,7 +323,7 @@ async def _sse(ctx: ServerContext, body: str, after: int | None, sub: Any) -> As
                 sub.reset()
                 pending = await _backlog(ctx, body, sent)
                 continue
-            if isinstance(item, SessionClosed):
+            if isinstance(item, SessionClosed | ServerClosing):
                 return
             if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
                 pending = [item]

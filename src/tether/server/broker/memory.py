@@ -11,6 +11,14 @@ import asyncio
 from typing import Any
 
 
+class ServerClosing:
+    """Broadcast to every subscription when the server begins to shut down: streams end now
+    (clients resume elsewhere or after the restart) instead of holding up the graceful exit."""
+
+
+SERVER_CLOSING = ServerClosing()
+
+
 class Overflowed(Exception):
     """The subscriber's queue filled up; re-synchronise from the store."""
 
@@ -81,6 +89,14 @@ class Broker:
         for sub in tuple(subs):
             sub._offer(item)
         return len(subs)
+
+    def broadcast(self, item: Any) -> None:
+        for subs in tuple(self._topics.values()):
+            for sub in tuple(subs):
+                try:
+                    sub.queue.put_nowait(item)
+                except asyncio.QueueFull:
+                    sub.overflowed = True
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._topics.get(topic, ()))

@@ -10,6 +10,7 @@ the server rendered and sanitised (see :mod:`tether.server.web.render`).
 from __future__ import annotations
 
 import html
+import re
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
@@ -42,8 +43,11 @@ e = html.escape
 
 def page(title: str, body: str, status: int = 200, *, script: str | None = None, csrf: str = "",
          principal: Principal | None = None, data: dict[str, str] | None = None, narrow: bool = True,
-         active: str = "") -> HTMLResponse:
-    """One HTML document: head (CSP-friendly: no inline script or style), top bar, main."""
+         active: str = "", socket_origin: str | None = None) -> HTMLResponse:
+    """One HTML document: head (CSP-friendly: no inline script or style), top bar, main.
+
+    ``socket_origin`` (ws://host or wss://host) is allowed in connect-src next to 'self', for
+    browsers whose 'self' does not cover WebSocket URLs yet."""
     attrs = "".join(f' data-{k}="{e(v)}"' for k, v in (data or {}).items())
     scripts = f'<script type="module" src="{asset_url(script)}"></script>' if script else ""
     nav = _nav(principal, csrf, active) if principal else ""
@@ -63,7 +67,21 @@ def page(title: str, body: str, status: int = 200, *, script: str | None = None,
 <main id="main" class="{'narrow' if narrow else 'wide'}">{body}</main>
 <div id="toasts" class="toasts" role="status" aria-live="polite"></div>
 </body></html>"""
-    return HTMLResponse(doc, status_code=status, headers=SECURITY_HEADERS)
+    headers = dict(SECURITY_HEADERS)
+    if socket_origin:
+        headers["content-security-policy"] = CSP.replace("connect-src 'self'", f"connect-src 'self' {socket_origin}")
+    return HTMLResponse(doc, status_code=status, headers=headers)
+
+
+_NETLOC = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def socket_origin(request: Request) -> str | None:
+    """The WebSocket origin of the page's own server, as the browser addressed it."""
+    netloc = request.url.netloc
+    if not _NETLOC.fullmatch(netloc):
+        return None
+    return f"{'wss' if request.url.scheme == 'https' else 'ws'}://{netloc}"
 
 
 def _nav(principal: Principal, csrf: str, active: str) -> str:
@@ -234,9 +252,16 @@ def _shell(request: Request, principal: Principal, cookie: str, title: str, body
            active: str, **data: str) -> HTMLResponse:
     ctx = ctx_of(request)
     return page(title, body, csrf=csrf_for(ctx, cookie), principal=principal, script=script, narrow=False,
-                active=active, data={"page": active, "role": principal.role, "email": principal.email, **data})
+                active=active, socket_origin=socket_origin(request), data={"page": active, "role": principal.role, "email": principal.email, **data})
 
 
+_SVG = 'aria-hidden="true" focusable="false" viewBox="0 0 24 24" width="20" height="20" class="icon"'
+_ICON_CLIP = (f'<svg {_SVG} fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" '
+              'stroke-linejoin="round"><path d="M21 11.5 12.6 19.9a5.5 5.5 0 0 1-7.8-7.8l8.5-8.5a3.7 3.7 0 0 1 5.2 '
+              '5.2l-8.5 8.5a1.8 1.8 0 0 1-2.6-2.6l7.8-7.8"/></svg>')
+_ICON_SEND = (f'<svg {_SVG} fill="none" stroke="currentColor" stroke-width="2.4" stroke-linecap="round" '
+              'stroke-linejoin="round"><path d="M12 19V5M5 12l7-7 7 7"/></svg>')
+_ICON_STOP = f'<svg {_SVG} fill="currentColor"><rect x="6" y="6" width="12" height="12" rx="2"/></svg>'
 _NOSCRIPT = '<noscript><p class="notice error">The Tether web client needs JavaScript.</p></noscript>'
 
 
@@ -255,14 +280,14 @@ async def code_page(request: Request) -> Response:
  <p class="muted small hint">Run <code>tether up</code> or <code>tether remote-control</code> in a project to add a machine.</p>
 </section>
 <section class="sessions" aria-labelledby="sessions-h">
- <div class="section-head"><h1 id="sessions-h">Sessions</h1><span id="live" class="live-dot" aria-live="polite"></span></div>
+ <div class="section-head"><h1 id="sessions-h">Sessions</h1><span id="live" class="live-dot" role="status"></span></div>
  <form id="filters" class="filters" role="search" aria-label="Filter sessions">
-  <label>Status<select id="f-status" name="status">
+  <div class="filter"><label for="f-status">Status</label><select id="f-status" name="status">
    <option value="active">Active</option><option value="all">All</option><option value="running">Running</option>
    <option value="requires_action">Requires action</option><option value="idle">Idle</option>
-   <option value="archived">Archived</option></select></label>
-  <label>Machine<select id="f-env" name="environment"><option value="">All machines</option></select></label>
-  <label>Worker<select id="f-worker" name="worker_type"><option value="">All workers</option></select></label>
+   <option value="archived">Archived</option></select></div>
+  <div class="filter"><label for="f-env">Machine</label><select id="f-env" name="environment"><option value="">All machines</option></select></div>
+  <div class="filter"><label for="f-worker">Worker</label><select id="f-worker" name="worker_type"><option value="">All workers</option></select></div>
  </form>
  <ul id="sessions" class="session-list" aria-live="polite"><li class="muted placeholder">Loading…</li></ul>
 </section>
@@ -327,12 +352,12 @@ async def session_page(session_id: str, request: Request) -> Response:
 <form id="composer" class="composer" aria-label="Send a prompt">
  <ul id="attachments" class="attachments" aria-label="Attachments"></ul>
  <div class="composer-row">
-  <label class="attach" title="Attach images or files"><span aria-hidden="true">＋</span><span class="sr-only">Attach files</span>
+  <label class="attach" title="Attach images or files">{_ICON_CLIP}<span class="sr-only">Attach files</span>
    <input type="file" id="file" multiple></label>
   <label for="prompt" class="sr-only">Prompt</label>
   <textarea id="prompt" rows="1" placeholder="Message the agent…" enterkeyhint="send" autocomplete="off"></textarea>
-  <button type="button" id="stop" class="stop" hidden>Stop</button>
-  <button type="submit" id="send" class="primary send">Send</button>
+  <button type="button" id="stop" class="stop" hidden aria-label="Stop">{_ICON_STOP}<span class="btn-label">Stop</span></button>
+  <button type="submit" id="send" class="primary send" aria-label="Send">{_ICON_SEND}<span class="btn-label">Send</span></button>
  </div>
  <p class="muted small composer-hint">Enter to send · Shift+Enter for a new line</p>
 </form>
@@ -368,10 +393,10 @@ async def settings_page(request: Request) -> Response:
 <section class="card" aria-labelledby="tok-h"><h2 id="tok-h">Personal API tokens</h2>
  <p class="muted small">For scripts and CI: send <code>Authorization: Bearer &lt;token&gt;</code>. A token is shown once.</p>
  <form id="token-form" class="row gap wrap">
-  <label class="grow">Name<input id="token-name" name="name" maxlength="100" required autocomplete="off" placeholder="e.g. CI"></label>
-  <label>Expires<select id="token-expiry" name="expires">
+  <div class="field grow"><label for="token-name">Name</label><input id="token-name" name="name" maxlength="100" required autocomplete="off" placeholder="e.g. CI"></div>
+  <div class="field"><label for="token-expiry">Expires</label><select id="token-expiry" name="expires">
    <option value="30">in 30 days</option><option value="90" selected>in 90 days</option>
-   <option value="365">in a year</option><option value="">never</option></select></label>
+   <option value="365">in a year</option><option value="">never</option></select></div>
   <button type="submit" class="primary">Create token</button>
  </form>
  <div id="token-secret" class="secret" hidden role="status"></div>
@@ -385,9 +410,9 @@ async def settings_page(request: Request) -> Response:
 </section>
 <section class="card" aria-labelledby="mem-h"><h2 id="mem-h">Members</h2>
  <ul id="members" class="plain-list"><li class="muted">Loading…</li></ul>
- {'''<form id="member-form" class="row gap wrap"><label class="grow">Email<input id="member-email" type="email" required autocomplete="off"></label>
- <label>Role<select id="member-role"><option value="member">member</option><option value="viewer">viewer</option>
- <option value="owner">owner</option></select></label><button type="submit">Add member</button></form>
+ {'''<form id="member-form" class="row gap wrap"><div class="field grow"><label for="member-email">Email</label><input id="member-email" type="email" required autocomplete="off"></div>
+ <div class="field"><label for="member-role">Role</label><select id="member-role"><option value="member">member</option><option value="viewer">viewer</option>
+ <option value="owner">owner</option></select></div><button type="submit">Add member</button></form>
  <div id="member-link" class="secret" hidden role="status"></div>''' if owner else ""}
 </section>
 </div>"""

@@ -1,0 +1,195 @@
+"""What `tether remote-control` does once its flags are valid: login, agent, spawn mode, then the
+bridge (:class:`tether.bridge.loop.Bridge`) with the right display — the live panel when stdin and
+stdout are a terminal, plain log lines otherwise, JSON lines with ``--json``. SIGINT/SIGTERM start
+the ordered teardown; a second one kills the agents at once. `tether up` uses the same pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from tether.bridge import settings
+from tether.bridge.display import JsonSink, LiveDisplay, PlainSink, key_presses
+from tether.bridge.loop import Bridge, BridgeOptions
+from tether.bridge.pointer import find_pointer
+from tether.bridge.spawner import AgentChoice, AgentNotFound, choose_agent
+from tether.bridge.startup import StartupError, git_info, preflight
+from tether.bridge.status import EventSink
+from tether.cli.remote_control import RcArgs
+from tether.client.api import ApiClient
+from tether.client.credentials import Credentials, CredentialsError, CredentialStore
+from tether.protocol.bridge_policy import max_sessions_for, resolve_spawn_mode
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def configure_logging(verbose: bool, debug_file: pathlib.Path | None, console: Console | None) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug_file else logging.INFO if verbose else logging.WARNING)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler: logging.Handler
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.addHandler(handler)
+    if debug_file is not None:
+        debug_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(debug_file)
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+    for noisy in ("httpx", "httpcore", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def current_directory() -> pathlib.Path:
+    return pathlib.Path(os.path.realpath(os.getcwd()))
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+@dataclass
+class Prepared:
+    options: BridgeOptions
+    notices: list[str]
+
+
+async def prepare_options(api: ApiClient, args: RcArgs, agent: AgentChoice, multi_allowed: bool,
+                          directory: pathlib.Path) -> Prepared:
+    """Spawn mode, capacity, resume target and the directory's git facts → :class:`BridgeOptions`."""
+    notices: list[str] = []
+    resume_id: str | None = None
+    if args.resume:
+        found = find_pointer(directory)
+        if found is None:
+            raise StartupError("No session to continue here: no crash-recovery pointer in this directory or its "
+                               "git worktrees (pointers expire after 4 h). Run `tether remote-control` for a new one.")
+        resume_id = found.pointer.session_id
+        if found.directory != directory:
+            notices.append(f"Continuing the session of the worktree {found.directory}.")
+    elif args.session_id:
+        resume_id = args.session_id
+    if (args.spawn not in (None, "session") or args.capacity is not None) and not multi_allowed:
+        raise StartupError("Multi-session Remote Control is not enabled on this server.")
+    git = await git_info(directory)
+    saved = settings.load_spawn_mode(directory)
+    mode = resolve_spawn_mode(resuming=resume_id is not None, explicit=args.spawn, saved=saved,
+                              multi_session=multi_allowed)
+    if mode == "worktree" and not git.is_repo:
+        raise StartupError(f"--spawn worktree needs a git repository, and {directory} is not in one.")
+    options = BridgeOptions(
+        directory=directory, agent=agent, spawn_mode=mode, max_sessions=max_sessions_for(mode, args.capacity),
+        machine_name=socket.gethostname(), branch=git.branch, git_repo_url=git.remote_url,
+        worktree_available=git.is_repo, name=args.name, permission_mode=args.permission_mode,
+        session_timeout_s=args.session_timeout or None, create_initial_session=args.create_session_in_dir,
+        resume_session_id=resume_id, debug_file=args.debug_file,
+    )
+    return Prepared(options, notices)
+
+
+async def run_bridge(api: ApiClient, options: BridgeOptions, config: Any, *, as_json: bool, verbose: bool,
+                     console: Console | None = None, show_qr: bool = False,
+                     before_run: Callable[[Bridge], None] | None = None) -> int:
+    """Run one bridge with its display, keys and signal handlers until it stops; its exit code."""
+    loop = asyncio.get_running_loop()
+    live: LiveDisplay | None = None
+    sink: EventSink
+    if as_json:
+        sink = JsonSink()
+    elif console is not None:
+        holder: list[Bridge] = []
+        live = LiveDisplay(lambda: holder[0].snapshot(), console, show_qr=show_qr, verbose=verbose)
+        sink = live
+    else:
+        sink = PlainSink()
+    bridge = Bridge(api, options, config, sink)
+    if live is not None:
+        holder.append(bridge)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, bridge.request_shutdown, signal.Signals(sig).name)
+    if before_run is not None:
+        before_run(bridge)
+
+    def on_key(ch: str) -> None:
+        if ch == " " and live is not None:
+            live.toggle_qr()
+        elif ch in ("w", "W"):
+            mode = bridge.toggle_spawn_mode()
+            if mode is not None:
+                settings.save_spawn_mode(options.directory, mode)
+        elif ch == "\x04":  # Ctrl-D
+            bridge.request_shutdown("Ctrl-D")
+
+    try:
+        if live is None:
+            return await bridge.run()
+        with key_presses(on_key):
+            async with asyncio.TaskGroup() as tg:
+                shown = tg.create_task(live.run(), name="display")
+                code = await bridge.run()
+                shown.cancel()
+            return code
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def resolve_login(store: CredentialStore, server: str | None) -> tuple[str, Credentials]:
+    try:
+        url = store.server_url(server)
+        creds = store.resolve(url)
+    except CredentialsError as exc:
+        raise StartupError(f"{exc.message} Run `tether login` to replace it.") from None
+    if creds is None:
+        raise StartupError(f"Not logged in to {url}. Run `tether login --server {url}` (or set TETHER_TOKEN), "
+                           "or start everything on this machine with `tether up`.")
+    return url, creds
+
+
+async def main(args: RcArgs) -> int:
+    console = None if args.as_json or not interactive() else Console(highlight=False)
+    configure_logging(args.verbose, args.debug_file, console)
+    store = CredentialStore()
+    try:
+        agent = choose_agent(args.agent)
+        url, creds = resolve_login(store, args.server)
+    except (AgentNotFound, StartupError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 1
+    directory = current_directory()
+    async with ApiClient(url, creds, store=store if creds.source == "file" else None) as api:
+        try:
+            pre = await preflight(api)
+            prepared = await prepare_options(api, args, agent, pre.config.multi_session, directory)
+        except StartupError as exc:
+            err.print(f"[red]error:[/] {exc.message}")
+            return 1
+        for note in prepared.notices:
+            err.print(note)
+        if console is not None:
+            console.print(f"Agent: {agent.description}")
+        elif not args.as_json:
+            print(f"Agent: {agent.description}", flush=True)
+        return await run_bridge(api, prepared.options, pre.config, as_json=args.as_json, verbose=args.verbose,
+                                console=console)
+
+

@@ -1,0 +1,126 @@
+"""Server-side hooks of the web client: static files, rich rendering, members.
+
+* ``GET /static/{name}``: the client's ES modules, CSS and icon (see :mod:`.assets`).
+* ``POST /web/render``: ``{"items": [{"type": "markdown"|"code"|"diff", …}]}`` →
+  ``{"html": [...]}``, sanitised HTML from :mod:`.render` (any logged-in user; CSRF on
+  cookie requests like every other POST).
+* ``GET /web/sessions/{id}/undelivered``: the session's inbound events that the worker
+  has not processed yet, with their delivery state (every other prompt is processed), so
+  a page that (re)loads shows queued / delivered / processed truthfully.
+* ``GET /web/members``: the organisation's people and roles; owners may add a person
+  (``POST``: a one-time login link is returned, once) and change roles (``PATCH``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tether.errors import Conflict, InvalidRequest, NotFound
+from tether.server.api.common import JSONResponse, ctx_of, parse_session_id, read_object, user
+from tether.server.clock import iso, now
+from tether.server.web.assets import load
+from tether.server.web.render import render_items
+
+router = APIRouter()
+
+MAX_RENDER_BODY = 4 << 20
+MAX_RENDER_ITEMS = 300
+ROLES = ("owner", "member", "viewer")
+_EMAIL = re.compile(r"[^@\s]{1,200}@[^@\s]{1,200}")
+
+
+@router.get("/static/{name}")
+async def static_file(name: str, request: Request) -> Response:
+    asset = load(name)
+    if asset is None:
+        raise NotFound(f"No static file {name!r}.")
+    headers = {"etag": asset.etag, "cache-control": "no-cache", "x-content-type-options": "nosniff"}
+    if request.headers.get("if-none-match") == asset.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(asset.body, media_type=asset.content_type, headers=headers)
+
+
+@router.post("/web/render")
+async def render(request: Request) -> Response:
+    await user(request, write=True)
+    body = await read_object(request, allow_empty=False, max_bytes=MAX_RENDER_BODY)
+    items = body.get("items")
+    if not isinstance(items, list) or len(items) > MAX_RENDER_ITEMS:
+        raise InvalidRequest(f"'items' must be a list of at most {MAX_RENDER_ITEMS} items.")
+    return JSONResponse({"html": render_items(items)})
+
+
+@router.get("/web/sessions/{session_id}/undelivered")
+async def undelivered(session_id: str, request: Request) -> Response:
+    ctx = ctx_of(request)
+    body = parse_session_id(session_id)
+    principal = await user(request)
+    async with ctx.store.read() as tx:
+        await ctx.hub.load_session(tx, body, principal.org_id)
+        rows = await tx.undelivered_inbound(body)
+    return JSONResponse({"data": [{"uuid": ev.uuid, "sequence_num": ev.seq, "status": ev.delivery}
+                                  for ev in rows[:1000]]})
+
+
+def _member_json(row: dict[str, Any], me: str) -> dict[str, Any]:
+    return {"id": row["id"], "email": row["email"], "role": row["role"], "created_at": iso(row["created_at"]),
+            "has_password": bool(row.get("password_hash")), "you": row["id"] == me}
+
+
+@router.get("/web/members")
+async def members(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request)
+    async with ctx.store.read() as tx:
+        rows = await tx.list_users(principal.org_id)
+    return JSONResponse({"data": [_member_json(r, principal.user_id) for r in rows]})
+
+
+@router.post("/web/members")
+async def add_member(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request, write=True)
+    principal.require_owner()
+    body = await read_object(request, allow_empty=False)
+    email, role = body.get("email"), body.get("role", "member")
+    if not isinstance(email, str) or not _EMAIL.fullmatch(email.strip()):
+        raise InvalidRequest("'email' must be an email address.")
+    if role not in ROLES:
+        raise InvalidRequest(f"'role' must be one of {', '.join(ROLES)}.")
+    email = email.strip()
+    t = now()
+    async with ctx.store.write() as tx:
+        if await tx.get_user_by_email(email) is not None:
+            raise Conflict("A person with that email already has an account.")
+        row = await tx.insert_user(principal.org_id, email, role, t)
+        link = await ctx.auth.login_link(tx, row)
+        await tx.insert_audit(principal.org_id, principal.user_id, "member.add", row["id"],
+                              {"email": email, "role": role}, t)
+    return JSONResponse({**_member_json(row, principal.user_id), "login_link": link})
+
+
+@router.patch("/web/members/{user_id}")
+async def set_role(user_id: str, request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await user(request, write=True)
+    principal.require_owner()
+    body = await read_object(request, allow_empty=False)
+    role = body.get("role")
+    if role not in ROLES:
+        raise InvalidRequest(f"'role' must be one of {', '.join(ROLES)}.")
+    async with ctx.store.write() as tx:
+        rows = await tx.list_users(principal.org_id)
+        target = next((r for r in rows if r["id"] == user_id), None)
+        if target is None:
+            raise NotFound("No such member.")
+        owners = [r for r in rows if r["role"] == "owner"]
+        if target["role"] == "owner" and role != "owner" and len(owners) <= 1:
+            raise Conflict("The organisation needs at least one owner.")
+        await tx.update_user(user_id, role=role)
+        await tx.insert_audit(principal.org_id, principal.user_id, "member.role", user_id, {"role": role}, now())
+        target = {**target, "role": role}
+    return JSONResponse(_member_json(target, principal.user_id))
