@@ -212,6 +212,12 @@ class Baseline:
     fanout_frames_s: float = float("nan")
     fanout_missing: int = 0
 
+    def best(self, other: Baseline) -> Baseline:
+        """Per metric, the better of two runs: a baseline only gets slower from outside noise."""
+        fan = self if self.fanout_events_s >= other.fanout_events_s else other
+        return Baseline(min(self.echo_p50_ms, other.echo_p50_ms), min(self.echo_p99_ms, other.echo_p99_ms),
+                        fan.fanout_events_s, fan.fanout_frames_s, fan.fanout_missing)
+
 
 async def measure_baseline(url: str, plan: Plan, compression: bool) -> Baseline:
     out = Baseline()
@@ -720,14 +726,8 @@ SCENARIOS = ("idle", "latency", "durable")
 async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callable[[str], None],
               only: Sequence[str] = SCENARIOS) -> Results:
     res = Results()
-    base_proc, base_url = await start_baseline(compression)
-    try:
-        log("baseline: raw websockets echo and fan-out")
-        res.baseline = await measure_baseline(base_url, plan, compression)
-    finally:
-        base_proc.terminate()
-        await base_proc.wait()
-
+    log("baseline: raw websockets echo and fan-out")
+    first = await run_baseline(plan, compression)
     log("tether: starting the server")
     server = ServerProcess(data_dir, limits={"rate_per_second": 0})
     await asyncio.to_thread(server.start)
@@ -762,7 +762,18 @@ async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callab
             await fx.http.aclose()
     finally:
         await asyncio.to_thread(server.stop)
+    log("baseline again (the best of both runs counts)")
+    res.baseline = first.best(await run_baseline(plan, compression))
     return res
+
+
+async def run_baseline(plan: Plan, compression: bool) -> Baseline:
+    proc, url = await start_baseline(compression)
+    try:
+        return await measure_baseline(url, plan, compression)
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 # ---- the table ----------------------------------------------------------------------------
@@ -798,7 +809,8 @@ def render(res: Results, plan: Plan, compression: bool, load: float) -> Table:
 
     row("raw ws echo", "round trip p50 / p99", "—", f"{fmt_ms(b.echo_p50_ms)} / {fmt_ms(b.echo_p99_ms)}")
     row(f"raw ws fan-out 1→{plan.subscribers}", "events/s | frames/s", "—",
-        f"{fmt_rate(b.fanout_events_s)} | {fmt_rate(b.fanout_frames_s)}")
+        f"{fmt_rate(b.fanout_events_s)} | {fmt_rate(b.fanout_frames_s)}"
+        + (f" | {b.fanout_missing} missing" if b.fanout_missing else ""))
     for name, lat in ((f"latency 1×{plan.subscribers}, closed loop", res.closed),
                       (f"latency 1×{plan.subscribers}, paced {plan.rate:,.0f}/s", res.paced)):
         if lat is None:

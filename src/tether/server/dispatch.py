@@ -140,6 +140,9 @@ class Dispatcher:
         async with self.store.write() as tx:
             await tx.update_work(row["id"], state=state, last_heartbeat_at=t,
                                  lease_expires_at=t + self.config.lease_ttl_s)
+            # A bridge at capacity polls rarely (600 s) but heartbeats its work: that is
+            # liveness too, for the online dot and for environment expiry.
+            await tx.update_environment(row["environment_id"], last_poll_at=t)
         return {"lease_extended": True, "state": state, "last_heartbeat": iso(t),
                 "ttl_seconds": int(self.config.lease_ttl_s)}
 

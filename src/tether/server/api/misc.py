@@ -59,7 +59,8 @@ async def bridge_config(request: Request) -> Response:
         "poll_config": {
             "poll_interval_ms_not_at_capacity": interval,
             "poll_interval_ms_at_capacity": 600_000,
-            "non_exclusive_heartbeat_interval_ms": 60_000,
+            # well inside the lease, whatever TTL the server runs with
+            "non_exclusive_heartbeat_interval_ms": int(min(60.0, ctx.config.lease_ttl_s / 3) * 1000),
             "multisession_poll_interval_ms_not_at_capacity": interval,
             "multisession_poll_interval_ms_partial_capacity": interval,
             "multisession_poll_interval_ms_at_capacity": 600_000,
