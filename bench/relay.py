@@ -1,6 +1,6 @@
 """Relay benchmark: how close does `tether server` come to a raw WebSocket server?
 
-Run: ``.venv/bin/python bench/relay.py [--quick] [--no-compression]``
+Run: ``.venv/bin/python bench/relay.py [--quick] [--no-compression] [--raw-http] [--only idle,latency,durable]``
 
 One run starts a real ``tether server`` process on loopback (SQLite in a temporary
 directory, rate limits off) and, for the baseline, a raw ``websockets`` server process
@@ -286,7 +286,7 @@ def body_of(session_id: str) -> str:
     return session_id.split("_", 1)[1]
 
 
-async def setup(server: ServerProcess, token: str, plan: Plan) -> Fixture:
+async def setup(server: ServerProcess, token: str, plan: Plan, raw_http: bool) -> Fixture:
     http = httpx.AsyncClient(base_url=server.url, timeout=60,
                              limits=httpx.Limits(max_connections=256, max_keepalive_connections=256,
                                                  keepalive_expiry=2.0))  # uvicorn drops idle ones at 5 s
@@ -325,7 +325,7 @@ async def setup(server: ServerProcess, token: str, plan: Plan) -> Fixture:
         idle.append(r.json()["id"])
     sessions = [f"session_{b}" for b in tokens]
     return Fixture(http, token, sessions, {f"session_{b}": t for b, t in tokens.items()}, idle,
-                   Lanes(server.url))
+                   Lanes(server.url, raw_http))
 
 
 # ---- tether: subscribers and workers ------------------------------------------------------
@@ -405,6 +405,62 @@ class Subscribers:
         self.tasks.clear()
 
 
+class HttpxLane:
+    """One httpx client with one keep-alive connection."""
+
+    def __init__(self, base_url: str, ssl_context: ssl.SSLContext) -> None:
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=300, verify=ssl_context, limits=httpx.Limits(
+            max_connections=1, keepalive_expiry=2.0))  # uvicorn drops idle connections at 5 s
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        r = await self.client.post(path, content=body, headers=headers)
+        return r.status_code, r.content
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class RawLane:
+    """A minimal HTTP/1.1 keep-alive client (``--raw-http``): far cheaper than httpx per request,
+    so that a 2-core machine measures the server rather than the client."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = "".join([f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n",
+                        f"Content-Length: {len(body)}\r\n", *(f"{k}: {v}\r\n" for k, v in headers.items()),
+                        "\r\n"]).encode()
+        for attempt in range(2):  # the server may have closed an idle connection; events are idempotent
+            try:
+                if self.reader is None or self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                self.writer.write(head + body)
+                lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+                payload = await self.reader.readexactly(int(fields.get("content-length", "0")))
+                if fields.get("connection", "").lower() == "close":
+                    await self.aclose()
+                return int(lines[0].split()[1]), payload
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.aclose()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+Lane = HttpxLane | RawLane
+
+
 class Lanes:
     """HTTP/1.1 keep-alive clients of one connection each, one per in-flight POST.
 
@@ -413,28 +469,29 @@ class Lanes:
     (measured: 74–132 POSTs/s at 50–80 % client CPU, against ~210/s with a client each).
     """
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, raw: bool) -> None:
         self.base_url = base_url
+        self.raw = raw
         self.ssl = ssl.create_default_context()  # unused on http://, but costly to build per client
-        self.idle: list[httpx.AsyncClient] = []
-        self.clients: list[httpx.AsyncClient] = []
+        self.idle: list[Lane] = []
+        self.lanes: list[Lane] = []
 
     @contextlib.asynccontextmanager
-    async def lane(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def lane(self) -> AsyncIterator[Lane]:
         if self.idle:
-            client = self.idle.pop()
+            lane = self.idle.pop()
         else:
-            client = httpx.AsyncClient(base_url=self.base_url, timeout=300, verify=self.ssl, limits=httpx.Limits(
-                max_connections=1, keepalive_expiry=2.0))  # uvicorn drops idle connections at 5 s
-            self.clients.append(client)
+            url = httpx.URL(self.base_url)
+            lane = RawLane(url.host, url.port or 80) if self.raw else HttpxLane(self.base_url, self.ssl)
+            self.lanes.append(lane)
         try:
-            yield client
+            yield lane
         finally:
-            self.idle.append(client)
+            self.idle.append(lane)
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clients))
-        self.clients.clear()
+        await asyncio.gather(*(lane.aclose() for lane in self.lanes))
+        self.lanes.clear()
         self.idle.clear()
 
 
@@ -446,9 +503,9 @@ class Worker:
 
     async def post(self, events: list[dict[str, Any]]) -> None:
         async with self.lanes.lane() as http:
-            r = await http.post(self.path, content=orjson.dumps({"events": events}), headers=self.headers)
-        if r.status_code != 200:
-            raise RuntimeError(f"POST events answered {r.status_code}: {r.text[:300]}")
+            status, body = await http.post(self.path, orjson.dumps({"events": events}), self.headers)
+        if status != 200:
+            raise RuntimeError(f"POST events answered {status}: {body[:300]!r}")
 
 
 # ---- (a) latency --------------------------------------------------------------------------
@@ -724,7 +781,7 @@ SCENARIOS = ("idle", "latency", "durable")
 
 
 async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callable[[str], None],
-              only: Sequence[str] = SCENARIOS) -> Results:
+              only: Sequence[str] = SCENARIOS, raw_http: bool = False) -> Results:
     res = Results()
     log("baseline: raw websockets echo and fan-out")
     first = await run_baseline(plan, compression)
@@ -734,7 +791,7 @@ async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callab
     try:
         token = await asyncio.to_thread(server.token)
         log(f"tether: creating {plan.sessions + 1} worker sessions and {plan.idle_sessions} idle ones")
-        fx = await setup(server, token, plan)
+        fx = await setup(server, token, plan, raw_http)
         try:
             # idle first: later load would leave freed memory that new sockets reuse
             if "idle" in only:
@@ -793,10 +850,11 @@ def verdict(ok: bool | None) -> str:
     return "[green]yes[/]" if ok else "[red]no[/]"
 
 
-def render(res: Results, plan: Plan, compression: bool, load: float) -> Table:
+def render(res: Results, plan: Plan, compression: bool, load: float, raw_http: bool) -> Table:
     b = res.baseline
     table = Table(title=f"tether relay vs raw websockets (loopback, {os.cpu_count()} cores, "
-                        f"permessage-deflate {'on' if compression else 'off'})",
+                        f"client permessage-deflate {'on' if compression else 'off'}, "
+                        f"POSTs via {'raw HTTP/1.1' if raw_http else 'httpx'})",
                   caption=f"1-min load average before the run: {load:.2f} (the run itself adds ~2; "
                           "other processes on the machine skew every figure)")
     for name in HEADER:
@@ -859,6 +917,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a much smaller run (< 30 s) for smoke tests")
     parser.add_argument("--no-compression", action="store_true", help="disable permessage-deflate on clients")
+    parser.add_argument("--raw-http", action="store_true",
+                        help="POST with a minimal HTTP/1.1 client instead of httpx (cheaper client side)")
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {', '.join(SCENARIOS)} (the baseline always runs)")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
@@ -885,8 +945,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        res = run_async(run(plan, compression, pathlib.Path(tmp), log, only))
-    console.print(render(res, plan, compression, load_before))
+        res = run_async(run(plan, compression, pathlib.Path(tmp), log, only, args.raw_http))
+    console.print(render(res, plan, compression, load_before, args.raw_http))
     log("done")
     return 0
 
