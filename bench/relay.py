@@ -1,17 +1,22 @@
 """Relay benchmark: how close does `tether server` come to a raw WebSocket server?
 
-Run: ``.venv/bin/python bench/relay.py [--quick] [--no-compression] [--raw-http] [--only idle,latency,durable]``
+Run: ``.venv/bin/python bench/relay.py [--quick] [--no-compression] [--raw-http] [--only idle,latency,durable,sse]``
 
 One run starts a real ``tether server`` process on loopback (SQLite in a temporary
 directory, rate limits off) and, for the baseline, a raw ``websockets`` server process
-(echo and 1 → N broadcast). The client side runs in this process (uvloop when
-available), except the idle sockets, which a child process holds. Measured:
+(echo and 1 → N broadcast) that also runs a minimal asyncio HTTP/1.1 SSE server (1 → N,
+the same frame bytes as tether's worker stream). The client side runs in this process
+(uvloop when available), except the idle sockets, which a child process holds. Measured:
 
 (a) latency: a worker POSTs one ``assistant`` event; time until each of 10 subscribers
     of that session receives it (closed loop, and open loop paced at 1,000 events/s);
 (b) sustained durable events/s with single-event and batched POSTs, for 1 session × 10
     subscribers and for many sessions × 1 subscriber;
-(c) server RSS per idle subscriber socket.
+(c) server RSS per idle subscriber socket;
+(d) the CCR v2 worker read stream (SSE, ``GET /v1/code/sessions/{id}/worker/events/stream``):
+    latency from a client's prompt POST to its ``client_event`` frame on one reader
+    (closed loop), and fan-out to 10 readers of one session with prompts POSTed 50 at a
+    time, beside the raw websockets fan-out and the raw SSE server's.
 
 This is a benchmark, not a test: it prints a table and checks targets, and exits 0
 whether or not they are met (non-zero only when the run itself fails).
@@ -77,18 +82,23 @@ class Plan:
     fanout_events: int
     idle_deadline_s: float
     settle_s: float  # pause before reading RSS
+    sse_latency_events: int
+    sse_duration_s: float
+    sse_baseline_events: int
 
     @classmethod
     def full(cls) -> Plan:
         return cls(latency_events=2000, rate=1000.0, subscribers=10, duration_s=6.0, sessions=100, batch=50,
                    single_posters=8, idle_sockets=5000, idle_sessions=100, echo_rounds=2000,
-                   fanout_events=20000, idle_deadline_s=120.0, settle_s=1.5)
+                   fanout_events=20000, idle_deadline_s=120.0, settle_s=1.5, sse_latency_events=1000,
+                   sse_duration_s=4.0, sse_baseline_events=10000)
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(latency_events=100, rate=1000.0, subscribers=10, duration_s=1.0, sessions=10, batch=50,
                    single_posters=4, idle_sockets=200, idle_sessions=10, echo_rounds=200,
-                   fanout_events=2000, idle_deadline_s=20.0, settle_s=0.5)
+                   fanout_events=2000, idle_deadline_s=20.0, settle_s=0.5, sse_latency_events=100,
+                   sse_duration_s=1.0, sse_baseline_events=2000)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -128,6 +138,11 @@ def assistant_event(text: str = "The relay benchmark says hello.") -> dict[str, 
                       "cache_read_input_tokens": 1024},
         },
     }
+
+
+def prompt_event(text: str = "Run the relay benchmark and summarise the table for me.") -> dict[str, Any]:
+    """A client's ``user`` prompt with a fresh uuid, as ``POST /v1/sessions/{id}/events`` takes it."""
+    return {"type": "user", "uuid": str(uuid.uuid4()), "message": {"role": "user", "content": text}}
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -200,8 +215,54 @@ async def baseline_server(compression: bool) -> None:
     async with serve(handler, "127.0.0.1", 0, ping_interval=None, max_size=2**21,
                      compression="deflate" if compression else None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        print(f"READY {port}", flush=True)
+        sse = await asyncio.start_server(sse_baseline_handler(), "127.0.0.1", 0)
+        sse_port = sse.sockets[0].getsockname()[1]
+        print(f"READY {port} {sse_port}", flush=True)
         await server.serve_forever()
+
+
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\ncache-control: no-cache\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            b"transfer-encoding: chunked\r\n\r\n")
+
+
+def sse_baseline_handler() -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A minimal HTTP/1.1 SSE server: ``GET /stream`` readers; ``POST /send`` with ``{"events": [...]}``
+    writes, per event and reader, the chunk tether's worker stream would (same frame bytes, one
+    write each, no flow control: like ``websockets.broadcast``)."""
+    readers: set[asyncio.StreamWriter] = set()
+    seq = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seq
+        try:
+            while True:
+                lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+                body = await reader.readexactly(int(fields.get("content-length", "0")))
+                if lines[0].split()[1] == "/stream":
+                    writer.write(SSE_HEAD + b"d\r\n: connected\n\n\r\n")
+                    readers.add(writer)
+                    try:
+                        await reader.read()  # until the reader goes away
+                    finally:
+                        readers.discard(writer)
+                    return
+                created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+                for event in orjson.loads(body)["events"]:
+                    seq += 1
+                    frame = b"event: client_event\nid: %d\ndata: %s\n\n" % (seq, orjson.dumps({
+                        "event_id": "evt_" + uuid.uuid4().hex[:26], "sequence_num": seq, "event_type": event["type"],
+                        "source": "client", "payload": event, "created_at": created}))
+                    chunk = b"%x\r\n%s\r\n" % (len(frame), frame)
+                    for w in readers:
+                        w.write(chunk)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return handle
 
 
 @dataclass
@@ -211,15 +272,45 @@ class Baseline:
     fanout_events_s: float = float("nan")
     fanout_frames_s: float = float("nan")
     fanout_missing: int = 0
+    sse_events_s: float = float("nan")  # raw SSE fan-out, plan.batch events per POST
+    sse_frames_s: float = float("nan")
+    sse_missing: int = 0
 
     def best(self, other: Baseline) -> Baseline:
         """Per metric, the better of two runs: a baseline only gets slower from outside noise."""
-        fan = self if self.fanout_events_s >= other.fanout_events_s else other
+        fan = self if not other.fanout_events_s > self.fanout_events_s else other
+        sse = self if not other.sse_events_s > self.sse_events_s else other
         return Baseline(min(self.echo_p50_ms, other.echo_p50_ms), min(self.echo_p99_ms, other.echo_p99_ms),
-                        fan.fanout_events_s, fan.fanout_frames_s, fan.fanout_missing)
+                        fan.fanout_events_s, fan.fanout_frames_s, fan.fanout_missing,
+                        sse.sse_events_s, sse.sse_frames_s, sse.sse_missing)
 
 
-async def measure_baseline(url: str, plan: Plan, compression: bool) -> Baseline:
+async def measure_sse_baseline(out: Baseline, port: int, plan: Plan) -> None:
+    """Raw SSE fan-out: one poster, plan.batch prompts per POST, plan.subscribers readers."""
+    sink = FrameCount()
+    readers = [SseReader(sink.received) for _ in range(plan.subscribers)]
+    poster = RawLane("127.0.0.1", port)
+    try:
+        for r in readers:
+            await r.open(f"http://127.0.0.1:{port}", "/stream", {})
+        n = plan.sse_baseline_events // plan.batch * plan.batch
+        t0 = time.perf_counter()
+        for _ in range(n // plan.batch):
+            status, _ = await poster.post("/send", orjson.dumps({"events": [prompt_event()
+                                                                           for _ in range(plan.batch)]}), {})
+            assert status == 200
+        await sink.wait_for(n * len(readers), 60)
+        elapsed = max(sink.last_at - t0, 1e-9)
+        out.sse_events_s = n / elapsed
+        out.sse_frames_s = sink.frames / elapsed
+        out.sse_missing = n * len(readers) - sink.frames
+    finally:
+        await poster.aclose()
+        for r in readers:
+            await r.close()
+
+
+async def measure_baseline(url: str, plan: Plan, compression: bool, sse_port: int | None = None) -> Baseline:
     out = Baseline()
     kw = ws_kwargs(compression)
     message = orjson.dumps({**assistant_event(), "sequence_num": 1}).decode()
@@ -266,6 +357,8 @@ async def measure_baseline(url: str, plan: Plan, compression: bool) -> Baseline:
     finally:
         for r in receivers:
             await r.close()
+    if sse_port is not None:
+        await measure_sse_baseline(out, sse_port, plan)
     return out
 
 
@@ -640,6 +733,206 @@ async def gather_limited(factories: Sequence[Callable[[], Awaitable[Any]]], limi
     return await asyncio.gather(*(run(f) for f in factories))
 
 
+# ---- (d) the CCR v2 worker read stream (SSE) ----------------------------------------------
+
+CLIENT_EVENT = b"event: client_event\n"
+
+
+class SseReader:
+    """One SSE stream over a raw HTTP/1.1 connection, parsed minimally so that client CPU does not
+    dominate (no httpx, no httpx-sse): chunked transfer decoding, then frames split on blank lines
+    (both servers end lines with ``\\n``). ``on_frames(frames, at)`` gets the complete frames of each
+    read, comments (``: connected``, ``:keepalive``) included."""
+
+    def __init__(self, on_frames: Callable[[list[bytes], float], None]) -> None:
+        self.on_frames = on_frames
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self, base_url: str, path: str, headers: dict[str, str]) -> None:
+        url = httpx.URL(base_url)
+        reader, self.writer = await asyncio.open_connection(url.host, url.port or 80)
+        self.writer.write("".join([f"GET {path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n",
+                                   "Accept: text/event-stream\r\n", *(f"{k}: {v}\r\n" for k, v in headers.items()),
+                                   "\r\n"]).encode())
+        async with asyncio.timeout(30):
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            if status != 200:
+                raise RuntimeError(f"GET {path} answered {status}: {await reader.read(300)!r}")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        # Subscribed already: the server subscribes before it sends the response head.
+        self.task = asyncio.create_task(self._read(reader, "chunked" in fields.get("transfer-encoding", "")))
+
+    async def _read(self, reader: asyncio.StreamReader, chunked: bool) -> None:
+        raw = b""  # chunked bytes not yet decoded
+        text = b""  # decoded bytes not yet split into frames
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(1 << 18):
+                at = time.perf_counter()
+                if chunked:
+                    raw += data
+                    parts, pos, end = [], 0, False
+                    while (eol := raw.find(b"\r\n", pos)) >= 0:
+                        size = int(raw[pos:eol], 16)  # no chunk extensions from either server
+                        stop = eol + 2 + size
+                        if len(raw) < stop + 2:
+                            break
+                        parts.append(raw[eol + 2:stop])
+                        pos = stop + 2
+                        if size == 0:
+                            end = True
+                            break
+                    raw = raw[pos:]
+                    text += b"".join(parts)
+                else:
+                    text += data
+                    end = False
+                if b"\n\n" in text:
+                    frames = text.split(b"\n\n")
+                    text = frames.pop()
+                    self.on_frames(frames, at)
+                if end:
+                    return
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+
+class FrameCount:
+    """``client_event`` frames received by all readers, and when the last one arrived."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.last_at = 0.0
+        self.expected: float = float("inf")
+        self.all_in = asyncio.Event()
+
+    def received(self, frames: list[bytes], at: float) -> None:
+        n = sum(1 for f in frames if f.startswith(CLIENT_EVENT))
+        if n:
+            self.frames += n
+            self.last_at = at
+            if self.frames >= self.expected:
+                self.all_in.set()
+
+    async def wait_for(self, total: int, timeout: float) -> None:
+        self.expected = total
+        if self.frames < total:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.all_in.wait()
+
+    def reset(self) -> None:
+        self.frames, self.expected = 0, float("inf")
+        self.all_in.clear()
+
+
+class Prompter(Worker):
+    """A client posting prompts: ``POST /v1/sessions/{id}/events`` with the personal token."""
+
+    def __init__(self, lanes: Lanes, session_id: str, user_token: str) -> None:
+        super().__init__(lanes, session_id, user_token)
+        self.path = f"/v1/sessions/{session_id}/events"
+
+
+async def code_session(fx: Fixture) -> tuple[str, str]:
+    """A fresh code session (no backlog for new streams) and a worker JWT for its stream."""
+    auth = {"Authorization": f"Bearer {fx.user_token}"}
+    r = await fx.http.post("/v1/code/sessions", headers=auth, json={"title": "bench", "bridge": {}})
+    r.raise_for_status()
+    session_id = r.json()["session"]["id"]
+    r = await fx.http.post(f"/v1/code/sessions/{session_id}/bridge", headers=auth, json={})
+    r.raise_for_status()
+    return session_id, r.json()["worker_jwt"]
+
+
+async def open_streams(server: ServerProcess, session_id: str, jwt: str, count: int,
+                       on_frames: Callable[[list[bytes], float], None]) -> list[SseReader]:
+    readers = [SseReader(on_frames) for _ in range(count)]
+    for r in readers:
+        await r.open(server.url, f"/v1/code/sessions/{session_id}/worker/events/stream",
+                     {"Authorization": f"Bearer {jwt}"})
+    return readers
+
+
+async def measure_sse_latency(fx: Fixture, server: ServerProcess, plan: Plan) -> Latency:
+    """Closed loop: POST one prompt, wait for its ``client_event`` on one reader."""
+    session_id, jwt = await code_session(fx)
+    prompter = Prompter(fx.lanes, session_id, fx.user_token)
+    loop = asyncio.get_running_loop()
+    waiting: dict[bytes, tuple[float, asyncio.Future[None]]] = {}
+    latencies: list[float] = []
+
+    def received(frames: list[bytes], at: float) -> None:
+        for f in frames:
+            if f.startswith(CLIENT_EVENT):
+                i = f.find(b'"uuid":"') + 8  # the payload's (the only uuid key of a frame)
+                sent, done = waiting.pop(f[i:i + 36], (0.0, None))
+                if done is not None:
+                    latencies.append(at - sent)
+                    done.set_result(None)
+
+    async def one() -> None:
+        event = prompt_event()
+        done = loop.create_future()
+        waiting[event["uuid"].encode()] = (time.perf_counter(), done)
+        await prompter.post([event])
+        async with asyncio.timeout(60):
+            await done
+
+    readers = await open_streams(server, session_id, jwt, 1, received)
+    try:
+        for _ in range(20):
+            await one()
+        latencies.clear()
+        meter = CpuMeter(server_pid(server))
+        t0 = time.perf_counter()
+        for _ in range(plan.sse_latency_events):
+            await one()
+        elapsed = time.perf_counter() - t0
+        server_cpu, client_cpu = meter.read()
+    finally:
+        for r in readers:
+            await r.close()
+    return Latency(percentile(latencies, 50) * 1e3, percentile(latencies, 99) * 1e3,
+                   plan.sse_latency_events / elapsed, server_cpu, client_cpu)
+
+
+async def measure_sse_fanout(fx: Fixture, server: ServerProcess, plan: Plan) -> Throughput:
+    """1 session × plan.subscribers readers; one client POSTs plan.batch prompts at a time."""
+    session_id, jwt = await code_session(fx)
+    prompter = Prompter(fx.lanes, session_id, fx.user_token)
+    sink = FrameCount()
+    readers = await open_streams(server, session_id, jwt, plan.subscribers, sink.received)
+    try:
+        await prompter.post([prompt_event() for _ in range(plan.batch)])  # warm up
+        await sink.wait_for(plan.batch * len(readers), 30)
+        sink.reset()
+        meter = CpuMeter(server_pid(server))
+        t0 = time.perf_counter()
+        stop_at = t0 + plan.sse_duration_s
+        total = posts = 0
+        while time.perf_counter() < stop_at:
+            await prompter.post([prompt_event() for _ in range(plan.batch)])
+            total += plan.batch
+            posts += 1
+        posted_for = time.perf_counter() - t0
+        await sink.wait_for(total * len(readers), 30)
+        server_cpu, client_cpu = meter.read()
+    finally:
+        for r in readers:
+            await r.close()
+    delivered_for = max(sink.last_at - t0, 1e-9)
+    return Throughput(total / posted_for, sink.frames / delivered_for, total * len(readers) - sink.frames,
+                      server_cpu, client_cpu, posts / posted_for)
+
+
 # ---- (c) idle subscribers (the sockets live in a child process) ---------------------------
 
 
@@ -764,9 +1057,11 @@ class Results:
     many_single: Throughput | None = None
     many_batch: Throughput | None = None
     idle: Idle | None = None
+    sse_latency: Latency | None = None
+    sse_fanout: Throughput | None = None
 
 
-async def start_baseline(compression: bool) -> tuple[asyncio.subprocess.Process, str]:
+async def start_baseline(compression: bool) -> tuple[asyncio.subprocess.Process, str, int]:
     args = [sys.executable, __file__, "--baseline-server"] + ([] if compression else ["--no-compression"])
     proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
@@ -774,17 +1069,18 @@ async def start_baseline(compression: bool) -> tuple[asyncio.subprocess.Process,
         line = (await proc.stdout.readline()).decode().split()
     if not line or line[0] != "READY":
         raise RuntimeError("baseline server failed to start")
-    return proc, f"ws://127.0.0.1:{line[1]}"
+    return proc, f"ws://127.0.0.1:{line[1]}", int(line[2])
 
 
-SCENARIOS = ("idle", "latency", "durable")
+SCENARIOS = ("idle", "latency", "durable", "sse")
 
 
 async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callable[[str], None],
               only: Sequence[str] = SCENARIOS, raw_http: bool = False) -> Results:
     res = Results()
-    log("baseline: raw websockets echo and fan-out")
-    first = await run_baseline(plan, compression)
+    sse = "sse" in only
+    log("baseline: raw websockets echo and fan-out" + (", raw SSE fan-out" if sse else ""))
+    first = await run_baseline(plan, compression, sse)
     log("tether: starting the server")
     server = ServerProcess(data_dir, limits={"rate_per_second": 0})
     await asyncio.to_thread(server.start)
@@ -814,20 +1110,25 @@ async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callab
                 res.many_single = await measure_throughput(fx, server, plan, compression, many, 1, 1, 1)
                 res.many_batch = await measure_throughput(fx, server, plan, compression, many, 1, 1,
                                                           plan.batch)
+            if sse:
+                log("sse: prompt → client_event latency, closed loop")
+                res.sse_latency = await measure_sse_latency(fx, server, plan)
+                log(f"sse: 1 session × {plan.subscribers} readers, {plan.batch} prompts/POST")
+                res.sse_fanout = await measure_sse_fanout(fx, server, plan)
         finally:
             await fx.lanes.aclose()
             await fx.http.aclose()
     finally:
         await asyncio.to_thread(server.stop)
     log("baseline again (the best of both runs counts)")
-    res.baseline = first.best(await run_baseline(plan, compression))
+    res.baseline = first.best(await run_baseline(plan, compression, sse))
     return res
 
 
-async def run_baseline(plan: Plan, compression: bool) -> Baseline:
-    proc, url = await start_baseline(compression)
+async def run_baseline(plan: Plan, compression: bool, sse: bool) -> Baseline:
+    proc, url, sse_port = await start_baseline(compression)
     try:
-        return await measure_baseline(url, plan, compression)
+        return await measure_baseline(url, plan, compression, sse_port if sse else None)
     finally:
         proc.terminate()
         await proc.wait()
@@ -869,6 +1170,10 @@ def render(res: Results, plan: Plan, compression: bool, load: float, raw_http: b
     row(f"raw ws fan-out 1→{plan.subscribers}", "events/s | frames/s", "—",
         f"{fmt_rate(b.fanout_events_s)} | {fmt_rate(b.fanout_frames_s)}"
         + (f" | {b.fanout_missing} missing" if b.fanout_missing else ""))
+    if res.sse_fanout is not None:
+        row(f"raw SSE fan-out 1→{plan.subscribers}, {plan.batch}/POST", "events/s | frames/s", "—",
+            f"{fmt_rate(b.sse_events_s)} | {fmt_rate(b.sse_frames_s)}"
+            + (f" | {b.sse_missing} missing" if b.sse_missing else ""))
     for name, lat in ((f"latency 1×{plan.subscribers}, closed loop", res.closed),
                       (f"latency 1×{plan.subscribers}, paced {plan.rate:,.0f}/s", res.paced)):
         if lat is None:
@@ -898,6 +1203,24 @@ def render(res: Results, plan: Plan, compression: bool, load: float, raw_http: b
         else:  # one subscriber per session: no fan-out to compare with
             row(name, "frames/s delivered", fmt_rate(tp.frames_s))
         row(name, "POSTs/s | cpu srv/cli | missing", f"{fmt_rate(tp.posts_s)}",
+            f"{tether_cpu(tp.server_cpu, tp.client_cpu)} | {tp.missing}")
+    if res.sse_latency is not None:
+        lat, name = res.sse_latency, "SSE latency 1×1, closed loop"
+        row(name, "prompt POST→client_event p50", fmt_ms(lat.p50_ms), fmt_ms(b.echo_p50_ms),
+            lat.p50_ms / b.echo_p50_ms)
+        row(name, "prompt POST→client_event p99", fmt_ms(lat.p99_ms), fmt_ms(b.echo_p99_ms),
+            lat.p99_ms / b.echo_p99_ms)
+        row(name, "achieved rate | cpu srv/cli", fmt_rate(lat.achieved_rate),
+            tether_cpu(lat.server_cpu, lat.client_cpu))
+    if res.sse_fanout is not None:
+        tp, name = res.sse_fanout, f"SSE fan-out 1×{plan.subscribers}, {plan.batch} prompts/POST"
+        row(name, "events/s stored", fmt_rate(tp.stored_s), fmt_rate(b.fanout_events_s),
+            tp.stored_s / b.fanout_events_s, ratio_pct=True)
+        row(name, "frames/s delivered (vs raw ws)", fmt_rate(tp.frames_s), fmt_rate(b.fanout_frames_s),
+            tp.frames_s / b.fanout_frames_s, ratio_pct=True)
+        row(name, "frames/s delivered (vs raw SSE)", fmt_rate(tp.frames_s), fmt_rate(b.sse_frames_s),
+            tp.frames_s / b.sse_frames_s, ratio_pct=True)
+        row(name, "POSTs/s | cpu srv/cli | missing", fmt_rate(tp.posts_s),
             f"{tether_cpu(tp.server_cpu, tp.client_cpu)} | {tp.missing}")
     if res.idle is not None:
         idle = res.idle
