@@ -15,7 +15,7 @@ from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_RESTART, CLOSE_T
 from tether.server.auth.service import Principal
 from tether.server.broker import Overflowed, ServerClosing
 from tether.server.context import ServerContext
-from tether.server.hub import CLIENT_CONTROL_SUBTYPES, Live, SessionClosed, session_topic
+from tether.server.hub import CLIENT_CONTROL_SUBTYPES, Live, session_topic
 from tether.server.store import StoredEvent
 
 router = APIRouter()
@@ -75,36 +75,54 @@ class _Closed(Exception):
 
 async def _send_loop(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> None:
     with ctx.broker.subscribe(session_topic(body)) as sub:
-        async with ctx.store.read() as tx:
-            session = await tx.get_session(body)
-            pending = await tx.list_permissions(body, "pending")
-        last = int(session["last_seq"]) if session else 0
-        if from_seq is not None:
-            last = await _replay(ctx, sock, body, from_seq)
-            pending = [p for p in pending if p["seq"] is None or p["seq"] <= from_seq]
-        for perm in pending:
-            frame = orjson.loads(perm["request"])
-            frame["sequence_num"] = perm["seq"]
-            await sock.send_json(frame)
+        last = await _first_frames(ctx, sock, body, from_seq)
         while True:
             try:
-                item = await sub.get()
+                batch = await _next_batch(sub)
             except Overflowed:
                 sub.reset()
                 last = await _replay(ctx, sock, body, last)
                 continue
-            if isinstance(item, StoredEvent):
-                if item.ephemeral:
-                    await sock.send_text(item.client_text)
-                elif item.seq > last:
-                    await sock.send_text(item.client_text)
-                    last = item.seq
-            elif isinstance(item, Live):
-                await sock.send_text(item.frame.decode())
-            elif isinstance(item, SessionClosed):
-                continue
-            elif isinstance(item, ServerClosing):
-                raise _Closed(CLOSE_RESTART, "server restarting")
+            for item in batch:
+                if isinstance(item, StoredEvent):
+                    if item.ephemeral:
+                        await sock.send_text(item.client_text)
+                    elif item.seq > last:
+                        await sock.send_text(item.client_text)
+                        last = item.seq
+                elif isinstance(item, Live):
+                    await sock.send_text(item.frame.decode())
+                elif isinstance(item, ServerClosing):
+                    raise _Closed(CLOSE_RESTART, "server restarting")
+
+
+async def _next_batch(sub: Any, limit: int = 256) -> list[Any]:
+    """Everything already queued, after waiting for the first item (one wake-up per burst)."""
+    batch = [await sub.get()]
+    while len(batch) < limit:
+        try:
+            batch.append(sub.get_nowait())
+        except (asyncio.QueueEmpty, Overflowed):
+            break
+    return batch
+
+
+async def _first_frames(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> int:
+    """Replay (with ``from_sequence_num``) and the pending permission requests; return the
+    sequence number live delivery continues after. (A helper, so the long-lived send loop
+    keeps no rows alive.)"""
+    async with ctx.store.read() as tx:
+        session = await tx.get_session(body)
+        pending = await tx.list_permissions(body, "pending")
+    last = int(session["last_seq"]) if session else 0
+    if from_seq is not None:
+        last = await _replay(ctx, sock, body, from_seq)
+        pending = [p for p in pending if p["seq"] is None or p["seq"] <= from_seq]
+    for perm in pending:
+        frame = orjson.loads(perm["request"])
+        frame["sequence_num"] = perm["seq"]
+        await sock.send_json(frame)
+    return last
 
 
 async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> int:
