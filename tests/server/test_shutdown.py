@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, wait_until
 from tests.support.worker import auth, register, subscribe
 
 pytestmark = pytest.mark.anyio
@@ -41,6 +41,12 @@ async def test_sigterm_is_prompt_with_open_streams(tmp_path: pathlib.Path) -> No
             streamer = asyncio.create_task(stream())
             poller = asyncio.create_task(long_poll())
             await asyncio.wait_for(opened.wait(), 10)
+
+            def poll_parked() -> bool:  # the server counts a poll when it starts waiting
+                metrics = httpx.get(f"{srv.url}/metrics").text
+                return "tether_polls_total 1" in metrics
+
+            await asyncio.to_thread(wait_until, poll_parked, 15, 0.02, "the long poll to park")
             assert srv.proc is not None
             started = time.monotonic()
             srv.proc.send_signal(signal.SIGTERM)

@@ -52,13 +52,17 @@ def _signal_group(pgid: int, sig: int) -> None:
 async def kill_process_group(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the group, SIGKILL it after a grace period, reap the shell."""
     pgid = proc.pid
-    if proc.returncode is None:
-        _signal_group(pgid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(KILL_GRACE_S):
-                await proc.wait()
-    # Always: children that ignored SIGTERM or outlived the shell are still in the group.
-    _signal_group(pgid, signal.SIGKILL)
+    try:
+        if proc.returncode is None:
+            _signal_group(pgid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(KILL_GRACE_S):
+                    await proc.wait()
+    finally:
+        # Always, even when the wait above is cancelled (the agent itself is stopping):
+        # children that ignored SIGTERM, outlived the shell, or were forked while the
+        # SIGTERM was being delivered are still in the group.
+        _signal_group(pgid, signal.SIGKILL)
     await proc.wait()
 
 
