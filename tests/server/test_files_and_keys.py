@@ -52,3 +52,9 @@ async def test_rotated_keys_keep_old_worker_tokens_valid(tmp_path: pathlib.Path)
             assert jwt.get_unverified_header(new_token)["kid"] == kid
     finally:
         srv.stop()
+
+
+def test_env_based_work_defaults_to_v2() -> None:
+    from tether.server.config import Config
+
+    assert Config().worker_transport == "v2"

@@ -53,7 +53,7 @@ class Config:
     web_session_ttl_s: float = 14 * 24 * 3600.0
     initialize_timeout_s: float = 14.0
     sse_keepalive_s: float = 15.0
-    worker_transport: str = "v1"  # what env-based dispatch hands out: v1 | v2
+    worker_transport: str = "v2"  # what env-based dispatch hands out: v2 (default) | v1
     limits: Limits = field(default_factory=Limits)
     print_login_link: bool = True
 
