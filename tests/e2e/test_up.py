@@ -76,7 +76,7 @@ def test_up_starts_server_logs_in_runs_a_bridge_and_stops_in_order(tmp_path: pat
         assert link.startswith(f"{url}/login?token=")
         lines.wait_for("█")  # the QR code of the link
         lines.wait_for(r"offline scripted model")
-        sid = lines.wait_for(r"Session (session_\w+) started in").group(1)
+        sid = lines.wait_for(r"Session ((?:session|cse)_\w+) started in").group(1)
         creds = json.loads((home / "credentials.json").read_text())
         assert creds["server"] == url and creds["kind"] == "personal"
         headers = {"Authorization": f"Bearer {creds['access_token']}"}
