@@ -4,12 +4,13 @@ unconfirmed inbound events, leases, and durability across SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 
 import httpx
 import pytest
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, wait_until
 from tests.support.worker import (
     auth,
     connect_worker,
@@ -32,11 +33,17 @@ def assistant(text: str) -> dict[str, object]:
 
 async def test_long_poll_wakes_when_work_is_queued(server: ServerProcess, owner_token: str) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
-        env = await register(client, owner_token)
-        assert await poll(client, env) is None or True  # drain anything queued at register
+        env = await register(client, owner_token)  # registering queues no work
+
+        def polls_so_far() -> int:  # the server counts a poll when it parks on the queue
+            metrics = httpx.get(f"{server.url}/metrics").text
+            found = re.search(r"^tether_polls_total (\d+)", metrics, re.MULTILINE)
+            return int(found.group(1)) if found else 0
+
+        before = await asyncio.to_thread(polls_so_far)
         started = asyncio.get_running_loop().time()
         poller = asyncio.create_task(poll(client, env))
-        await asyncio.sleep(0.3)  # let the poll park on the server (timing of the scenario, not a wait)
+        await asyncio.to_thread(wait_until, lambda: polls_so_far() > before, 10, 0.01, "the poll to park")
         assert not poller.done()
         queued_at = asyncio.get_running_loop().time()
         sid = await create_session(client, owner_token, env["environment_id"])
