@@ -22,6 +22,7 @@ from tether.server.api import code_sessions, environments, ingress, misc, oauth,
 from tether.server.api.common import JSONResponse
 from tether.server.config import Config
 from tether.server.context import ServerContext
+from tether.server.fastpath import TetherApp
 from tether.server.web import api as web_api
 from tether.server.web import pages
 
@@ -58,9 +59,10 @@ def create_app(config: Config) -> FastAPI:
         await ctx.broker.close()
         await ctx.store.close()
 
-    app = FastAPI(title="Tether server", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json")
+    app = TetherApp(title="Tether server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                    openapi_url="/openapi.json")
     app.state.ctx = ctx
+    app.fast_http, app.fast_socket, app.error_response = ingress.post_events, subscribe.subscribe, error_response
     # Routes go straight onto the app, hot ones first: nested included routers cost a match
     # per router on every request (≈14 % of a worker POST's CPU, bench/relay.py).
     for module in (ingress, worker, subscribe, environments, sessions, code_sessions, oauth, misc, pages, web_api):

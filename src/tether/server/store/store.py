@@ -50,6 +50,11 @@ class InlineConnection:
     async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Any:
         return self.sync_connection.exec_driver_sql(statement, parameters)
 
+    @property
+    def driver(self) -> Any:
+        """The pysqlite connection underneath (same transaction)."""
+        return self.sync_connection.connection.driver_connection
+
 
 class Store:
     def __init__(self, url: str) -> None:
@@ -58,6 +63,7 @@ class Store:
         self._write_lock = asyncio.Lock()
         self.engine: AsyncEngine | None = None
         self.sync_engine: sa.Engine | None = None
+        self._writer: sa.Connection | None = None  # SQLite: the one connection writes use
         if self.is_sqlite:
             sync_url = sa.make_url(url).set(drivername="sqlite+pysqlite")
             # busy_timeout stays short: a wait here blocks the event loop (another process, e.g.
@@ -82,6 +88,9 @@ class Store:
             await aconn.commit()
 
     async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self.sync_engine is not None:
             self.sync_engine.dispose()
         if self.engine is not None:
@@ -101,15 +110,15 @@ class Store:
     async def write(self) -> AsyncIterator[Tx]:
         async with self._write_lock:
             if self.sync_engine is not None:
-                with self._sync_conn(write=True) as conn:
-                    tx = Tx(InlineConnection(conn), True, writable=True)
-                    conn.begin()
-                    try:
-                        yield tx
-                    except BaseException:
-                        conn.rollback()
-                        raise
-                    conn.commit()
+                conn = self._writer_connection()
+                tx = Tx(InlineConnection(conn), True, writable=True)
+                conn.begin()
+                try:
+                    yield tx
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
             else:
                 assert self.engine is not None
                 async with self.engine.connect() as aconn:
@@ -125,6 +134,18 @@ class Store:
                 result = callback()
                 if inspect.isawaitable(result):
                     await result
+
+    def _writer_connection(self) -> sa.Connection:
+        """Writes are serialised by the lock, so one connection serves them all (no pool
+        checkout per transaction); a connection SQLAlchemy invalidated is replaced."""
+        assert self.sync_engine is not None
+        if self._writer is None or self._writer.invalidated or self._writer.closed:
+            if self._writer is not None:
+                with contextlib.suppress(Exception):
+                    self._writer.close()
+            self._writer = self.sync_engine.connect()
+            self._writer.info["tether_write"] = True
+        return self._writer
 
     @contextlib.contextmanager
     def _sync_conn(self, *, write: bool) -> Iterator[sa.Connection]:
@@ -157,7 +178,8 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("tether_write") else "BEGIN")
+    # straight to the driver: through exec_driver_sql this statement cost more than a commit
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if conn.info.get("tether_write") else "BEGIN")
 
 
 __all__ = ["AsyncConnection", "InlineConnection", "Store", "sqlite_url"]

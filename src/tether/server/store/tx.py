@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from tether.protocol.ids import new_id
+from tether.server.store import sqlite_fast
 from tether.server.store import tables as t
 from tether.server.store.records import EventIn, StoredEvent
 
@@ -43,6 +45,9 @@ class Tx:
         self.is_sqlite = is_sqlite
         self.writable = writable
         self.after_commit_callbacks: list[Callable[[], object]] = []
+        # SQLite write transactions run the event-append statements as plain pysqlite calls
+        # (sqlite_fast.py); reads stay on SQLAlchemy (one snapshot from their first statement).
+        self.raw: sqlite3.Connection | None = conn.driver if is_sqlite and writable else None
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         self.after_commit_callbacks.append(callback)
@@ -169,6 +174,8 @@ class Tx:
         return row
 
     async def get_session(self, body: str, *, for_update: bool = False) -> Row | None:
+        if self.raw is not None:
+            return sqlite_fast.get_session(self.raw, body)
         stmt = _GET_SESSION_FOR_UPDATE if for_update and not self.is_sqlite else _GET_SESSION
         return _row((await self.conn.execute(stmt, {"id": body})).first())
 
@@ -263,6 +270,8 @@ class Tx:
     async def existing_uuids(self, session_id: str, uuids: Sequence[str]) -> set[str]:
         if not uuids:
             return set()
+        if self.raw is not None:
+            return sqlite_fast.existing_uuids(self.raw, session_id, uuids)
         found: set[str] = set()
         for start in range(0, len(uuids), 500):
             chunk = list(uuids[start : start + 500])
@@ -282,24 +291,25 @@ class Tx:
         seen = await self.existing_uuids(body, [i.uuid for i in items])
         seq = int(session["last_seq"])
         stored: list[StoredEvent] = []
-        rows: list[Row] = []
         for item in items:
             if item.uuid in seen:
                 continue
             seen.add(item.uuid)
             seq += 1
-            event_id = new_id("evt")
-            rows.append({
-                "session_id": body, "seq": seq, "event_id": event_id, "uuid": item.uuid,
-                "source": item.source, "event_type": item.event_type, "payload": item.payload_json,
-                "delivery": item.delivery, "created_at": now,
-            })
-            stored.append(StoredEvent(body, seq, event_id, item.uuid, item.source, item.event_type,
+            stored.append(StoredEvent(body, seq, new_id("evt"), item.uuid, item.source, item.event_type,
                                       item.payload_json, now, item.delivery))
-        if rows:
-            await self.conn.execute(_INSERT_EVENTS, rows)
+        if not stored:
+            return stored
+        if self.raw is not None:
+            sqlite_fast.insert_events(self.raw, [(body, ev.seq, ev.event_id, ev.uuid, ev.source, ev.event_type,
+                                                  ev.payload_json, ev.delivery, now) for ev in stored], body, seq, now)
+        else:
+            await self.conn.execute(_INSERT_EVENTS, [{
+                "session_id": body, "seq": ev.seq, "event_id": ev.event_id, "uuid": ev.uuid, "source": ev.source,
+                "event_type": ev.event_type, "payload": ev.payload_json, "delivery": ev.delivery,
+                "created_at": now} for ev in stored])
             await self.conn.execute(_ADVANCE_SEQ, {"sid": body, "seq": seq, "now": now})
-            session["last_seq"] = seq
+        session["last_seq"] = seq
         return stored
 
     async def events_after(self, session_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
