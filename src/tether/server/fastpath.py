@@ -70,7 +70,7 @@ class TetherApp(FastAPI):
                 scope["app"] = self
                 await self._serve_socket(self.fast_socket, param, scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+        await super().__call__(scope, receive, send)
 
     async def _serve_http(self, endpoint: HttpEndpoint, param: str, scope: Scope, receive: Receive,
                           send: Send) -> None:
@@ -97,5 +97,5 @@ class TetherApp(FastAPI):
             if ws.application_state == WebSocketState.CONNECTED:
                 try:
                     await ws.close(1011, "internal error")
-                except Exception:  # noqa: BLE001 - the peer may be gone already
+                except Exception:  # the peer may be gone already
                     pass

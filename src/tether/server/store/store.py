@@ -179,7 +179,8 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
     # straight to the driver: through exec_driver_sql this statement cost more than a commit
-    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if conn.info.get("tether_write") else "BEGIN")
+    driver: Any = conn.connection.driver_connection
+    driver.execute("BEGIN IMMEDIATE" if conn.info.get("tether_write") else "BEGIN")
 
 
 __all__ = ["AsyncConnection", "InlineConnection", "Store", "sqlite_url"]
