@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from tether.errors import RateLimited, TetherError
 
 log = logging.getLogger("tether.server")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 HttpEndpoint = Callable[[str, Request], Awaitable[Response]]
 SocketEndpoint = Callable[[WebSocket, str], Awaitable[None]]
 
@@ -56,7 +53,7 @@ class TetherApp(FastAPI):
     fast_socket: SocketEndpoint | None = None
     error_response: Callable[..., Response] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and scope["method"] == "POST" and self.fast_http is not None:
             param = path_param(scope["path"], _INGRESS_PREFIXES, _INGRESS_SUFFIX)
@@ -74,7 +71,7 @@ class TetherApp(FastAPI):
 
     async def _serve_http(self, endpoint: HttpEndpoint, param: str, scope: Scope, receive: Receive,
                           send: Send) -> None:
-        request = Request(scope, receive)  # type: ignore[arg-type]
+        request = Request(scope, receive)
         assert self.error_response is not None
         try:
             response = await endpoint(param, request)
@@ -85,11 +82,11 @@ class TetherApp(FastAPI):
             log.exception("unhandled error on POST %s", scope["path"])
             response = self.error_response(500, "api_error",
                                            "Internal server error (this is a bug; see the server log).")
-        await response(scope, receive, send)  # type: ignore[arg-type]
+        await response(scope, receive, send)
 
     async def _serve_socket(self, endpoint: SocketEndpoint, param: str, scope: Scope, receive: Receive,
                             send: Send) -> None:
-        ws = WebSocket(scope, receive, send)  # type: ignore[arg-type]
+        ws = WebSocket(scope, receive, send)
         try:
             await endpoint(ws, param)
         except Exception:
