@@ -50,12 +50,14 @@ def create_app(config: Config) -> FastAPI:
         await _reset_worker_presence(ctx)
         async with asyncio.TaskGroup() as tg:
             reaper = tg.create_task(ctx.dispatcher.run_reaper(), name="lease-reaper")
+            checkpointer = tg.create_task(ctx.store.run_checkpointer(), name="wal-checkpointer")
             ctx.ready = True
             try:
                 yield
             finally:
                 ctx.begin_shutdown()
                 reaper.cancel()
+                checkpointer.cancel()
         await ctx.broker.close()
         await ctx.store.close()
 

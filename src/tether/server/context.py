@@ -43,7 +43,7 @@ class ServerContext:
 
     @classmethod
     def build(cls, config: Config) -> ServerContext:
-        store = Store(config.db_url)
+        store = Store(config.db_url, background_checkpoints=True)
         broker = Broker()
         auth = Auth(config, store)
         dispatcher = Dispatcher(config, store, broker, auth)
