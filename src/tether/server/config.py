@@ -54,6 +54,7 @@ class Config:
     initialize_timeout_s: float = 14.0
     sse_keepalive_s: float = 15.0
     worker_transport: str = "v2"  # what env-based dispatch hands out: v2 (default) | v1
+    broker_queue_size: int = 4096  # items a subscriber may lag behind before it re-reads the log
     limits: Limits = field(default_factory=Limits)
     print_login_link: bool = True
 

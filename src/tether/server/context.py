@@ -44,7 +44,7 @@ class ServerContext:
     @classmethod
     def build(cls, config: Config) -> ServerContext:
         store = Store(config.db_url, background_checkpoints=True)
-        broker = Broker()
+        broker = Broker(config.broker_queue_size)
         auth = Auth(config, store)
         dispatcher = Dispatcher(config, store, broker, auth)
         hub = Hub(config, store, broker, dispatcher)

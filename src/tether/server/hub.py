@@ -8,6 +8,7 @@ import logging
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from tether.server.clock import iso, now
 from tether.server.config import Config
 from tether.server.dispatch import Dispatcher
 from tether.server.store import EventIn, Store, StoredEvent, Tx
+from tether.server.store.records import ws_text_frame
 
 log = logging.getLogger("tether.server.hub")
 
@@ -42,6 +44,11 @@ class Live:
 
     frame: bytes
     to_worker: bool = False
+
+    @cached_property
+    def ws_frame(self) -> bytes:
+        """``frame`` as a complete WebSocket text frame (built once for all subscribers)."""
+        return ws_text_frame(self.frame)
 
 
 @dataclass

@@ -79,6 +79,9 @@ async def post_events(session_id: str, request: Request) -> Response:
     ctx.metrics.inc("worker_events_total", len(events))
     await ctx.hub.post_worker_events(body, events)
     await confirm_sent_controls(ctx, body)
+    # The commit woke the subscribers' senders; one yield lets their frames go out before this
+    # answer is written (the worker already knows nothing is lost: the commit came first).
+    await asyncio.sleep(0)
     return JSONResponse({})
 
 

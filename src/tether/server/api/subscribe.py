@@ -11,6 +11,7 @@ from fastapi import APIRouter, WebSocket
 
 from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
 from tether.server.api.common import ctx_of, parse_count, parse_session_id, user
+from tether.server.api.direct import DirectWriter
 from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_RESTART, CLOSE_TOO_BIG, Socket, reject
 from tether.server.auth.service import Principal
 from tether.server.broker import Overflowed, ServerClosing
@@ -73,27 +74,60 @@ class _Closed(Exception):
     pass
 
 
+class _Stream:
+    """What one subscriber has been sent: the last sequence number, and whether its sender
+    task is parked (then a publish may write frames straight to the socket, see direct.py)."""
+
+    def __init__(self, writer: DirectWriter, last: int) -> None:
+        self.writer = writer
+        self.last = last
+        self.idle = False
+
+    def wanted(self, item: StoredEvent | Live) -> bool:
+        """A frame to send (a logged event already sent, e.g. by a replay, is not)."""
+        return not isinstance(item, StoredEvent) or item.ephemeral or item.seq > self.last
+
+    def sent(self, item: StoredEvent | Live) -> None:
+        if isinstance(item, StoredEvent) and not item.ephemeral:
+            self.last = max(self.last, item.seq)
+
+    def offer(self, item: Any) -> bool:
+        """The broker's synchronous path: handled (written or skipped) now, or False (queue it)."""
+        if not self.idle or not isinstance(item, StoredEvent | Live):
+            return False
+        if self.wanted(item):
+            if not self.writer.write(item.client_ws_frame if isinstance(item, StoredEvent) else item.ws_frame):
+                return False
+            self.sent(item)
+        return True
+
+
 async def _send_loop(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> None:
     with ctx.broker.subscribe(session_topic(body)) as sub:
-        last = await _first_frames(ctx, sock, body, from_seq)
+        def count(frames: int) -> None:
+            ctx.metrics.inc("subscriber_frames_direct_total", frames)
+            ctx.metrics.inc("subscriber_direct_writes_total")
+
+        stream = _Stream(DirectWriter(sock.ws, count), await _first_frames(ctx, sock, body, from_seq))
+        if stream.writer.available:
+            sub.direct = stream.offer
         while True:
+            stream.idle = True
             try:
                 batch = await _next_batch(sub)
             except Overflowed:
+                stream.idle = False
                 sub.reset()
-                last = await _replay(ctx, sock, body, last)
+                stream.last = await _replay(ctx, sock, body, stream.last)
                 continue
+            stream.idle = False
             for item in batch:
-                if isinstance(item, StoredEvent):
-                    if item.ephemeral:
-                        await sock.send_text(item.client_text)
-                    elif item.seq > last:
-                        await sock.send_text(item.client_text)
-                        last = item.seq
-                elif isinstance(item, Live):
-                    await sock.send_text(item.frame.decode())
-                elif isinstance(item, ServerClosing):
+                if isinstance(item, ServerClosing):
                     raise _Closed(CLOSE_RESTART, "server restarting")
+                if isinstance(item, StoredEvent | Live) and stream.wanted(item):
+                    await sock.send_text(item.client_text if isinstance(item, StoredEvent) else item.frame.decode())
+                    stream.sent(item)
+                    ctx.metrics.inc("subscriber_frames_queued_total")
 
 
 async def _next_batch(sub: Any, limit: int = 256) -> list[Any]:

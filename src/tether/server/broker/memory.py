@@ -8,6 +8,7 @@ everyone else: it is marked overflowed and must re-read what it missed from the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 
@@ -30,9 +31,14 @@ class Subscription:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self.overflowed = False
         self.closed = False
+        # Optional synchronous consumer: ``direct(item)`` returns True when it handled the item
+        # (e.g. wrote it to a socket); it is asked only while nothing is queued, so the order holds.
+        self.direct: Callable[[Any], bool] | None = None
 
     def _offer(self, item: Any) -> None:
         if self.overflowed:
+            return
+        if self.direct is not None and not self.queue.qsize() and self.direct(item):
             return
         try:
             self.queue.put_nowait(item)

@@ -7,6 +7,12 @@ from functools import cached_property
 from typing import Any
 
 import orjson
+from websockets.frames import Frame, Opcode
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """A complete unmasked server-to-client WebSocket text frame (RFC 6455 §5.2)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,11 @@ class StoredEvent:
         if self.ephemeral:
             body["ephemeral"] = True
         return orjson.dumps(body)
+
+    @cached_property
+    def client_ws_frame(self) -> bytes:
+        """``client_frame`` as a complete WebSocket text frame (built once for all subscribers)."""
+        return ws_text_frame(self.client_frame)
 
     @cached_property
     def client_text(self) -> str:
