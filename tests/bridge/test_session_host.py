@@ -146,7 +146,6 @@ async def test_a_streamed_turn_end_to_end(server: ServerProcess, owner_token: st
                                and f.get("status") == "processed")
         assert rig.host.state == "idle" and rig.host.title == "hello over the bridge"
         assert [a.summary for a in rig.host.activities][-1] == "Session completed"
-        assert max(rig.transport.stats.batch_sizes) > 1, "stream events travel together"
         session = (await rig.client.get(f"/v1/sessions/{rig.sid}", headers=auth(rig.owner))).json()
         assert session["session_status"] == "idle"
         stdin = rig.agent_stdin()

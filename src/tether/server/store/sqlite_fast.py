@@ -34,7 +34,8 @@ def _decode(name: str, value: Any) -> Any:
     if value is None:
         return None
     if name in _JSON_COLUMNS:
-        return json.loads(value)
+        # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
+        return json.loads(value) if isinstance(value, str | bytes) else value
     if name in _BOOL_COLUMNS:
         return bool(value)
     return value

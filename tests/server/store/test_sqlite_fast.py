@@ -1,0 +1,204 @@
+"""sqlite_fast against SQLAlchemy Core: the plain pysqlite statements of a SQLite write
+transaction must read and write exactly what the Core statements of a read transaction see."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tether.server.store import sqlite_fast
+from tether.server.store.records import EventIn
+from tether.server.store.store import Store, sqlite_url
+from tether.server.store.tx import Row
+
+pytestmark = pytest.mark.anyio
+
+NESTED = {"repo": {"url": "https://x/y.git", "branches": ["main", "dev"]}, "n": [1, 2.5, None, True],
+          "deep": {"a": {"b": {"c": [[], {}, ""]}}}, "big": 2**70, "tiny": 1e-300, "neg0": -0.0}
+UNICODE = {"título": "naïve ☃ 😀 日本語", "esc": "quote\" back\\slash \n\t \u0000", "list": ["ü", "€"]}
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, str]]:
+    """One migrated SQLite file for the module (tests use their own sessions) and an org id."""
+    store = Store(sqlite_url(tmp_path_factory.mktemp("fast") / "db.sqlite"))
+
+    async def setup() -> str:
+        await store.open()
+        async with store.write() as tx:
+            return str((await tx.insert_org("fast-org", 1.0))["id"])
+
+    org_id = asyncio.run(setup())
+    yield store, org_id
+    asyncio.run(store.close())
+
+
+def session_row(org_id: str, **values: Any) -> Row:
+    row: Row = {
+        "id": uuid.uuid4().hex, "org_id": org_id, "user_id": None, "environment_id": None, "kind": "env",
+        "title": "", "title_explicit": False, "status": "idle", "source": None, "permission_mode": None,
+        "session_context": None, "tags": None, "worker_epoch": 0, "worker_status": None,
+        "worker_last_seen": None, "external_metadata": None, "internal_metadata": None, "last_seq": 0,
+        "created_at": 100.25, "updated_at": 100.25, "archived_at": None,
+    }
+    row.update(values)
+    return row
+
+
+async def insert(store: Store, row: Row) -> str:
+    async with store.write() as tx:
+        await tx.insert_session(**row)
+    return str(row["id"])
+
+
+async def both_paths(store: Store, body: str) -> tuple[Row | None, Row | None]:
+    async with store.write() as tx:
+        assert tx.raw is not None
+        raw = await tx.get_session(body)
+    async with store.read() as tx:
+        assert tx.raw is None
+        core = await tx.get_session(body)
+    return raw, core
+
+
+def assert_same(raw: Row | None, core: Row | None) -> None:
+    assert raw is not None and core is not None
+    assert list(raw) == list(core)
+    for key, value in core.items():
+        assert type(raw[key]) is type(value), key
+        assert raw[key] == value, key
+        assert repr(raw[key]) == repr(value), key  # nested types too: 1 vs 1.0 vs True, key order
+
+
+CASES: list[dict[str, Any]] = [
+    {},  # every nullable column None
+    {"session_context": {}, "tags": [], "external_metadata": {}, "internal_metadata": {}},
+    {"session_context": NESTED, "tags": ["a", "b"], "external_metadata": UNICODE, "title": "Ünïcode ☃",
+     "title_explicit": True, "archived_at": 1234.5, "worker_last_seen": 99.125, "worker_status": "connected",
+     "worker_epoch": 7, "last_seq": 42, "user_id": "user_1", "environment_id": "env_1", "source": "cli",
+     "permission_mode": "plan", "kind": "code", "status": "running", "internal_metadata": {"k": [1, {"v": 2}]}},
+    {"session_context": "5", "tags": True, "external_metadata": "text", "internal_metadata": False},
+    {"created_at": 5, "updated_at": 6, "archived_at": 7, "worker_last_seen": 0},  # ints in Float columns
+    {"title_explicit": True, "archived_at": 0.0, "session_context": [None, [None]]},
+]
+
+
+@pytest.mark.parametrize("values", CASES)
+async def test_get_session_matches_core(db: tuple[Store, str], values: dict[str, Any]) -> None:
+    store, org_id = db
+    row = session_row(org_id, **values)
+    raw, core = await both_paths(store, await insert(store, row))
+    assert_same(raw, core)
+    assert core is not None
+    for key in ("session_context", "tags", "external_metadata", "internal_metadata", "title_explicit"):
+        assert core[key] == row[key]
+
+
+async def test_missing_session_is_none_on_both_paths(db: tuple[Store, str]) -> None:
+    assert await both_paths(db[0], "no-such-session") == (None, None)
+
+
+async def test_raw_reads_see_the_uncommitted_rows_of_their_transaction(db: tuple[Store, str]) -> None:
+    store, org_id = db
+    row = session_row(org_id, session_context={"x": 1})
+    async with store.write() as tx:
+        await tx.insert_session(**row)  # through SQLAlchemy, on the same connection
+        seen = await tx.get_session(row["id"])
+    assert seen is not None and seen["session_context"] == {"x": 1}
+
+
+@pytest.mark.parametrize("value", [5, 1.5])
+async def test_top_level_json_number(db: tuple[Store, str], value: float) -> None:
+    store, org_id = db
+    assert_same(*await both_paths(store, await insert(store, session_row(org_id, session_context=value))))
+
+
+def event(uid: str, n: int = 0) -> EventIn:
+    return EventIn(uid, "worker", "assistant", {"n": n}, f'{{"n": {n}, "uuid": "{uid}"}}',
+                   "pending" if n % 2 else None)
+
+
+async def append(store: Store, body: str, items: list[EventIn], now: float) -> list[tuple[int, str]]:
+    async with store.write() as tx:
+        session = await tx.get_session(body, for_update=True)
+        assert session is not None
+        stored = await tx.append_events(session, items, now)
+        assert session["last_seq"] == (stored[-1].seq if stored else session["last_seq"])
+    return [(ev.seq, ev.uuid) for ev in stored]
+
+
+async def test_existing_uuids_crosses_the_chunk_boundary(db: tuple[Store, str]) -> None:
+    store, org_id = db
+    body, other = await insert(store, session_row(org_id)), await insert(store, session_row(org_id))
+    stored = [f"s-{i}" for i in range(700)]
+    await append(store, body, [event(u) for u in stored], 1.0)
+    await append(store, other, [event(f"o-{i}") for i in range(50)], 1.0)
+    # stored and unknown uuids interleaved, on both sides of every 500-boundary, plus another session's
+    query = [u for i, s in enumerate(stored) for u in (s, f"unknown-{i}")] + [f"o-{i}" for i in range(50)]
+    assert len(query) > 2 * sqlite_fast._CHUNK
+    async with store.write() as tx:
+        assert tx.raw is not None
+        raw = sqlite_fast.existing_uuids(tx.raw, body, query)
+        assert sqlite_fast.existing_uuids(tx.raw, body, stored[:501]) == set(stored[:501])
+        assert sqlite_fast.existing_uuids(tx.raw, body, []) == set()
+    async with store.read() as tx:
+        core = await tx.existing_uuids(body, query)
+    assert raw == core == set(stored)
+
+
+async def test_append_events_dedups_numbers_gap_free_and_rolls_back(db: tuple[Store, str]) -> None:
+    store, org_id = db
+    body = await insert(store, session_row(org_id))
+    assert await append(store, body, [event("a", 1), event("b", 2), event("a", 3), event("c", 4)], 10.0) \
+        == [(1, "a"), (2, "b"), (3, "c")]
+    assert await append(store, body, [event("b"), event("d", 5), event("d"), event("e", 6)], 11.0) \
+        == [(4, "d"), (5, "e")]
+    assert await append(store, body, [event("a"), event("e")], 12.0) == []
+
+    async def log() -> tuple[list[tuple[int, str, str, str | None, float]], Row | None]:
+        async with store.read() as tx:
+            events = await tx.events_after(body, 0)
+            return [(e.seq, e.uuid, e.payload_json, e.delivery, e.created_at) for e in events], \
+                await tx.get_session(body)
+
+    events, session = await log()
+    assert events == [(1, "a", event("a", 1).payload_json, "pending", 10.0),
+                      (2, "b", event("b", 2).payload_json, None, 10.0),
+                      (3, "c", event("c", 4).payload_json, None, 10.0),
+                      (4, "d", event("d", 5).payload_json, "pending", 11.0),
+                      (5, "e", event("e", 6).payload_json, None, 11.0)]
+    assert session is not None and (session["last_seq"], session["updated_at"]) == (5, 11.0)
+
+    with pytest.raises(RuntimeError, match="abort"):
+        async with store.write() as tx:
+            row = await tx.get_session(body)
+            assert row is not None
+            assert len(await tx.append_events(row, [event("x"), event("y")], 13.0)) == 2
+            raise RuntimeError("abort")
+    assert await log() == (events, session)
+    assert await append(store, body, [event("y"), event("x")], 14.0) == [(6, "y"), (7, "x")]
+
+
+json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=16)
+# top-level: what the API stores (objects, lists) and any scalar
+top_level = st.dictionaries(st.text(max_size=8), json_value, max_size=5) | st.lists(json_value, max_size=5) \
+    | json_leaf
+
+
+@settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(context=top_level, metadata=top_level)
+async def test_random_json_reads_identically(db: tuple[Store, str], context: Any, metadata: Any) -> None:
+    store, org_id = db
+    body = await insert(store, session_row(org_id, session_context=context, external_metadata=metadata))
+    raw, core = await both_paths(store, body)
+    assert_same(raw, core)
+    assert core is not None and core["session_context"] == context and core["external_metadata"] == metadata
+
