@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from tests.support.api import approve_device, bearer, web_login
+from tests.support.api import DEVICE_FLOW_LIMITS, approve_device, bearer, logged_in_web
 from tests.support.server import ROOT, ServerProcess, free_port
 from typer.testing import CliRunner
 
@@ -28,20 +28,13 @@ CODE = re.compile(r"\b([B-Z]{4}-[B-Z]{4})\b")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("cli-auth"),
-                         limits={"rate_per_second": 0, "login_per_minute": 10_000, "device_poll_interval_s": 1}
-                         ).start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("cli-auth"), limits=DEVICE_FLOW_LIMITS) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
 def web(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=15) as c:
-        assert server.login_link
-        web_login(c, server.login_link)
+    with logged_in_web(server) as c:
         yield c
 
 

@@ -12,7 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.api import approve_device, bearer, device_login, web_login
+from tests.support.api import (
+    DEVICE_FLOW_LIMITS,
+    approve_device,
+    bearer,
+    device_login,
+    logged_in_web,
+)
 from tests.support.server import ServerProcess, free_port
 
 from tether import __version__
@@ -26,20 +32,13 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("api"),
-                         limits={"rate_per_second": 0, "login_per_minute": 10_000, "device_poll_interval_s": 1}
-                         ).start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("api"), limits=DEVICE_FLOW_LIMITS) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
 def web(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=15) as c:
-        assert server.login_link
-        web_login(c, server.login_link)
+    with logged_in_web(server) as c:
         yield c
 
 

@@ -5,7 +5,6 @@ subscriber on the session's subscribe socket. Every wait is a condition wait."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import importlib.util
 import json
@@ -30,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tests.agent.harness import STREAM_ARGS, AgentProc, clean_env, is_type, user, wait_until
 from tests.support.api import mint_token
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.rotation import jwt_exp, redispatch
 from tests.support.server import ServerProcess
 from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, create_session, register, subscribe, take_work, user_message
@@ -492,11 +492,6 @@ async def test_server_restart_mid_turn_every_event_exactly_once(server: ServerPr
 # --- token rotation --------------------------------------------------------------------------
 
 
-def jwt_exp(token: str) -> int:
-    payload = token.split(".")[1]
-    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
-
-
 async def test_token_rotation_keeps_the_session_alive(tmp_path: pathlib.Path) -> None:
     srv = ServerProcess(tmp_path / "srv", limits={"rate_per_second": 0}, worker_token_ttl_s=6).start()
     try:
@@ -510,10 +505,7 @@ async def test_token_rotation_keeps_the_session_alive(tmp_path: pathlib.Path) ->
                 take the re-dispatched work item, hand its token to the live host."""
                 while True:
                     if jwt_exp(tokens[-1]) - time.time() < 3.5:
-                        r = await rig.client.post(f"/v1/environments/{rig.env['environment_id']}/bridge/reconnect",
-                                                  json={"session_id": rig.sid}, headers=auth(owner))
-                        assert r.status_code == 200, r.text
-                        _, token = await take_work(rig.client, rig.env)
+                        token = await redispatch(rig.client, rig.env, rig.sid, owner)
                         rig.host.set_token(token)
                         tokens.append(token)
                     await asyncio.sleep(0.1)  # the poll interval of the condition above

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import uuid
 
 import httpx
@@ -81,11 +82,16 @@ async def test_stalled_subscriber_falls_back_and_misses_nothing(tmp_path: object
             sid = await create_session(client, token, env["environment_id"])
             _, wtoken = await take_work(client, env)
             url = f"{srv.ws_url}/v1/sessions/ws/{sid}/subscribe"
-            # max_queue=1: the client stops reading its socket as soon as one message waits
-            stalled = await subscribed(url, token, max_queue=1)
+            # The stalled reader's kernel buffer is pinned small (no autotuning up to tcp_rmem's
+            # max) and max_queue=1 makes its client stop reading as soon as one message waits.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
+            stalled = await subscribed(url, token, max_queue=1, sock=sock)
             steady = await subscribe(srv.ws_url, sid, token)
-            filler = "x" * 8000  # 600 × 8 KB: more than loopback buffers hold for one reader
-            events = [assistant(f"{i} {filler}") for i in range(600)]
+            filler = "x" * 8000  # 1,000 × 8 KB: twice what the server's send buffer may hold
+            events = [assistant(f"{i} {filler}") for i in range(1000)]
             for start in range(0, len(events), 50):
                 await worker_post(client, sid, wtoken, *events[start:start + 50])
             await steady.wait_for(lambda f: f.get("uuid") == events[-1]["uuid"], timeout=60)

@@ -14,11 +14,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tether.errors import Conflict, NotFound, RateLimited
 from tether.server.app import error_response
-from tether.server.fastpath import TetherApp, path_param
+from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp, path_param
 
 pytestmark = pytest.mark.anyio
 
-INGRESS = ("/v1/session_ingress/session/", "/v2/session_ingress/session/")
+INGRESS = INGRESS_POST[0]
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -71,7 +71,8 @@ async def fast_socket(ws: WebSocket, param: str) -> None:
 def make_app(*, fast: bool = True) -> TetherApp:
     app = TetherApp()
     if fast:
-        app.fast_http, app.fast_socket, app.error_response = fast_http, fast_socket, error_response
+        app.fast_posts = ((*INGRESS_POST, fast_http), (*WORKER_EVENTS_POST, fast_http))
+        app.fast_socket, app.error_response = fast_socket, error_response
 
     @app.get("/v1/session_ingress/session/{sid}/events")
     async def get_events(sid: str) -> dict[str, str]:
@@ -92,6 +93,13 @@ def make_app(*, fast: bool = True) -> TetherApp:
 
 def client(app: TetherApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_worker_events_paths_are_fast_too() -> None:
+    async with client(make_app()) as c:
+        for prefix in WORKER_EVENTS_POST[0]:
+            resp = await c.post(f"{prefix}cse_1/worker/events", content=b"{}")
+            assert resp.status_code == 200 and resp.json()["fast"] == "cse_1"
 
 
 async def test_fast_endpoint_gets_the_segment_and_the_body() -> None:

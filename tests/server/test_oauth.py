@@ -18,8 +18,8 @@ from tests.support.api import (
     bearer,
     csrf_of,
     device_login,
+    logged_in_web,
     register_environment,
-    web_login,
 )
 from tests.support.server import ServerProcess, wait_until
 
@@ -27,12 +27,9 @@ from tests.support.server import ServerProcess, wait_until
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """This module requests many device codes: lift the per-IP login/device limit."""
-    proc = ServerProcess(tmp_path_factory.mktemp("oauth"),
-                         limits={"rate_per_second": 0, "login_per_minute": 10_000}).start()
-    try:
+    limits = {"rate_per_second": 0, "login_per_minute": 10_000}
+    with ServerProcess(tmp_path_factory.mktemp("oauth"), limits=limits) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +40,7 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def web(server: ServerProcess) -> Iterator[httpx.Client]:
-    """A browser: logged in once through the login link the server printed."""
-    with httpx.Client(base_url=server.url, timeout=15) as c:
-        assert server.login_link
-        web_login(c, server.login_link)
+    with logged_in_web(server) as c:
         yield c
 
 

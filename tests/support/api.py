@@ -7,20 +7,24 @@ Everything here talks to a running :class:`tests.support.server.ServerProcess`; 
 - :func:`dispatch` — register + create a session on it + poll → a :class:`Dispatched` with the
   worker token (``session_ingress_token`` of the decoded work secret).
 - :func:`web_login` / :func:`csrf_of` — a cookie session in an ``httpx.Client`` and its CSRF token.
+- :func:`logged_in_web` — a browser logged in through the server's login link (it approves device codes).
 - :func:`device_login` — the OAuth device flow end to end → access + refresh tokens.
 - :func:`mint_token` / :func:`admin_cli` — ``tether admin`` in-process (fast) for test setup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from tests.support.server import ServerProcess
 from tether.protocol.work_secret import decode_work_secret
 
 # Every error.type the server may answer with (PROTOCOL.md §3 and the OAuth codes of RFC 6749/8628).
@@ -134,7 +138,19 @@ def web_login(client: httpx.Client, link: str) -> None:
     assert "tether_session" in client.cookies, resp.headers
 
 
+@contextlib.contextmanager
+def logged_in_web(server: ServerProcess) -> Iterator[httpx.Client]:
+    """A browser: logged in once through the login link the server printed."""
+    with httpx.Client(base_url=server.url, timeout=15) as client:
+        assert server.login_link
+        web_login(client, server.login_link)
+        yield client
+
+
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# Server limits for modules that run the device flow many times: no rate limit, no practical
+# per-IP login cap, and 1 s polls so a CLI waiting for approval does not idle for 5 s.
+DEVICE_FLOW_LIMITS: dict[str, Any] = {"rate_per_second": 0, "login_per_minute": 10_000, "device_poll_interval_s": 1}
 
 
 def approve_device(web: httpx.Client, user_code: str, action: str = "approve") -> httpx.Response:

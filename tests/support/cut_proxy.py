@@ -10,6 +10,8 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
+from tests.support.loopback import LoopbackServer
+
 CutMode = Literal["close", "reset"]
 
 
@@ -19,49 +21,25 @@ class _Cut:
     mode: CutMode
 
 
-class CutProxy:
+class CutProxy(LoopbackServer):
     def __init__(self, upstream_port: int) -> None:
+        super().__init__()
         self.upstream_port = upstream_port
-        self.port = 0
         self.connections = 0
         self.cuts = 0
         self._cut: _Cut | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def cut_after(self, nbytes: int, mode: CutMode = "close") -> None:
         """Cut the first connection whose answer passes ``nbytes`` more bytes from now."""
         self._cut = _Cut(nbytes, mode)
 
-    async def __aenter__(self) -> CutProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
             self._abort(writer)
-            self._tasks.discard(task)
             return
         try:
             async with asyncio.TaskGroup() as tg:
@@ -70,7 +48,6 @@ class CutProxy:
         except* (ConnectionError, OSError):
             pass
         finally:
-            self._tasks.discard(task)
             for w in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     w.close()

@@ -175,7 +175,25 @@ async def main(args: RcArgs) -> int:
     except (AgentNotFound, StartupError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 1
+    return await start_bridge(url, creds, store, args, agent, console,
+                              announce=lambda prepared: _announce(prepared, agent, console, args.as_json))
+
+
+def _announce(prepared: Prepared, agent: AgentChoice, console: Console | None, as_json: bool) -> None:
+    for note in prepared.notices:
+        err.print(note)
+    if console is not None:
+        console.print(f"Agent: {agent.description}")
+    elif not as_json:
+        print(f"Agent: {agent.description}", flush=True)
+
+
+async def start_bridge(url: str, creds: Credentials, store: CredentialStore, args: RcArgs, agent: AgentChoice,
+                       console: Console | None, announce: Callable[[Prepared], None] | None = None) -> int:
+    """Preflight, prepare the options for the current directory, then run the bridge; 1 when the
+    startup checks fail. ``announce`` runs once the options are ready, before the bridge starts."""
     directory = current_directory()
+    # Only a login read from the credentials file is written back when its tokens are refreshed.
     async with ApiClient(url, creds, store=store if creds.source == "file" else None) as api:
         try:
             pre = await preflight(api)
@@ -183,12 +201,8 @@ async def main(args: RcArgs) -> int:
         except StartupError as exc:
             err.print(f"[red]error:[/] {exc.message}")
             return 1
-        for note in prepared.notices:
-            err.print(note)
-        if console is not None:
-            console.print(f"Agent: {agent.description}")
-        elif not args.as_json:
-            print(f"Agent: {agent.description}", flush=True)
+        if announce is not None:
+            announce(prepared)
         return await run_bridge(api, prepared.options, pre.config, as_json=args.as_json, verbose=args.verbose,
                                 console=console)
 

@@ -35,14 +35,8 @@ from rich.console import Console
 
 from tether.bridge.display import qr_text
 from tether.bridge.spawner import TETHER_AGENT, AgentChoice, AgentNotFound, choose_agent
-from tether.bridge.startup import StartupError, preflight
-from tether.cli.bridge_run import (
-    configure_logging,
-    current_directory,
-    interactive,
-    prepare_options,
-    run_bridge,
-)
+from tether.bridge.startup import StartupError
+from tether.cli.bridge_run import configure_logging, interactive, start_bridge
 from tether.cli.remote_control import RcArgs
 from tether.client.api import ApiClient
 from tether.client.credentials import Credentials, CredentialsError, CredentialStore
@@ -185,16 +179,7 @@ async def main(port: int, data_dir: pathlib.Path, args: RcArgs, agent_spec: str 
         out.print(f"Agent: {agent.description}")
         if agent_note:
             out.print(f"[yellow]note:[/] {agent_note}")
-        directory = current_directory()
-        async with ApiClient(url, creds, store=store if creds.source == "file" else None) as api:
-            try:
-                pre = await preflight(api)
-                prepared = await prepare_options(api, args, agent, pre.config.multi_session, directory)
-            except StartupError as exc:
-                err.print(f"[red]error:[/] {exc.message}")
-                return 1
-            return await run_bridge(api, prepared.options, pre.config, as_json=args.as_json, verbose=args.verbose,
-                                    console=console)
+        return await start_bridge(url, creds, store, args, agent, console)
     finally:
         if child is not None:
             if not args.as_json:

@@ -129,33 +129,59 @@ def is_permanent_close(code: int | None, *, token_changed: bool = False) -> bool
     return not (code == CLOSE_UNAUTHORIZED and token_changed)
 
 
-class ReconnectPolicy:
-    """One socket's reconnect budget across connections."""
+class ReconnectBudget:
+    """A reconnect budget across connections: what counts as permanent is left to subclasses.
+
+    The WebSocket (close codes) and the SSE read stream (HTTP statuses) share the same
+    failure-streak bookkeeping and differ only in their default backoff and permanent set.
+    """
 
     __slots__ = ("_backoff", "connects", "failures")
 
     def __init__(self, backoff: Backoff | None = None) -> None:
-        self._backoff = backoff if backoff is not None else ws_reconnect()
+        self._backoff = backoff if backoff is not None else self._default_backoff()
         self.connects = 0
         self.failures = 0
+
+    @staticmethod
+    def _default_backoff() -> Backoff:
+        """Hook: the backoff used when none is passed in."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _is_permanent(code: int | None, /, *, token_changed: bool) -> bool:
+        """Hook: True when a failure with ``code`` must not be retried."""
+        raise NotImplementedError
 
     @property
     def backoff(self) -> Backoff:
         return self._backoff
 
     def opened(self, now: float) -> None:
-        """The socket is open: the failure streak ends."""
+        """The connection is open: the failure streak ends."""
         self.connects += 1
         self._backoff.success(now)
 
-    def closed(
-        self, code: int | None, now: float, rnd: RandomSource, *, token_changed: bool = False
-    ) -> ReconnectDecision:
-        """The socket closed (or failed to open) with ``code`` (None: no close frame)."""
+    def _failed(self, code: int | None, now: float, rnd: RandomSource, token_changed: bool) -> ReconnectDecision:
         self.failures += 1
-        if is_permanent_close(code, token_changed=token_changed):
+        if self._is_permanent(code, token_changed=token_changed):
             return ReconnectDecision(None, "permanent", code)
         decision = self._backoff.failure(now, rnd)
         if decision.give_up:
             return ReconnectDecision(None, "gave_up", code, decision.attempt, decision.slept)
         return ReconnectDecision(decision.delay, "backoff", code, decision.attempt, decision.slept)
+
+
+class ReconnectPolicy(ReconnectBudget):
+    """One socket's reconnect budget across connections."""
+
+    __slots__ = ()
+
+    _default_backoff = staticmethod(ws_reconnect)
+    _is_permanent = staticmethod(is_permanent_close)
+
+    def closed(
+        self, code: int | None, now: float, rnd: RandomSource, *, token_changed: bool = False
+    ) -> ReconnectDecision:
+        """The socket closed (or failed to open) with ``code`` (None: no close frame)."""
+        return self._failed(code, now, rnd, token_changed)

@@ -20,8 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from tether.protocol.backoff import Backoff, RandomSource, sse_reconnect
-from tether.protocol.reconnect import ReconnectDecision
+from tether.protocol.backoff import RandomSource, sse_reconnect
+from tether.protocol.reconnect import ReconnectBudget, ReconnectDecision
 
 CLIENT_EVENT: Final = "client_event"
 LIVENESS_TIMEOUT: Final = 45.0  # no byte (keepalives included) for this long: the stream is dead
@@ -183,32 +183,18 @@ def is_permanent_status(status: int | None, *, token_changed: bool = False) -> b
     return not (status in AUTH_STATUSES and token_changed)
 
 
-class SSEReconnectPolicy:
-    """One read stream's reconnect budget across connections (numbers of reference §2.3)."""
+class SSEReconnectPolicy(ReconnectBudget):
+    """One read stream's reconnect budget across connections (numbers of reference §2.3).
 
-    __slots__ = ("_backoff", "connects", "failures")
+    :meth:`opened` is called once the stream answered 200.
+    """
 
-    def __init__(self, backoff: Backoff | None = None) -> None:
-        self._backoff = backoff if backoff is not None else sse_reconnect()
-        self.connects = 0
-        self.failures = 0
+    __slots__ = ()
 
-    @property
-    def backoff(self) -> Backoff:
-        return self._backoff
-
-    def opened(self, now: float) -> None:
-        """The stream answered 200: the failure streak ends."""
-        self.connects += 1
-        self._backoff.success(now)
+    _default_backoff = staticmethod(sse_reconnect)
+    _is_permanent = staticmethod(is_permanent_status)
 
     def ended(self, status: int | None, now: float, rnd: RandomSource, *,
               token_changed: bool = False) -> ReconnectDecision:
         """A connect failed with HTTP ``status`` (None: network error, end of stream, liveness)."""
-        self.failures += 1
-        if is_permanent_status(status, token_changed=token_changed):
-            return ReconnectDecision(None, "permanent", status)
-        decision = self._backoff.failure(now, rnd)
-        if decision.give_up:
-            return ReconnectDecision(None, "gave_up", status, decision.attempt, decision.slept)
-        return ReconnectDecision(decision.delay, "backoff", status, decision.attempt, decision.slept)
+        return self._failed(status, now, rnd, token_changed)

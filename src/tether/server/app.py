@@ -23,7 +23,7 @@ from tether.server.api import code_sessions, environments, ingress, misc, oauth,
 from tether.server.api.common import JSONResponse
 from tether.server.config import Config
 from tether.server.context import ServerContext
-from tether.server.fastpath import TetherApp
+from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp
 from tether.server.web import api as web_api
 from tether.server.web import pages
 
@@ -69,7 +69,8 @@ def create_app(config: Config) -> FastAPI:
     app = TetherApp(title="Tether server", lifespan=lifespan, docs_url=None, redoc_url=None,
                     openapi_url="/openapi.json")
     app.state.ctx = ctx
-    app.fast_http, app.fast_socket, app.error_response = ingress.post_events, subscribe.subscribe, error_response
+    app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events))
+    app.fast_socket, app.error_response = subscribe.subscribe, error_response
     # Routes go straight onto the app, hot ones first: nested included routers cost a match
     # per router on every request (≈14 % of a worker POST's CPU, bench/relay.py).
     for module in (ingress, worker, subscribe, environments, sessions, code_sessions, oauth, misc, pages, web_api):

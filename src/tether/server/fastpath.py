@@ -1,7 +1,7 @@
 """The hot routes, served without the framework's routing and middleware layers.
 
-A worker's event POST (I2) and a client's subscribe socket carry almost all of a busy
-server's traffic. Through FastAPI each of them pays route matching over every route,
+A worker's event POST (v1 I2, CCR v2 W6) and a client's subscribe socket carry almost all
+of a busy server's traffic. Through FastAPI each of them pays route matching over every route,
 dependency solving and four middleware layers (two of which wrap ``send`` per frame):
 ≈ 25 % of a worker POST's CPU and ≈ 30 % of a subscriber frame's (bench/relay.py). Here
 ``TetherApp.__call__`` recognises the two paths with string operations and calls the very
@@ -29,8 +29,10 @@ log = logging.getLogger("tether.server")
 HttpEndpoint = Callable[[str, Request], Awaitable[Response]]
 SocketEndpoint = Callable[[WebSocket, str], Awaitable[None]]
 
-_INGRESS_PREFIXES = ("/v1/session_ingress/session/", "/v2/session_ingress/session/")
-_INGRESS_SUFFIX = "/events"
+# (path prefixes, suffix) of the hot POST routes, in the order of FastPaths.posts
+INGRESS_POST = (("/v1/session_ingress/session/", "/v2/session_ingress/session/"), "/events")
+WORKER_EVENTS_POST = (("/v1/code/sessions/", "/v1/session_ingress/ws/", "/v2/session_ingress/ws/"),
+                      "/worker/events")
 _SUBSCRIBE_PREFIX = "/v1/sessions/ws/"
 _SUBSCRIBE_SUFFIX = "/subscribe"
 
@@ -49,18 +51,19 @@ def path_param(path: str, prefixes: tuple[str, ...], suffix: str) -> str | None:
 class TetherApp(FastAPI):
     """FastAPI, with the hot routes dispatched first (see the module docstring)."""
 
-    fast_http: HttpEndpoint | None = None
+    fast_posts: tuple[tuple[tuple[str, ...], str, HttpEndpoint], ...] = ()  # (prefixes, suffix, endpoint)
     fast_socket: SocketEndpoint | None = None
     error_response: Callable[..., Response] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["method"] == "POST" and self.fast_http is not None:
-            param = path_param(scope["path"], _INGRESS_PREFIXES, _INGRESS_SUFFIX)
-            if param is not None:
-                scope["app"] = self
-                await self._serve_http(self.fast_http, param, scope, receive, send)
-                return
+        if kind == "http" and scope["method"] == "POST":
+            for prefixes, suffix, endpoint in self.fast_posts:
+                param = path_param(scope["path"], prefixes, suffix)
+                if param is not None:
+                    scope["app"] = self
+                    await self._serve_http(endpoint, param, scope, receive, send)
+                    return
         elif kind == "websocket" and self.fast_socket is not None:
             param = path_param(scope["path"], (_SUBSCRIBE_PREFIX,), _SUBSCRIBE_SUFFIX)
             if param is not None:

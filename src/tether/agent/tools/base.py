@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -50,6 +51,11 @@ def display_path(cwd: str, path: str) -> str:
     absolute = resolve_path(cwd, path)
     rel = os.path.relpath(absolute, cwd)
     return absolute if rel.startswith("..") else rel
+
+
+def object_schema(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    """A tool's input schema: a closed object (:func:`validate_input` refuses unknown keys)."""
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
 
 def validate_input(schema: Mapping[str, Any], value: Mapping[str, Any]) -> str | None:
@@ -115,3 +121,14 @@ class Tool(ABC):
     async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         """Run the call. Must clean up (e.g. kill processes) when cancelled."""
 
+
+class ThreadedTool(Tool):
+    """A tool whose work is blocking file-system calls: run it in a worker thread so the
+    event loop (the session's socket) keeps going."""
+
+    async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        return await asyncio.to_thread(self.run_blocking, tool_input, ctx)
+
+    @abstractmethod
+    def run_blocking(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        """The call's work, in a worker thread."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from tether.agent.permissions import CallTarget, PermissionClass
-from tether.agent.tools.base import Tool, ToolContext, ToolOutput
+from tether.agent.tools.base import Tool, ToolContext, ToolOutput, object_schema
 from tether.protocol.permission_rules import RuleTarget
 
 KILL_GRACE_S: Final = 1.0
@@ -72,16 +72,14 @@ class Bash(Tool):
         "Run a bash command in the working directory and return its output. Use for builds, tests, git and "
         "other shell work. `timeout` is in milliseconds (default 120000, at most 600000)."
     )
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
+    input_schema: ClassVar[dict[str, Any]] = object_schema(
+        {
             "command": {"type": "string", "description": "The command to run"},
             "timeout": {"type": "number", "description": "Timeout in milliseconds (max 600000)"},
             "description": {"type": "string", "description": "What the command does, in 5-10 words"},
         },
-        "required": ["command"],
-        "additionalProperties": False,
-    }
+        "command",
+    )
     permission_class: ClassVar[PermissionClass] = "execute"
 
 

@@ -2,47 +2,50 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from tether.agent.permissions import PermissionClass
-from tether.agent.tools.base import Tool, ToolContext, ToolOutput, resolve_path
+from tether.agent.tools.base import ThreadedTool, ToolContext, ToolOutput, object_schema, resolve_path
 
 MAX_READ_LINES: Final = 2000
 MAX_LINE_CHARS: Final = 2000
 MAX_READ_BYTES: Final = 10 * 1024 * 1024
 
 
+def _file_path(tool_input: Mapping[str, Any], ctx: ToolContext) -> str:
+    return resolve_path(ctx.cwd, str(tool_input["file_path"]))
+
+
+def _at_least_one(tool_input: Mapping[str, Any], key: str, default: int) -> int:
+    """``tool_input[key]`` as an int of at least 1; ``default`` when missing or 0."""
+    return max(1, int(tool_input.get(key) or default))
+
+
 def _is_binary(data: bytes) -> bool:
     return b"\x00" in data[:8192]
 
 
-class Read(Tool):
+class Read(ThreadedTool):
     name: ClassVar[str] = "Read"
     description: ClassVar[str] = (
         "Read a text file. Lines are numbered (cat -n style). `offset` is the first line (1-based), `limit` "
         f"the number of lines (default {MAX_READ_LINES})."
     )
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
+    input_schema: ClassVar[dict[str, Any]] = object_schema(
+        {
             "file_path": {"type": "string", "description": "Path of the file (absolute or relative to the cwd)"},
             "offset": {"type": "integer", "description": "First line to read (1-based)"},
             "limit": {"type": "integer", "description": "Number of lines to read"},
         },
-        "required": ["file_path"],
-        "additionalProperties": False,
-    }
+        "file_path",
+    )
     permission_class: ClassVar[PermissionClass] = "read"
 
 
-    async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await asyncio.to_thread(self._read, tool_input, ctx)
-
-    def _read(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        path = resolve_path(ctx.cwd, str(tool_input["file_path"]))
+    def run_blocking(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        path = _file_path(tool_input, ctx)
         try:
             if os.path.isdir(path):
                 return ToolOutput.error(f"{path} is a directory; use LS to list it.")
@@ -57,8 +60,8 @@ class Read(Tool):
         if _is_binary(data):
             return ToolOutput.error(f"{path} looks like a binary file.")
         lines = data.decode("utf-8", "replace").splitlines()
-        offset = max(1, int(tool_input.get("offset") or 1))
-        limit = max(1, int(tool_input.get("limit") or MAX_READ_LINES))
+        offset = _at_least_one(tool_input, "offset", 1)
+        limit = _at_least_one(tool_input, "limit", MAX_READ_LINES)
         chosen = lines[offset - 1: offset - 1 + limit]
         numbered = "\n".join(
             f"{n:6d}\t{line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + '…'}"
@@ -71,26 +74,21 @@ class Read(Tool):
         return ToolOutput(content, False, structured)
 
 
-class Write(Tool):
+class Write(ThreadedTool):
     name: ClassVar[str] = "Write"
     description: ClassVar[str] = "Create or overwrite a file with the given content (parent folders are created)."
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
+    input_schema: ClassVar[dict[str, Any]] = object_schema(
+        {
             "file_path": {"type": "string", "description": "Path of the file (absolute or relative to the cwd)"},
             "content": {"type": "string", "description": "The whole new content"},
         },
-        "required": ["file_path", "content"],
-        "additionalProperties": False,
-    }
+        "file_path", "content",
+    )
     permission_class: ClassVar[PermissionClass] = "edit"
 
 
-    async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await asyncio.to_thread(self._write, tool_input, ctx)
-
-    def _write(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        path = resolve_path(ctx.cwd, str(tool_input["file_path"]))
+    def run_blocking(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        path = _file_path(tool_input, ctx)
         content = str(tool_input["content"])
         original: str | None = None
         try:
@@ -125,31 +123,26 @@ def _atomic_write(path: str, content: str) -> None:
             os.unlink(tmp)
 
 
-class Edit(Tool):
+class Edit(ThreadedTool):
     name: ClassVar[str] = "Edit"
     description: ClassVar[str] = (
         "Replace an exact string in a file. `old_string` must occur exactly once unless `replace_all` is true; "
         "an empty `old_string` creates a new file with `new_string`."
     )
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
+    input_schema: ClassVar[dict[str, Any]] = object_schema(
+        {
             "file_path": {"type": "string", "description": "Path of the file (absolute or relative to the cwd)"},
             "old_string": {"type": "string", "description": "The exact text to replace"},
             "new_string": {"type": "string", "description": "The replacement"},
             "replace_all": {"type": "boolean", "description": "Replace every occurrence (default false)"},
         },
-        "required": ["file_path", "old_string", "new_string"],
-        "additionalProperties": False,
-    }
+        "file_path", "old_string", "new_string",
+    )
     permission_class: ClassVar[PermissionClass] = "edit"
 
 
-    async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await asyncio.to_thread(self._edit, tool_input, ctx)
-
-    def _edit(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        path = resolve_path(ctx.cwd, str(tool_input["file_path"]))
+    def run_blocking(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+        path = _file_path(tool_input, ctx)
         old, new = str(tool_input["old_string"]), str(tool_input["new_string"])
         replace_all = bool(tool_input.get("replace_all", False))
         if old == new:

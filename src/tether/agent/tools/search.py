@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import os
 import re
@@ -12,7 +11,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from tether.agent.permissions import PermissionClass
-from tether.agent.tools.base import Tool, ToolContext, ToolOutput, display_path, resolve_path
+from tether.agent.tools.base import (
+    ThreadedTool,
+    ToolContext,
+    ToolOutput,
+    display_path,
+    object_schema,
+    resolve_path,
+)
 
 MAX_RESULTS: Final = 100
 MAX_FILES_WALKED: Final = 50_000
@@ -38,28 +44,23 @@ def _search_root(tool_input: Mapping[str, Any], ctx: ToolContext) -> str:
     return resolve_path(ctx.cwd, raw) if isinstance(raw, str) and raw else ctx.cwd
 
 
-class Glob(Tool):
+class Glob(ThreadedTool):
     name: ClassVar[str] = "Glob"
     description: ClassVar[str] = (
         "Find files by glob pattern (e.g. `**/*.py`, `src/**/test_*.py`), newest first, at most "
         f"{MAX_RESULTS} results."
     )
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
+    input_schema: ClassVar[dict[str, Any]] = object_schema(
+        {
             "pattern": {"type": "string", "description": "The glob pattern"},
             "path": {"type": "string", "description": "Folder to search (default: the cwd)"},
         },
-        "required": ["pattern"],
-        "additionalProperties": False,
-    }
+        "pattern",
+    )
     permission_class: ClassVar[PermissionClass] = "read"
 
 
-    async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await asyncio.to_thread(self._glob, tool_input, ctx)
-
-    def _glob(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+    def run_blocking(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         started = time.monotonic()
         root = _search_root(tool_input, ctx)
         pattern = str(tool_input["pattern"])
@@ -88,15 +89,14 @@ class Glob(Tool):
         return ToolOutput(text, False, structured)
 
 
-class Grep(Tool):
+class Grep(ThreadedTool):
     name: ClassVar[str] = "Grep"
     description: ClassVar[str] = (
         "Search file contents with a regular expression (Python syntax). `output_mode`: files_with_matches "
         "(default), content (matching lines with numbers) or count. `glob` filters file names (e.g. `*.py`)."
     )
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
+    input_schema: ClassVar[dict[str, Any]] = object_schema(
+        {
             "pattern": {"type": "string", "description": "The regular expression"},
             "path": {"type": "string", "description": "File or folder to search (default: the cwd)"},
             "glob": {"type": "string", "description": "Only files whose name matches this glob"},
@@ -104,16 +104,12 @@ class Grep(Tool):
             "-i": {"type": "boolean", "description": "Case-insensitive"},
             "head_limit": {"type": "integer", "description": "At most this many output lines/entries"},
         },
-        "required": ["pattern"],
-        "additionalProperties": False,
-    }
+        "pattern",
+    )
     permission_class: ClassVar[PermissionClass] = "read"
 
 
-    async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await asyncio.to_thread(self._grep, tool_input, ctx)
-
-    def _grep(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+    def run_blocking(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         started = time.monotonic()
         root = _search_root(tool_input, ctx)
         mode = str(tool_input.get("output_mode") or "files_with_matches")
@@ -176,25 +172,19 @@ class Grep(Tool):
         return ToolOutput(text, False, structured)
 
 
-class LS(Tool):
+class LS(ThreadedTool):
     name: ClassVar[str] = "LS"
     description: ClassVar[str] = "List a folder (folders end with /). `ignore` is a list of globs to leave out."
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
+    input_schema: ClassVar[dict[str, Any]] = object_schema(
+        {
             "path": {"type": "string", "description": "The folder (default: the cwd)"},
             "ignore": {"type": "array", "items": {"type": "string"}, "description": "Globs to leave out"},
         },
-        "required": [],
-        "additionalProperties": False,
-    }
+    )
     permission_class: ClassVar[PermissionClass] = "read"
 
 
-    async def run(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
-        return await asyncio.to_thread(self._ls, tool_input, ctx)
-
-    def _ls(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
+    def run_blocking(self, tool_input: Mapping[str, Any], ctx: ToolContext) -> ToolOutput:
         root = _search_root(tool_input, ctx)
         ignore = [g for g in tool_input.get("ignore") or [] if isinstance(g, str)]
         try:

@@ -32,6 +32,8 @@ class DirectWriter:
     """Buffers whole frames for an accepted socket and writes them to its transport in one
     call at the end of the current event-loop step (a batch of events is one syscall)."""
 
+    __slots__ = ("on_flush", "pending", "proto")  # one per subscriber socket: keep it small
+
     def __init__(self, ws: WebSocket, on_flush: Callable[[int], None] | None = None) -> None:
         proto: Any = getattr(getattr(ws, "_send", None), "__self__", None)
         supported = (type(proto).__name__ == "WebSocketsSansIOProtocol"

@@ -78,6 +78,8 @@ class _Stream:
     """What one subscriber has been sent: the last sequence number, and whether its sender
     task is parked (then a publish may write frames straight to the socket, see direct.py)."""
 
+    __slots__ = ("idle", "last", "writer")
+
     def __init__(self, writer: DirectWriter, last: int) -> None:
         self.writer = writer
         self.last = last
