@@ -4,7 +4,6 @@ agent (tests/support/stub_agent.py) as the agent process, and a subscriber."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import pathlib
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.rotation import jwt_exp, redispatch
 from tests.support.server import ROOT, ServerProcess
 from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, create_session, register, subscribe, take_work, user_message
@@ -278,11 +278,6 @@ async def test_server_restart_mid_turn_loses_and_duplicates_nothing(server: Serv
             srv.start()
 
 
-def jwt_exp(token: str) -> int:
-    payload = token.split(".")[1]
-    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
-
-
 async def test_token_rotation_keeps_the_session_alive(tmp_path: pathlib.Path) -> None:
     srv = ServerProcess(tmp_path / "srv", limits={"rate_per_second": 0}, worker_token_ttl_s=3).start()
     try:
@@ -293,10 +288,7 @@ async def test_token_rotation_keeps_the_session_alive(tmp_path: pathlib.Path) ->
             await rig.result(result="echo: one")
             first_exp, newest = jwt_exp(rig.token), rig.token
             while jwt_exp(newest) < first_exp + 3:  # until the old token is dead and the new one lives on
-                r = await rig.client.post(f"/v1/environments/{rig.env['environment_id']}/bridge/reconnect",
-                                          json={"session_id": rig.sid}, headers=auth(owner))
-                assert r.status_code == 200, r.text
-                _, newest = await take_work(rig.client, rig.env)
+                newest = await redispatch(rig.client, rig.env, rig.sid, owner)
                 rig.host.set_token(newest)
 
             async def old_token_refused() -> None:
@@ -338,3 +330,36 @@ async def test_an_agent_that_cannot_start_fails_cleanly(tmp_path: pathlib.Path) 
     outcome = await asyncio.wait_for(host.run(), 10)
     assert outcome.status == "failed" and outcome.error is not None and "cannot start" in outcome.error
     assert transport.state is TransportState.CLOSED
+
+
+async def test_an_oversized_permission_request_is_denied_by_the_host(
+        server: ServerProcess, owner_token: str, tmp_path: pathlib.Path) -> None:
+    """A Write of a 1.5 MiB file: its can_use_tool request cannot reach a client, so the host denies it
+    (the agent would otherwise wait for ever); the assistant message and the result go up shortened."""
+    limit = HostConfig().max_line_bytes
+    async with hosted(server, owner_token, tmp_path) as rig:
+        await rig.prompt("HUGETOOL please")
+        result = await rig.result()
+        answers = [m for m in rig.agent_stdin() if m.get("type") == "control_response"]
+        assert len(answers) == 1 and answers[0]["response"]["subtype"] == "success"
+        decision = answers[0]["response"]["response"]
+        assert decision["behavior"] == "deny" and "too large to relay to remote clients" in decision["message"]
+        assert result["subtype"] == "success" and result["result"] == "Understood, not editing."
+        assert result["tether_oversize"]["limit"] == limit  # its permission_denials carry the whole input
+        assert result["permission_denials"][0]["tool_input"]["content"].endswith("not relayed: too large]")
+        tool = next(f for f in rig.sub.frames if f.get("type") == "user" and f.get("tool_use_result"))
+        block = tool["message"]["content"][0]
+        assert block["is_error"] is True and block["content"] == decision["message"]
+        said = next(f for f in rig.sub.frames if f.get("type") == "assistant")
+        assert said["message"]["content"][0]["name"] == "Write" and "tether_oversize" in said
+        stored = (await rig.client.get(f"/v1/sessions/{rig.sid}/events", params={"limit": 1000},
+                                       headers=auth(rig.owner))).json()["data"]
+        assert max(len(json.dumps(ev)) for ev in stored) < limit
+        assert not [ev for ev in stored if ev.get("type") == "control_request"]
+        perms = (await rig.client.get(f"/v1/sessions/{rig.sid}/permissions", headers=auth(rig.owner))).json()
+        assert perms["data"] == []
+        assert (rig.transport.stats.rejected_events, rig.transport.stats.dropped_events) == (0, 0)
+        stats = rig.host.stats
+        assert (stats.oversize_lines, stats.answered_for_agent, stats.shortened_lines) == (3, 1, 2)
+        assert rig.host.state == "idle"
+        assert "Too large to relay: Write permission request (1.5 MiB)" in [a.summary for a in rig.host.activities]

@@ -7,6 +7,9 @@ Speaks stream-json on stdin/stdout like ``claude -p --input-format stream-json
 - ``TOOL``: asks ``can_use_tool`` for an Edit of ``src/app.py`` and waits for the answer
   (allow → tool result, text, ``result/success``; deny → error tool result and
   ``permission_denials``; deny with ``interrupt`` or an ``interrupt`` → aborted turn).
+- ``HUGETOOL``: the same with a Write whose input (a 1.5 MiB file) makes the ``assistant``
+  message, the ``can_use_tool`` request and, on a deny, the ``result`` (its
+  ``permission_denials``) larger than the server's 1 MiB event limit.
 - ``SLOW``: streams a delta every 50 ms (up to 20 s) until interrupted.
 - ``WAITFILE <path>``: says "waiting", waits for ``<path>`` to exist, then sends five
   assistant messages and a result.
@@ -191,8 +194,12 @@ class Agent:
                 emit_raw("[1, 2, 3]")
                 emit_raw(json.dumps({"type": "assistant", "pad": "x" * (2 << 20)}))
                 self.finish_text("after garbage", started)
+            elif "HUGETOOL" in text:
+                self.tool_turn(started, "Write", {"file_path": os.path.join(CWD, "big.txt"), "content": "x" * (3 << 19)},
+                               "big.txt")
             elif "TOOL" in text:
-                self.tool_turn(started)
+                edit = {"file_path": os.path.join(CWD, "src", "app.py"), "old_string": "a", "new_string": "b"}
+                self.tool_turn(started, "Edit", edit, "src/app.py")
             elif "SLOW" in text:
                 self.slow_turn(started)
             elif "WAITFILE" in text:
@@ -248,14 +255,13 @@ class Agent:
         body.update(extra)
         emit(body)
 
-    def tool_turn(self, started: float) -> None:
+    def tool_turn(self, started: float, tool: str, tool_input: dict[str, Any], path: str) -> None:
         tool_use_id = f"toolu_{uuid.uuid4().hex[:20]}"
-        tool_input = {"file_path": os.path.join(CWD, "src", "app.py"), "old_string": "a", "new_string": "b"}
-        self.assistant([{"type": "tool_use", "id": tool_use_id, "name": "Edit", "input": tool_input}])
+        self.assistant([{"type": "tool_use", "id": tool_use_id, "name": tool, "input": tool_input}])
         rid = new_uuid()
         request = {"type": "control_request", "request_id": rid, "request": {
-            "subtype": "can_use_tool", "tool_name": "Edit", "display_name": "Edit", "input": tool_input,
-            "description": "src/app.py", "permission_suggestions": [], "tool_use_id": tool_use_id}}
+            "subtype": "can_use_tool", "tool_name": tool, "display_name": tool, "input": tool_input,
+            "description": path, "permission_suggestions": [], "tool_use_id": tool_use_id}}
         self.pending[rid] = request
         emit(request)
         deadline = time.monotonic() + 60
@@ -271,12 +277,12 @@ class Agent:
                 emit(msg)
             decision = resp.get("response") or {}
             if resp.get("subtype") == "success" and decision.get("behavior") == "allow":
-                self.tool_result(tool_use_id, "The file src/app.py has been updated.", False)
-                self.finish_text("Edited src/app.py.", started)
+                self.tool_result(tool_use_id, f"The file {path} has been updated.", False)
+                self.finish_text(f"Edited {path}.", started)
             else:
                 message = decision.get("message") or resp.get("error") or "denied"
                 self.tool_result(tool_use_id, message, True)
-                denial = [{"tool_name": "Edit", "tool_use_id": tool_use_id, "tool_input": tool_input}]
+                denial = [{"tool_name": tool, "tool_use_id": tool_use_id, "tool_input": tool_input}]
                 if decision.get("interrupt"):
                     self.result(started, subtype="error_during_execution", errors=["denied with interrupt"],
                                 permission_denials=denial)

@@ -9,7 +9,7 @@ The agent is the stock ``claude`` CLI or ``tether agent``, both started the same
 
 The agent never sees a session credential: the variables that carry one are removed
 from its environment. Its stdout is split into lines by
-:class:`~tether.protocol.line_splitter.LineSplitter` (over-long lines are skipped and
+:class:`~tether.protocol.line_splitter.LineSplitter` (lines over ``max_line_bytes`` are skipped and
 reported, never buffered); its stdin is fed from a bounded queue by one writer task.
 """
 

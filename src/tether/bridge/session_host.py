@@ -7,7 +7,11 @@ messages and control messages are deduplicated by ``uuid`` and written to the ag
 stdin; ``keep_alive`` and ``update_environment_variables`` never reach the agent (the
 agent never sees the session token). Outbound (agent → server): every stdout line is
 parsed and written to the transport; bad lines (not JSON, not an object with a
-``type``, over the size limit) are logged and counted, never fatal.
+``type``) are logged and counted, never fatal. A message over the server's event limit is
+not relayed as is (:mod:`tether.bridge.oversize`): a ``control_request`` is answered here
+(``can_use_tool`` denied, others an error) so the agent never waits for an answer nobody
+can give, and other messages go up shortened where a copy fits. Lines over a larger cap
+are skipped unread (bounded memory).
 
 Along the way the host keeps a :class:`~tether.protocol.session_tracker.SessionTracker`
 (state, activities, title) and the agent's last stderr lines.
@@ -33,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
+from tether.bridge import oversize
 from tether.bridge.agent_process import AgentProcess, AgentSpec
 from tether.client.transport import Message, SessionTransport, TransportClosed, TransportError
 from tether.protocol import messages as m
@@ -51,7 +56,8 @@ FORWARDED_INBOUND: Final = frozenset({m.USER, m.CONTROL_REQUEST, m.CONTROL_RESPO
 class HostConfig:
     initialize_agent: bool = True  # send the agent an initialize at start (its reply answers the server's)
     agent_init_timeout: float = 10.0
-    max_line_bytes: int = 1 << 20  # the server's event limit (PROTOCOL.md §4.8)
+    max_line_bytes: int = 1 << 20  # the server's event limit (PROTOCOL.md §4.8): larger output is not relayed as is
+    max_parse_bytes: int = 64 << 20  # larger agent lines are skipped unread; smaller ones are read to be answered
     dedup_capacity: int = 2000
     stdin_capacity: int = 1000
     eof_grace: float = 10.0  # transport gone: time the agent gets to exit after end of input
@@ -77,7 +83,9 @@ class HostStats:
     initialize_answered: int = 0
     outbound: int = 0
     bad_lines: int = 0
-    oversize_lines: int = 0
+    oversize_lines: int = 0  # over the event limit (answered, shortened or dropped) or over max_parse_bytes
+    shortened_lines: int = 0  # oversized messages relayed as a shortened copy or an error reply
+    answered_for_agent: int = 0  # agent control_requests the host answered: they could not be relayed
     write_failures: int = 0
     rejected_inbound: int = 0  # malformed inbound messages kept from the agent
 
@@ -167,7 +175,7 @@ class SessionHost:
         self._cfg = config or HostConfig()
         self._clock = clock
         self._agent: AgentHandle = process if process is not None else AgentProcess(
-            agent, max_line_bytes=self._cfg.max_line_bytes, stdin_capacity=self._cfg.stdin_capacity)
+            agent, max_line_bytes=self._cfg.max_parse_bytes, stdin_capacity=self._cfg.stdin_capacity)
         self._tracker = SessionTracker(cwd=agent.cwd)
         self._seen = BoundedUUIDSet(self._cfg.dedup_capacity)
         self._stop = asyncio.Event()
@@ -361,44 +369,94 @@ class SessionHost:
         self.stats.initialize_answered += 1
         self._write(m.control_success(request_id, reply))
 
+    async def _answer_for_agent(self, msg: Message, why: str, *, too_big: bool = False) -> None:
+        """Answer an agent's control_request that no client will see (else the agent waits for ever)."""
+        reply = oversize.refusal(msg, why, too_big=too_big)
+        if reply is None:
+            log.warning("session %s: cannot answer a %s without a request_id", self.session_id, oversize.describe(msg))
+            return
+        self.stats.answered_for_agent += 1
+        log.warning("session %s: answered the agent's %s %s here: it %s", self.session_id,
+                    oversize.describe(msg), m.request_id_of(msg), why)
+        self._tracker.observe_inbound(reply, self._clock())  # settles it, had it been relayed
+        if not await self._agent.send(reply):
+            log.warning("session %s: the agent takes no more input; dropped the answer", self.session_id)
+
     # -- outbound ----------------------------------------------------------------------
 
     async def _pump_outbound(self) -> None:
+        cap = self._cfg.max_parse_bytes
         async for piece in self._agent.stdout_lines():
-            if isinstance(piece, Oversize):
-                self.stats.oversize_lines += 1
-                log.warning("session %s: the agent wrote a %d-byte line (limit %d); skipped",
-                            self.session_id, piece.size, self._cfg.max_line_bytes)
+            if isinstance(piece, Oversize) or len(piece) > cap:
+                self._skip_unread(piece.size if isinstance(piece, Oversize) else len(piece))
                 continue
             if not piece.strip():
                 continue
             try:
-                msg = m.parse_line(piece, self._cfg.max_line_bytes)
+                msg = m.parse_line(piece, cap)
             except m.MessageError as exc:
                 self.stats.bad_lines += 1
                 log.warning("session %s: bad output from the agent (%s): %.120r", self.session_id, exc, piece)
                 continue
-            self._handle_outbound(msg)
+            await self._handle_outbound(msg, len(piece))
 
-    def _handle_outbound(self, msg: Message) -> None:
-        kind = msg.get("type")
-        if kind == m.CONTROL_RESPONSE and self._init_request_id is not None \
-                and m.response_request_id(msg) == self._init_request_id:
-            inner = m.response_payload(msg) or {}
-            caps = inner.get("response")
-            self._agent_caps = caps if isinstance(caps, dict) and inner.get("subtype") == "success" else {}
-            self._agent_caps_ready.set()
+    def _skip_unread(self, size: int) -> None:
+        self.stats.oversize_lines += 1
+        log.warning("session %s: the agent wrote a %d-byte line (read limit %d); skipped unread",
+                    self.session_id, size, self._cfg.max_parse_bytes)
+        self._tracker.note("error", f"Too large to read: agent output ({oversize.human(size)})", self._clock())
+
+    async def _handle_outbound(self, msg: Message, raw_size: int) -> None:
+        if self._take_init_reply(msg) or msg.get("type") == m.KEEP_ALIVE:
             return
-        if kind == m.KEEP_ALIVE:
-            return
+        size = oversize.size_over(msg, raw_size, self._cfg.max_line_bytes)
+        if size is None:
+            await self._relay(msg)
+        else:
+            await self._oversized(msg, size)
+
+    def _take_init_reply(self, msg: Message) -> bool:
+        """The agent's answer to the host's own initialize: its capabilities, kept here."""
+        if not m.is_control_response(msg) or self._init_request_id is None \
+                or m.response_request_id(msg) != self._init_request_id:
+            return False
+        inner = m.response_payload(msg) or {}
+        caps = inner.get("response")
+        self._agent_caps = caps if isinstance(caps, dict) and inner.get("subtype") == "success" else {}
+        self._agent_caps_ready.set()
+        return True
+
+    async def _relay(self, msg: Message) -> None:
         self.stats.outbound += 1
         if self._tracker.observe_outbound(msg, self._clock()):
             log.debug("session %s: state %s", self.session_id, self._tracker.state)
-        self._write(msg)
+        error = self._write(msg)
+        if error is not None and m.is_control_request(msg):  # no client will see it: answer it here
+            await self._answer_for_agent(msg, f"could not be relayed to remote clients ({error})")
 
-    def _write(self, msg: Message) -> None:
+    async def _oversized(self, msg: Message, size: int) -> None:
+        self.stats.oversize_lines += 1
+        limit = self._cfg.max_line_bytes
+        what = oversize.describe(msg)
+        self._tracker.note("error", f"Too large to relay: {what} ({oversize.human(size)})", self._clock())
+        if m.is_control_request(msg):
+            await self._answer_for_agent(msg, oversize.too_large(size, limit), too_big=True)
+            return
+        copy = oversize.replacement(msg, size, limit)
+        if copy is None:
+            log.warning("session %s: the agent's %s is %d bytes (limit %d); not relayed",
+                        self.session_id, what, size, limit)
+            return
+        self.stats.shortened_lines += 1
+        log.warning("session %s: the agent's %s is %d bytes (limit %d); relayed a small replacement",
+                    self.session_id, what, size, limit)
+        await self._relay(copy)
+
+    def _write(self, msg: Message) -> TransportError | None:
         try:
             self._transport.write(msg)
         except TransportError as exc:
             self.stats.write_failures += 1
             log.warning("session %s: could not queue a %s for the server: %s", self.session_id, msg.get("type"), exc)
+            return exc
+        return None

@@ -105,6 +105,10 @@ class SessionTracker:
             self._result(msg, now)
         return self._state != before
 
+    def note(self, kind: ActivityKind, summary: str, now: float) -> None:
+        """An activity no relayed message shows (the host's own, e.g. output it could not relay)."""
+        self._activities.append(Activity(kind, summary, now))
+
     # -- internals -----------------------------------------------------------
 
     def _settle(self, request_id: str | None) -> None:
