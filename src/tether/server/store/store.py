@@ -175,7 +175,8 @@ class Store:
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="wal-checkpoint", initializer=_low_priority)
         try:
-            done, last_tick, last_run = self.writes, self.writes, loop.time()
+            # done = -1: whatever was written before this started (migrations, start-up) counts too
+            done, last_tick, last_run = -1, self.writes, loop.time()
             while True:
                 await asyncio.sleep(tick_s)  # a period, not a wait for a condition
                 quiet, last_tick = self.writes == last_tick, self.writes

@@ -1,0 +1,84 @@
+"""Background WAL checkpoints (store.py): the server's connections never checkpoint inside a
+commit; the checkpointer copies the log into the database file once writes pause, from a
+low-priority thread; a store without it keeps SQLite's own autocheckpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sqlite3
+import threading
+
+import pytest
+from tests.support.waiting import eventually
+
+from tether.server.store.store import Store, _low_priority, sqlite_url
+
+pytestmark = pytest.mark.anyio
+
+
+def orgs_in_database_file(path: pathlib.Path) -> int:
+    """Rows of ``orgs`` in the main database file alone (the WAL ignored; 0 while even the
+    schema is only in the WAL)."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM orgs").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+async def autocheckpoint_of(store: Store) -> int:
+    async with store.write() as tx:
+        assert tx.raw is not None
+        return int(tx.raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+async def test_writes_reach_the_database_file_when_they_pause(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = Store(sqlite_url(path), background_checkpoints=True)
+    await store.open()
+    try:
+        assert await autocheckpoint_of(store) == 0, "no checkpoint inside a commit on the loop"
+        before = orgs_in_database_file(path)
+        for i in range(20):
+            async with store.write() as tx:
+                await tx.insert_org(f"org-{i}", float(i))
+        assert orgs_in_database_file(path) == before, "committed rows wait in the WAL"
+        checkpointer = asyncio.create_task(store.run_checkpointer(tick_s=0.02, max_interval_s=60))
+        try:
+            await eventually(lambda: orgs_in_database_file(path) >= before + 20, message="the checkpoint")
+        finally:
+            checkpointer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await checkpointer
+        async with store.read() as tx:
+            assert await tx.get_org_by_name("org-19") is not None
+    finally:
+        await store.close()
+
+
+async def test_a_plain_store_keeps_sqlites_autocheckpoint(tmp_path: pathlib.Path) -> None:
+    store = Store(sqlite_url(tmp_path / "db.sqlite"))
+    await store.open()
+    try:
+        assert await autocheckpoint_of(store) == 1000
+        await asyncio.wait_for(store.run_checkpointer(), 1)  # returns at once: nothing to do
+    finally:
+        await store.close()
+
+
+def test_the_checkpoint_thread_runs_at_low_priority() -> None:
+    seen: list[int] = []
+
+    def probe() -> None:
+        _low_priority()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(10)
+    assert seen == [19]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0, "only that thread"
