@@ -26,26 +26,25 @@ _BOOL_COLUMNS = frozenset(c.name for c in t.sessions.c if isinstance(c.type, sa.
 _GET_SESSION = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?"
 _INSERT_EVENTS = ("INSERT INTO events (session_id, seq, event_id, uuid, source, event_type, payload, delivery, "
                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_EVENT_UNLESS_LOGGED = _INSERT_EVENTS + " ON CONFLICT (session_id, uuid) DO NOTHING"
 _ADVANCE_SEQ = "UPDATE sessions SET last_seq = ?, updated_at = ? WHERE id = ?"
 _CHUNK = 500  # bound parameters per uuid lookup (SQLite allows 32766; this keeps plans small)
-
-
-def _decode(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if name in _JSON_COLUMNS:
-        # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
-        return json.loads(value) if isinstance(value, str | bytes) else value
-    if name in _BOOL_COLUMNS:
-        return bool(value)
-    return value
 
 
 def get_session(db: sqlite3.Connection, body: str) -> dict[str, Any] | None:
     row = db.execute(_GET_SESSION, (body,)).fetchone()
     if row is None:
         return None
-    return {name: _decode(name, value) for name, value in zip(_SESSION_COLUMNS, row, strict=True)}
+    session = dict(zip(_SESSION_COLUMNS, row, strict=True))
+    for name in _JSON_COLUMNS:
+        value = session[name]
+        # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
+        if isinstance(value, str | bytes):
+            session[name] = json.loads(value)
+    for name in _BOOL_COLUMNS:
+        if session[name] is not None:
+            session[name] = bool(session[name])
+    return session
 
 
 def existing_uuids(db: sqlite3.Connection, session_id: str, uuids: Sequence[str]) -> set[str]:
@@ -55,6 +54,15 @@ def existing_uuids(db: sqlite3.Connection, session_id: str, uuids: Sequence[str]
         sql = f"SELECT uuid FROM events WHERE session_id = ? AND uuid IN ({', '.join('?' * len(chunk))})"
         found.update(r[0] for r in db.execute(sql, (session_id, *chunk)))
     return found
+
+
+def insert_event(db: sqlite3.Connection, row: tuple[Any, ...], session_id: str, now: float) -> bool:
+    """One event, unless its ``uuid`` is already in the session's log (then False): one
+    statement instead of a lookup and an insert. Any other conflict still raises."""
+    if db.execute(_INSERT_EVENT_UNLESS_LOGGED, row).rowcount == 0:
+        return False
+    db.execute(_ADVANCE_SEQ, (row[1], now, session_id))
+    return True
 
 
 def insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], session_id: str, last_seq: int,

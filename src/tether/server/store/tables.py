@@ -139,7 +139,13 @@ events = sa.Table(
     sa.UniqueConstraint("session_id", "seq", name="uq_events_session_seq"),
     sa.UniqueConstraint("session_id", "uuid", name="uq_events_session_uuid"),
 )
-sa.Index("ix_events_pending", events.c.session_id, events.c.delivery)
+# only inbound events the worker has not processed (migration 0002): worker events, the bulk
+# of the log, write no page of it
+# of the log, write no page of it. A literal, not a bound parameter: a query uses a partial
+# index only when its WHERE repeats the index's terms.
+UNDELIVERED = sa.and_(events.c.delivery.is_not(None), events.c.delivery != sa.literal_column("'processed'"))
+sa.Index("ix_events_undelivered", events.c.session_id, events.c.seq, sqlite_where=UNDELIVERED,
+         postgresql_where=UNDELIVERED)
 
 internal_events = sa.Table(
     "internal_events",

@@ -314,6 +314,8 @@ class Tx:
         its ``last_seq`` is advanced in place.
         """
         body = session["id"]
+        if self.raw is not None and len(items) == 1:  # a streaming worker's usual write
+            return self._append_one(session, items[0], now)
         seen = await self.existing_uuids(body, [i.uuid for i in items])
         seq = int(session["last_seq"])
         stored: list[StoredEvent] = []
@@ -337,6 +339,17 @@ class Tx:
             await self.conn.execute(_ADVANCE_SEQ, {"sid": body, "seq": seq, "now": now})
         session["last_seq"] = seq
         return stored
+
+    def _append_one(self, session: Row, item: EventIn, now: float) -> list[StoredEvent]:
+        assert self.raw is not None
+        body, seq = session["id"], int(session["last_seq"]) + 1
+        ev = StoredEvent(body, seq, new_id("evt"), item.uuid, item.source, item.event_type, item.payload_json,
+                         now, item.delivery)
+        row = (body, seq, ev.event_id, ev.uuid, ev.source, ev.event_type, ev.payload_json, ev.delivery, now)
+        if not sqlite_fast.insert_event(self.raw, row, body, now):
+            return []
+        session["last_seq"] = seq
+        return [ev]
 
     async def events_after(self, session_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
         stmt = (
@@ -369,9 +382,7 @@ class Tx:
         """Inbound events the worker has not confirmed, in sequence order."""
         stmt = (
             sa.select(t.events).where(
-                t.events.c.session_id == session_id,
-                t.events.c.delivery.is_not(None),
-                t.events.c.delivery != "processed",
+                t.events.c.session_id == session_id, t.UNDELIVERED,  # the partial index's own terms
             ).order_by(t.events.c.seq)
         )
         return [_stored(r) for r in await self._all(stmt)]

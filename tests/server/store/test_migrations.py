@@ -1,0 +1,58 @@
+"""Schema migrations: a new database gets the newest schema; the undelivered-inbound query
+is served by its partial index (which worker events never touch)."""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from tether.server.store import tables as t
+from tether.server.store.store import Store, sqlite_url
+
+pytestmark = pytest.mark.anyio
+
+
+async def migrated(path: pathlib.Path) -> None:
+    store = Store(sqlite_url(path))
+    await store.open()
+    await store.open()  # idempotent
+    await store.close()
+
+
+async def test_the_undelivered_query_uses_the_partial_index(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "db.sqlite"
+    await migrated(path)
+    stmt = sa.select(t.events).where(t.events.c.session_id == "s", t.UNDELIVERED).order_by(t.events.c.seq)
+    sql = str(stmt.compile(dialect=sqlite.dialect()))
+    conn = sqlite3.connect(path)
+    try:
+        indexes = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'events' "
+                                    "AND type = 'index'").fetchall())
+        assert "ix_events_pending" not in indexes
+        assert "WHERE delivery IS NOT NULL AND delivery != 'processed'" in indexes["ix_events_undelivered"]
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ("s",)))
+        assert "USING INDEX ix_events_undelivered" in plan, plan
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        assert version == "0002"
+    finally:
+        conn.close()
+
+
+async def test_worker_events_stay_out_of_the_partial_index(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "db.sqlite"
+    await migrated(path)
+    conn = sqlite3.connect(path)
+    try:
+        rows = [("s", n, f"evt_{n}", f"u{n}", "worker" if n % 3 else "client", "user", "{}",
+                 None if n % 3 else ("processed" if n % 2 else "pending"), 1.0) for n in range(1, 31)]
+        conn.executemany("INSERT INTO events (session_id, seq, event_id, uuid, source, event_type, payload, "
+                         "delivery, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        indexed = conn.execute("SELECT count(*) FROM events INDEXED BY ix_events_undelivered "
+                               "WHERE session_id = 's' AND delivery IS NOT NULL AND delivery != 'processed'")
+        assert indexed.fetchone()[0] == len([r for r in rows if r[7] == "pending"]) == 5
+    finally:
+        conn.close()
