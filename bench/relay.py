@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import pathlib
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,20 @@ def raise_nofile() -> int:
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return want
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """No garbage collection in this (measuring) process during a measured window: a gen2
+    pass of the bench client took 27 ms in the middle of a paced run, and every frame that
+    arrived meanwhile counted it as the server's latency. Collected before and after."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 def run_async(main: Coroutine[Any, Any, Any]) -> Any:
@@ -1099,24 +1114,32 @@ async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callab
             many = fx.worker_sessions[1:1 + plan.sessions]
             if "latency" in only:
                 log("latency: closed loop")
-                res.closed = await measure_latency(fx, server, plan, compression, fan_session, paced=False)
+                with quiet_gc():
+                    res.closed = await measure_latency(fx, server, plan, compression, fan_session, paced=False)
                 log(f"latency: paced at {plan.rate:.0f} events/s")
-                res.paced = await measure_latency(fx, server, plan, compression, fan_session, paced=True)
+                with quiet_gc():
+                    res.paced = await measure_latency(fx, server, plan, compression, fan_session, paced=True)
             if "durable" in only:
                 log("durable: 1 session × subscribers")
-                res.fan_single = await measure_throughput(fx, server, plan, compression, [fan_session],
-                                                          plan.subscribers, plan.single_posters, 1)
-                res.fan_batch = await measure_throughput(fx, server, plan, compression, [fan_session],
-                                                         plan.subscribers, 1, plan.batch)
+                with quiet_gc():
+                    res.fan_single = await measure_throughput(fx, server, plan, compression, [fan_session],
+                                                              plan.subscribers, plan.single_posters, 1)
+                with quiet_gc():
+                    res.fan_batch = await measure_throughput(fx, server, plan, compression, [fan_session],
+                                                             plan.subscribers, 1, plan.batch)
                 log(f"durable: {len(many)} sessions × 1 subscriber")
-                res.many_single = await measure_throughput(fx, server, plan, compression, many, 1, 1, 1)
-                res.many_batch = await measure_throughput(fx, server, plan, compression, many, 1, 1,
-                                                          plan.batch)
+                with quiet_gc():
+                    res.many_single = await measure_throughput(fx, server, plan, compression, many, 1, 1, 1)
+                with quiet_gc():
+                    res.many_batch = await measure_throughput(fx, server, plan, compression, many, 1, 1,
+                                                              plan.batch)
             if sse:
                 log("sse: prompt → client_event latency, closed loop")
-                res.sse_latency = await measure_sse_latency(fx, server, plan)
+                with quiet_gc():
+                    res.sse_latency = await measure_sse_latency(fx, server, plan)
                 log(f"sse: 1 session × {plan.subscribers} readers, {plan.batch} prompts/POST")
-                res.sse_fanout = await measure_sse_fanout(fx, server, plan)
+                with quiet_gc():
+                    res.sse_fanout = await measure_sse_fanout(fx, server, plan)
         finally:
             await fx.lanes.aclose()
             await fx.http.aclose()
@@ -1130,7 +1153,8 @@ async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callab
 async def run_baseline(plan: Plan, compression: bool, sse: bool) -> Baseline:
     proc, url, sse_port = await start_baseline(compression)
     try:
-        return await measure_baseline(url, plan, compression, sse_port if sse else None)
+        with quiet_gc():
+            return await measure_baseline(url, plan, compression, sse_port if sse else None)
     finally:
         proc.terminate()
         await proc.wait()
