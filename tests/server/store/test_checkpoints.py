@@ -11,6 +11,7 @@ import sqlite3
 import threading
 
 import pytest
+import sqlalchemy as sa
 from tests.support.waiting import eventually
 
 from tether.server.store.store import Store, _low_priority, sqlite_url
@@ -82,3 +83,24 @@ def test_the_checkpoint_thread_runs_at_low_priority() -> None:
     thread.join(10)
     assert seen == [19]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0, "only that thread"
+
+
+async def test_a_failed_commit_leaves_the_writer_usable(tmp_path: pathlib.Path) -> None:
+    """The SQLite writer connection is kept between transactions: a COMMIT that fails (here a
+    deferred foreign-key violation) must not leave its transaction open for the next writer."""
+    store = Store(sqlite_url(tmp_path / "db.sqlite"), background_checkpoints=True)
+    await store.open()
+    try:
+        with pytest.raises(sa.exc.IntegrityError):
+            async with store.write() as tx:
+                assert tx.raw is not None
+                tx.raw.execute("PRAGMA defer_foreign_keys = ON")
+                tx.raw.execute("INSERT INTO users (id, org_id, email, role, created_at) "
+                               "VALUES ('u1', 'no-such-org', 'a@b.c', 'owner', 1.0)")
+        async with store.write() as tx:
+            org = await tx.insert_org("after-a-failed-commit", 2.0)
+        async with store.read() as tx:
+            assert await tx.get_org(org["id"]) is not None
+            assert await tx.get_user("u1") is None
+    finally:
+        await store.close()

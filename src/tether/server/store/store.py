@@ -132,13 +132,20 @@ class Store:
             if self.sync_engine is not None:
                 conn = self._writer_connection()
                 tx = Tx(InlineConnection(conn), True, writable=True)
-                conn.begin()
                 try:
-                    yield tx
+                    conn.begin()
+                    try:
+                        yield tx
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                    conn.commit()
                 except BaseException:
-                    conn.rollback()
+                    # The writer lives on: whatever went wrong (a failed BEGIN, COMMIT or
+                    # rollback), the next transaction must not find this one still open.
+                    if conn.in_transaction() or (tx.raw is not None and tx.raw.in_transaction):
+                        self._discard_writer()
                     raise
-                conn.commit()
                 self.writes += 1
             else:
                 assert self.engine is not None
@@ -186,6 +193,14 @@ class Store:
                     await loop.run_in_executor(executor, _checkpoint, db_path)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+
+    def _discard_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.invalidate()  # the pool drops the DBAPI connection: its state is unknown
+            with contextlib.suppress(Exception):
+                writer.close()
 
     def _writer_connection(self) -> sa.Connection:
         """Writes are serialised by the lock, so one connection serves them all (no pool
