@@ -13,7 +13,6 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tether.errors import Conflict, NotFound, RateLimited
-from tether.server.app import error_response
 from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp, path_param
 
 pytestmark = pytest.mark.anyio
@@ -72,7 +71,7 @@ def make_app(*, fast: bool = True) -> TetherApp:
     app = TetherApp()
     if fast:
         app.fast_posts = ((*INGRESS_POST, fast_http), (*WORKER_EVENTS_POST, fast_http))
-        app.fast_socket, app.error_response = fast_socket, error_response
+        app.fast_socket = fast_socket
 
     @app.get("/v1/session_ingress/session/{sid}/events")
     async def get_events(sid: str) -> dict[str, str]:

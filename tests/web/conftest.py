@@ -21,18 +21,14 @@ DESKTOP = {"width": 1280, "height": 860}
 
 
 @pytest.fixture(scope="module")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    data = tmp_path_factory.mktemp("web-server")
-    proc = ServerProcess(data, limits={"rate_per_second": 0}).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def web_server(server: ServerProcess) -> ServerProcess:
+    """The module's server (tests/conftest.py), under the name these tests read best with."""
+    return server
 
 
 @pytest.fixture(scope="module")
-def owner(web_server: ServerProcess) -> str:
-    return web_server.token()
+def owner(owner_token: str) -> str:
+    return owner_token
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,5 @@
-"""`tether up`, the work behind the command (see :mod:`tether.cli.up`): server child, login, bridge.
-
-1. **Server.** A server already configured (``TETHER_SERVER``, or a stored login whose server
-   answers) is used as is. Otherwise ``tether server`` starts as a **child process** on loopback
-   with SQLite under ``$TETHER_HOME/server`` (or ``--data-dir``). A child rather than an in-process
-   task: the server keeps its own event loop (SQLite runs inline on it), its own signal handling
-   and logs (``server.log`` in the data dir), and the shutdown order is simple — the bridge tears
-   down first (it still needs the server to stop work, archive and deregister), then the server
-   gets SIGTERM.
-2. **Login.** A working stored login for that server is kept; else a personal API token is
-   minted through the server's data directory (like ``tether admin token create``) and stored.
-3. **Bridge.** ``tether remote-control`` for the current directory (same-dir, a session created
-   here), with the live display on a terminal and plain lines otherwise.
-4. **Agent.** The stock ``claude`` when it is on PATH; else ``tether agent`` with the Anthropic
-   API when ``ANTHROPIC_API_KEY`` is set; else ``tether agent --backend scripted`` (offline, said so).
-
-It prints the web URL, a one-time login link and its QR code. Ctrl-C stops everything in order.
-"""
+"""`tether up`, the work behind the command: server child, login, bridge — in the order and
+for the reasons :mod:`tether.cli.up` gives."""
 
 from __future__ import annotations
 

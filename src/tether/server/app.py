@@ -18,9 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from tether.errors import RateLimited, TetherError
+from tether.errors import TetherError
 from tether.server.api import code_sessions, environments, ingress, misc, oauth, sessions, subscribe, worker
-from tether.server.api.common import JSONResponse
+from tether.server.api.common import error_response, internal_error_response, tether_error_response
 from tether.server.config import Config
 from tether.server.context import ServerContext
 from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp
@@ -32,11 +32,6 @@ log = logging.getLogger("tether.server")
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
                  413: "payload_too_large", 429: "rate_limit_error"}
-
-
-def error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(config: Config) -> FastAPI:
@@ -70,7 +65,7 @@ def create_app(config: Config) -> FastAPI:
                     openapi_url="/openapi.json")
     app.state.ctx = ctx
     app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events))
-    app.fast_socket, app.error_response = subscribe.subscribe, error_response
+    app.fast_socket = subscribe.subscribe
     # Routes go straight onto the app, hot ones first: nested included routers cost a match
     # per router on every request (≈14 % of a worker POST's CPU, bench/relay.py).
     for module in (ingress, worker, subscribe, environments, sessions, code_sessions, oauth, misc, pages, web_api):
@@ -78,8 +73,7 @@ def create_app(config: Config) -> FastAPI:
 
     @app.exception_handler(TetherError)
     async def tether_error(request: Request, exc: TetherError) -> Response:
-        headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        return error_response(exc.status, exc.error_type, exc.message, headers)
+        return tether_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -95,7 +89,7 @@ def create_app(config: Config) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "api_error", "Internal server error (this is a bug; see the server log).")
+        return internal_error_response()
 
     return app
 

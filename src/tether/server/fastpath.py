@@ -22,14 +22,15 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
-from tether.errors import RateLimited, TetherError
+from tether.errors import TetherError
+from tether.server.api.common import internal_error_response, tether_error_response
 
 log = logging.getLogger("tether.server")
 
 HttpEndpoint = Callable[[str, Request], Awaitable[Response]]
 SocketEndpoint = Callable[[WebSocket, str], Awaitable[None]]
 
-# (path prefixes, suffix) of the hot POST routes, in the order of FastPaths.posts
+# (path prefixes, suffix) of the hot POST routes (TetherApp.fast_posts)
 INGRESS_POST = (("/v1/session_ingress/session/", "/v2/session_ingress/session/"), "/events")
 WORKER_EVENTS_POST = (("/v1/code/sessions/", "/v1/session_ingress/ws/", "/v2/session_ingress/ws/"),
                       "/worker/events")
@@ -53,7 +54,6 @@ class TetherApp(FastAPI):
 
     fast_posts: tuple[tuple[tuple[str, ...], str, HttpEndpoint], ...] = ()  # (prefixes, suffix, endpoint)
     fast_socket: SocketEndpoint | None = None
-    error_response: Callable[..., Response] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -75,16 +75,13 @@ class TetherApp(FastAPI):
     async def _serve_http(self, endpoint: HttpEndpoint, param: str, scope: Scope, receive: Receive,
                           send: Send) -> None:
         request = Request(scope, receive)
-        assert self.error_response is not None
         try:
             response = await endpoint(param, request)
         except TetherError as exc:
-            headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-            response = self.error_response(exc.status, exc.error_type, exc.message, headers)
+            response = tether_error_response(exc)
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
-            response = self.error_response(500, "api_error",
-                                           "Internal server error (this is a bug; see the server log).")
+            response = internal_error_response()
         await response(scope, receive, send)
 
     async def _serve_socket(self, endpoint: SocketEndpoint, param: str, scope: Scope, receive: Receive,

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from tests.support.waiting import eventually
 
-from tether.server.store.store import Store, _low_priority, sqlite_url
+from tether.server.store.store import CheckpointSchedule, Store, _low_priority, sqlite_url
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +104,18 @@ async def test_a_failed_commit_leaves_the_writer_usable(tmp_path: pathlib.Path) 
             assert await tx.get_user("u1") is None
     finally:
         await store.close()
+
+
+def test_checkpoint_schedule_waits_for_a_pause_or_the_longest_interval() -> None:
+    schedule = CheckpointSchedule(5.0, started_at=0.0)
+    assert not schedule.due(3, 0.25), "a first tick has seen no pause yet"
+    assert schedule.due(3, 0.5), "start-up writes, then a quiet tick"
+    assert not schedule.due(3, 0.75), "nothing new since"
+    writes, now, due_at = 3, 0.75, []
+    while now < 12:  # steady writes: every tick sees new ones
+        writes, now = writes + 10, now + 0.25
+        if schedule.due(writes, now):
+            due_at.append(now)
+    assert due_at == [5.5, 10.5], "every max_interval_s after the last checkpoint"
+    assert schedule.due(writes, now + 0.25), "writes paused with some not yet checkpointed"
+    assert not schedule.due(writes, now + 0.5), "still paused, nothing new"

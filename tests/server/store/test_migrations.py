@@ -56,3 +56,30 @@ async def test_worker_events_stay_out_of_the_partial_index(tmp_path: pathlib.Pat
         assert indexed.fetchone()[0] == len([r for r in rows if r[7] == "pending"]) == 5
     finally:
         conn.close()
+
+
+async def test_a_0001_database_with_events_upgrades_in_place(tmp_path: pathlib.Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from tether.server.store.store import MIGRATIONS
+
+    path = tmp_path / "db.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql("INSERT INTO events (session_id, seq, event_id, uuid, source, event_type, payload, "
+                             "delivery, created_at) VALUES ('s', 1, 'evt_1', 'u1', 'client', 'user', '{}', "
+                             "'pending', 1.0), ('s', 2, 'evt_2', 'u2', 'worker', 'assistant', '{}', NULL, 2.0)")
+    engine.dispose()
+    store = Store(sqlite_url(path))
+    await store.open()
+    try:
+        async with store.read() as tx:
+            assert [ev.uuid for ev in await tx.undelivered_inbound("s")] == ["u1"]
+            assert [ev.seq for ev in await tx.events_after("s", 0)] == [1, 2]
+    finally:
+        await store.close()

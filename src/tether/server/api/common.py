@@ -9,7 +9,14 @@ import orjson
 from fastapi import Request, WebSocket
 from fastapi.responses import Response
 
-from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
+from tether.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    TetherError,
+)
 from tether.protocol.ids import is_valid_id, prefixed_body, session_body
 from tether.server.auth.secrets import csrf_token
 from tether.server.auth.service import Principal
@@ -30,6 +37,22 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The one error shape: ``{"type": "error", "error": {"type": …, "message": …}}``."""
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def tether_error_response(exc: TetherError) -> Response:
+    headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return error_response(exc.status, exc.error_type, exc.message, headers)
+
+
+def internal_error_response() -> Response:
+    """For an exception nobody meant (logged by the caller, never shown to the client)."""
+    return error_response(500, "api_error", "Internal server error (this is a bug; see the server log).")
 
 
 async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False) -> Any:

@@ -71,3 +71,19 @@ class DirectWriter:
             self.proto.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             if self.on_flush is not None:
                 self.on_flush(len(frames))
+
+
+FRAMES_FIRST_MAX_EVENTS = 8
+
+
+async def frames_first(events: int) -> None:
+    """Order the answer of a worker's POST against the subscribers' frames it produced.
+
+    The commit queued those frames (DirectWriter writes them at the end of this loop step). For a
+    few events — a streaming agent's usual POST, where latency is what counts — one yield puts
+    the frames on the wire before this answer. A big batch means the worker is behind: the
+    answer goes first, so its next batch overlaps this one's fan-out (measured: 1×10 fan-out
+    with 50 events/POST went from ≈55 % to ≈100 % of the raw websockets rate, bench/relay.py).
+    """
+    if events <= FRAMES_FIRST_MAX_EVENTS:
+        await asyncio.sleep(0)

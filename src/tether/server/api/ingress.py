@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge, TetherError
 from tether.server.api.common import JSONResponse, bearer, ctx_of, parse_session_id, rate_limit, read_object
+from tether.server.api.direct import frames_first
 from tether.server.api.sockets import (
     CLOSE_INVALID_DATA,
     CLOSE_NOT_FOUND,
@@ -81,22 +82,6 @@ async def post_events(session_id: str, request: Request) -> Response:
     await confirm_sent_controls(ctx, body)
     await frames_first(len(events))
     return JSONResponse({})
-
-
-FRAMES_FIRST_MAX_EVENTS = 8
-
-
-async def frames_first(events: int) -> None:
-    """Order the answer of a worker's POST against the subscribers' frames it produced.
-
-    The commit queued those frames (direct.py writes them at the end of this loop step). For a
-    few events — a streaming agent's usual POST, where latency is what counts — one yield puts
-    the frames on the wire before this answer. A big batch means the worker is behind: the
-    answer goes first, so its next batch overlaps this one's fan-out (measured: 1×10 fan-out
-    with 50 events/POST went from ≈55 % to ≈100 % of the raw websockets rate, bench/relay.py).
-    """
-    if events <= FRAMES_FIRST_MAX_EVENTS:
-        await asyncio.sleep(0)
 
 
 class WorkerConnection:

@@ -28,7 +28,7 @@ from tether.server.api.common import (
     rate_limit,
     read_object,
 )
-from tether.server.api.ingress import frames_first
+from tether.server.api.direct import frames_first
 from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.broker import Overflowed, ServerClosing
 from tether.server.clock import iso, now
@@ -208,7 +208,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     flags = [bool(e.get("ephemeral")) for e in events]
     ctx.metrics.inc("worker_events_total", len(events))
     await ctx.hub.post_worker_events(body, [e["payload"] for e in events], ephemeral_flags=flags, v1=False)
-    await frames_first(len(events))  # see ingress.frames_first
+    await frames_first(len(events))
     return JSONResponse({})
 
 

@@ -80,6 +80,8 @@ class Subscription:
 
 class Broker:
     def __init__(self, queue_size: int = 4096) -> None:
+        if queue_size < 1:  # asyncio.Queue(0) is unbounded: a slow subscriber would grow without end
+            raise ValueError(f"broker_queue_size must be at least 1, got {queue_size}")
         self.queue_size = queue_size
         self._topics: dict[str, set[Subscription]] = {}
 

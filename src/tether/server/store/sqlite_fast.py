@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.server.store import tables as t
+from tether.server.store.records import StoredEvent
 
 _SESSION_COLUMNS = [c.name for c in t.sessions.c]
 _JSON_COLUMNS = frozenset(c.name for c in t.sessions.c if isinstance(c.type, sa.JSON))
@@ -56,17 +57,23 @@ def existing_uuids(db: sqlite3.Connection, session_id: str, uuids: Sequence[str]
     return found
 
 
-def insert_event(db: sqlite3.Connection, row: tuple[Any, ...], session_id: str, now: float) -> bool:
+def _row(ev: StoredEvent) -> tuple[Any, ...]:
+    """``ev`` in the column order of ``_INSERT_EVENTS``."""
+    return (ev.session_id, ev.seq, ev.event_id, ev.uuid, ev.source, ev.event_type, ev.payload_json, ev.delivery,
+            ev.created_at)
+
+
+def insert_event(db: sqlite3.Connection, ev: StoredEvent) -> bool:
     """One event, unless its ``uuid`` is already in the session's log (then False): one
     statement instead of a lookup and an insert. Any other conflict still raises."""
-    if db.execute(_INSERT_EVENT_UNLESS_LOGGED, row).rowcount == 0:
+    if db.execute(_INSERT_EVENT_UNLESS_LOGGED, _row(ev)).rowcount == 0:
         return False
-    db.execute(_ADVANCE_SEQ, (row[1], now, session_id))
+    db.execute(_ADVANCE_SEQ, (ev.seq, ev.created_at, ev.session_id))
     return True
 
 
-def insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], session_id: str, last_seq: int,
-                  now: float) -> None:
-    """``rows`` in the column order of ``_INSERT_EVENTS``; then the session's ``last_seq``."""
-    db.executemany(_INSERT_EVENTS, rows)
-    db.execute(_ADVANCE_SEQ, (last_seq, now, session_id))
+def insert_events(db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+    """New events of one session, in sequence order; then the session's ``last_seq``."""
+    db.executemany(_INSERT_EVENTS, [_row(ev) for ev in events])
+    last = events[-1]
+    db.execute(_ADVANCE_SEQ, (last.seq, last.created_at, last.session_id))

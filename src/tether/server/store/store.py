@@ -72,6 +72,26 @@ CHECKPOINT_MAX_INTERVAL_S = 5.0
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # a WAL that grew in a burst is cut back to this on restart
 
 
+class CheckpointSchedule:
+    """When to checkpoint, asked once a tick with the count of committed writes: when there
+    is something new and writes paused for a whole tick, or ``max_interval_s`` after the last
+    checkpoint under steady writes. What was written before the first tick counts as new."""
+
+    def __init__(self, max_interval_s: float, *, started_at: float) -> None:
+        self.max_interval_s = max_interval_s
+        self._done = -1  # the write count the last checkpoint covered
+        self._last_tick: int | None = None
+        self._last_run = started_at
+
+    def due(self, writes: int, now: float) -> bool:
+        quiet = writes == self._last_tick
+        self._last_tick = writes
+        if writes == self._done or not (quiet or now - self._last_run >= self.max_interval_s):
+            return False
+        self._done, self._last_run = writes, now
+        return True
+
+
 class Store:
     def __init__(self, url: str, *, background_checkpoints: bool = False) -> None:
         self.url = url
@@ -119,7 +139,7 @@ class Store:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
         if self.sync_engine is not None:
-            with self._sync_conn(write=False) as conn:
+            with self._read_conn() as conn:
                 yield Tx(InlineConnection(conn), True, writable=False)
             return
         assert self.engine is not None
@@ -180,15 +200,12 @@ class Store:
         db_path = self.sync_engine.url.database
         assert db_path
         loop = asyncio.get_running_loop()
+        schedule = CheckpointSchedule(max_interval_s, started_at=loop.time())
         executor = ThreadPoolExecutor(1, thread_name_prefix="wal-checkpoint", initializer=_low_priority)
         try:
-            # done = -1: whatever was written before this started (migrations, start-up) counts too
-            done, last_tick, last_run = -1, self.writes, loop.time()
             while True:
                 await asyncio.sleep(tick_s)  # a period, not a wait for a condition
-                quiet, last_tick = self.writes == last_tick, self.writes
-                if self.writes != done and (quiet or loop.time() - last_run >= max_interval_s):
-                    done, last_run = self.writes, loop.time()
+                if schedule.due(self.writes, loop.time()):
                     # its own connection each time: a cancelled wait leaves nothing shared behind
                     await loop.run_in_executor(executor, _checkpoint, db_path)
         finally:
@@ -215,14 +232,12 @@ class Store:
         return self._writer
 
     @contextlib.contextmanager
-    def _sync_conn(self, *, write: bool) -> Iterator[sa.Connection]:
+    def _read_conn(self) -> Iterator[sa.Connection]:
         assert self.sync_engine is not None
         with self.sync_engine.connect() as conn:
-            conn.info["tether_write"] = write
-            try:
-                yield conn
-            finally:
-                conn.info["tether_write"] = False
+            # info belongs to the DBAPI connection, which may once have been the writer's
+            conn.info["tether_write"] = False
+            yield conn
 
 
 def _run_migrations(sync_conn: sa.Connection) -> None:

@@ -140,7 +140,6 @@ events = sa.Table(
     sa.UniqueConstraint("session_id", "uuid", name="uq_events_session_uuid"),
 )
 # only inbound events the worker has not processed (migration 0002): worker events, the bulk
-# of the log, write no page of it
 # of the log, write no page of it. A literal, not a bound parameter: a query uses a partial
 # index only when its WHERE repeats the index's terms.
 UNDELIVERED = sa.and_(events.c.delivery.is_not(None), events.c.delivery != sa.literal_column("'processed'"))

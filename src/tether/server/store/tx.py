@@ -329,8 +329,7 @@ class Tx:
         if not stored:
             return stored
         if self.raw is not None:
-            sqlite_fast.insert_events(self.raw, [(body, ev.seq, ev.event_id, ev.uuid, ev.source, ev.event_type,
-                                                  ev.payload_json, ev.delivery, now) for ev in stored], body, seq, now)
+            sqlite_fast.insert_events(self.raw, stored)
         else:
             await self.conn.execute(_INSERT_EVENTS, [{
                 "session_id": body, "seq": ev.seq, "event_id": ev.event_id, "uuid": ev.uuid, "source": ev.source,
@@ -345,8 +344,7 @@ class Tx:
         body, seq = session["id"], int(session["last_seq"]) + 1
         ev = StoredEvent(body, seq, new_id("evt"), item.uuid, item.source, item.event_type, item.payload_json,
                          now, item.delivery)
-        row = (body, seq, ev.event_id, ev.uuid, ev.source, ev.event_type, ev.payload_json, ev.delivery, now)
-        if not sqlite_fast.insert_event(self.raw, row, body, now):
+        if not sqlite_fast.insert_event(self.raw, ev):
             return []
         session["last_seq"] = seq
         return [ev]
