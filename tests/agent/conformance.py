@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "claude-cli"
-if not FIXTURES.is_dir():  # the shared folder sits beside the checkout
-    FIXTURES = pathlib.Path("/work/shared/fixtures/claude-cli")
+# Recorded with the real CLI (2.1.330, and 2.1.197 under v2.1.197/); tests/fixtures/claude-cli/README.md
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "claude-cli"
 
 # Containers whose fields are compared one level down.
 _NESTED = ("message", "request", "response", "event")

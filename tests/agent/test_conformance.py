@@ -1,4 +1,4 @@
-"""``tether agent`` against the stock CLI's recorded conversations (shared/fixtures/claude-cli).
+"""``tether agent`` against the stock CLI's recorded conversations (tests/fixtures/claude-cli).
 
 Each recorded conversation is replayed into a real ``tether agent``: a stdin line is
 written once the agent has printed as many lines as the CLI had printed before it
@@ -17,8 +17,6 @@ import pytest
 
 from tests.agent import conformance as cf
 from tests.agent.harness import AgentProc, processes_with, wait_until
-
-pytestmark = pytest.mark.skipif(not cf.FIXTURES.is_dir(), reason="shared/fixtures/claude-cli is not available")
 
 # The fake model the fixtures were recorded with, as a scripted scenario (see tests/support/fake_anthropic.py).
 FIXTURE_MODEL = """\
