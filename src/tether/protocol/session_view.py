@@ -82,3 +82,16 @@ def resolve_session_ref(ref: str, sessions: Sequence[Mapping[str, Any]]) -> Reso
     if matches:
         return Ambiguous(matches)
     return NoMatch(ref)
+
+
+def format_ago(seconds: float) -> str:
+    """``just now``, ``42s ago``, ``5m ago``, ``3h ago``, ``2d ago``."""
+    if seconds < 5:
+        return "just now"
+    if seconds < 60:
+        return f"{int(seconds)}s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h ago"
+    return f"{int(seconds // 86400)}d ago"
