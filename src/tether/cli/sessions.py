@@ -146,7 +146,8 @@ _STATE_STYLE = {"waiting for you": "bold yellow", "running": "green", "worker co
 def _table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("ID", "STATE", "TITLE", "MACHINE", "DIRECTORY", "LAST ACTIVITY"):
-        table.add_column(name, overflow="fold")
+        fixed = name in ("ID", "STATE", "LAST ACTIVITY")
+        table.add_column(name, no_wrap=fixed, overflow="ellipsis", min_width=8 if not fixed else None)
     for r in rows:
         style = _STATE_STYLE.get(r["state"], "")
         table.add_row(r["id"], f"[{style}]{r['state']}[/]" if style else r["state"], escape(r["title"]),

@@ -17,7 +17,7 @@ Rules (reference §7, with Tether's additions of PROTOCOL.md §3–§4.7):
   conversation…" / "Status: X" (null ignored); ``compact_boundary`` → a marker; others ignored.
 * ``tool_progress`` → "Tool X running for Ns…"; ``auth_status``, ``tool_use_summary``,
   ``rate_limit_event``, ``keep_alive`` and unknown types → nothing.
-* ``control_request``: ``can_use_tool`` (live) → :class:`PermissionPrompt` with a synthetic
+* ``control_request``: ``can_use_tool`` → :class:`PermissionPrompt` with a synthetic
   tool card (message id ``remote-<request_id>``; a tool this client does not know gets a
   stub); ``interrupt`` / ``set_model`` / ``set_permission_mode`` (another client's actions,
   echoed by the log) → a note; any other subtype arriving live → :class:`SendControl` with the
@@ -289,9 +289,7 @@ def _control_request(frame: Mapping[str, Any], mode: ConvertMode) -> list[Item]:
     subtype = _str(inner.get("subtype")) or ""
     rid = _str(frame.get("request_id"))
     if subtype == "can_use_tool":
-        if mode.history or rid is None:
-            return []
-        return [permission_prompt(rid, inner)]
+        return [] if rid is None else [permission_prompt(rid, inner)]
     if subtype in CLIENT_CONTROL_SUBTYPES:
         return [] if mode.history else [Notice(_client_action(subtype, inner), "dim")]
     if mode.history or rid is None:

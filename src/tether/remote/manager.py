@@ -132,8 +132,7 @@ class RemoteSessionManager:
         self._page_state(page)
         if self.has_more:
             self.view.show(HistoryMark("earlier events: /older"))
-        for frame in frames:
-            self._show_all(convert(frame, HISTORY))
+        self._show_history(frames)
         return len(frames)
 
     async def load_older(self, limit: int = HISTORY_PAGE) -> int:
@@ -147,8 +146,7 @@ class RemoteSessionManager:
         seqs = [s for s in (log_sequence(f) for f in frames) if s is not None]
         span = f" #{min(seqs)}–#{max(seqs)}" if seqs else ""
         self.view.show(HistoryMark(f"earlier events{span}"))
-        for frame in frames:
-            self._show_all(convert(frame, HISTORY))
+        self._show_history(frames)
         self.view.show(HistoryMark("end of earlier events" + ("; more: /older" if self.has_more else "")))
         return len(frames)
 
@@ -258,9 +256,23 @@ class RemoteSessionManager:
             return
         self.view.show(item)
 
-    def _show_all(self, items: list[Item]) -> None:
-        for item in items:
-            self.view.show(item)
+    def _show_history(self, frames: list[dict[str, Any]]) -> None:
+        """A page of the transcript. Its questions are not asked again (the socket sends the ones
+        still open when it connects); their answers are shown as they were given."""
+        asked: PendingPermissions[PermissionPrompt] = PendingPermissions()
+        for frame in frames:
+            for item in convert(frame, HISTORY):
+                if isinstance(item, PermissionPrompt):
+                    asked.add(item)
+                elif isinstance(item, PromptResolved | PromptCancelled):
+                    prompt = (asked.resolve(item.request_id) if isinstance(item, PromptResolved)
+                              else asked.cancel(item.request_id, item.tool_use_id))
+                    if prompt is not None:
+                        outcome = item.behavior if isinstance(item, PromptResolved) else "cancelled"
+                        message = item.message if isinstance(item, PromptResolved) else None
+                        self.view.show(PermissionSettled(prompt, outcome, message))
+                elif not isinstance(item, SendControl):
+                    self.view.show(item)
 
     # ---- what the person does ---------------------------------------------------------------
     def _require_writer(self, what: str) -> None:
