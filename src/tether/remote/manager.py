@@ -110,7 +110,8 @@ class RemoteSessionManager:
         self.watchdog = ResponseWatchdog(enabled=not viewer)
         self.first_id: str | None = None
         self.has_more = False
-        self._auto_answered: set[str] = set()
+        self._auto_answered: set[str] = set()  # answered "unsupported"; the server's refusal is expected
+        self.unsupported_answered: list[str] = []
         self.stop: Stop | None = None
         self.ws = SessionsWebSocket(api.server, self.session_id, api.access_token, viewer=viewer,
                                     resume_from=lambda: self.tracker.high_water, org_uuid=api.org_uuid)
@@ -118,6 +119,11 @@ class RemoteSessionManager:
     @property
     def connected(self) -> bool:
         return self.ws.connected
+
+    @property
+    def refusals_expected(self) -> int:
+        """Our "unsupported" answers the server has not refused yet (it answers those requests itself)."""
+        return len(self._auto_answered)
 
     # ---- history ----------------------------------------------------------------------------
     async def load_history(self, limit: int = HISTORY_PAGE) -> int:
@@ -242,7 +248,8 @@ class RemoteSessionManager:
             return  # a viewer writes nothing; the server answers such requests for the worker anyway
         rid = item.frame["response"]["request_id"]
         self._auto_answered.add(rid)
-        await self.ws.send(item.frame)
+        if await self.ws.send(item.frame):
+            self.unsupported_answered.append(rid)
 
     def _on_error(self, item: ServerError) -> None:
         rid = item.request_id
