@@ -227,3 +227,18 @@ async def test_the_server_refuses_writes_from_a_viewer_role_token(rig: Rig) -> N
     await manager.detach()
     await task
     await api.aclose()
+
+
+async def test_history_pages_back_with_before_id(rig: Rig) -> None:
+    await rig.post(*(assistant(f"H{n}") for n in range(1, 6)))
+    view = RecordingView()
+    manager, api = await rig.manager(view)
+    assert await manager.load_history(limit=2) == 2
+    assert view.texts() == ["H4", "H5"] and manager.has_more
+    assert await manager.load_older(limit=2) == 2
+    assert view.texts() == ["H4", "H5", "H2", "H3"] and manager.has_more
+    assert await manager.load_older(limit=2) == 1
+    assert view.texts()[-1] == "H1" and not manager.has_more
+    assert await manager.load_older() == 0
+    assert manager.tracker.high_water == 5  # live delivery resumes after the newest page, not the older ones
+    await api.aclose()
