@@ -19,6 +19,11 @@ ORDINARY_DROPS = [
     ("open", None), (1006, (2.0, 1)), (None, (2.0, 2)), (1012, (2.0, 3)), (1011, (2.0, 4)), (1006, (2.0, 5)),
     (1006, "gave_up"),
 ]
+SERVER_RESTART_WAITS_LONGER = ([("open", None), (1012, (2.0, 1))] + [(None, (2.0, n)) for n in range(2, 31)]
+                               + [(None, "gave_up")])
+RESTART_BUDGET_ENDS_WITH_THE_STREAK = [("open", None), (1012, (2.0, 1)), ("open", None), (1006, (2.0, 1)),
+                                       (1006, (2.0, 2)), (1006, (2.0, 3)), (1006, (2.0, 4)), (1006, (2.0, 5)),
+                                       (1006, "gave_up")]
 OPEN_RESETS_THE_STREAK = [
     ("open", None), (1006, (2.0, 1)), (1006, (2.0, 2)), ("open", None), (1006, (2.0, 1)),
 ]
@@ -52,11 +57,12 @@ def run(policy: SubscribeReconnectPolicy, steps: list[tuple[object, object]]) ->
 
 
 @pytest.mark.parametrize(("steps", "viewer"), [
-    (ORDINARY_DROPS, False), (OPEN_RESETS_THE_STREAK, False), (UNAUTHORIZED_STOPS_AT_ONCE, False),
+    (ORDINARY_DROPS, False), (SERVER_RESTART_WAITS_LONGER, False), (RESTART_BUDGET_ENDS_WITH_THE_STREAK, False),
+    (OPEN_RESETS_THE_STREAK, False), (UNAUTHORIZED_STOPS_AT_ONCE, False),
     (NOT_FOUND_LINEAR, False), (NOT_FOUND_RESET_BY_A_FRAME, False), (NOT_FOUND_BEFORE_ANY_OPEN, False),
     (NEVER_CONNECTED, False), (FORCED, False), (VIEWER_FOREVER, True), (VIEWER_STILL_STOPS_ON_4003, True),
     (UNAUTHORIZED_STOPS_AT_ONCE, True), (NOT_FOUND_LINEAR, True),
-], ids=["ordinary-2s-x5", "open-resets", "4003", "4001-linear", "4001-reset-by-frame", "4001-before-open",
+], ids=["ordinary-2s-x5", "1012-x30", "1012-budget-per-streak", "open-resets", "4003", "4001-linear", "4001-reset-by-frame", "4001-before-open",
         "never-connected", "forced", "viewer-forever", "viewer-4003", "viewer-4003-first", "viewer-4001"])
 def test_reconnect_rules(steps: list[tuple[object, object]], viewer: bool) -> None:
     run(SubscribeReconnectPolicy(viewer=viewer), steps)
@@ -78,7 +84,7 @@ def test_after_stop_nothing_reconnects() -> None:
 
 
 @pytest.mark.parametrize(("reason", "words"), [
-    ("unauthorized", "4003"), ("not_found", "4001"), ("gave_up", "5 reconnects"), ("never_connected", "server URL"),
+    ("unauthorized", "4003"), ("not_found", "4001"), ("gave_up", "reconnecting failed"), ("never_connected", "server URL"),
 ])
 def test_stop_messages_say_what_happened(reason: str, words: str) -> None:
     assert words in stop_message(Stop(reason, None))  # type: ignore[arg-type]

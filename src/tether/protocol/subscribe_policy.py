@@ -14,6 +14,9 @@ and sleeps for the delay it is told; ``now`` is passed in where time matters.
   the first failure: wrong URL, server down at start). The 4001 count resets only when a
   frame arrives: a server closes an unknown session right after accepting the upgrade, so
   an open alone proves nothing about the session;
+* a streak that began with close **1012** (the server announced a restart, docs/protocol.md §4.7)
+  gets 30 attempts (a minute) instead of 5: the server said it is coming back, and a restart
+  on a busy machine can take longer than 10 s (the reference knows no 1012);
 * a **viewer** never gives up on ordinary drops (it watches an agent that may be asleep or
   restarting for hours): 2 s for the first 5 attempts, then doubling to a 30 s cap;
 * :meth:`SubscribeReconnectPolicy.forced` (``reconnect()`` on demand) resets the counters
@@ -34,6 +37,8 @@ CLOSE_UNAUTHORIZED: Final = 4003
 
 RECONNECT_DELAY_S: Final = 2.0
 MAX_RECONNECT_ATTEMPTS: Final = 5
+MAX_RESTART_ATTEMPTS: Final = 30
+CLOSE_SERVER_RESTART: Final = 1012
 MAX_NOT_FOUND_RETRIES: Final = 3
 FORCED_RECONNECT_DELAY_S: Final = 0.5
 VIEWER_MAX_DELAY_S: Final = 30.0
@@ -67,7 +72,7 @@ SubscribeDecision = Reconnect | Stop
 class SubscribeReconnectPolicy:
     """One subscribe socket's reconnect budget across its connections."""
 
-    __slots__ = ("_attempts", "_ever_open", "_not_found", "_stopped", "viewer")
+    __slots__ = ("_attempts", "_ever_open", "_not_found", "_restarting", "_stopped", "viewer")
 
     def __init__(self, *, viewer: bool = False) -> None:
         self.viewer = viewer
@@ -75,6 +80,7 @@ class SubscribeReconnectPolicy:
         self._not_found = 0
         self._ever_open = False
         self._stopped = False
+        self._restarting = False
 
     @property
     def attempts(self) -> int:
@@ -93,6 +99,7 @@ class SubscribeReconnectPolicy:
         """The upgrade succeeded: the streak of ordinary failures ends."""
         self._ever_open = True
         self._attempts = 0
+        self._restarting = False
 
     def frame_received(self) -> None:
         """A frame arrived: the session exists, the 4001 count starts over."""
@@ -106,6 +113,7 @@ class SubscribeReconnectPolicy:
         """``reconnect()`` on demand: fresh counters, reopen after 500 ms."""
         self._attempts = 0
         self._not_found = 0
+        self._restarting = False
         return Reconnect(FORCED_RECONNECT_DELAY_S, 0)
 
     def closed(self, code: int | None) -> SubscribeDecision:
@@ -122,9 +130,11 @@ class SubscribeReconnectPolicy:
         if not self._ever_open:
             return Stop("never_connected", code)
         self._attempts += 1
+        if self._attempts == 1:
+            self._restarting = code == CLOSE_SERVER_RESTART
         if self.viewer:
             return Reconnect(viewer_delay(self._attempts), self._attempts)
-        if self._attempts > MAX_RECONNECT_ATTEMPTS:
+        if self._attempts > (MAX_RESTART_ATTEMPTS if self._restarting else MAX_RECONNECT_ATTEMPTS):
             return Stop("gave_up", code)
         return Reconnect(RECONNECT_DELAY_S, self._attempts)
 
@@ -146,8 +156,9 @@ def stop_message(stop: Stop) -> str:
         return ("The server no longer knows this session (close 4001). It may have been deleted; "
                 "list sessions with `tether sessions --all`.")
     if stop.reason == "gave_up":
-        return (f"Lost the connection to the server and {MAX_RECONNECT_ATTEMPTS} reconnects failed. "
-                "Check that the server is up, then attach again (or use --viewer to wait for it).")
+        return ("Lost the connection to the server and reconnecting failed (every 2 s, "
+                f"{MAX_RECONNECT_ATTEMPTS} times; for a minute after a server restart). Check that the server is "
+                "up, then attach again (or use --viewer to wait for it).")
     if stop.reason == "never_connected":
         return "Could not connect to the session's live stream. Check the server URL and that it is running."
     return "Detached."
