@@ -8,8 +8,10 @@ last screen and exit status can be read.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -32,6 +34,7 @@ class TmuxTerminal:
         self.argv = list(argv)
         self.cwd = cwd
         self.size = (width, height)
+        self._conf = ""
 
     def _tmux(self, *args: str, check: bool = True) -> str:
         out = subprocess.run([tmux_bin(), "-L", self.socket, *args], capture_output=True, text=True,
@@ -43,9 +46,11 @@ class TmuxTerminal:
     def start(self) -> TmuxTerminal:
         width, height = self.size
         command = " ".join(_quote(a) for a in self.argv)
-        self._tmux("-f", os.devnull, "new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), command)
-        self._tmux("set-option", "-t", "t", "remain-on-exit", "on")
-        self._tmux("set-option", "-t", "t", "history-limit", "20000")
+        # Options in the server's config, so that they hold before the program can exit.
+        fd, self._conf = tempfile.mkstemp(prefix="tmux-", suffix=".conf")
+        with os.fdopen(fd, "w") as conf:
+            conf.write("set -g remain-on-exit on\nset -g history-limit 20000\n")
+        self._tmux("-f", self._conf, "new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), command)
         return self
 
     def type(self, text: str) -> None:
@@ -95,6 +100,8 @@ class TmuxTerminal:
 
     def kill(self) -> None:
         self._tmux("kill-server", check=False)
+        if self._conf:
+            pathlib.Path(self._conf).unlink(missing_ok=True)
 
     def __enter__(self) -> TmuxTerminal:
         return self.start()
