@@ -7,7 +7,7 @@ import sys
 import typer
 
 from tether import __version__
-from tether.cli import admin, auth, remote_control, server, up
+from tether.cli import admin, auth, remote_control, server, sessions, up
 
 app = typer.Typer(
     name="tether",
@@ -23,6 +23,7 @@ app.add_typer(admin.app, name="admin")
 auth.register(app)  # login, logout, status
 remote_control.register(app)  # remote-control, rc
 up.register(app)
+sessions.register(app)  # sessions, attach
 
 
 def _version(value: bool) -> None:

@@ -406,6 +406,14 @@ class ApiClient:
                             expires_at=expires_at_from(issued, pair.expires_in), issued_at=issued)
         return creds.with_identity(me) if me else creds
 
+    async def access_token(self) -> str:
+        """The user's access token, refreshed first when it is about to expire (for sockets)."""
+        return await self._user_token()
+
+    @property
+    def org_uuid(self) -> str | None:
+        return self._org_uuid
+
     def use_credentials(self, creds: Credentials | None) -> None:
         self._credentials = creds
         self._org_uuid = creds.org_uuid if creds else None

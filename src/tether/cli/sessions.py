@@ -1,0 +1,222 @@
+"""`tether sessions` and `tether attach`: the organisation's sessions, and one of them live in this terminal.
+
+* ``tether sessions [--all] [--json]``: id, honest state (worker connected / waiting for you /
+  running / idle / offline / archived), title, machine, directory, last activity. Archived
+  sessions only with ``--all``. Exit 0; 1 when the server cannot be reached or refuses the login.
+* ``tether attach SESSION [--viewer]``: SESSION is an id in either costume (``session_…`` /
+  ``cse_…``) or a unique prefix of a title. Exit 0 after /detach; 1 when the stream ended for
+  another reason (4003, the session is gone, the server stayed away); 2 for a bad SESSION.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tether.client.api import ApiClient
+from tether.client.credentials import CredentialsError, CredentialStore
+from tether.errors import ApiUnavailable, BridgeFatalError, TetherError
+from tether.protocol.ids import session_body, to_compat_session_id
+from tether.protocol.session_view import Ambiguous, Found, format_ago, resolve_session_ref, session_state
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+LIST_LIMIT = 1000
+
+ServerOption = typer.Option(None, "--server", metavar="URL",
+                            help="Server URL (default: TETHER_SERVER, else the stored login).")
+
+
+class Problem(Exception):
+    """A user-facing failure: ``message`` says what to do next, ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sessions", help="List the organisation's sessions and their state.")(sessions)
+    app.command("attach", help="Watch and drive a session from this terminal (--viewer: watch only).")(attach)
+
+
+def _client(server: str | None) -> ApiClient:
+    try:
+        store = CredentialStore()
+        return ApiClient.from_store(store, server)
+    except CredentialsError as exc:
+        raise Problem(exc.message, 2) from None
+
+
+def _explain(exc: TetherError, server: str) -> Problem:
+    if isinstance(exc, ApiUnavailable):
+        return Problem(f"Cannot reach {server} ({exc.message}). Is the server running? "
+                       "Point at yours with --server URL (or TETHER_SERVER).")
+    if isinstance(exc, BridgeFatalError) and exc.status in (401, 403):
+        return Problem(f"{server} refused this login ({exc.message}). Run `tether login`.")
+    return Problem(exc.message)
+
+
+def _run(body: Any, server: str | None) -> int:
+    """Run ``body(api)``; every expected failure becomes a message on stderr and an exit code."""
+    async def main() -> int:
+        async with _client(server) as api:
+            try:
+                return int(await body(api))
+            except TetherError as exc:
+                raise _explain(exc, api.server) from None
+
+    try:
+        return asyncio.run(main())
+    except Problem as problem:
+        err.print(f"[red]error:[/] {escape(problem.message)}")
+        return problem.code
+
+
+# ---- tether sessions ------------------------------------------------------------------------------
+
+def sessions(
+    show_all: bool = typer.Option(False, "--all", "-a", help="Include archived sessions."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array instead of a table."),
+    server: str = ServerOption,
+) -> None:
+    async def body(api: ApiClient) -> int:
+        rows = await _session_rows(api, show_all)
+        if as_json:
+            out.print_json(json.dumps(rows))
+        elif not rows:
+            out.print("No sessions." + ("" if show_all else " (Archived ones: --all.)"))
+        else:
+            out.print(_table(rows))
+        return 0
+
+    raise typer.Exit(_run(body, server))
+
+
+async def _session_rows(api: ApiClient, show_all: bool) -> list[dict[str, Any]]:
+    page = await api.list_sessions(limit=LIST_LIMIT)
+    envs = {e.get("id"): e for e in await api.list_environments()}
+    now = datetime.now(UTC)
+    rows = []
+    for s in page.get("data") or []:
+        if not isinstance(s, dict):
+            continue
+        state = session_state(s)
+        if state == "archived" and not show_all:
+            continue
+        env = envs.get(s.get("environment_id")) or {}
+        rows.append({
+            "id": s.get("id"), "title": s.get("title") or "", "state": state,
+            "session_status": s.get("session_status"), "machine": env.get("machine_name"),
+            "directory": env.get("directory"), "branch": env.get("branch"),
+            "environment_id": s.get("environment_id"),
+            "worker_connected": bool((s.get("worker") or {}).get("connected")),
+            "environment_online": (s.get("environment") or {}).get("online"),
+            "last_activity": s.get("updated_at"), "last_activity_ago": _ago(s.get("updated_at"), now),
+            "last_sequence_num": s.get("last_sequence_num"),
+        })
+    return rows
+
+
+def _ago(iso: object, now: datetime) -> str | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return format_ago(max(0.0, (now - then).total_seconds()))
+
+
+_STATE_STYLE = {"waiting for you": "bold yellow", "running": "green", "worker connected": "cyan",
+                "offline": "red", "archived": "dim", "idle": ""}
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("ID", "STATE", "TITLE", "MACHINE", "DIRECTORY", "LAST ACTIVITY"):
+        fixed = name in ("ID", "STATE", "LAST ACTIVITY")
+        table.add_column(name, no_wrap=fixed, overflow="ellipsis", min_width=8 if not fixed else None)
+    for r in rows:
+        style = _STATE_STYLE.get(r["state"], "")
+        table.add_row(r["id"], f"[{style}]{r['state']}[/]" if style else r["state"], escape(r["title"]),
+                      escape(r["machine"] or "—"), escape(r["directory"] or "—"), r["last_activity_ago"] or "—")
+    return table
+
+
+# ---- tether attach --------------------------------------------------------------------------------
+
+def attach(
+    session: str = typer.Argument(..., metavar="SESSION", help="Session id (session_… or cse_…) or a unique "
+                                                                 "prefix of its title."),
+    viewer: bool = typer.Option(False, "--viewer", help="Watch only: no prompts, answers or interrupts; "
+                                                        "reconnects forever."),
+    server: str = ServerOption,
+) -> None:
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not interactive and not viewer:
+        err.print("[red]error:[/] `tether attach` needs a terminal to type in. To follow a session from a script, "
+                  "use `tether attach --viewer SESSION`.")
+        raise typer.Exit(2)
+
+    async def body(api: ApiClient) -> int:
+        return await _attach(api, session, viewer, interactive)
+
+    raise typer.Exit(_run(body, server))
+
+
+async def find_session(api: ApiClient, ref: str) -> dict[str, Any]:
+    if session_body(ref) is not None:
+        try:
+            return await api.get_session(to_compat_session_id(ref))
+        except BridgeFatalError as exc:
+            if exc.status == 404:
+                raise Problem(f"No session {ref} in your organisation. List them with `tether sessions --all`.",
+                              2) from None
+            raise
+    page = await api.list_sessions(limit=LIST_LIMIT)
+    found = resolve_session_ref(ref, [s for s in page.get("data") or [] if isinstance(s, dict)])
+    if isinstance(found, Found):
+        return dict(found.session)
+    if isinstance(found, Ambiguous):
+        names = ", ".join(f"{s.get('id')} ({s.get('title')!r})" for s in found.candidates[:5])
+        raise Problem(f"{ref!r} matches {len(found.candidates)} sessions: {names}. Use more of the title, "
+                      "or the id.", 2)
+    raise Problem(f"No session has an id or a title starting with {ref!r}. List them with `tether sessions`.", 2)
+
+
+async def _attach(api: ApiClient, ref: str, viewer: bool, interactive: bool) -> int:
+    from tether.remote.manager import RemoteSessionManager
+    from tether.remote.terminal import AttachApp, TerminalView, follow_without_terminal
+
+    me = await api.me()
+    session = await find_session(api, ref)
+    console = Console(highlight=False)
+    if me.get("role") == "viewer" and not viewer:
+        viewer = True
+        console.print("[yellow]Your role in this organisation is viewer: watching only.[/]")
+    if session.get("session_status") == "archived" and not viewer:
+        viewer = True
+        console.print("[yellow]This session is archived: watching only.[/]")
+    view = TerminalView(console, str(session.get("title") or ""), str(session.get("session_status") or "idle"))
+    manager = RemoteSessionManager(api, session, view, viewer=viewer)
+    mode = "watching" if viewer else "attached to"
+    console.print(f"[bold]{mode} {escape(str(session.get('title') or session['id']))}[/] [dim]({session['id']}"
+                  f"{'' if viewer else ' · /help for keys, /detach to leave'})[/]")
+    await manager.load_history()
+    if interactive:
+        stop = await AttachApp(manager, view).run()
+    else:
+        stop = await follow_without_terminal(manager)
+    return 0 if stop.reason == "stopped" else 1

@@ -1,0 +1,1 @@
+"""The remote session client: attach to a session from a terminal (reference §7)."""
