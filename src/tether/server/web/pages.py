@@ -367,7 +367,7 @@ async def session_page(session_id: str, request: Request) -> Response:
   <button type="button" id="stop" class="stop" hidden aria-label="Stop">{_ICON_STOP}<span class="btn-label">Stop</span></button>
   <button type="submit" id="send" class="primary send" aria-label="Send">{_ICON_SEND}<span class="btn-label">Send</span></button>
  </div>
- <p class="muted small composer-hint">Enter to send · Shift+Enter for a new line</p>
+ <p class="muted small composer-hint" aria-live="polite">Enter to send · Shift+Enter for a new line</p>
 </form>
 </div>
 <dialog id="rename-dialog" class="sheet" aria-labelledby="rn-title"><form id="rename-form" method="dialog" class="stack">
