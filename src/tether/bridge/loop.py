@@ -464,8 +464,8 @@ class Bridge:
         if self.active_count >= self.max_sessions:
             if len(self._held) < MAX_HELD:
                 self._held[work.id] = (work, secret)
-                self.sink.event("work_held", f"At capacity ({self.max_sessions}); session {shown_id(sid)} starts when one "
-                                "ends.", work_id=work.id, session_id=sid)
+                self.sink.event("work_held", f"At capacity ({self.max_sessions}); session {shown_id(sid)} starts "
+                                "when one ends.", work_id=work.id, session_id=sid)
             return True
         if await self._ack(work.id, token):
             await self._spawn(work, secret)
@@ -647,8 +647,8 @@ class Bridge:
                     await self.api.reconnect_session(self.environment_id, rec.session_id)
                 except TetherError as exc:
                     self._refresh.failed(key, self._wall())
-                    self.sink.event("warning", f"Token refresh for {shown_id(rec.session_id)} failed ({exc.message}); "
-                                    "retrying in a minute.", session_id=rec.session_id)
+                    self.sink.event("warning", f"Token refresh for {shown_id(rec.session_id)} failed "
+                                    f"({exc.message}); retrying in a minute.", session_id=rec.session_id)
                     continue
                 self._refresh.requested(key, self._wall())
                 self._awaiting_redispatch.add(key)

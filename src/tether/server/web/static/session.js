@@ -232,7 +232,8 @@ function renderAssistant(f, ctx) {
       const card = toolCard(b, f, ctx);
       if (card) ctx.add(card);
     } else if (b.type === 'thinking' && b.thinking) {
-      const thinking = el('details', { class: 'thinking' }, el('summary', {}, 'Thinking'), el('div', { class: 'thinking-text' }, b.thinking));
+      const thinking = el('details', { class: 'thinking' }, el('summary', {}, 'Thinking'),
+        el('div', { class: 'thinking-text' }, b.thinking));
       ctx.add(thinking);
       watchScrollers(thinking);
     }
@@ -300,7 +301,9 @@ function attachResult(r, ctx) {
   t.resultEl.replaceChildren(el('div', { class: 'label' }, r.is_error ? 'Error' : 'Result'), pre);
   if (text.length > MAX_RESULT_CHARS) {
     t.resultEl.append(el('button', {
-      type: 'button', class: 'link', onclick: (ev) => { pre.textContent = text; ev.target.remove(); syncScrollable(pre); },
+      type: 'button',
+      class: 'link',
+      onclick: (ev) => { pre.textContent = text; ev.target.remove(); syncScrollable(pre); },
     }, `Show all ${text.length.toLocaleString()} characters`));
   }
   t.resultEl.hidden = false;
