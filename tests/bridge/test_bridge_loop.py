@@ -295,3 +295,27 @@ async def test_capacity_held_work_starts_when_a_session_ends(tmp_path: pathlib.P
     assert ("ack", "work_2") in api.calls
     bridge.request_shutdown("test")
     assert await task == 0
+
+
+async def test_what_the_terminal_shows_of_a_session(tmp_path: pathlib.Path) -> None:
+    """One id costume (the web URL's ``session_…``, also for ``cse_`` work), the server's title over
+    the one the host derives, and a live session after its turn is idle, not "completed"."""
+    api = FakeApi()
+    transports: list[FakeTransport] = []
+    bridge, sink = make_bridge(api, tmp_path, transports=transports)
+    task = asyncio.create_task(bridge.run())
+    body = SID.split("_", 1)[1]
+    api.work.put_nowait(work("work_1", f"cse_{body}"))
+    await eventually(lambda: "session_started" in sink.names(), timeout=10)
+    transports[0].push({"type": "user", "uuid": "u-1", "session_id": "", "parent_tool_use_id": None,
+                        "message": {"role": "user", "content": "a title the host would derive"}})
+    await eventually(lambda: any(m.get("type") == "result" for m in transports[0].written), timeout=20)
+    assert bridge.sessions[body].host.title == "a title the host would derive"
+    await eventually(lambda: bridge.snapshot().sessions[0].state == "idle", timeout=10)
+    session = bridge.snapshot().sessions[0]
+    assert session.title == "from the server" and session.activity is None
+    assert session.url == f"http://tether.test/code/{SID}"
+    bridge.request_shutdown("test")
+    assert await task == 0
+    messages = [m for _, m, _ in sink.events if body in m]
+    assert messages and all(SID in m and f"cse_{body}" not in m for m in messages), messages

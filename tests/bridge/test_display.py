@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import pathlib
 
+import httpx
 import pytest
 from rich.console import Console
+from tests.support.server import ServerProcess
+from tests.support.waiting import eventually
 
-from tether.bridge.display import JsonSink, PlainSink, qr_text, render_status
+from tether.bridge.display import (
+    JsonSink,
+    LiveDisplay,
+    PlainSink,
+    QrView,
+    ShownLink,
+    login_link_due,
+    next_path,
+    qr_text,
+    render_status,
+)
 from tether.bridge.settings import load_spawn_mode, save_spawn_mode
 from tether.bridge.spawner import TETHER_AGENT, AgentChoice, AgentNotFound, choose_agent
 from tether.bridge.status import BridgeSnapshot, SessionView, connect_url, session_url
 from tether.cli.remote_control import RcArgs, UsageProblem, validate
 from tether.cli.up_run import pick_agent
+from tether.client.api import ApiClient
+from tether.client.credentials import Credentials
 
 SERVER = "http://127.0.0.1:8787"
 
 
-def text_of(snap: BridgeSnapshot, show_qr: bool = False) -> str:
+def text_of(snap: BridgeSnapshot, show_qr: bool = False, qr: QrView | None = None) -> str:
     console = Console(file=io.StringIO(), width=200, color_system=None)
-    console.print(render_status(snap, show_qr=show_qr))
+    console.print(render_status(snap, show_qr=show_qr, qr=qr))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert isinstance(out, str)
     return out
@@ -76,6 +92,83 @@ def test_single_session_line_and_qr_toggle() -> None:
     assert "█" not in out
     with_qr = text_of(s, show_qr=True)
     assert qr_text(f"{SERVER}/code/session_a") in with_qr  # single session: the QR is the session's link
+
+
+def test_idle_live_sessions_say_idle() -> None:
+    out = text_of(snap(state="connected", sessions=(
+        view("session_a", "Fix the tests", None, "idle"),
+        view("session_b", "Deploy", "Running npm test", "running"))))
+    assert f"• Fix the tests · idle · {SERVER}/code/session_a" in out
+    assert f"• Deploy · Running npm test · {SERVER}/code/session_b" in out
+    assert "completed" not in out
+
+
+def test_the_qr_shows_what_it_is_given() -> None:
+    s = snap()
+    link = f"{SERVER}/login?token=tll_x&next=%2Fcode%3Fbridge%3Denv_1"
+    out = text_of(s, show_qr=True, qr=QrView(link, "Scan with your phone to log in"))
+    assert qr_text(link) in out and "Scan with your phone to log in" in out
+    waiting = text_of(s, show_qr=True, qr=QrView("", "Getting a one-time login link for your phone…"))
+    assert "Getting a one-time login link" in waiting and "█" not in waiting
+    assert qr_text(f"{SERVER}/code?bridge=env_1") in text_of(s, show_qr=True)  # no minter: the plain link
+
+
+def test_when_a_login_link_is_due() -> None:
+    shown = ShownLink("http://s/code?bridge=env_1", "http://s/login?token=tll_a", expires_at=1000.0)
+    assert login_link_due(None, shown.target, 0.0)
+    assert not login_link_due(shown, shown.target, 900.0)
+    assert login_link_due(shown, shown.target, 940.0)  # a minute before it expires: time to scan a new one
+    assert login_link_due(shown, "http://s/code/session_a", 0.0)  # another page (the session appeared)
+    assert next_path("http://s:8787/code?bridge=env_1") == "/code?bridge=env_1"
+    assert next_path("http://s:8787/code/session_a") == "/code/session_a"
+    assert next_path("http://s:8787") == "/"
+
+
+@pytest.mark.anyio
+async def test_the_qr_code_is_a_login_link_of_the_bridge_credential(server: ServerProcess,
+                                                                      owner_token: str) -> None:
+    creds = Credentials(server=server.url, access_token=owner_token, kind="personal")
+    snapshot = snap(server=server.url, connect_url=connect_url(server.url, "env_01qr"))
+    target = snapshot.web_url
+    async with ApiClient(server.url, creds) as api:
+        console = Console(file=io.StringIO(), width=200, color_system=None)
+        live = LiveDisplay(lambda: snapshot, console,
+                           login_links=lambda page: api.create_login_link(next_path(page)))
+        shown = asyncio.create_task(live.run())
+        try:
+            live.toggle_qr()
+            view = await eventually(lambda: (v := live.qr_view(snapshot)) and v.url and v, message="a login link")
+            assert view.url.startswith(f"{server.url}/login?token=tll_") and "valid for 10 min" in view.caption
+            assert qr_text(view.url) in text_of(snapshot, show_qr=True, qr=view)
+            live.toggle_qr()
+            live.toggle_qr()  # shown again: a fresh link (the first may have been used by now)
+            again = await eventually(lambda: (v := live.qr_view(snapshot)) and v.url and v, message="a new link")
+            assert again.url != view.url
+        finally:
+            shown.cancel()
+            await asyncio.gather(shown, return_exceptions=True)
+    assert "█" not in console.file.getvalue()  # type: ignore[attr-defined]  # no live credential left behind
+    async with httpx.AsyncClient(base_url=server.url) as phone:
+        opened = await phone.get(view.url)
+        assert opened.status_code == 303 and opened.headers["location"] == "/code?bridge=env_01qr"
+        assert (await phone.get(target)).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_without_a_login_link_the_qr_says_to_log_in_first(server: ServerProcess) -> None:
+    creds = Credentials(server=server.url, access_token="tpt_revoked-or-never-issued", kind="personal")
+    snapshot = snap(server=server.url, connect_url=connect_url(server.url, "env_01qr"))
+    async with ApiClient(server.url, creds) as api:
+        live = LiveDisplay(lambda: snapshot, Console(file=io.StringIO()),
+                           login_links=lambda page: api.create_login_link(next_path(page)))
+        shown = asyncio.create_task(live.run())
+        try:
+            live.toggle_qr()
+            view = await eventually(lambda: (v := live.qr_view(snapshot)) and v.url and v, message="a fallback")
+        finally:
+            shown.cancel()
+            await asyncio.gather(shown, return_exceptions=True)
+    assert view.url == snapshot.web_url and view.caption.startswith("Log in on your phone first: no login link (")
 
 
 def test_sinks() -> None:

@@ -8,16 +8,18 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.server import ServerProcess
+from tests.support.worker import auth
 from tests.web.rig import Bridge
 
 CHROMIUM = os.environ.get("TETHER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DESKTOP = {"width": 1280, "height": 860}
-
+PHONE = {"width": 375, "height": 812}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,13 @@ def web_server(server: ServerProcess) -> ServerProcess:
 @pytest.fixture(scope="module")
 def owner(owner_token: str) -> str:
     return owner_token
+
+
+@pytest.fixture(scope="module")
+def api(web_server: ServerProcess, owner: str) -> Iterator[httpx.Client]:
+    """The owner's API client (a personal token, like a script or a bridge)."""
+    with httpx.Client(base_url=web_server.url, headers=auth(owner), timeout=15) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

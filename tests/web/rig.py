@@ -45,6 +45,10 @@ tool Bash command="sleep 60" description="Sleep for a minute"
 reply when ECHO
 text "You said: {prompt}"
 
+reply when LONGCODE
+text This needs a long command.
+tool Bash command="for f in $(git ls-files -- 'src/**/*.py' 'tests/**/*.py'); do python -m pyflakes --max-complexity 12 --select E,F,W,C90 '$f' | tee -a /tmp/lint-report-with-a-rather-long-name.txt; done && grep -c . /tmp/lint-report-with-a-rather-long-name.txt\nsort /tmp/lint-report-with-a-rather-long-name.txt | uniq -c | sort -rn | head -n 40 > /tmp/lint-summary-sorted-by-count.txt" description="Lint every Python file and count the findings"
+
 reply when SLOWTEXT
 chunk 4
 delay 0.05

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,48 +14,11 @@ from playwright.sync_api import expect
 
 from tests.support.server import ROOT, ServerProcess, wait_until
 from tests.support.worker import auth
-from tests.web.conftest import DESKTOP
+from tests.web.conftest import DESKTOP, PHONE
+from tests.web.helpers import new_session, open_session, post, run_axe, send, user_message
 from tests.web.rig import Bridge, artifacts_dir, axe_source
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-PHONE = {"width": 375, "height": 812}
-
-
-@pytest.fixture(scope="module")
-def api(web_server: ServerProcess, owner: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=web_server.url, headers=auth(owner), timeout=15) as client:
-        yield client
-
-
-def user_message(text: str) -> dict[str, Any]:
-    return {"type": "user", "uuid": str(uuid.uuid4()), "session_id": "", "parent_tool_use_id": None,
-            "message": {"role": "user", "content": text}}
-
-
-def new_session(api: httpx.Client, env_id: str, prompt: str | None = None, title: str | None = None) -> str:
-    body: dict[str, Any] = {"environment_id": env_id, "events": [user_message(prompt)] if prompt else []}
-    if title:
-        body["title"] = title
-    r = api.post("/v1/sessions", json=body)
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
-
-
-def post(api: httpx.Client, sid: str, *events: dict[str, Any]) -> None:
-    r = api.post(f"/v1/sessions/{sid}/events", json={"events": list(events)})
-    assert r.status_code == 200, r.text
-
-
-def open_session(page: Any, sid: str) -> None:
-    page.goto(f"/code/{sid}")
-    expect(page.locator("body")).to_have_attribute("data-socket", "open")
-
-
-def send(page: Any, text: str) -> None:
-    box = page.get_by_role("textbox", name="Prompt", exact=True)
-    box.fill(text)
-    box.press("Enter")
-    expect(box).to_have_value("")
 
 
 def test_session_list_is_live(page: Any, api: httpx.Client, bridge: Bridge) -> None:
@@ -398,16 +360,3 @@ def test_screenshots_and_accessibility(browser: Any, web_server: ServerProcess, 
     if axe is None:
         pytest.skip("axe-core could not be installed from npm; screenshots were saved")
     assert not problems, "\n".join(problems)
-
-
-def run_axe(page: Any, source: str | None, where: str) -> list[str]:
-    if source is None:
-        return []
-    page.evaluate(source)
-    violations = page.evaluate("""async () => {
-      const r = await axe.run(document, {resultTypes: ['violations']});
-      return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                     nodes: v.nodes.slice(0, 4).map(n => n.target.join(' '))}));
-    }""")
-    return [f"{where}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}" for v in violations
-            if v["impact"] in ("serious", "critical")]

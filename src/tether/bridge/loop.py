@@ -39,7 +39,7 @@ from tether.bridge.agent_process import AgentSpec
 from tether.bridge.session_host import HostConfig, SessionHost
 from tether.bridge.spawner import AgentChoice, SessionEnd, SessionRecord, run_session
 from tether.bridge.startup import StartupError
-from tether.bridge.status import BridgeSnapshot, BridgeState, EventSink, connect_url, session_url
+from tether.bridge.status import BridgeSnapshot, BridgeState, EventSink, connect_url, session_url, shown_id
 from tether.bridge.worktree import WorktreeError, create_worktree, remove_worktree
 from tether.client.api import ApiClient, BridgeConfig, WorkItem
 from tether.client.factory import make_transport
@@ -68,6 +68,7 @@ log = logging.getLogger("tether.bridge")
 
 TransportFactory = Callable[..., Awaitable[SessionTransport]]
 MAX_HELD = 64
+TITLE_REFRESH_S = 30.0  # how often a running session's title is read again from the server
 
 
 @dataclass
@@ -463,8 +464,8 @@ class Bridge:
         if self.active_count >= self.max_sessions:
             if len(self._held) < MAX_HELD:
                 self._held[work.id] = (work, secret)
-                self.sink.event("work_held", f"At capacity ({self.max_sessions}); session {sid} starts when one "
-                                "ends.", work_id=work.id, session_id=sid)
+                self.sink.event("work_held", f"At capacity ({self.max_sessions}); session {shown_id(sid)} starts "
+                                "when one ends.", work_id=work.id, session_id=sid)
             return True
         if await self._ack(work.id, token):
             await self._spawn(work, secret)
@@ -477,7 +478,7 @@ class Bridge:
         self._awaiting_redispatch.discard(rec.key)
         self._schedule_refresh(rec)
         await self._ack(work.id, token)
-        self.sink.event("token_refreshed", f"Session {rec.session_id} has a fresh token (work {work.id}).",
+        self.sink.event("token_refreshed", f"Session {shown_id(rec.session_id)} has a fresh token (work {work.id}).",
                         session_id=rec.session_id, work_id=work.id)
 
     async def _start_held(self) -> None:
@@ -539,7 +540,7 @@ class Bridge:
         rec.task = self._sessions_tg.create_task(self._session(rec), name=f"session-{rec.key}")
         self._session_tasks.add(rec.task)
         rec.task.add_done_callback(self._session_tasks.discard)
-        self.sink.event("session_started", f"Session {sid} started in {cwd} "
+        self.sink.event("session_started", f"Session {shown_id(sid)} started in {cwd} "
                         f"({self.active_count}/{self.max_sessions}).", session_id=sid, work_id=work.id,
                         cwd=str(cwd), worktree=str(worktree.path) if worktree else None,
                         branch=worktree.branch if worktree else None, url=session_url(self.server, sid),
@@ -547,7 +548,7 @@ class Bridge:
 
     async def _refuse(self, work: WorkItem, sid: str, why: str) -> None:
         self._completed_work.add(work.id)
-        self.sink.event("session_failed", f"Session {sid} cannot start: {why}", session_id=sid, reason=why)
+        self.sink.event("session_failed", f"Session {shown_id(sid)} cannot start: {why}", session_id=sid, reason=why)
         await self._stop_work(work.id, force=False)
 
     async def _session(self, rec: SessionRecord) -> None:
@@ -562,11 +563,15 @@ class Bridge:
             log.exception("clean-up of session %s failed", rec.session_id)
 
     async def _fetch_title(self, rec: SessionRecord) -> None:
-        with contextlib.suppress(TetherError, ValueError):
-            session = await self.api.get_session(rec.session_id)
-            title = session.get("title")
-            if isinstance(title, str) and title:
-                rec.server_title = title
+        """The server's title wins (reference §6.7); read again now and then, so a rename in the
+        web client reaches the terminal too."""
+        while True:
+            with contextlib.suppress(TetherError, ValueError):
+                session = await self.api.get_session(rec.session_id)
+                title = session.get("title")
+                if isinstance(title, str) and title:
+                    rec.server_title = title
+            await asyncio.sleep(TITLE_REFRESH_S)
 
     async def _session_ended(self, rec: SessionRecord, end: SessionEnd) -> None:
         key = rec.key
@@ -580,7 +585,7 @@ class Bridge:
                                       stderr_tail=list(end.stderr_tail), activities=list(end.activities),
                                       title=end.title, active=self.active_count)
         why = f": {end.reason}" if end.reason else ""
-        self.sink.event("session_ended", f"Session {rec.session_id} {end.status}{why}.", **fields)
+        self.sink.event("session_ended", f"Session {shown_id(rec.session_id)} {end.status}{why}.", **fields)
         if self._tearing_down:
             return  # the teardown stops the work, removes the worktree and archives, in its order
         self._closing.add(key)
@@ -591,7 +596,7 @@ class Bridge:
                 await self._remove_worktree(rec.worktree)
             if self.options.multi_session:
                 if await self._archive(self._to_archive.pop(key, to_compat_session_id(rec.session_id))):
-                    self.sink.event("session_archived", f"Session {rec.session_id} archived.",
+                    self.sink.event("session_archived", f"Session {shown_id(rec.session_id)} archived.",
                                     session_id=rec.session_id)
             else:
                 self.request_shutdown("the session ended")
@@ -615,7 +620,7 @@ class Bridge:
             await self.api.heartbeat_work(self.environment_id, work_id, rec.token)
         except BridgeFatalError as exc:
             if exc.status in (401, 403):  # the worker token expired: ask for a fresh one now
-                self.sink.event("warning", f"Heartbeat of {rec.session_id} refused ({exc.message}); "
+                self.sink.event("warning", f"Heartbeat of {shown_id(rec.session_id)} refused ({exc.message}); "
                                 "asking for a fresh token.", session_id=rec.session_id)
                 self._refresh.schedule(rec.key, self._wall(), self._wall())
                 self._refresh_changed.set()
@@ -642,13 +647,13 @@ class Bridge:
                     await self.api.reconnect_session(self.environment_id, rec.session_id)
                 except TetherError as exc:
                     self._refresh.failed(key, self._wall())
-                    self.sink.event("warning", f"Token refresh for {rec.session_id} failed ({exc.message}); "
-                                    "retrying in a minute.", session_id=rec.session_id)
+                    self.sink.event("warning", f"Token refresh for {shown_id(rec.session_id)} failed "
+                                    f"({exc.message}); retrying in a minute.", session_id=rec.session_id)
                     continue
                 self._refresh.requested(key, self._wall())
                 self._awaiting_redispatch.add(key)
                 self._wake.set()
-                self.sink.event("token_refresh", f"Asked for a fresh token for {rec.session_id}.",
+                self.sink.event("token_refresh", f"Asked for a fresh token for {shown_id(rec.session_id)}.",
                                 session_id=rec.session_id)
             nxt = self._refresh.next_due()
             timeout = 60.0 if nxt is None else min(60.0, max(0.0, nxt - self._wall()))

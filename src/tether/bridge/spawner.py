@@ -30,6 +30,7 @@ from tether.protocol.ids import id_body
 log = logging.getLogger("tether.bridge.spawner")
 
 TETHER_AGENT: Final = (sys.executable, "-m", "tether.cli.main", "agent")
+UNTITLED: Final = "Untitled session"  # as the web client says
 
 
 class AgentNotFound(Exception):
@@ -108,8 +109,12 @@ class SessionRecord:
     def view(self, server: str) -> SessionView:
         host = self.host
         activities = host.activities
-        activity = activities[-1].summary if activities else None
-        title = host.title or self.server_title or "Attached"
+        last = activities[-1] if activities else None
+        # a finished turn leaves a live session idle (its state says so), not "completed"
+        activity = last.summary if last is not None and last.kind != "result" else None
+        # the web client's title everywhere: the server's (a --name, a rename, or derived from the
+        # first prompt by the same rule as the host's) wins; the host's own until it is known
+        title = self.server_title or host.title or UNTITLED
         return SessionView(
             session_id=self.session_id, url=session_url(server, self.session_id), title=title,
             activity=activity, state=host.state, started_at=self.started_wall, cwd=self.cwd,

@@ -30,7 +30,13 @@ def connect_url(server: str, environment_id: str | None) -> str:
 
 
 def session_url(server: str, session_id: str) -> str:
-    return f"{server.rstrip('/')}/code/{to_compat_session_id(session_id)}"
+    return f"{server.rstrip('/')}/code/{shown_id(session_id)}"
+
+
+def shown_id(session_id: str) -> str:
+    """The one costume of a session id a person sees: ``session_…``, as in its web URL (the
+    ``cse_…`` of v2 work is the same session)."""
+    return to_compat_session_id(session_id)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,12 @@ class BridgeSnapshot:
     @property
     def multi_session(self) -> bool:
         return self.spawn_mode != "session"
+
+    @property
+    def web_url(self) -> str:
+        """The page the footer and the QR code point at: the session of a single-session bridge,
+        else this machine in the session list."""
+        return self.sessions[0].url if (self.sessions and not self.multi_session) else self.connect_url
 
 
 class EventSink(Protocol):

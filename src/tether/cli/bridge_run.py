@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from tether.bridge import settings
-from tether.bridge.display import JsonSink, LiveDisplay, PlainSink, key_presses
+from tether.bridge.display import JsonSink, LiveDisplay, PlainSink, key_presses, next_path
 from tether.bridge.loop import Bridge, BridgeOptions
 from tether.bridge.pointer import find_pointer
 from tether.bridge.spawner import AgentChoice, AgentNotFound, choose_agent
@@ -117,7 +117,8 @@ async def run_bridge(api: ApiClient, options: BridgeOptions, config: Any, *, as_
         sink = JsonSink()
     elif console is not None:
         holder: list[Bridge] = []
-        live = LiveDisplay(lambda: holder[0].snapshot(), console, show_qr=show_qr, verbose=verbose)
+        live = LiveDisplay(lambda: holder[0].snapshot(), console, show_qr=show_qr, verbose=verbose,
+                           login_links=lambda target: api.create_login_link(next_path(target)))
         sink = live
     else:
         sink = PlainSink()

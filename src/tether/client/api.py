@@ -89,6 +89,15 @@ class TokenPair:
 
 
 @dataclass(frozen=True)
+class LoginLink:
+    """A one-time login link of the caller (``POST /v1/login-links``)."""
+
+    url: str
+    next_path: str
+    expires_in: float
+
+
+@dataclass(frozen=True)
 class Registration:
     environment_id: str
     environment_secret: str
@@ -426,6 +435,19 @@ class ApiClient:
         if isinstance(org, str) and org:
             self._org_uuid = org
         return body
+
+    async def create_login_link(self, next_path: str) -> LoginLink:
+        """A short-lived one-time link that logs a browser in as this credential's person and
+        opens ``next_path`` (a path on this server)."""
+        resp = await self._request("POST", "/v1/login-links", headers="plain", json={"next": next_path},
+                                   success=frozenset({200}))
+        body = _object(resp)
+        path, expires_in = body.get("path"), body.get("expires_in")
+        if not isinstance(path, str) or not path.startswith("/login?"):
+            raise ProtocolError(f"POST /v1/login-links answered an odd path: {path!r}.")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+            raise ProtocolError(f"POST /v1/login-links answered an odd expires_in: {expires_in!r}.")
+        return LoginLink(self.server + path, next_path, float(expires_in))
 
     async def bridge_config(self) -> BridgeConfig:
         resp = await self._request("GET", "/v1/bridge/config", headers="plain", success=frozenset({200}))

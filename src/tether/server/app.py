@@ -19,7 +19,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from tether.errors import TetherError
-from tether.server.api import code_sessions, environments, ingress, misc, oauth, sessions, subscribe, worker
+from tether.server.api import (
+    code_sessions,
+    environments,
+    ingress,
+    login_links,
+    misc,
+    oauth,
+    sessions,
+    subscribe,
+    worker,
+)
 from tether.server.api.common import error_response, internal_error_response, tether_error_response
 from tether.server.config import Config
 from tether.server.context import ServerContext
@@ -68,7 +78,8 @@ def create_app(config: Config) -> FastAPI:
     app.fast_socket = subscribe.subscribe
     # Routes go straight onto the app, hot ones first: nested included routers cost a match
     # per router on every request (≈14 % of a worker POST's CPU, bench/relay.py).
-    for module in (ingress, worker, subscribe, environments, sessions, code_sessions, oauth, misc, pages, web_api):
+    for module in (ingress, worker, subscribe, environments, sessions, code_sessions, oauth, misc, login_links, pages,
+                   web_api):
         app.router.routes.extend(module.router.routes)
 
     @app.exception_handler(TetherError)

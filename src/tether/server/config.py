@@ -49,6 +49,7 @@ class Config:
     access_token_ttl_s: float = 3600.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0
     login_link_ttl_s: float = 24 * 3600.0
+    shared_login_link_ttl_s: float = 600.0  # a link minted by a running client (a QR for a phone)
     device_code_ttl_s: float = 600.0
     web_session_ttl_s: float = 14 * 24 * 3600.0
     initialize_timeout_s: float = 14.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, PolicyDenied
 from tether.server.auth import secrets as sec
@@ -14,6 +15,12 @@ from tether.server.store import Store, Tx
 
 ROLES = ("owner", "member", "viewer")
 USER_KINDS = ("access", "personal", "web_session")
+
+
+def login_path(secret: str, next_path: str | None = None) -> str:
+    """``/login?token=…`` (and ``&next=…``, already checked by the caller) for a login link."""
+    query = {"token": secret, **({"next": next_path} if next_path else {})}
+    return f"/login?{urlencode(query)}"
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ class Auth:
 
     async def login_link(self, tx: Tx, user: dict[str, Any]) -> str:
         issued = await self.issue(tx, "login_link", user, ttl=self.config.login_link_ttl_s)
-        return f"{self.config.url}/login?token={issued.secret}"
+        return f"{self.config.url}{login_path(issued.secret)}"
 
     # ---- checking credentials -------------------------------------------------------------
     async def token_row(self, tx: Tx, secret: str, kinds: tuple[str, ...]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tether.errors import AuthenticationFailed, NotFound, RateLimited, TetherError
+from tether.protocol.redirects import next_or_default
 from tether.server.api.common import SESSION_COOKIE, ctx_of, parse_session_id
 from tether.server.api.oauth import approve_device, read_limited
 from tether.server.auth import secrets as sec
@@ -127,8 +128,10 @@ async def _start_web_session(ctx: ServerContext, user_id: str, target: str) -> R
     return response
 
 
-def _login_form(error: str = "", next_url: str = "/code") -> str:
-    err = f'<p class="notice error" role="alert">{e(error)}</p>' if error else ""
+def _login_form(error: str = "", next_url: str = "/code", *, error_html: str = "") -> str:
+    """``error`` is text; ``error_html`` a fixed snippet of this module (never user input)."""
+    notice = error_html or e(error)
+    err = f'<p class="notice error" role="alert">{notice}</p>' if notice else ""
     return f"""<section class="card auth">
 <h1>Log in</h1>{err}
 <form method="post" action="/login" class="stack">
@@ -138,31 +141,36 @@ def _login_form(error: str = "", next_url: str = "/code") -> str:
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit" class="primary">Log in</button></form>
-<p class="muted">Or open the one-time login link printed by <code>tether server</code> or <code>tether up</code>
-(scan its QR code with your phone).</p></section>"""
+<p class="muted">{_LINK_HELP}</p></section>"""
 
 
-def _safe_next(value: str | None) -> str:
-    if not value or not value.startswith("/") or value.startswith("//"):
-        return "/code"
-    if "\\" in value or any(ord(ch) < 32 for ch in value):
-        return "/code"
-    return value
+_LINK_HELP = ("No password? Use a one-time login link: run <code>tether admin login-link</code> on the server's "
+              "machine, or press space in a running <code>tether rc</code> or <code>tether up</code> and scan its "
+              "QR code with your phone.")
+_LINK_REFUSED = ("That login link is invalid, used or expired: each link works once. For a new one, run "
+                 "<code>tether admin login-link</code> on the server's machine, or press space in a running "
+                 "<code>tether rc</code> or <code>tether up</code> for a fresh QR code.")
 
 
 @router.get("/login")
 async def login_page(request: Request) -> Response:
     ctx = ctx_of(request)
     link = request.query_params.get("token")
-    next_url = _safe_next(request.query_params.get("next"))
+    next_url = next_or_default(request.query_params.get("next"))
     if link:
         t = now()
         async with ctx.store.write() as tx:
             row = await tx.token_by_hash(sec.hash_secret(link)) if sec.kind_of(link) == "login_link" else None
-            if row is None or row["revoked"] or (row["expires_at"] or 0) <= t:
-                return page("Log in", _login_form("That login link is invalid, used or expired."), 401)
-            await tx.update_token(row["id"], revoked=True, last_used_at=t)
-        return await _start_web_session(ctx, row["user_id"], next_url)
+            if row is not None and (row["revoked"] or (row["expires_at"] or 0) <= t):
+                row = None
+            if row is not None:
+                await tx.update_token(row["id"], revoked=True, last_used_at=t)
+        if row is not None:
+            return await _start_web_session(ctx, row["user_id"], next_url)
+        if await web_principal(request) is not None:
+            # the same QR scanned twice on a phone that the first scan logged in
+            return RedirectResponse(next_url, status_code=303)
+        return page("Log in", _login_form(next_url=next_url, error_html=_LINK_REFUSED), 401)
     return page("Log in", _login_form(next_url=next_url))
 
 
@@ -178,8 +186,8 @@ async def login_submit(request: Request) -> Response:
     async with ctx.store.read() as tx:
         account = await tx.get_user_by_email(email)
     if account is None or not sec.verify_password(password, account["password_hash"]):
-        return page("Log in", _login_form("Wrong email or password.", _safe_next(form.get("next"))), 401)
-    return await _start_web_session(ctx, account["id"], _safe_next(form.get("next")))
+        return page("Log in", _login_form("Wrong email or password.", next_or_default(form.get("next"))), 401)
+    return await _start_web_session(ctx, account["id"], next_or_default(form.get("next")))
 
 
 @router.post("/logout")
@@ -359,7 +367,7 @@ async def session_page(session_id: str, request: Request) -> Response:
   <button type="button" id="stop" class="stop" hidden aria-label="Stop">{_ICON_STOP}<span class="btn-label">Stop</span></button>
   <button type="submit" id="send" class="primary send" aria-label="Send">{_ICON_SEND}<span class="btn-label">Send</span></button>
  </div>
- <p class="muted small composer-hint">Enter to send · Shift+Enter for a new line</p>
+ <p class="muted small composer-hint" aria-live="polite">Enter to send · Shift+Enter for a new line</p>
 </form>
 </div>
 <dialog id="rename-dialog" class="sheet" aria-labelledby="rn-title"><form id="rename-form" method="dialog" class="stack">

@@ -27,6 +27,8 @@ if (!fStatus.value) fStatus.value = 'active';
 let envs = [];
 let sessions = [];
 let loaded = false;
+// false while the server cannot be reached: what the lists show is only the last known state
+let reachable = true;
 let newSessionEnv = null;
 let bridgeHandled = false;
 const sockets = new Map(); // session id → {ws, timer, closed}
@@ -68,20 +70,27 @@ function renderEnvironments() {
   }
 }
 
+// A machine is "online" only by a fresh answer of the server: while the server is away, its
+// machines are unknown (the bridge of `tether up` may have stopped with it).
+function machineState(env) {
+  if (!reachable) return ['unknown', 'status unknown', 'The server cannot be reached'];
+  return env.online ? ['on', 'online', 'Start a session on this machine'] : ['off', 'offline', 'The machine is offline'];
+}
+
 function envCard(env) {
-  const online = env.online;
+  const [dot, label, hint] = machineState(env);
+  const online = dot === 'on';
   const selected = fEnv.value === env.id || bridge === env.id;
   const button = el('button', {
-    type: 'button', class: 'primary small-btn', disabled: !online || !CAN_WRITE,
-    title: online ? 'Start a session on this machine' : 'The machine is offline',
+    type: 'button', class: 'primary small-btn', disabled: !online || !CAN_WRITE, title: hint,
     onclick: () => openNewSession(env),
   }, 'New session');
   if (!CAN_WRITE) button.title = 'Viewers cannot start sessions';
-  return el('li', { class: `env${selected ? ' selected' : ''}`, dataset: { env: env.id } },
+  return el('li', { class: `env${selected ? ' selected' : ''}`, dataset: { env: env.id, state: dot } },
     el('div', { class: 'env-top' },
-      el('span', { class: `dot ${online ? 'on' : 'off'}`, role: 'img', 'aria-label': online ? 'online' : 'offline' }),
+      el('span', { class: `dot ${dot}`, role: 'img', 'aria-label': label }),
       el('span', { class: 'env-name' }, env.machine_name || 'machine'),
-      el('span', { class: 'muted small' }, online ? 'online' : 'offline')),
+      el('span', { class: 'muted small env-state' }, label)),
     el('div', { class: 'env-dir', title: env.directory || '' }, shortPath(env.directory)),
     el('div', { class: 'env-meta muted small' },
       env.branch ? el('span', { class: 'branch' }, '⎇ ', env.branch) : null,
@@ -115,6 +124,7 @@ function visibleSessions() {
 function workerText(s) {
   const env = envById(s.environment_id);
   if (s.session_status === 'archived') return ['off', 'archived'];
+  if (!reachable) return ['unknown', 'status unknown'];
   if (s.environment && s.environment.online === false) return ['off', 'machine offline'];
   if (s.worker && s.worker.connected) return ['on', 'worker connected'];
   return ['idle', env ? 'no worker' : 'no machine'];
@@ -155,6 +165,7 @@ async function refresh() {
     envs = e.data;
     sessions = s.data;
     loaded = true;
+    reachable = true;
     live.textContent = 'Live';
     live.className = 'live-dot on';
     render();
@@ -162,7 +173,12 @@ async function refresh() {
   } catch (err) {
     live.className = 'live-dot off';
     live.textContent = 'Offline — retrying';
-    if (!loaded) sessionList.replaceChildren(el('li', { class: 'empty' }, `Could not load sessions: ${err.message}`));
+    if (!loaded) {
+      sessionList.replaceChildren(el('li', { class: 'empty' }, `Could not load sessions: ${err.message}`));
+    } else if (reachable) {
+      reachable = false;
+      render();
+    }
   }
 }
 

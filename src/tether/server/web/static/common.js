@@ -102,6 +102,49 @@ function setHtml(node, html) {
   // sanitised by the server (nh3 allow-list); this is the one place HTML is inserted
   node.innerHTML = html;
   node.classList.add('rendered');
+  watchScrollers(node);
+}
+
+// Keyboard access to what scrolls (WCAG 2.1.1, axe's scrollable-region-focusable): a code block,
+// diff, table or output wider or taller than its box gets a tab stop and a name, so it can be
+// focused and scrolled with the arrow keys; one that fits gets neither (no useless tab stops).
+// A ResizeObserver re-checks when the box changes (a phone turned, a <details> opened).
+const SCROLLERS = 'pre, .d-scroll, table, .thinking-text';
+const scrollWatch = typeof ResizeObserver === 'function'
+  ? new ResizeObserver((entries) => entries.forEach((entry) => syncScrollable(entry.target)))
+  : null;
+
+export function watchScrollers(root) {
+  const nodes = root.matches(SCROLLERS) ? [root] : [];
+  nodes.push(...root.querySelectorAll(SCROLLERS));
+  for (const node of nodes) {
+    if (scrollWatch) scrollWatch.observe(node);
+    syncScrollable(node);
+  }
+}
+
+export function syncScrollable(node) {
+  const scrolls = node.scrollWidth > node.clientWidth + 1 || node.scrollHeight > node.clientHeight + 1;
+  if (scrolls === (node.dataset.scrolls === 'true')) return;
+  node.dataset.scrolls = String(scrolls);
+  const isTable = node.tagName === 'TABLE'; // keeps its table role; a named table may take focus
+  if (scrolls) {
+    node.tabIndex = 0;
+    if (!isTable) node.setAttribute('role', 'group');
+    node.setAttribute('aria-label', scrollLabel(node));
+  } else {
+    node.removeAttribute('tabindex');
+    node.removeAttribute('role');
+    node.removeAttribute('aria-label');
+  }
+}
+
+function scrollLabel(node) {
+  if (node.closest('.diff')) return 'Diff (scrollable)';
+  if (node.tagName === 'TABLE') return 'Table (scrollable)';
+  if (node.classList.contains('result-text')) return 'Tool output (scrollable)';
+  if (node.classList.contains('thinking-text')) return 'Thinking (scrollable)';
+  return 'Code (scrollable)';
 }
 
 async function flushRender(attempt = 0) {

@@ -7,7 +7,7 @@
 // deduplicated by sequence number and uuid.
 import {
   api, el, renderInto, newUuid, refreshTimes, toast, whileVisible, wsUrl,
-  openDialog, closeDialog, ApiError, CAN_WRITE, STATUS_LABEL,
+  openDialog, closeDialog, ApiError, CAN_WRITE, STATUS_LABEL, watchScrollers, syncScrollable,
 } from './common.js';
 
 const SID = document.body.dataset.session;
@@ -22,6 +22,7 @@ const health = $('health');
 const composer = $('composer');
 const promptBox = $('prompt');
 const sendBtn = $('send');
+const composerHint = composer.querySelector('.composer-hint');
 const stopBtn = $('stop');
 const fileInput = $('file');
 const attachList = $('attachments');
@@ -30,10 +31,10 @@ const earlierBtn = $('load-earlier');
 
 const PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('page_size')) || 300));
 const MAX_RESULT_CHARS = 20000;
-const PROMPT_RANK = { sending: 0, retrying: 0, failed: 0, queued: 1, delivered: 2, processed: 3 };
+const PROMPT_RANK = { held: 0, sending: 0, retrying: 0, failed: 0, queued: 1, delivered: 2, processed: 3 };
 const PROMPT_LABEL = {
-  sending: 'Sending…', retrying: 'Retrying…', failed: 'Not sent', queued: 'Queued', delivered: 'Delivered',
-  processed: 'Processed',
+  held: 'Queued · sends once connected', sending: 'Sending…', retrying: 'Retrying…', failed: 'Not sent',
+  queued: 'Queued', delivered: 'Delivered', processed: 'Processed',
 };
 const DELIVERY = { pending: 'queued', received: 'delivered', processing: 'delivered', processed: 'processed' };
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
@@ -185,7 +186,7 @@ function setPromptStatus(uuid, status, detail) {
   stateEl.textContent = detail ? `${PROMPT_LABEL[status]} — ${detail}` : PROMPT_LABEL[status];
   const retry = p.node.querySelector('.retry');
   if (status === 'failed' && !retry) {
-    stateEl.after(el('button', { type: 'button', class: 'link retry', onclick: () => postPrompt(uuid, 0) }, 'Retry'));
+    stateEl.after(el('button', { type: 'button', class: 'link retry', onclick: () => dispatchPrompt(uuid) }, 'Retry'));
   } else if (status !== 'failed' && retry) {
     retry.remove();
   }
@@ -231,7 +232,10 @@ function renderAssistant(f, ctx) {
       const card = toolCard(b, f, ctx);
       if (card) ctx.add(card);
     } else if (b.type === 'thinking' && b.thinking) {
-      ctx.add(el('details', { class: 'thinking' }, el('summary', {}, 'Thinking'), el('div', { class: 'thinking-text' }, b.thinking)));
+      const thinking = el('details', { class: 'thinking' }, el('summary', {}, 'Thinking'),
+        el('div', { class: 'thinking-text' }, b.thinking));
+      ctx.add(thinking);
+      watchScrollers(thinking);
     }
   });
   if (msg.id) finishStreams(msg.id, texts);
@@ -297,10 +301,13 @@ function attachResult(r, ctx) {
   t.resultEl.replaceChildren(el('div', { class: 'label' }, r.is_error ? 'Error' : 'Result'), pre);
   if (text.length > MAX_RESULT_CHARS) {
     t.resultEl.append(el('button', {
-      type: 'button', class: 'link', onclick: (ev) => { pre.textContent = text; ev.target.remove(); },
+      type: 'button',
+      class: 'link',
+      onclick: (ev) => { pre.textContent = text; ev.target.remove(); syncScrollable(pre); },
     }, `Show all ${text.length.toLocaleString()} characters`));
   }
   t.resultEl.hidden = false;
+  watchScrollers(t.resultEl);
   const decided = state.decisions.get(id);
   if (r.is_error) {
     let why = decided === 'denied' || decided === 'cancelled' ? decided : 'error';
@@ -487,6 +494,7 @@ function showPermission(f) {
       el('label', { for: mid, class: 'small' }, 'Message for the agent (optional, sent with Deny)'), message,
       el('div', { class: 'row gap end' }, deny, allow), status)
       : el('p', { class: 'muted small' }, 'Waiting for a member to answer (viewers cannot).'));
+  watchScrollers(card);
   state.perms.set(rid, { card, seq: f.sequence_num || 0, req, status, allow, deny, message });
   if (req.tool_use_id) setToolState(req.tool_use_id, 'waiting', 'needs permission');
   sticky(() => asks.append(card));
@@ -625,6 +633,7 @@ function connect() {
     state.attempt = 0;
     state.lastFrameAt = Date.now();
     for (const frame of state.answers.values()) ws.send(JSON.stringify(frame));
+    sendHeldPrompts();
     const upTo = state.lastSeq;
     reconcilePermissions(upTo);
     syncDeliveries(upTo);
@@ -721,23 +730,27 @@ function healthOf() {
   return ['idle', online ? 'Machine online · the worker starts with your next prompt' : 'No worker connected'];
 }
 
+// While the socket is down the last known status may be stale: no status badge and no Stop then,
+// and the composer says that what is sent now waits for the connection (see dispatchPrompt).
 function updateHeader() {
   const s = state.session;
+  const live = state.wsState === 'open';
   document.body.dataset.socket = state.wsState;
   const [kind, text] = healthOf();
   health.dataset.state = kind;
   health.querySelector('.text').textContent = text;
+  showOffline(state.wsState === 'reconnecting');
   if (s) {
     const title = s.title || 'Untitled session';
     if (titleEl.textContent !== title) titleEl.textContent = title;
     document.title = `${title} · Tether`;
     const status = s.session_status;
-    badgeEl.hidden = false;
+    badgeEl.hidden = !live;
     badgeEl.className = `badge s-${status}`;
     badgeEl.textContent = STATUS_LABEL[status] || status;
     const archived = status === 'archived';
     const busy = status === 'running' || status === 'requires_action';
-    stopBtn.hidden = !CAN_WRITE || archived || !busy;
+    stopBtn.hidden = !CAN_WRITE || archived || !busy || !live;
     if (!busy) setStopping(false);
     composer.hidden = !CAN_WRITE || archived;
     $('archive').disabled = archived || !CAN_WRITE;
@@ -746,6 +759,16 @@ function updateHeader() {
       for (const rid of [...state.perms.keys()]) resolvePermission(rid, 'expired');
     }
   }
+}
+
+function showOffline(offline) {
+  if ((composer.dataset.offline === 'true') === offline) return;
+  composer.dataset.offline = String(offline);
+  sendBtn.querySelector('.btn-label').textContent = offline ? 'Queue' : 'Send';
+  sendBtn.setAttribute('aria-label', offline ? 'Queue (sends once reconnected)' : 'Send');
+  composerHint.textContent = offline
+    ? 'Reconnecting… A prompt you send now waits here and goes out once the connection is back.'
+    : 'Enter to send · Shift+Enter for a new line';
 }
 
 function updateInfo() {
@@ -836,24 +859,44 @@ function sendPrompt(text, files) {
   const msg = { type: 'user', uuid, session_id: '', parent_tool_use_id: null, message: { role: 'user', content: text } };
   if (files.length) msg.file_attachments = files.map((a) => ({ file_uuid: a.file_uuid, file_name: a.file_name }));
   const node = promptNode(msg, 'sending');
-  state.prompts.set(uuid, { node, status: 'sending', msg, seq: null });
+  state.prompts.set(uuid, { node, status: 'sending', msg, seq: null, posting: false });
   outbox.append(node);
   scrollToBottom();
-  postPrompt(uuid, 0);
+  dispatchPrompt(uuid);
+}
+
+// A prompt goes out at once while the socket is open. Typed while it is down, it is held here
+// (shown as queued) and POSTed when the socket is back, in the order typed. One POST per prompt is
+// in flight at a time, and every attempt carries the prompt's uuid, of which the server keeps one
+// event: a retry after an unclear failure can never make a second prompt.
+function dispatchPrompt(uuid, attempt = 0) {
+  if (state.wsState === 'open') postPrompt(uuid, attempt);
+  else setPromptStatus(uuid, 'held');
+}
+
+async function sendHeldPrompts() {
+  const held = [...state.prompts].filter(([, p]) => p.status === 'held').map(([uuid]) => uuid);
+  for (const uuid of held) await postPrompt(uuid, 0);
 }
 
 async function postPrompt(uuid, attempt) {
   const p = state.prompts.get(uuid);
-  if (!p) return;
+  if (!p || p.posting) return;
+  p.posting = true;
+  setPromptStatus(uuid, attempt ? 'retrying' : 'sending');
   try {
     await api(`/v1/sessions/${SID}/events`, { method: 'POST', json: { events: [p.msg] } });
+    p.posting = false;
     setPromptStatus(uuid, 'queued');
   } catch (err) {
-    if (err instanceof ApiError && err.retryable && attempt < 50) {
-      setPromptStatus(uuid, 'retrying');
-      setTimeout(() => postPrompt(uuid, attempt + 1), Math.min(8000, 400 * 2 ** attempt));
-    } else {
+    p.posting = false;
+    if (!(err instanceof ApiError && err.retryable && attempt < 50)) {
       setPromptStatus(uuid, 'failed', err.message);
+    } else if (state.wsState !== 'open') {
+      setPromptStatus(uuid, 'held'); // the server is away: the reconnect sends it
+    } else {
+      setPromptStatus(uuid, 'retrying');
+      setTimeout(() => dispatchPrompt(uuid, attempt + 1), Math.min(8000, 400 * 2 ** attempt));
     }
   }
 }
