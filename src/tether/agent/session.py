@@ -4,8 +4,8 @@ Three tasks in one task group, each with one job:
 
 * **reader** — parses stdin lines, queues user prompts (dedup by ``uuid``), answers
   control requests at once (an ``interrupt`` must not wait behind a turn) and routes
-  permission answers. A bad line (invalid JSON, not an object, over the size limit,
-  an unknown ``type``) stops the input: the reason goes to stderr and the exit code
+  permission answers. A bad line (invalid JSON, not an object, over the size limit)
+  stops the input: the reason goes to stderr and the exit code
   is 1, but everything read before it is still processed, so no prompt that was
   acknowledged (echoed with ``isReplay``) is lost.
 * **runner** — takes prompts one by one and runs each turn as a child task (so an
@@ -215,7 +215,10 @@ class AgentSession:
         if kind in KNOWN_MESSAGE_TYPES:
             self._warn(f"stdin line {number}: ignoring a {kind!r} message (not an input message)")
             return False
-        raise InputError(f"stdin line {number}: unknown message type {kind!r}")
+        # Like the stock CLI (docs/protocol.md §14.5): a well-formed line of a type this version
+        # does not know is skipped, so a newer host can talk to an older agent.
+        self._warn(f"stdin line {number}: ignoring a message of unknown type {kind!r}")
+        return False
 
     def _update_environment(self, message: Message, number: int) -> None:
         variables = message.get("variables")
