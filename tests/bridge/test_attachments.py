@@ -8,9 +8,9 @@ import pathlib
 from typing import Any
 
 import pytest
-
 from tests.support.fake_http import FakeHTTP, Reply, Request
 from tests.support.server import free_port
+
 from tether.bridge.attachments import AttachmentFetcher
 
 pytestmark = pytest.mark.anyio

@@ -394,8 +394,8 @@ async def test_attachments_are_downloaded_and_named_in_the_prompt(server: Server
         assert rig.host.stats.attachments_stored == 2 and rig.host.stats.attachments_skipped == 0
         assert rig.token not in rig.agent_log.read_text()
         stored = (await rig.client.get(f"/v1/sessions/{rig.sid}/events", headers=auth(rig.owner))).json()["data"]
-        assert [e for e in stored if e["type"] == "user" and e.get("uuid") == prompt["uuid"]][0][
-            "file_attachments"][0]["file_uuid"] == notes  # the log keeps what the client sent
+        logged = next(e for e in stored if e["type"] == "user" and e.get("uuid") == prompt["uuid"])
+        assert logged["file_attachments"][0]["file_uuid"] == notes  # the log keeps what the client sent
 
 
 async def test_an_attachment_that_cannot_be_had_is_a_warning_not_a_lost_prompt(
