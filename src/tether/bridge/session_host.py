@@ -6,9 +6,9 @@ capabilities when the host initialised it, else the REPL bridge's minimal reply)
 messages and control messages are deduplicated by ``uuid`` and written to the agent's
 stdin; a prompt's web-composer attachments are downloaded first and named in the prompt as
 ``@"path"`` references (:mod:`tether.bridge.attachments`); ``keep_alive`` and
-``update_environment_variables`` never reach the agent (the agent never sees the session token). Outbound (agent → server): every stdout line is
-parsed and written to the transport; bad lines (not JSON, not an object with a
-``type``) are logged and counted, never fatal. A message over the server's event limit is
+``update_environment_variables`` never reach the agent (the agent never sees the session
+token). Outbound (agent → server): every stdout line is parsed and written to the transport;
+bad lines (not JSON, not an object with a ``type``) are logged and counted, never fatal. A message over the server's event limit is
 not relayed as is (:mod:`tether.bridge.oversize`): a ``control_request`` is answered here
 (``can_use_tool`` denied, others an error) so the agent never waits for an answer nobody
 can give, and other messages go up shortened where a copy fits. Lines over a larger cap

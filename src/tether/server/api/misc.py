@@ -224,8 +224,8 @@ async def download(file_uuid: str, request: Request) -> Response:
         rate_limit(ctx, f"worker:{claims.session_body}")
         async with ctx.store.read() as tx:
             row = await tx.get_file(file_uuid)
-            allowed = row is not None and row["org_id"] == claims.org_id \
-                and await tx.session_attaches_file(claims.session_body, file_uuid)
+            allowed = (row is not None and row["org_id"] == claims.org_id
+                       and await tx.session_attaches_file(claims.session_body, file_uuid))
     else:
         principal = await user(request)
         async with ctx.store.read() as tx:
