@@ -8,11 +8,11 @@ stdin; a prompt's web-composer attachments are downloaded first and named in the
 ``@"path"`` references (:mod:`tether.bridge.attachments`); ``keep_alive`` and
 ``update_environment_variables`` never reach the agent (the agent never sees the session
 token). Outbound (agent → server): every stdout line is parsed and written to the transport;
-bad lines (not JSON, not an object with a ``type``) are logged and counted, never fatal. A message over the server's event limit is
-not relayed as is (:mod:`tether.bridge.oversize`): a ``control_request`` is answered here
-(``can_use_tool`` denied, others an error) so the agent never waits for an answer nobody
-can give, and other messages go up shortened where a copy fits. Lines over a larger cap
-are skipped unread (bounded memory).
+bad lines (not JSON, not an object with a ``type``) are logged and counted, never fatal. A
+message over the server's event limit is not relayed as is (:mod:`tether.bridge.oversize`): a
+``control_request`` is answered here (``can_use_tool`` denied, others an error) so the agent
+never waits for an answer nobody can give, and other messages go up shortened where a copy
+fits. Lines over a larger cap are skipped unread (bounded memory).
 
 Along the way the host keeps a :class:`~tether.protocol.session_tracker.SessionTracker`
 (state, activities, title) and the agent's last stderr lines.
