@@ -20,6 +20,7 @@ from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, create_session, register, subscribe, take_work, user_message
 
 from tether.bridge.agent_process import AgentSpec
+from tether.bridge.attachments import AttachmentFetcher
 from tether.bridge.session_host import HostConfig, SessionHost, SessionOutcome, exit_status, initialize_reply
 from tether.client.hybrid import HybridConfig, HybridTransport
 from tether.client.transport import TransportState
@@ -49,12 +50,18 @@ class Rig:
     agent_log: pathlib.Path
     outcome: SessionOutcome | None = None
 
-    async def prompt(self, text: str) -> dict[str, Any]:
-        msg = user_message(text)
+    async def prompt(self, text: str, **fields: Any) -> dict[str, Any]:
+        msg = {**user_message(text), **fields}
         r = await self.client.post(f"/v1/sessions/{self.sid}/events", json={"events": [msg]},
                                    headers=auth(self.owner))
         assert r.status_code == 200, r.text
         return msg
+
+    async def upload(self, name: str, content: bytes) -> str:
+        r = await self.client.post("/v1/files", files={"file": (name, content, "application/octet-stream")},
+                                   headers=auth(self.owner))
+        assert r.status_code == 200, r.text
+        return str(r.json()["file_uuid"])
 
     async def answer(self, request_id: str, decision: dict[str, Any]) -> None:
         await self.sub.ws.send(json.dumps({"type": "control_response", "response": {
@@ -80,7 +87,8 @@ async def hosted(server: ServerProcess, owner: str, tmp_path: pathlib.Path) -> A
         transport = HybridTransport(server.url, sid, token, config=FAST)
         spec = AgentSpec([sys.executable, str(STUB)], cwd=str(tmp_path), include_partial_messages=True,
                          env={"STUB_AGENT_LOG": str(agent_log)})
-        host = SessionHost(sid, transport, spec, HostConfig(term_grace=5, eof_grace=5))
+        fetcher = AttachmentFetcher(server.url, token, str(tmp_path), sid)
+        host = SessionHost(sid, transport, spec, HostConfig(term_grace=5, eof_grace=5), attachments=fetcher)
         sub = await subscribe(server.ws_url, sid, owner)
         rig = Rig(client, server, owner, env, sid, token, transport, host, sub, agent_log)
         try:
@@ -363,3 +371,47 @@ async def test_an_oversized_permission_request_is_denied_by_the_host(
         assert (stats.oversize_lines, stats.answered_for_agent, stats.shortened_lines) == (3, 1, 2)
         assert rig.host.state == "idle"
         assert "Too large to relay: Write permission request (1.5 MiB)" in [a.summary for a in rig.host.activities]
+
+
+async def test_attachments_are_downloaded_and_named_in_the_prompt(server: ServerProcess, owner_token: str,
+                                                                  tmp_path: pathlib.Path) -> None:
+    """Reference §3.1: the files land in the session's folder, the agent gets ``@"path"``
+    references in front of the prompt (same uuid, no ``file_attachments``), never the token."""
+    async with hosted(server, owner_token, tmp_path) as rig:
+        image = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+        notes = await rig.upload("my notes.txt", b"SECRET-TEXT-42\n")
+        pic = await rig.upload("pic.png", image)
+        prompt = await rig.prompt("what is in these?", file_attachments=[
+            {"file_uuid": notes, "file_name": "my notes.txt"}, {"file_uuid": pic, "file_name": "pic.png"}])
+        await rig.result()
+        folder = tmp_path / ".tether" / "attachments" / rig.sid
+        notes_path, pic_path = folder / f"{notes[:8]}-my_notes.txt", folder / f"{pic[:8]}-pic.png"
+        assert notes_path.read_bytes() == b"SECRET-TEXT-42\n" and pic_path.read_bytes() == image
+        assert (tmp_path / ".tether" / "attachments" / ".gitignore").read_text().endswith("*\n")
+        sent = [m for m in rig.agent_stdin() if m["type"] == "user"]
+        assert len(sent) == 1 and sent[0]["uuid"] == prompt["uuid"] and "file_attachments" not in sent[0]
+        assert sent[0]["message"]["content"] == f'@"{notes_path}" @"{pic_path}" what is in these?'
+        assert rig.host.stats.attachments_stored == 2 and rig.host.stats.attachments_skipped == 0
+        assert rig.token not in rig.agent_log.read_text()
+        stored = (await rig.client.get(f"/v1/sessions/{rig.sid}/events", headers=auth(rig.owner))).json()["data"]
+        logged = next(e for e in stored if e["type"] == "user" and e.get("uuid") == prompt["uuid"])
+        assert logged["file_attachments"][0]["file_uuid"] == notes  # the log keeps what the client sent
+
+
+async def test_an_attachment_that_cannot_be_had_is_a_warning_not_a_lost_prompt(
+        server: ServerProcess, owner_token: str, tmp_path: pathlib.Path) -> None:
+    async with hosted(server, owner_token, tmp_path) as rig:
+        good = await rig.upload("good.txt", b"fine")
+        missing = "00000000-0000-4000-8000-000000000000"
+        prompt = await rig.prompt("two files", file_attachments=[
+            {"file_uuid": missing, "file_name": "gone.txt"}, {"file_uuid": good, "file_name": "good.txt"}])
+        result = await rig.result()
+        assert result["subtype"] == "success"
+        warning = await rig.sub.wait_for(lambda f: f.get("type") == "system" and f.get("subtype") == "warning")
+        assert warning["message"] == ("The attachment gone.txt did not reach the agent: "
+                                      "the server answered 404 (No such file.).")
+        assert warning["prompt_uuid"] == prompt["uuid"] and warning["attachments"][0]["file_uuid"] == missing
+        sent = [m for m in rig.agent_stdin() if m["type"] == "user"]
+        path = tmp_path / ".tether" / "attachments" / rig.sid / f"{good[:8]}-good.txt"
+        assert sent[0]["message"]["content"] == f'@"{path}" two files'
+        assert rig.host.stats.attachments_stored == 1 and rig.host.stats.attachments_skipped == 1

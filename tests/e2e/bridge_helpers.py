@@ -36,11 +36,18 @@ class Api:
         r = await self.client.post(f"/v1/sessions/{sid}/archive", json={}, headers=auth(self.token))
         assert r.status_code == 200, r.text
 
-    async def prompt(self, sid: str, text: str) -> dict[str, Any]:
-        msg = user_message(text)
+    async def prompt(self, sid: str, text: str, **fields: Any) -> dict[str, Any]:
+        msg = {**user_message(text), **fields}
         r = await self.client.post(f"/v1/sessions/{sid}/events", json={"events": [msg]}, headers=auth(self.token))
         assert r.status_code == 200, r.text
         return msg
+
+    async def upload(self, name: str, content: bytes, content_type: str = "text/plain") -> dict[str, str]:
+        """``POST /v1/files`` (the web composer's upload); returns the ``file_attachments`` entry."""
+        r = await self.client.post("/v1/files", files={"file": (name, content, content_type)},
+                                   headers=auth(self.token))
+        assert r.status_code == 200, r.text
+        return {"file_uuid": r.json()["file_uuid"], "file_name": r.json()["file_name"]}
 
     async def subscribe(self, sid: str, from_seq: int | None = None) -> Receiver:
         return await subscribe(self.server.ws_url, sid, self.token, from_seq)

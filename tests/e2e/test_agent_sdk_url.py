@@ -1,7 +1,8 @@
 """`tether agent --sdk-url` (the reference child contract, PROTOCOL.md §5): a real `tether server`, the
 agent connecting by itself with CLAUDE_CODE_SESSION_ACCESS_TOKEN — v1 (session ingress) by default,
 v2 (SSE + CCRClient) with CLAUDE_CODE_USE_CCR_V2 + CLAUDE_CODE_WORKER_EPOCH — and a subscriber
-driving a turn with a permission prompt (the scripted model asks to use the Write tool)."""
+driving a turn with a permission prompt (the scripted model asks to use the Write tool) and an attachment
+the agent downloads for itself."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ async def stop(proc: asyncio.subprocess.Process) -> tuple[int, str]:
 
 async def drive_turn(client: httpx.AsyncClient, owner: str, sid: str, sub: Receiver,
                      cwd: pathlib.Path) -> dict[str, Any]:
-    prompt = user_message("write the note")
+    r = await client.post("/v1/files", files={"file": ("brief.txt", b"the brief", "text/plain")}, headers=auth(owner))
+    attachment = {"file_uuid": r.json()["file_uuid"], "file_name": "brief.txt"}
+    prompt = {**user_message("write the note"), "file_attachments": [attachment]}
     r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [prompt]}, headers=auth(owner))
     assert r.status_code == 200, r.text
     ask = await sub.wait_for(lambda f: f.get("type") == "control_request"
@@ -61,6 +64,9 @@ async def drive_turn(client: httpx.AsyncClient, owner: str, sid: str, sub: Recei
     result = await sub.wait_for(lambda f: f.get("type") == "result", TURN)
     assert result["subtype"] == "success" and "File created successfully" in result["result"]
     assert (cwd / "tether-note.txt").read_text() == "Hello from Tether's scripted model.\n"
+    # the agent downloaded the attachment itself, from the server its --sdk-url names, with its token
+    folder = cwd / ".tether" / "attachments" / ("session_" + sid.split("_", 1)[1])
+    assert (folder / f"{attachment['file_uuid'][:8]}-brief.txt").read_bytes() == b"the brief"
     kinds = [f.get("type") for f in sub.frames]
     assert kinds.index("assistant") < kinds.index("control_request") < kinds.index("result")
     return prompt

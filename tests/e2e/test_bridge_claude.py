@@ -3,7 +3,8 @@ scripts/install-test-deps into .tools/claude), offline: ANTHROPIC_BASE_URL point
 Messages API of tests/support/fake_anthropic.py, no telemetry, a throwaway HOME.
 
 A real `tether server`, a real `tether rc --json` and real `claude` children: a streamed turn, a
-permission prompt answered from a subscriber (allow, and deny), an interrupt while a tool runs."""
+permission prompt answered from a subscriber (allow, and deny), an interrupt while a tool runs, a
+web-composer attachment that the model gets to read."""
 
 from __future__ import annotations
 
@@ -162,3 +163,35 @@ async def test_interrupt_while_a_tool_runs(session: tuple[Api, str, Receiver]) -
     await api.prompt(sid, "hello again")
     result = await sub.wait_for(lambda f: is_result(f) and id(f) not in old, timeout=60)
     assert result["subtype"] == "success"
+
+
+async def test_an_attached_file_reaches_the_model(session: tuple[Api, str, Receiver], rig: Rig,
+                                                  fake: FakeAnthropic) -> None:
+    """Reference §3.1 with the stock CLI: the bridge downloads the upload, names it ``@"path"`` in
+    the prompt, and `claude` sends its content to the model; a file that is gone is a warning."""
+    api, sid, sub = session
+    attached = await api.upload("notes.txt", b"ATTACHED-CONTENT-7731\nsecond line\n")
+    gone = {"file_uuid": "00000000-0000-4000-8000-000000000000", "file_name": "gone.txt"}
+    old = fresh(sub)
+    prompt = await api.prompt(sid, "what does the file say?", file_attachments=[attached, gone])
+    result = await sub.wait_for(lambda f: is_result(f) and id(f) not in old, timeout=60)
+    assert result["subtype"] == "success"
+    seen = [text_of(r.body["messages"]) for r in fake.message_requests()]
+    seen = [t for t in seen if "ATTACHED-CONTENT-7731" in t]
+    assert seen, "the model never saw the attached file's content"
+    warning = await sub.wait_for(lambda f: f.get("type") == "system" and f.get("subtype") == "warning"
+                                 and id(f) not in old, timeout=10)
+    assert "gone.txt" in warning["message"] and warning["prompt_uuid"] == prompt["uuid"]
+    stored = rig.project / ".tether" / "attachments" / sid / f"{attached['file_uuid'][:8]}-notes.txt"
+    assert stored.read_bytes() == b"ATTACHED-CONTENT-7731\nsecond line\n"
+    assert f'Called the Read tool with the following input: {{"file_path":"{stored}"}}' in seen[0]
+
+
+def text_of(messages: list[dict[str, object]]) -> str:
+    """All the text a Messages request carries (string contents and text blocks)."""
+    parts = []
+    for msg in messages:
+        content = msg.get("content")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        parts += [str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+    return "\n".join(parts)

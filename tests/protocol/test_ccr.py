@@ -17,6 +17,7 @@ from tether.protocol.ccr import (
     RequestHealth,
     WorkerStateQueue,
     WorkerStatusTracker,
+    api_base_of_session_url,
     event_envelope,
     heartbeat_delay,
     is_ephemeral_event,
@@ -241,3 +242,11 @@ def test_worker_status_tracker() -> None:
     assert s.outbound({"type": "control_cancel_request", "request_id": "r1"}) == ("running", None)
     assert s.outbound({"type": "result"}) == ("idle", None)
     assert s.outbound({"type": "result"}) is None
+
+
+def test_api_base_of_a_session_url() -> None:
+    assert api_base_of_session_url("https://h:8/v1/code/sessions/cse_01abc") == "https://h:8"
+    assert api_base_of_session_url("https://h/prefix/v1/code/sessions/cse_01abc/") == "https://h/prefix"
+    assert api_base_of_session_url("http://127.0.0.1:9/v2/session_ingress/ws/session_01") == "http://127.0.0.1:9"
+    assert api_base_of_session_url("https://h/v1/session_ingress/ws/session_01") == "https://h"
+    assert api_base_of_session_url("https://h/other/cse_01") == "https://h/other"

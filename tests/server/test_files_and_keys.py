@@ -1,13 +1,17 @@
-"""Attachments round trip; signing-key rotation keeps issued worker tokens valid."""
+"""Attachments round trip (a user, and the worker of the session that attached a file);
+signing-key rotation keeps issued worker tokens valid; tokens record when they were last used."""
 
 from __future__ import annotations
 
 import pathlib
+import sqlite3
+import time
+from typing import Any
 
 import httpx
 import pytest
 from tests.support.server import ServerProcess
-from tests.support.worker import auth, create_session, register, take_work, worker_post
+from tests.support.worker import auth, create_session, register, take_work, user_message, worker_post
 
 pytestmark = pytest.mark.anyio
 
@@ -27,6 +31,79 @@ async def test_file_upload_and_download(server: ServerProcess, owner_token: str)
         r = await client.post("/v1/files", content=b"{}", headers={**auth(owner_token),
                                                                     "content-type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def upload(client: httpx.AsyncClient, token: str, name: str, content: bytes) -> str:
+    r = await client.post("/v1/files", files={"file": (name, content, "text/plain")}, headers=auth(token))
+    assert r.status_code == 200, r.text
+    return str(r.json()["file_uuid"])
+
+
+async def post_prompt(client: httpx.AsyncClient, token: str, sid: str, text: str, **fields: Any) -> None:
+    r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [{**user_message(text), **fields}]},
+                          headers=auth(token))
+    assert r.status_code == 200, r.text
+
+
+async def test_a_worker_downloads_the_attachments_of_its_own_session_only(server: ServerProcess,
+                                                                         owner_token: str) -> None:
+    """The session host fetches attachments with its worker token (reference §3.1): a file a
+    prompt of *that* session attached, of its org; anything else is 404, as if it did not exist."""
+    other_org = server.token(org="files-worker-other", user="w@other", role="owner")
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        env = await register(client, owner_token)
+        sids = [await create_session(client, owner_token, env["environment_id"]) for _ in range(2)]
+        tokens: dict[str, str] = {}
+        for _ in sids:
+            item, token = await take_work(client, env)
+            tokens[item["data"]["id"]] = token
+        mine, theirs = tokens[sids[0]], tokens[sids[1]]
+        attached = await upload(client, owner_token, "a.txt", b"attached to session one")
+        unattached = await upload(client, owner_token, "b.txt", b"never attached")
+        foreign = await upload(client, other_org, "c.txt", b"another org's file")
+        await post_prompt(client, owner_token, sids[0], "with files", file_attachments=[
+            {"file_uuid": attached, "file_name": "a.txt"}, {"file_uuid": foreign, "file_name": "c.txt"}])
+        await post_prompt(client, owner_token, sids[0], f"only named in the text: {unattached}")
+
+        def get(file_uuid: str, token: str) -> Any:
+            return client.get(f"/api/oauth/files/{file_uuid}/content", headers=auth(token))
+
+        r = await get(attached, mine)
+        assert r.status_code == 200 and r.content == b"attached to session one"
+        for file_uuid, token in ((attached, theirs), (unattached, mine), (foreign, mine)):
+            r = await get(file_uuid, token)
+            assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", (file_uuid, r.text)
+        r = await get(attached, mine[:-4] + "AAAA")
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        r = await get(attached, owner_token)  # people of the org still can
+        assert r.status_code == 200
+
+
+def last_used_in_db(server: ServerProcess, token_id: str) -> float | None:
+    conn = sqlite3.connect(f"file:{server.data_dir / 'tether.db'}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT last_used_at FROM tokens WHERE id = ?", (token_id,)).fetchone()
+    finally:
+        conn.close()
+    return None if row[0] is None else float(row[0])
+
+
+async def test_a_token_records_its_last_use_at_most_once_a_minute(server: ServerProcess, owner_token: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        r = await client.post("/v1/tokens", json={"name": "last-used"}, headers=auth(owner_token))
+        assert r.status_code == 200, r.text
+        made = r.json()
+        assert made["last_used_at"] is None and last_used_in_db(server, made["id"]) is None
+        before = time.time()
+        assert (await client.get("/v1/me", headers=auth(made["token"]))).status_code == 200
+        first = last_used_in_db(server, made["id"])
+        assert first is not None and before - 1 <= first <= time.time() + 1
+        listed = (await client.get("/v1/tokens", headers=auth(owner_token))).json()["data"]
+        shown = next(t for t in listed if t["id"] == made["id"])["last_used_at"]
+        assert shown is not None and shown.startswith(time.strftime("%Y-%m-%d", time.gmtime(first)))
+        for _ in range(3):  # used again within the minute: the row is not written again
+            assert (await client.get("/v1/me", headers=auth(made["token"]))).status_code == 200
+        assert last_used_in_db(server, made["id"]) == first
 
 
 async def test_rotated_keys_keep_old_worker_tokens_valid(tmp_path: pathlib.Path) -> None:

@@ -18,6 +18,7 @@ import httpx
 from tests.support.server import ROOT
 from tests.support.worker import auth, register
 from tether.bridge.agent_process import AgentSpec
+from tether.bridge.attachments import AttachmentFetcher
 from tether.bridge.session_host import HostConfig, SessionHost
 from tether.client.hybrid import HybridConfig, HybridTransport
 from tether.protocol.backoff import Backoff
@@ -151,7 +152,9 @@ class Bridge:
                 host.set_token(token)  # a re-dispatch of a session this bridge already runs
                 continue
             transport = HybridTransport(self.server_url, sid, token, config=FAST)
-            host = SessionHost(sid, transport, self.agent_spec(), HostConfig(term_grace=5, eof_grace=5))
+            fetcher = AttachmentFetcher(self.server_url, token, str(self.workdir), sid)
+            host = SessionHost(sid, transport, self.agent_spec(), HostConfig(term_grace=5, eof_grace=5),
+                               attachments=fetcher)
             self.hosts[sid] = host
             task = asyncio.create_task(host.run(), name=f"host-{sid}")
             tasks.add(task)

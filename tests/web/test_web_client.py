@@ -279,6 +279,20 @@ def test_attachments_travel_with_the_prompt(page: Any, api: httpx.Client, bridge
     file_uuid = sent["file_attachments"][0]["file_uuid"]
     assert sent["file_attachments"][0]["file_name"] == "notes.txt"
     assert api.get(f"/api/oauth/files/{file_uuid}/content").content == b"attached text"
+    # the agent read the file: the scripted model echoes everything the prompt carried
+    answer = page.locator("#transcript .msg.assistant").filter(has_text="You said:")
+    expect(answer).to_contain_text("ECHO with a file")
+    expect(answer).to_contain_text("Result of calling the Read tool: 1 attached text")
+
+
+def test_an_attachment_the_agent_cannot_get_shows_a_warning(page: Any, api: httpx.Client, bridge: Bridge) -> None:
+    sid = new_session(api, bridge.env_id, title="Missing attachment")
+    open_session(page, sid)
+    post(api, sid, {**user_message("ECHO without its file"), "file_attachments": [
+        {"file_uuid": "00000000-0000-4000-8000-000000000000", "file_name": "vanished.txt"}]})
+    expect(page.locator("#transcript .meta.warn")).to_contain_text(
+        "The attachment vanished.txt did not reach the agent: the server answered 404")
+    expect(page.locator("#transcript .msg.assistant")).to_contain_text("You said: ECHO without its file")
 
 
 def test_settings_tokens_policy_and_members(page: Any, api: httpx.Client, web_server: ServerProcess) -> None:
@@ -288,8 +302,11 @@ def test_settings_tokens_policy_and_members(page: Any, api: httpx.Client, web_se
     secret = page.get_by_label(re.compile("Token “browser-made”")).input_value()
     token_row = page.locator(".token").filter(has_text="browser-made")
     expect(token_row).to_be_visible()
+    expect(token_row).to_contain_text("last used never")
     me = httpx.get(f"{web_server.url}/v1/me", headers=auth(secret))
     assert me.status_code == 200 and me.json()["credential"] == "personal"
+    page.reload()
+    expect(token_row).not_to_contain_text("last used never")  # the use above was recorded
     token_row.get_by_role("button", name="Revoke browser-made").click()
     expect(token_row).to_have_count(0)
     assert httpx.get(f"{web_server.url}/v1/me", headers=auth(secret)).status_code == 401

@@ -116,13 +116,16 @@ class Conversation:
 
     # --- a turn ----------------------------------------------------------------------------
 
-    def start(self, prompt: Mapping[str, Any]) -> TurnState:
+    def start(self, prompt: Mapping[str, Any], content: Any = None) -> TurnState:
+        """A turn for ``prompt``; ``content`` is what the model gets (the prompt's own content
+        with its ``@path`` references read, :func:`tether.agent.mentions.expand_prompt`)."""
         self._api_ms = 0
         self._ttft_ms = None
         self._request_ms = None
         self._turn_started = time.monotonic()
-        message = prompt.get("message")
-        content = message.get("content") if isinstance(message, Mapping) else ""
+        if content is None:
+            message = prompt.get("message")
+            content = message.get("content") if isinstance(message, Mapping) else ""
         return TurnState(prompt={"role": "user", "content": content})
 
     async def turn_body(self, state: TurnState) -> TurnEnd:

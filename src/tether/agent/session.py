@@ -27,6 +27,7 @@ from typing import Any, Final
 from tether.agent import wire
 from tether.agent.backends.base import ModelBackend, model_choices
 from tether.agent.broker import PermissionBroker
+from tether.agent.mentions import expand_prompt
 from tether.agent.options import AgentOptions
 from tether.agent.permissions import PermissionPolicy
 from tether.agent.runner import Conversation, TurnEnd, new_uuid, now_iso
@@ -371,9 +372,11 @@ class AgentSession:
 
     async def _run_turn(self, turns: asyncio.TaskGroup, prompt: _Prompt) -> None:
         conv = self.conv
-        state: TurnState = conv.start(prompt.message)
         self._starting, self._interrupt_next = True, False
         try:
+            message = prompt.message.get("message")
+            content = await expand_prompt(message.get("content") if isinstance(message, dict) else "", self.opts.cwd)
+            state: TurnState = conv.start(prompt.message, content)
             await conv.session_state("running")
             await conv.system_init()
             if self.opts.replay_user_messages:

@@ -36,6 +36,7 @@ from typing import Any
 
 from tether.bridge import pointer as pointers
 from tether.bridge.agent_process import AgentSpec
+from tether.bridge.attachments import AttachmentFetcher
 from tether.bridge.session_host import HostConfig, SessionHost
 from tether.bridge.spawner import AgentChoice, SessionEnd, SessionRecord, run_session
 from tether.bridge.startup import StartupError
@@ -528,7 +529,8 @@ class Bridge:
         spec = AgentSpec(command=o.agent.with_debug_file(o.debug_file, sid), cwd=str(cwd),
                          include_partial_messages=o.include_partial_messages, permission_mode=o.permission_mode,
                          env=o.agent_env)
-        host = SessionHost(sid, transport, spec, self._host_config)
+        fetcher = AttachmentFetcher(self.server, secret.session_ingress_token, str(cwd), to_compat_session_id(sid))
+        host = SessionHost(sid, transport, spec, self._host_config, attachments=fetcher)
         loop = asyncio.get_running_loop()
         rec = SessionRecord(sid, work.id, secret.session_ingress_token, host, str(cwd), loop.time(), self._wall(),
                             initial=initial, worktree=worktree)

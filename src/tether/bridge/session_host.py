@@ -4,14 +4,15 @@
 Inbound (server → agent): the server's ``initialize`` is answered here (the agent's own
 capabilities when the host initialised it, else the REPL bridge's minimal reply); user
 messages and control messages are deduplicated by ``uuid`` and written to the agent's
-stdin; ``keep_alive`` and ``update_environment_variables`` never reach the agent (the
-agent never sees the session token). Outbound (agent → server): every stdout line is
-parsed and written to the transport; bad lines (not JSON, not an object with a
-``type``) are logged and counted, never fatal. A message over the server's event limit is
-not relayed as is (:mod:`tether.bridge.oversize`): a ``control_request`` is answered here
-(``can_use_tool`` denied, others an error) so the agent never waits for an answer nobody
-can give, and other messages go up shortened where a copy fits. Lines over a larger cap
-are skipped unread (bounded memory).
+stdin; a prompt's web-composer attachments are downloaded first and named in the prompt as
+``@"path"`` references (:mod:`tether.bridge.attachments`); ``keep_alive`` and
+``update_environment_variables`` never reach the agent (the agent never sees the session
+token). Outbound (agent → server): every stdout line is parsed and written to the transport;
+bad lines (not JSON, not an object with a ``type``) are logged and counted, never fatal. A
+message over the server's event limit is not relayed as is (:mod:`tether.bridge.oversize`): a
+``control_request`` is answered here (``can_use_tool`` denied, others an error) so the agent
+never waits for an answer nobody can give, and other messages go up shortened where a copy
+fits. Lines over a larger cap are skipped unread (bounded memory).
 
 Along the way the host keeps a :class:`~tether.protocol.session_tracker.SessionTracker`
 (state, activities, title) and the agent's last stderr lines.
@@ -39,8 +40,10 @@ from typing import Any, Final, Literal, Protocol
 
 from tether.bridge import oversize
 from tether.bridge.agent_process import AgentProcess, AgentSpec
+from tether.bridge.attachments import AttachmentFetcher
 from tether.client.transport import Message, SessionTransport, TransportClosed, TransportError
 from tether.protocol import messages as m
+from tether.protocol.attachments import skipped_warning
 from tether.protocol.line_splitter import Oversize, Piece
 from tether.protocol.replay_buffer import message_uuid
 from tether.protocol.session_tracker import Activity, SessionState, SessionTracker
@@ -88,6 +91,8 @@ class HostStats:
     answered_for_agent: int = 0  # agent control_requests the host answered: they could not be relayed
     write_failures: int = 0
     rejected_inbound: int = 0  # malformed inbound messages kept from the agent
+    attachments_stored: int = 0  # web-composer files downloaded for the agent
+    attachments_skipped: int = 0  # ... and those it did not get (a warning event says why)
 
 
 def exit_status(returncode: int | None, *, stopped_by_host: bool) -> OutcomeStatus:
@@ -169,6 +174,7 @@ class SessionHost:
         *,
         clock: Callable[[], float] = time.monotonic,
         process: AgentHandle | None = None,
+        attachments: AttachmentFetcher | None = None,
     ) -> None:
         self.session_id = session_id
         self._transport = transport
@@ -177,6 +183,7 @@ class SessionHost:
         self._agent: AgentHandle = process if process is not None else AgentProcess(
             agent, max_line_bytes=self._cfg.max_parse_bytes, stdin_capacity=self._cfg.stdin_capacity)
         self._tracker = SessionTracker(cwd=agent.cwd)
+        self._attachments = attachments
         self._seen = BoundedUUIDSet(self._cfg.dedup_capacity)
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
@@ -227,8 +234,11 @@ class SessionHost:
     # -- control -----------------------------------------------------------------------
 
     def set_token(self, token: str) -> None:
-        """A fresh session token (re-dispatched work): for the transport only."""
+        """A fresh session token (re-dispatched work): for the transport and attachment downloads
+        (the agent never sees it)."""
         self._transport.set_token(token)
+        if self._attachments is not None:
+            self._attachments.set_token(token)
 
     def stop(self) -> None:
         """End the session: the agent is stopped (SIGTERM, then SIGKILL), the outcome is ``interrupted``."""
@@ -354,11 +364,30 @@ class SessionHost:
             return
         if kind == m.CONTROL_RESPONSE:
             msg = m.normalize_control_keys(msg)
+        elif kind == m.USER and "file_attachments" in msg:
+            msg = await self._resolve_attachments(msg)
         self._tracker.observe_inbound(msg, self._clock())
         if await self._agent.send(msg):
             self.stats.forwarded_to_agent += 1
         else:
             log.warning("session %s: the agent takes no more input; dropped a %s", self.session_id, kind)
+
+    async def _resolve_attachments(self, msg: Message) -> Message:
+        """Download the prompt's files and point the agent at them (reference §3.1). In line, so
+        prompts and controls keep their order; bounded by the 30 s download timeout."""
+        if self._attachments is None:
+            log.warning("session %s: a prompt carries attachments but this host cannot download them",
+                        self.session_id)
+            return msg
+        resolved = await self._attachments.resolve(msg)
+        self.stats.attachments_stored += len(resolved.stored)
+        if resolved.skipped:
+            self.stats.attachments_skipped += len(resolved.skipped)
+            warning = skipped_warning(resolved.skipped, prompt_uuid=message_uuid(msg), uuid=str(uuidlib.uuid4()),
+                                      session_id=self.session_id)
+            log.warning("session %s: %s", self.session_id, warning["message"])
+            self._write(warning)
+        return resolved.message
 
     def _answer_initialize(self, msg: Message) -> None:
         request_id = m.request_id_of(msg)

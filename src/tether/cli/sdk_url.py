@@ -34,13 +34,14 @@ from tether.agent.main import VERSION, UsageError, choose_backend, make_backend
 from tether.agent.options import AgentOptions
 from tether.agent.stdio import Line, read_frames, stderr_line
 from tether.bridge.agent_process import AgentSpec
+from tether.bridge.attachments import AttachmentFetcher
 from tether.bridge.session_host import SessionHost
 from tether.client.hybrid import HybridTransport
 from tether.client.transport import SessionTransport
 from tether.client.v2 import V2Transport
-from tether.protocol.ccr import session_id_of_url, session_url_from_sdk_url
+from tether.protocol.ccr import api_base_of_session_url, session_id_of_url, session_url_from_sdk_url
 from tether.protocol.epochs import EpochInvalid, parse_epoch
-from tether.protocol.ids import is_valid_id
+from tether.protocol.ids import is_valid_id, to_compat_session_id
 from tether.protocol.messages import UPDATE_ENVIRONMENT_VARIABLES, MessageError, parse_line
 
 EXIT_OK: Final = 0
@@ -85,16 +86,18 @@ def run_sdk_url(opts: AgentOptions, backend_name: str | None, scenario_path: str
             raise SdkUrlError("SDKStartup: worker registration failed (no_auth_headers), exiting")
         name, notice = choose_backend(backend_name, scenario_path)
         backend = make_backend(name, scenario_path, opts.model)
-        transport, session_id = _transport(sdk_url, token, env)
+        transport, session_id, base_url = _transport(sdk_url, token, env)
     except (SdkUrlError, UsageError) as exc:
         stderr_line(f"error: {exc}")
         return EXIT_FAILED
     if notice:
         stderr_line(notice)
-    return asyncio.run(_serve(opts, backend, transport, session_id))
+    fetcher = AttachmentFetcher(base_url, token, opts.cwd, to_compat_session_id(session_id))
+    return asyncio.run(_serve(opts, backend, transport, session_id, fetcher))
 
 
-def _transport(sdk_url: str, token: str, env: Mapping[str, str]) -> tuple[SessionTransport, str]:
+def _transport(sdk_url: str, token: str, env: Mapping[str, str]) -> tuple[SessionTransport, str, str]:
+    """The transport, the session id and the server's base URL (attachments are downloaded there)."""
     if truthy(env.get("CLAUDE_CODE_USE_CCR_V2")):
         raw = env.get("CLAUDE_CODE_WORKER_EPOCH", "")
         if not raw:
@@ -104,14 +107,17 @@ def _transport(sdk_url: str, token: str, env: Mapping[str, str]) -> tuple[Sessio
             session_url = session_url_from_sdk_url(sdk_url)
         except (EpochInvalid, ValueError) as exc:
             raise SdkUrlError(str(exc)) from None
-        return V2Transport(session_url, token, epoch=epoch), session_id_of_url(session_url)
+        return (V2Transport(session_url, token, epoch=epoch), session_id_of_url(session_url),
+                api_base_of_session_url(session_url))
     base, sid = ingress_target(sdk_url)
-    return HybridTransport(base, sid, token), sid
+    return HybridTransport(base, sid, token), sid, base
 
 
-async def _serve(opts: AgentOptions, backend: ModelBackend, transport: SessionTransport, session_id: str) -> int:
+async def _serve(opts: AgentOptions, backend: ModelBackend, transport: SessionTransport, session_id: str,
+                 attachments: AttachmentFetcher) -> int:
     agent = InProcessAgent(opts, backend, VERSION)
-    host = SessionHost(session_id, transport, AgentSpec(command=(), cwd=opts.cwd), process=agent)
+    host = SessionHost(session_id, transport, AgentSpec(command=(), cwd=opts.cwd), process=agent,
+                       attachments=attachments)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     for signum in signals:

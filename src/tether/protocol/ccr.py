@@ -89,6 +89,21 @@ def session_url_from_sdk_url(url: str) -> str:
     return urlunsplit((schemes[parts.scheme], parts.netloc, path, "", ""))
 
 
+def api_base_of_session_url(session_url: str) -> str:
+    """The server's base URL above a worker session URL (``…/v1/code/sessions/<id>`` or
+    ``…/v1|v2/session_ingress/ws/<id>``): where its other routes (file downloads) live."""
+    parts = urlsplit(session_url)
+    path = parts.path.rstrip("/")
+    for marker in ("/v1/code/sessions/", "/v1/session_ingress/ws/", "/v2/session_ingress/ws/"):
+        head, found, _ = path.rpartition(marker)
+        if found:
+            path = head
+            break
+    else:
+        path = path.rsplit("/", 1)[0]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
 def session_id_of_url(session_url: str) -> str:
     """The last path segment of a session URL (what heartbeats report as ``session_id``)."""
     return urlsplit(session_url).path.rstrip("/").rsplit("/", 1)[-1]

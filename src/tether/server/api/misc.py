@@ -11,7 +11,17 @@ from starlette.types import Message
 
 from tether import __version__
 from tether.errors import InvalidRequest, NotFound, PayloadTooLarge
-from tether.server.api.common import JSONResponse, ctx_of, declared_length, query_int, read_object, user
+from tether.server.api.common import (
+    JSONResponse,
+    bearer,
+    ctx_of,
+    declared_length,
+    query_int,
+    rate_limit,
+    read_object,
+    user,
+)
+from tether.server.auth.secrets import kind_of
 from tether.server.clock import iso, now
 
 router = APIRouter()
@@ -205,11 +215,23 @@ def _limited(request: Request, cap: int) -> Request:
 
 @router.get("/api/oauth/files/{file_uuid}/content")
 async def download(file_uuid: str, request: Request) -> Response:
+    """A user of the file's org, or the worker of a session whose prompts attached it (the
+    session host downloads attachments with the token it holds, reference §3.1)."""
     ctx = ctx_of(request)
-    principal = await user(request)
-    async with ctx.store.read() as tx:
-        row = await tx.get_file(file_uuid)
-    if row is None or row["org_id"] != principal.org_id:
+    token = bearer(request)
+    if token is not None and (kind_of(token) == "jwt" or token.startswith("sk-ant-si-")):
+        claims = ctx.auth.worker(token)
+        rate_limit(ctx, f"worker:{claims.session_body}")
+        async with ctx.store.read() as tx:
+            row = await tx.get_file(file_uuid)
+            allowed = (row is not None and row["org_id"] == claims.org_id
+                       and await tx.session_attaches_file(claims.session_body, file_uuid))
+    else:
+        principal = await user(request)
+        async with ctx.store.read() as tx:
+            row = await tx.get_file(file_uuid)
+        allowed = row is not None and row["org_id"] == principal.org_id
+    if row is None or not allowed:
         raise NotFound("No such file.")
     return Response(row["content"], media_type=row["content_type"],
                     headers={"content-disposition": f'attachment; filename="{row["name"]}"',

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, PolicyDenied
+from tether.protocol.last_used import LastUsedThrottle
 from tether.server.auth import secrets as sec
 from tether.server.auth.worker_jwt import KeyRing, WorkerClaims
 from tether.server.config import Config
 from tether.server.store import Store, Tx
+
+log = logging.getLogger("tether.server.auth")
 
 ROLES = ("owner", "member", "viewer")
 USER_KINDS = ("access", "personal", "web_session")
@@ -62,6 +68,7 @@ class Auth:
         self.store = store
         self.keys: KeyRing | None = None
         self.csrf_key = ""
+        self.last_used = LastUsedThrottle()
 
     async def open(self) -> None:
         """Load (or create) the signing keys."""
@@ -172,8 +179,20 @@ class Auth:
             org = await tx.get_org(user["org_id"])
         if org is None:
             raise AuthenticationFailed("The credential's organisation no longer exists.")
+        await self._record_use(row, time.time())
         return Principal(user["id"], org["id"], user["role"], user["email"], row["kind"], row["id"],
                          bool(org["allow_remote_control"]))
+
+    async def _record_use(self, row: dict[str, Any], now: float) -> None:
+        """``last_used_at``, written at most once a minute per credential (never per request)."""
+        if not self.last_used.due(row["id"], now, row["last_used_at"]):
+            return
+        try:
+            async with self.store.write() as tx:
+                await tx.update_token(row["id"], last_used_at=now)
+        except SQLAlchemyError as exc:  # bookkeeping: the request itself goes on
+            self.last_used.forget(row["id"])
+            log.warning("could not record the use of token %s: %s", row["id"], exc)
 
     async def environment(self, secret: str) -> dict[str, Any]:
         if sec.kind_of(secret) != "environment":

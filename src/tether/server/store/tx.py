@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from tether.protocol.ids import new_id
@@ -479,6 +480,24 @@ class Tx:
 
     async def get_file(self, file_id: str) -> Row | None:
         return await self._one(sa.select(t.files).where(t.files.c.id == file_id))
+
+    async def session_attaches_file(self, session_id: str, file_id: str) -> bool:
+        """Whether a client's prompt in the session lists ``file_id`` in its ``file_attachments``
+        (what lets the session's worker download it). Rare, so no index or table of its own: the
+        session's client prompts that mention the id are read and checked."""
+        stmt = sa.select(t.events.c.payload).where(
+            t.events.c.session_id == session_id, t.events.c.source == "client", t.events.c.event_type == "user",
+            t.events.c.payload.contains(file_id, autoescape=True))
+        for row in await self._all(stmt):
+            try:
+                payload = orjson.loads(row["payload"])
+            except orjson.JSONDecodeError:
+                continue
+            listed = payload.get("file_attachments") if isinstance(payload, dict) else None
+            if isinstance(listed, list) and any(isinstance(a, dict) and a.get("file_uuid") == file_id
+                                                for a in listed):
+                return True
+        return False
 
     async def insert_audit(self, org_id: str, actor: str, action: str, target: str | None,
                            detail: dict[str, Any] | None, now: float) -> None:

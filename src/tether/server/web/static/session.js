@@ -346,6 +346,7 @@ function renderSystem(f, ctx) {
     return;
   }
   if (f.subtype === 'compact_boundary') ctx.add(metaLine('Context compacted', '', f.uuid));
+  else if (f.subtype === 'warning') ctx.add(metaLine(String(f.message || 'Warning'), 'warn', f.uuid));
   else if (typeof f.subtype === 'string' && /error/.test(f.subtype)) {
     ctx.add(metaLine(`${f.subtype}: ${f.message || f.error || ''}`, 'error', f.uuid));
   }
