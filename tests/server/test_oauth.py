@@ -19,6 +19,8 @@ from tests.support.api import (
     csrf_of,
     device_login,
     logged_in_web,
+    logout,
+    password_login,
     register_environment,
 )
 from tests.support.server import ServerProcess, wait_until
@@ -215,14 +217,13 @@ def test_password_login(server: ServerProcess, client: httpx.Client, owner_passw
     with httpx.Client(base_url=server.url, timeout=15) as browser:
         page = browser.get("/login")
         assert page.status_code == 200 and 'name="password"' in page.text
-        wrong = browser.post("/login", data={"email": "owner@localhost", "password": "battery staple"})
+        wrong = password_login(browser, "owner@localhost", "battery staple")
         assert wrong.status_code == 401 and "Wrong email or password" in wrong.text
         assert "tether_session" not in browser.cookies
-        unknown = browser.post("/login", data={"email": "nobody@localhost", "password": owner_password})
+        unknown = password_login(browser, "nobody@localhost", owner_password)
         assert unknown.status_code == 401
 
-        right = browser.post("/login", data={"email": "owner@localhost", "password": owner_password,
-                                             "next": "/device"})
+        right = password_login(browser, "owner@localhost", owner_password, next="/device")
         assert right.status_code == 303 and right.headers["location"] == "/device"
         set_cookie = right.headers["set-cookie"].lower()
         assert "tether_session=" in set_cookie and "httponly" in set_cookie and "samesite=lax" in set_cookie
@@ -232,7 +233,7 @@ def test_password_login(server: ServerProcess, client: httpx.Client, owner_passw
 
         # logout revokes the session
         cookie = browser.cookies["tether_session"]
-        assert browser.post("/logout").status_code == 303
+        assert logout(browser).status_code == 303
         with httpx.Client(base_url=server.url, cookies={"tether_session": cookie}) as stale:
             assert_error(stale.get("/v1/me"), 401, "authentication_error")
 
@@ -241,7 +242,7 @@ def test_password_login(server: ServerProcess, client: httpx.Client, owner_passw
                                     "\\\\evil.example", "javascript:alert(1)", "/\t/evil.example"])
 def test_login_never_redirects_off_site(server: ServerProcess, owner_password: str, target: str) -> None:
     with httpx.Client(base_url=server.url, timeout=15) as browser:
-        resp = browser.post("/login", data={"email": "owner@localhost", "password": owner_password, "next": target})
+        resp = password_login(browser, "owner@localhost", owner_password, next=target)
         assert resp.status_code == 303
         location = resp.headers["location"]
         # a path on this site: no scheme, no authority, no backslash a browser would read as '/'
@@ -303,9 +304,9 @@ def test_login_rate_limit(limited: ServerProcess) -> None:
     with httpx.Client(base_url=limited.url, timeout=15) as browser:
         statuses = []
         for _ in range(3):
-            statuses.append(browser.post("/login", data={"email": "x@y", "password": "nope"}).status_code)
+            statuses.append(password_login(browser, "x@y", "nope").status_code)
         assert statuses == [401, 401, 401]
-        resp = browser.post("/login", data={"email": "x@y", "password": "nope"})
+        resp = password_login(browser, "x@y", "nope")
         error = assert_error(resp, 429, "rate_limit_error")
         assert int(resp.headers["retry-after"]) >= 1, error
 

@@ -98,15 +98,16 @@ async def authorize_worker(ctx: ServerContext, token: str | None, body: str, *, 
         org_id = claims.org_id
     else:
         principal = await ctx.auth.principal(token)
-        principal.require_writer()
         org_id = principal.org_id
         caller = Caller(token, principal=principal)
     async with ctx.store.read() as tx:
         session = await tx.get_session(body)
     if session is None or session["org_id"] != org_id:
-        raise NotFound("No such session.")
+        raise NotFound("No such session.")  # before any role check: no existence oracle
     if session["archived_at"]:
         raise NotFound("The session is archived.")
+    if caller.principal is not None:
+        caller.principal.require_writer()
     return caller
 
 
