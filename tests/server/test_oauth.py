@@ -19,6 +19,7 @@ from tests.support.api import (
     csrf_of,
     device_login,
     logged_in_web,
+    login_form_csrf,
     logout,
     password_login,
     register_environment,
@@ -238,6 +239,26 @@ def test_password_login(server: ServerProcess, client: httpx.Client, owner_passw
             assert_error(stale.get("/v1/me"), 401, "authentication_error")
 
 
+def test_login_and_logout_forms_need_their_csrf_field(server: ServerProcess, owner_password: str) -> None:
+    """Another site cannot log a browser into an account (login CSRF) nor log it out."""
+    with httpx.Client(base_url=server.url, timeout=15) as browser:
+        # no form fetched: no pre-login cookie, no token → refused even with the right password
+        bare = browser.post("/login", data={"email": "owner@localhost", "password": owner_password})
+        assert bare.status_code == 403 and "The form expired" in bare.text
+        assert "tether_session" not in browser.cookies
+        login_form_csrf(browser)  # now the browser holds the pre-login cookie
+        forged = browser.post("/login", data={"email": "owner@localhost", "password": owner_password,
+                                              "csrf": "0" * 32})
+        assert forged.status_code == 403 and "tether_session" not in browser.cookies
+        assert password_login(browser, "owner@localhost", owner_password).status_code == 303
+
+        refused = browser.post("/logout")
+        assert refused.status_code == 403 and "The form expired" in refused.text
+        assert browser.get("/v1/me").status_code == 200  # still logged in
+        assert logout(browser).status_code == 303
+        assert_error(browser.get("/v1/me"), 401, "authentication_error")
+
+
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example",
                                     "\\\\evil.example", "javascript:alert(1)", "/\t/evil.example"])
 def test_login_never_redirects_off_site(server: ServerProcess, owner_password: str, target: str) -> None:
@@ -309,6 +330,13 @@ def test_login_rate_limit(limited: ServerProcess) -> None:
         resp = password_login(browser, "x@y", "nope")
         error = assert_error(resp, 429, "rate_limit_error")
         assert int(resp.headers["retry-after"]) >= 1, error
+
+
+def test_device_approvals_are_rate_limited(limited: ServerProcess) -> None:
+    """Guessing user codes from a logged-in browser is bounded like logins (per user)."""
+    with logged_in_web(limited) as web:
+        statuses = [approve_device(web, f"BCDF-GHJ{c}").status_code for c in "KLMN"]
+        assert statuses[:3] == [400, 400, 400] and statuses[3] == 429, statuses
 
 
 def test_device_code_rate_limit_and_expiry(limited: ServerProcess) -> None:

@@ -40,7 +40,7 @@ ROLES = ("owner", "member", "viewer")
 _EMAIL = re.compile(r"[^@\s]{1,200}@[^@\s]{1,200}")
 
 
-@router.get("/static/{name}")
+@router.get("/static/{name}", include_in_schema=False)
 async def static_file(name: str, request: Request) -> Response:
     asset = load(name)
     if asset is None:

@@ -27,7 +27,7 @@ from tether.server.clock import now
 from tether.server.context import ServerContext
 from tether.server.web.assets import asset_url
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # HTML pages, not API: left out of /openapi.json
 LOGIN_COOKIE = "tether_login"  # binds the login form's CSRF token to this browser
 LOGIN_COOKIE_TTL_S = 3600
 
