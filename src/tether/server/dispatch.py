@@ -234,15 +234,19 @@ class Dispatcher:
                    error_type="work_gone")
 
     async def check_worker_read(self, claims: WorkerClaims) -> None:
-        """Reads (streams, GETs) stay open to a replaced token until its bridge adopts the new one."""
+        """Reads (streams, GETs) stay open to a replaced token until its bridge adopts the new one.
+        An archived session reads as not found (404, socket 4001), as before."""
         if await self.work_access(claims) == "gone":
+            await self._refuse_if_archived(claims.session_body, read=True)
             raise Gone(f"Work {claims.work_id} was stopped: this worker token no longer reads the session.",
                        error_type="work_gone")
 
-    async def _refuse_if_archived(self, session_id: str) -> None:
+    async def _refuse_if_archived(self, session_id: str, *, read: bool = False) -> None:
         async with self.store.read() as tx:
             session = await tx.get_session(session_id)
         if session is not None and session["archived_at"]:
+            if read:
+                raise NotFound("The session is archived.")
             raise Conflict("The session is archived.", error_type="already_archived")
 
     async def reap_lapsed_leases(self) -> int:
