@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.protocol.access import role_fell, role_rank, work_verdict
+from tether.protocol.access import NO_SUCCESSOR, role_fell, role_rank, work_verdict
 
 
 @pytest.mark.parametrize(("held", "now", "fell"), [
@@ -25,11 +25,21 @@ def test_role_ranks_are_ordered() -> None:
 
 @pytest.mark.parametrize("state", ["queued", "delivered", "acked"])
 def test_live_work_allows_whatever_comes_after(state: str) -> None:
-    assert work_verdict(state, successor_live=False) == "live"
-    assert work_verdict(state, successor_live=True) == "live"
+    assert work_verdict(state) == "live"
+    assert work_verdict(state, successor_acked_at=100.0, now=1000.0, handover_s=30) == "live"
 
 
 @pytest.mark.parametrize("state", ["stopped", "superseded", "missing", None])
-def test_ended_work_is_replaced_or_gone(state: str | None) -> None:
-    assert work_verdict(state, successor_live=True) == "replaced"
-    assert work_verdict(state, successor_live=False) == "gone"
+def test_ended_work_without_successor_is_gone(state: str | None) -> None:
+    assert work_verdict(state, successor_acked_at=NO_SUCCESSOR, now=1000.0, handover_s=30) == "gone"
+
+
+@pytest.mark.parametrize("state", ["stopped", "superseded"])
+def test_ended_work_is_handed_over_then_replaced(state: str) -> None:
+    # the successor is queued or delivered, not yet acked: the old token still writes
+    assert work_verdict(state, successor_acked_at=None, now=1000.0, handover_s=30) == "live"
+    # acked 10 s ago: writes in flight during the swap still land
+    assert work_verdict(state, successor_acked_at=990.0, now=1000.0, handover_s=30) == "live"
+    # acked 30 s ago or more: replaced
+    assert work_verdict(state, successor_acked_at=970.0, now=1000.0, handover_s=30) == "replaced"
+    assert work_verdict(state, successor_acked_at=1000.0, now=1000.0, handover_s=0) == "replaced"

@@ -25,6 +25,14 @@ PROMPT = {"type": "user", "message": {"role": "user", "content": "hello"}}
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """No hand-over grace: an old token is replaced as soon as the new item is acked."""
+    with ServerProcess(tmp_path_factory.mktemp("tokens"), limits={"rate_per_second": 0},
+                       worker_handover_s=0) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=15) as c:
         yield c
@@ -88,8 +96,9 @@ def test_deregistered_environment_ends_the_stream(server: ServerProcess, client:
 
 def test_redispatch_replaces_the_token_without_cutting_the_reader(server: ServerProcess, client: httpx.Client,
                                                                   owner: str) -> None:
-    """E7 (token refresh): the old token's writes are refused with 401 (its writer keeps the
-    events for the new token), its socket keeps delivering; the new token writes."""
+    """E7 (token refresh): the old token writes until its bridge took the new item (ack, plus
+    ``worker_handover_s``, 0 here), then gets 401 (its writer keeps the events for the new
+    token); its socket keeps delivering; the new token writes."""
     d = dispatch(client, owner)
     with connect(f"{server.ws_url}/v1/session_ingress/ws/{d.cse_id}", additional_headers=bearer(d.worker_token),
                  open_timeout=10) as ws:
@@ -100,6 +109,10 @@ def test_redispatch_replaces_the_token_without_cutting_the_reader(server: Server
         work = poll_work(client, d.environment_id, d.environment_secret)
         new_token = decode_work_secret(work["secret"]).session_ingress_token
         assert work["id"] != d.work["id"] and new_token != d.worker_token
+        assert _v1_post(client, d.cse_id, d.worker_token).status_code == 200  # handed over, not taken yet
+        ack = client.post(f"/v1/environments/{d.environment_id}/work/{work['id']}/ack", json={},
+                          headers=bearer(new_token))
+        assert ack.status_code == 200, ack.text
 
         assert_error(_v1_post(client, d.cse_id, d.worker_token), 401, "authentication_error")
         assert_error(_v2_post(client, d.cse_id, d.worker_token), 401, "authentication_error")

@@ -6,9 +6,11 @@ Two questions come up on every client action and whenever the server revokes som
   below what the socket holds, the socket must close (docs/protocol.md §1, §4.7).
 * **worker tokens** — a worker token names one work item; its writes need that item to be
   live (docs/protocol.md §4.1, §4.4). A token whose item was superseded or stopped while the
-  session went on with a newer item was *replaced* (the bridge that hosts the session adopts
-  the new token: refuse with 401 so the writer keeps its events and retries with the new
-  one); a token whose item ended with no successor is *gone* (410: stop that worker).
+  session went on with a newer item is handed over: it keeps writing until the newer item was
+  acknowledged (the bridge that hosts the session adopts the new token, then acks) and for a
+  short grace after that (writes already in flight), then it is *replaced* (401: the writer
+  keeps its events and sends them again with the new token). A token whose item ended with no
+  successor is *gone* (410: stop that worker).
 """
 
 from __future__ import annotations
@@ -33,12 +35,24 @@ def role_fell(held: str, now: str | None) -> bool:
     return now is None or role_rank(now) < role_rank(held)
 
 
-def work_verdict(state: str | None, *, successor_live: bool) -> WorkVerdict:
+class NoSuccessor:
+    """The session has no live work item after the token's own."""
+
+
+NO_SUCCESSOR: Final = NoSuccessor()
+
+
+def work_verdict(state: str | None, *, successor_acked_at: float | None | NoSuccessor = NO_SUCCESSOR,
+                 now: float = 0.0, handover_s: float = 0.0) -> WorkVerdict:
     """What a worker token's work item in ``state`` allows (``None``: no such item).
 
-    ``successor_live``: the session has another live work item (only asked about when the
-    token's own item has ended).
+    ``successor_acked_at``: when the session's live successor item was acknowledged (None: not
+    yet), or :data:`NO_SUCCESSOR`; only asked about once the token's own item has ended.
     """
     if state in LIVE_WORK_STATES:
         return "live"
-    return "replaced" if successor_live else "gone"
+    if isinstance(successor_acked_at, NoSuccessor):
+        return "gone"
+    if successor_acked_at is None or now - successor_acked_at < handover_s:
+        return "live"  # handed over, not yet taken over
+    return "replaced"

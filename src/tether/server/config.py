@@ -53,6 +53,9 @@ class Config:
     lease_check_interval_s: float = 5.0
     environment_ttl_s: float = 4 * 3600.0
     worker_token_ttl_s: float = 4 * 3600.0
+    # a re-dispatched session's old worker token still writes until the new item is acked and
+    # this long after (writes in flight while its bridge swaps tokens)
+    worker_handover_s: float = 30.0
     worker_heartbeat_ttl_s: float = 60.0
     access_token_ttl_s: float = 3600.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0

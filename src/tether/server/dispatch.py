@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.errors import AuthenticationFailed, Conflict, Gone, NotFound
-from tether.protocol.access import LIVE_WORK_STATES, WorkVerdict, work_verdict
+from tether.protocol.access import LIVE_WORK_STATES, NO_SUCCESSOR, WorkVerdict, work_verdict
 from tether.protocol.ids import new_id
 from tether.protocol.work_secret import WorkSecret, encode_work_secret
 from tether.server.auth.service import Auth
@@ -217,12 +217,15 @@ class Dispatcher:
             return "live"
         async with self.store.read() as tx:
             successor = await tx.live_work_for_session(claims.session_body)
-        return work_verdict(state, successor_live=successor is not None)
+        acked_at = NO_SUCCESSOR if successor is None else successor["acked_at"]
+        return work_verdict(state, successor_acked_at=acked_at, now=now(),
+                            handover_s=self.config.worker_handover_s)
 
     async def check_worker_write(self, claims: WorkerClaims) -> None:
         """Worker writes need live work (docs/protocol.md §4.1, §4.4): a replaced token gets
         401 (its writer keeps the events for the new token), a gone one 410 ``work_gone``,
-        an archived session 409 ``already_archived`` as before."""
+        an archived session 409 ``already_archived`` as before. A token being handed over
+        to a re-dispatched item still writes (tether.protocol.access)."""
         verdict = await self.work_access(claims)
         if verdict == "live":
             return
