@@ -42,7 +42,7 @@ class NoSuccessor:
 NO_SUCCESSOR: Final = NoSuccessor()
 
 
-def work_verdict(state: str | None, *, successor_acked_at: float | None | NoSuccessor = NO_SUCCESSOR,
+def work_verdict(state: str | None, *, successor_acked_at: float | NoSuccessor | None = NO_SUCCESSOR,
                  now: float = 0.0, handover_s: float = 0.0) -> WorkVerdict:
     """What a worker token's work item in ``state`` allows (``None``: no such item).
 
