@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.support.api import admin_cli, assert_error, bearer, web_login
+from tests.support.api import admin_cli, assert_error, bearer, password_login, web_login
 from tests.support.server import ROOT, ServerProcess
 from typer.testing import CliRunner, Result
 
@@ -186,7 +186,7 @@ def test_login_link(server: ServerProcess) -> None:
 
 def _login(server: ServerProcess, password: str) -> int:
     with httpx.Client(base_url=server.url, timeout=15) as browser:
-        return browser.post("/login", data={"email": "owner@localhost", "password": password}).status_code
+        return password_login(browser, "owner@localhost", password).status_code
 
 
 def test_set_password(server: ServerProcess) -> None:

@@ -93,6 +93,7 @@ def test_permanent_statuses() -> None:
     assert is_permanent_status(404) and is_permanent_status(401) and is_permanent_status(403)
     assert not is_permanent_status(401, token_changed=True)
     assert is_permanent_status(404, token_changed=True)
+    assert is_permanent_status(410) and is_permanent_status(410, token_changed=True)  # work stopped
     assert not any(is_permanent_status(s) for s in (None, 400, 409, 429, 500, 503))
 
 

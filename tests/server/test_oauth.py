@@ -19,6 +19,9 @@ from tests.support.api import (
     csrf_of,
     device_login,
     logged_in_web,
+    login_form_csrf,
+    logout,
+    password_login,
     register_environment,
 )
 from tests.support.server import ServerProcess, wait_until
@@ -215,14 +218,13 @@ def test_password_login(server: ServerProcess, client: httpx.Client, owner_passw
     with httpx.Client(base_url=server.url, timeout=15) as browser:
         page = browser.get("/login")
         assert page.status_code == 200 and 'name="password"' in page.text
-        wrong = browser.post("/login", data={"email": "owner@localhost", "password": "battery staple"})
+        wrong = password_login(browser, "owner@localhost", "battery staple")
         assert wrong.status_code == 401 and "Wrong email or password" in wrong.text
         assert "tether_session" not in browser.cookies
-        unknown = browser.post("/login", data={"email": "nobody@localhost", "password": owner_password})
+        unknown = password_login(browser, "nobody@localhost", owner_password)
         assert unknown.status_code == 401
 
-        right = browser.post("/login", data={"email": "owner@localhost", "password": owner_password,
-                                             "next": "/device"})
+        right = password_login(browser, "owner@localhost", owner_password, next="/device")
         assert right.status_code == 303 and right.headers["location"] == "/device"
         set_cookie = right.headers["set-cookie"].lower()
         assert "tether_session=" in set_cookie and "httponly" in set_cookie and "samesite=lax" in set_cookie
@@ -232,16 +234,36 @@ def test_password_login(server: ServerProcess, client: httpx.Client, owner_passw
 
         # logout revokes the session
         cookie = browser.cookies["tether_session"]
-        assert browser.post("/logout").status_code == 303
+        assert logout(browser).status_code == 303
         with httpx.Client(base_url=server.url, cookies={"tether_session": cookie}) as stale:
             assert_error(stale.get("/v1/me"), 401, "authentication_error")
+
+
+def test_login_and_logout_forms_need_their_csrf_field(server: ServerProcess, owner_password: str) -> None:
+    """Another site cannot log a browser into an account (login CSRF) nor log it out."""
+    with httpx.Client(base_url=server.url, timeout=15) as browser:
+        # no form fetched: no pre-login cookie, no token → refused even with the right password
+        bare = browser.post("/login", data={"email": "owner@localhost", "password": owner_password})
+        assert bare.status_code == 403 and "The form expired" in bare.text
+        assert "tether_session" not in browser.cookies
+        login_form_csrf(browser)  # now the browser holds the pre-login cookie
+        forged = browser.post("/login", data={"email": "owner@localhost", "password": owner_password,
+                                              "csrf": "0" * 32})
+        assert forged.status_code == 403 and "tether_session" not in browser.cookies
+        assert password_login(browser, "owner@localhost", owner_password).status_code == 303
+
+        refused = browser.post("/logout")
+        assert refused.status_code == 403 and "The form expired" in refused.text
+        assert browser.get("/v1/me").status_code == 200  # still logged in
+        assert logout(browser).status_code == 303
+        assert_error(browser.get("/v1/me"), 401, "authentication_error")
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example",
                                     "\\\\evil.example", "javascript:alert(1)", "/\t/evil.example"])
 def test_login_never_redirects_off_site(server: ServerProcess, owner_password: str, target: str) -> None:
     with httpx.Client(base_url=server.url, timeout=15) as browser:
-        resp = browser.post("/login", data={"email": "owner@localhost", "password": owner_password, "next": target})
+        resp = password_login(browser, "owner@localhost", owner_password, next=target)
         assert resp.status_code == 303
         location = resp.headers["location"]
         # a path on this site: no scheme, no authority, no backslash a browser would read as '/'
@@ -303,11 +325,18 @@ def test_login_rate_limit(limited: ServerProcess) -> None:
     with httpx.Client(base_url=limited.url, timeout=15) as browser:
         statuses = []
         for _ in range(3):
-            statuses.append(browser.post("/login", data={"email": "x@y", "password": "nope"}).status_code)
+            statuses.append(password_login(browser, "x@y", "nope").status_code)
         assert statuses == [401, 401, 401]
-        resp = browser.post("/login", data={"email": "x@y", "password": "nope"})
+        resp = password_login(browser, "x@y", "nope")
         error = assert_error(resp, 429, "rate_limit_error")
         assert int(resp.headers["retry-after"]) >= 1, error
+
+
+def test_device_approvals_are_rate_limited(limited: ServerProcess) -> None:
+    """Guessing user codes from a logged-in browser is bounded like logins (per user)."""
+    with logged_in_web(limited) as web:
+        statuses = [approve_device(web, f"BCDF-GHJ{c}").status_code for c in "KLMN"]
+        assert statuses[:3] == [400, 400, 400] and statuses[3] == 429, statuses
 
 
 def test_device_code_rate_limit_and_expiry(limited: ServerProcess) -> None:

@@ -6,7 +6,8 @@ Everything here talks to a running :class:`tests.support.server.ServerProcess`; 
 - :func:`register_environment`, :func:`create_session`, :func:`poll_work` — the env-based flow.
 - :func:`dispatch` — register + create a session on it + poll → a :class:`Dispatched` with the
   worker token (``session_ingress_token`` of the decoded work secret).
-- :func:`web_login` / :func:`csrf_of` — a cookie session in an ``httpx.Client`` and its CSRF token.
+- :func:`web_login` / :func:`csrf_of` — a cookie session in an ``httpx.Client`` and its CSRF token;
+  :func:`password_login` / :func:`logout` — the login and log-out forms with their CSRF fields.
 - :func:`logged_in_web` — a browser logged in through the server's login link (it approves device codes).
 - :func:`device_login` — the OAuth device flow end to end → access + refresh tokens.
 - :func:`mint_token` / :func:`admin_cli` — ``tether admin`` in-process (fast) for test setup.
@@ -130,6 +131,26 @@ def csrf_of(client: httpx.Client) -> str:
     return match.group(1)
 
 
+def login_form_csrf(client: httpx.Client) -> str:
+    """The CSRF field of the /login form (bound to the pre-login cookie the GET sets)."""
+    resp = client.get("/login")
+    assert resp.status_code == 200, resp.text
+    match = _CSRF.search(resp.text)
+    assert match, resp.text
+    return match.group(1)
+
+
+def password_login(client: httpx.Client, email: str, password: str, **fields: str) -> httpx.Response:
+    """Submit the /login form as a browser does: GET the form (cookie + CSRF field), then POST it."""
+    data = {"csrf": login_form_csrf(client), "email": email, "password": password, **fields}
+    return client.post("/login", data=data)
+
+
+def logout(client: httpx.Client) -> httpx.Response:
+    """The nav's log-out form, with its CSRF field."""
+    return client.post("/logout", data={"csrf": csrf_of(client)})
+
+
 def web_login(client: httpx.Client, link: str) -> None:
     """Follow a one-time login link; ``client`` then holds the session cookie."""
     path = link.split("://", 1)[-1].split("/", 1)[1]
@@ -201,3 +222,52 @@ def mint_token(data_dir: pathlib.Path, *, org: str = "default", user: str = "own
     assert result.exit_code == 0, result.output
     token: str = result.stdout.strip()
     return token
+
+
+def _with_auth(data_dir: pathlib.Path, body: Any) -> Any:
+    """Run ``body(store, auth)`` against a server's data directory, in-process (as `tether admin` does)."""
+    import asyncio
+
+    from tether.server.auth.service import Auth
+    from tether.server.config import Config
+    from tether.server.store import Store
+
+    async def main() -> Any:
+        cfg = Config(data_dir=data_dir)
+        store = Store(cfg.db_url)
+        try:
+            await store.open()
+            auth = Auth(cfg, store)
+            await auth.open()
+            return await body(store, auth)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def expired_user_token(data_dir: pathlib.Path, email: str = "owner@localhost") -> str:
+    """A personal API token of ``email`` that expired a minute ago (issued with the server's own store)."""
+    async def body(store: Any, auth: Any) -> str:
+        async with store.write() as tx:
+            user = await tx.get_user_by_email(email)
+            assert user is not None, email
+            issued = await auth.issue(tx, "personal", user, ttl=-60, name="expired")
+        return str(issued.secret)
+
+    result: str = _with_auth(data_dir, body)
+    return result
+
+
+def expired_worker_token(data_dir: pathlib.Path, worker_token: str) -> str:
+    """``worker_token`` re-signed with the server's key, expired a minute ago (every other claim kept)."""
+    import jwt
+
+    async def body(store: Any, auth: Any) -> dict[str, str]:
+        return dict(auth.keys.keys)
+
+    keys = _with_auth(data_dir, body)
+    header = jwt.get_unverified_header(worker_token)
+    claims = jwt.decode(worker_token, options={"verify_signature": False})
+    claims.update(iat=int(time.time()) - 120, exp=int(time.time()) - 60)
+    return jwt.encode(claims, keys[header["kid"]], algorithm="HS256", headers={"kid": header["kid"]})

@@ -25,7 +25,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def build_config(host: str | None, port: int | None, data_dir: pathlib.Path | None, database_url: str | None,
-                 public_url: str | None, tls_cert: str | None, tls_key: str | None) -> Config:
+                 public_url: str | None, tls_cert: str | None, tls_key: str | None,
+                 trusted_proxy: str | None = None) -> Config:
     cfg = config_from_env(Config())
     if host is not None:
         cfg.host = host
@@ -37,10 +38,26 @@ def build_config(host: str | None, port: int | None, data_dir: pathlib.Path | No
         cfg.database_url = database_url
     if public_url is not None:
         cfg.public_url = public_url
+    if trusted_proxy is not None:
+        cfg.trusted_proxy = trusted_proxy
+    if cfg.trusted_proxy:
+        _check_proxies(cfg.trusted_proxy)
     if bool(tls_cert) != bool(tls_key):
         raise typer.BadParameter("--tls-cert and --tls-key go together.")
     cfg.tls_cert, cfg.tls_key = tls_cert, tls_key
     return cfg
+
+
+def _check_proxies(value: str) -> None:
+    for part in value.split(","):
+        part = part.strip()
+        if part == "*":
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise typer.BadParameter(f"--trusted-proxy: {part!r} is not an IP address or network "
+                                     "(e.g. 127.0.0.1 or 10.0.0.0/8).") from None
 
 
 async def prepare(cfg: Config) -> tuple[str, bool]:
@@ -67,7 +84,11 @@ def serve(
     port: int = typer.Option(None, "--port", help="Port to listen on (default 8787)."),
     data_dir: pathlib.Path = typer.Option(None, "--data-dir", help=f"Server data (default {default_home()}/server)."),
     database_url: str = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite in --data-dir)."),
-    public_url: str = typer.Option(None, "--public-url", help="URL clients use, when behind a reverse proxy."),
+    public_url: str = typer.Option(None, "--public-url", help="URL clients use, when behind a reverse proxy "
+                                   "(then X-Forwarded-For from loopback is believed)."),
+    trusted_proxy: str = typer.Option(None, "--trusted-proxy", help="ADDR[,ADDR] (or networks) of reverse proxies "
+                                      "whose X-Forwarded-For/-Proto are believed (env TETHER_TRUSTED_PROXY). "
+                                      "Default: none, or loopback with --public-url."),
     tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate to serve HTTPS directly."),
     tls_key: str = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
     worker_transport: str = typer.Option(None, "--worker-transport", help="v1 or v2 for env-based work."),
@@ -77,8 +98,9 @@ def serve(
     import uvicorn
 
     from tether.server.app import create_app
+    from tether.server.http_protocol import guarded_protocol
 
-    cfg = build_config(host, port, data_dir, database_url, public_url, tls_cert, tls_key)
+    cfg = build_config(host, port, data_dir, database_url, public_url, tls_cert, tls_key, trusted_proxy)
     if worker_transport is not None:
         if worker_transport not in ("v1", "v2"):
             raise typer.BadParameter("--worker-transport must be v1 or v2.")
@@ -102,10 +124,14 @@ def serve(
 
     Server(uvicorn.Config(
         app, host=cfg.host, port=cfg.port, ws="websockets-sansio", log_level=log_level,
+        # headers within header_timeout_s (408), idle keep-alive closed after keep_alive_s,
+        # at most max_connections open (503): see http_protocol.py
+        http=guarded_protocol(cfg.header_timeout_s, cfg.max_connections), timeout_keep_alive=cfg.keep_alive_s,
         ws_max_size=cfg.limits.max_event_bytes + 64 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
         # permessage-deflate keeps a zlib context per socket (~30 KiB idle) and compresses every
         # fanned-out frame once per subscriber: off, as measured in bench/relay.py.
         ws_per_message_deflate=False,
-        proxy_headers=True, forwarded_allow_ips=cfg.forwarded_allow_ips, ssl_certfile=cfg.tls_cert,
+        proxy_headers=cfg.forwarded_allow_ips is not None, forwarded_allow_ips=cfg.forwarded_allow_ips,
+        ssl_certfile=cfg.tls_cert,
         ssl_keyfile=cfg.tls_key, timeout_graceful_shutdown=5, access_log=log_level == "debug",
     )).run()

@@ -11,7 +11,7 @@ never makes it deliver twice.
 Liveness: a connection that yields no byte (the server's ``:keepalive`` comments count) for
 45 s is dropped and reopened. Reconnects: 1 s → 30 s ±25 %, given up after 10 minutes of
 continuous failure (``SSEClosed("gave_up")``; the v2 transport maps that to close code
-4092). ``401``/``403``/``404`` on connect are permanent (``SSEClosed("permanent", status)``)
+4092). ``401``/``403``/``404``/``410`` on connect are permanent (``SSEClosed("permanent", status)``)
 unless the token changed meanwhile. The decisions live in :mod:`tether.protocol.sse`; this
 module owns the HTTP request, the timers and the hand-over queue.
 """

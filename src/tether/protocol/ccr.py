@@ -165,6 +165,8 @@ class RequestHealth:
             return "ok"
         if status == 409:
             return "superseded"
+        if status == 410:  # the token's work item was stopped (docs/protocol.md §4.4): stop now
+            return "gone"
         if status in (401, 403):
             if token_expired:
                 return "unauthorized"

@@ -7,7 +7,7 @@ Sans-I/O. The adapter (:mod:`tether.client.sse`) feeds the lines of the HTTP bod
 :class:`~tether.protocol.sequence.SequenceTracker` has seen, and asks an
 :class:`SSEReconnectPolicy` what to do whenever a connection fails or ends:
 
-* ``401``/``403``/``404`` on connect are permanent (``401``/``403`` are retried once the
+* ``401``/``403``/``404``/``410`` on connect are permanent (``401``/``403`` are retried once the
   token changed, as the env-less REPL bridge recovers from an expired JWT);
 * anything else (other statuses, network errors, the server ending the stream, 45 s
   without a byte) reconnects after 1 s → 30 s ±25 %, for at most 10 minutes of continuous
@@ -25,7 +25,8 @@ from tether.protocol.reconnect import ReconnectBudget, ReconnectDecision
 
 CLIENT_EVENT: Final = "client_event"
 LIVENESS_TIMEOUT: Final = 45.0  # no byte (keepalives included) for this long: the stream is dead
-PERMANENT_STATUSES: Final[frozenset[int]] = frozenset({401, 403, 404})
+# 410: the worker token's work item was stopped (a Tether server rule, docs/protocol.md §4.4)
+PERMANENT_STATUSES: Final[frozenset[int]] = frozenset({401, 403, 404, 410})
 AUTH_STATUSES: Final[frozenset[int]] = frozenset({401, 403})
 
 

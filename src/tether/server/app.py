@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +32,7 @@ from tether.server.api import (
     worker,
 )
 from tether.server.api.common import error_response, internal_error_response, tether_error_response
+from tether.server.api.openapi import document_responses
 from tether.server.config import Config
 from tether.server.context import ServerContext
 from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp
@@ -74,6 +76,11 @@ def create_app(config: Config) -> FastAPI:
     app = TetherApp(title="Tether server", lifespan=lifespan, docs_url=None, redoc_url=None,
                     openapi_url="/openapi.json")
     app.state.ctx = ctx
+
+    def openapi() -> dict[str, Any]:
+        return document_responses(FastAPI.openapi(app))
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events))
     app.fast_socket = subscribe.subscribe
     # Routes go straight onto the app, hot ones first: nested included routers cost a match

@@ -36,7 +36,15 @@ class Config:
     public_url: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
+    # networks). None: with --public-url a proxy on loopback, else no one — a client reaching
+    # the server through loopback (an ssh -R tunnel) must not pick its own address.
+    trusted_proxy: str | None = None
+    # connections: headers must arrive within header_timeout_s; an idle keep-alive connection
+    # closes after keep_alive_s; past max_connections new requests get 503 (sockets count too)
+    header_timeout_s: float = 10.0
+    keep_alive_s: int = 5
+    max_connections: int = 4096
     # timings (seconds)
     poll_timeout_s: float = 8.0
     poll_interval_s: float = 2.0
@@ -45,6 +53,9 @@ class Config:
     lease_check_interval_s: float = 5.0
     environment_ttl_s: float = 4 * 3600.0
     worker_token_ttl_s: float = 4 * 3600.0
+    # a re-dispatched session's old worker token still writes until the new item is acked and
+    # this long after (writes in flight while its bridge swaps tokens)
+    worker_handover_s: float = 30.0
     worker_heartbeat_ttl_s: float = 60.0
     access_token_ttl_s: float = 3600.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0
@@ -71,6 +82,13 @@ class Config:
         return f"{scheme}://{host}:{self.port}"
 
     @property
+    def forwarded_allow_ips(self) -> str | None:
+        """Whose forwarded headers count (uvicorn's ``forwarded_allow_ips``); None: nobody's."""
+        if self.trusted_proxy:
+            return ",".join(part.strip() for part in self.trusted_proxy.split(",") if part.strip())
+        return "127.0.0.1,::1" if self.public_url else None
+
+    @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -86,6 +104,7 @@ _ENV_FIELDS = {
     "TETHER_DATA_DIR": ("data_dir", pathlib.Path),
     "TETHER_DATABASE_URL": ("database_url", str),
     "TETHER_PUBLIC_URL": ("public_url", str),
+    "TETHER_TRUSTED_PROXY": ("trusted_proxy", str),
     "TETHER_LEASE_TTL": ("lease_ttl_s", float),
     "TETHER_WORKER_TRANSPORT": ("worker_transport", str),
 }

@@ -13,6 +13,7 @@ from tether.server.dispatch import Dispatcher
 from tether.server.hub import Hub
 from tether.server.metrics import Metrics
 from tether.server.store import Store
+from tether.server.streams import OpenStreams
 
 
 @dataclass
@@ -25,6 +26,7 @@ class ServerContext:
     hub: Hub
     limiter: RateLimiter
     login_limiter: RateLimiter
+    streams: OpenStreams
     metrics: Metrics = field(default_factory=lambda: Metrics())
     ready: bool = False
     closing: bool = False
@@ -46,7 +48,8 @@ class ServerContext:
         store = Store(config.db_url, background_checkpoints=True)
         broker = Broker(config.broker_queue_size)
         auth = Auth(config, store)
-        dispatcher = Dispatcher(config, store, broker, auth)
+        streams = OpenStreams()
+        dispatcher = Dispatcher(config, store, broker, auth, streams)
         hub = Hub(config, store, broker, dispatcher)
         dispatcher.on_worker_gone = hub.expire_permissions
         limits = config.limits
@@ -54,4 +57,5 @@ class ServerContext:
             config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub,
             limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
             login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
+            streams=streams,
         )

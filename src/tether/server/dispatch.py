@@ -8,14 +8,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tether.errors import Gone, NotFound
+from tether.errors import AuthenticationFailed, Conflict, Gone, NotFound
+from tether.protocol.access import LIVE_WORK_STATES, NO_SUCCESSOR, WorkVerdict, work_verdict
 from tether.protocol.ids import new_id
 from tether.protocol.work_secret import WorkSecret, encode_work_secret
 from tether.server.auth.service import Auth
+from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.broker import Broker, ServerClosing
 from tether.server.clock import iso, now
 from tether.server.config import Config
 from tether.server.store import Store, Tx
+from tether.server.streams import OpenStreams, work_key
 
 log = logging.getLogger("tether.server.dispatch")
 
@@ -24,12 +27,23 @@ def work_topic(env_id: str) -> str:
     return f"w:{env_id}"
 
 
+# A worker socket whose token's work ended with nothing after it (docs/protocol.md §4.4, §4.7).
+CLOSE_UNAUTHORIZED = 4003
+MAX_CACHED_WORK = 100_000
+
+
 class Dispatcher:
-    def __init__(self, config: Config, store: Store, broker: Broker, auth: Auth) -> None:
+    def __init__(self, config: Config, store: Store, broker: Broker, auth: Auth,
+                 streams: OpenStreams | None = None) -> None:
         self.config = config
         self.store = store
         self.broker = broker
         self.auth = auth
+        self.streams = streams or OpenStreams()
+        # work id → state, for the worker-token check on every worker write. Only this process
+        # moves an item out of a live state (after_commit below keeps this current), and an
+        # ended state is final, so a cached entry is never stale.
+        self.work_states: dict[str, str] = {}
         # set by the hub: settles what a departed worker left pending (permission prompts)
         self.on_worker_gone: Callable[[Tx, dict[str, Any], str], Awaitable[object]] | None = None
 
@@ -46,7 +60,8 @@ class Dispatcher:
         if not env_id or session.get("archived_at"):
             return None
         t = now()
-        await tx.supersede_work(session["id"])
+        await self.supersede(tx, session["id"])
+        tx.queued_work_for.add(session["id"])
         work_id = new_id("work")
         assert self.auth.keys is not None
         token, claims = self.auth.keys.mint(
@@ -147,13 +162,95 @@ class Dispatcher:
                 "ttl_seconds": int(self.config.lease_ttl_s)}
 
     async def stop(self, tx: Tx, row: dict[str, Any], force: bool) -> None:
-        await tx.update_work(row["id"], state="stopped", lease_expires_at=None)
+        await self.end_work(tx, row, "stopped", lease_expires_at=None)
         session = await tx.get_session(row["session_id"], for_update=True)
         await self.worker_gone(tx, session, "work_stopped")
         if force:
             return
         if session and not session["archived_at"] and await tx.undelivered_inbound(session["id"]):
             await self.queue_work(tx, session)
+
+    # ---- ending work, and what a worker token may still do -------------------------------------
+    async def end_work(self, tx: Tx, row: dict[str, Any], state: str, **values: Any) -> None:
+        """Move a work item to ``stopped``/``superseded`` (every such move goes through here)."""
+        await tx.update_work(row["id"], state=state, **values)
+        self._ended(tx, [row["id"]], row["session_id"], state)
+
+    async def supersede(self, tx: Tx, session_id: str, *, close_streams: bool = True) -> None:
+        """``close_streams=False``: the caller closes them itself (archive: 4001)."""
+        self._ended(tx, await tx.supersede_work(session_id), session_id, "superseded", close_streams)
+
+    def _ended(self, tx: Tx, work_ids: list[str], session_id: str, state: str, close_streams: bool = True) -> None:
+        if work_ids and not tx.ended_work:
+            tx.after_commit(lambda: self._after_work_ended(tx))
+        for work_id in work_ids:
+            tx.ended_work[work_id] = (session_id, state, close_streams)
+
+    def _after_work_ended(self, tx: Tx) -> None:
+        """Committed: remember the final states; a worker whose item ended with no successor
+        is gone, so its open sockets and streams close now (4003) rather than at their next
+        write. One with a successor keeps reading: its bridge adopts the new token."""
+        self._trim_cache()
+        for work_id, (session_id, state, close_streams) in tx.ended_work.items():
+            self.work_states[work_id] = state
+            if close_streams and session_id not in tx.queued_work_for:
+                self.streams.close_key(work_key(work_id), CLOSE_UNAUTHORIZED, f"work {work_id} is {state}")
+
+    def _trim_cache(self) -> None:
+        if len(self.work_states) >= MAX_CACHED_WORK:
+            self.work_states.clear()
+
+    async def work_access(self, claims: WorkerClaims) -> WorkVerdict:
+        """What the token's work item allows now. A token without one (env-less v2) is
+        governed by epochs alone. Cached: a dictionary look-up on the write path."""
+        work_id = claims.work_id
+        if work_id is None:
+            return "live"
+        state = self.work_states.get(work_id)
+        if state is None:
+            async with self.store.read() as tx:
+                row = await tx.get_work(work_id)
+            state = row["state"] if row is not None and row["session_id"] == claims.session_body else "missing"
+            self._trim_cache()
+            self.work_states[work_id] = state
+        if state in LIVE_WORK_STATES:
+            return "live"
+        async with self.store.read() as tx:
+            successor = await tx.live_work_for_session(claims.session_body)
+        acked_at = NO_SUCCESSOR if successor is None else successor["acked_at"]
+        return work_verdict(state, successor_acked_at=acked_at, now=now(),
+                            handover_s=self.config.worker_handover_s)
+
+    async def check_worker_write(self, claims: WorkerClaims) -> None:
+        """Worker writes need live work (docs/protocol.md §4.1, §4.4): a replaced token gets
+        401 (its writer keeps the events for the new token), a gone one 410 ``work_gone``,
+        an archived session 409 ``already_archived`` as before. A token being handed over
+        to a re-dispatched item still writes (tether.protocol.access)."""
+        verdict = await self.work_access(claims)
+        if verdict == "live":
+            return
+        await self._refuse_if_archived(claims.session_body)
+        if verdict == "replaced":
+            raise AuthenticationFailed(f"Work {claims.work_id} was re-dispatched: this worker token was "
+                                       "replaced by the new work item's token.")
+        raise Gone(f"Work {claims.work_id} was stopped: this worker token no longer writes to the session.",
+                   error_type="work_gone")
+
+    async def check_worker_read(self, claims: WorkerClaims) -> None:
+        """Reads (streams, GETs) stay open to a replaced token until its bridge adopts the new one.
+        An archived session reads as not found (404, socket 4001), as before."""
+        if await self.work_access(claims) == "gone":
+            await self._refuse_if_archived(claims.session_body, read=True)
+            raise Gone(f"Work {claims.work_id} was stopped: this worker token no longer reads the session.",
+                       error_type="work_gone")
+
+    async def _refuse_if_archived(self, session_id: str, *, read: bool = False) -> None:
+        async with self.store.read() as tx:
+            session = await tx.get_session(session_id)
+        if session is not None and session["archived_at"]:
+            if read:
+                raise NotFound("The session is archived.")
+            raise Conflict("The session is archived.", error_type="already_archived")
 
     async def reap_lapsed_leases(self) -> int:
         """Re-dispatch sessions whose worker stopped acking/heartbeating (lease TTL)."""
@@ -168,7 +265,7 @@ class Dispatcher:
                     continue
                 if (current["lease_expires_at"] or 0) >= t:
                     continue
-                await tx.update_work(row["id"], state="stopped")
+                await self.end_work(tx, current, "stopped")
                 session = await tx.get_session(row["session_id"], for_update=True)
                 await self.worker_gone(tx, session, "lease_lapsed")
                 if session and not session["archived_at"]:

@@ -45,13 +45,13 @@ async def bridge(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     body = parse_session_id(session_id)
     principal = await user(request, write=True)
-    principal.require_writer()
-    principal.require_policy()
     await read_object(request)
     async with ctx.store.read() as tx:
         session = await tx.get_session(body)
     if session is None or session["org_id"] != principal.org_id:
-        raise NotFound("No such session.")
+        raise NotFound("No such session.")  # before any role check: no existence oracle
+    principal.require_writer()
+    principal.require_policy()
     epoch = await bump_epoch(ctx, body)
     assert ctx.auth.keys is not None
     ttl = ctx.config.worker_token_ttl_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -18,10 +19,13 @@ from tether.errors import (
     TetherError,
 )
 from tether.protocol.ids import is_valid_id, prefixed_body, session_body
+from tether.server.api.sockets import CLOSE_UNAUTHORIZED
 from tether.server.auth.secrets import csrf_token
-from tether.server.auth.service import Principal
+from tether.server.auth.service import USER_KINDS, Principal
 from tether.server.clock import now
 from tether.server.context import ServerContext
+from tether.server.store import Tx
+from tether.server.streams import token_key
 
 SESSION_COOKIE = "tether_session"
 CSRF_HEADER = "x-csrf-token"
@@ -99,17 +103,25 @@ def rate_limit(ctx: ServerContext, key: str) -> None:
         raise RateLimited(f"Too many requests; retry in {wait} s.", retry_after=wait)
 
 
+def user_credential(request: Request | WebSocket) -> tuple[str, tuple[str, ...]]:
+    """The secret a person authenticates with and the credential kinds it may be: a Bearer
+    user token, else the web session cookie."""
+    token = bearer(request)
+    if token is not None:
+        return token, USER_KINDS
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise AuthenticationFailed("Log in first: send 'Authorization: Bearer <token>'.")
+    return cookie, ("web_session",)
+
+
 async def user(request: Request | WebSocket, *, write: bool = False) -> Principal:
     """The calling person: a Bearer user token, or the web session cookie (+ CSRF on writes)."""
     ctx = ctx_of(request)
-    token = bearer(request)
-    if token is not None:
-        principal = await ctx.auth.principal(token)
-    else:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if not cookie:
-            raise AuthenticationFailed("Log in first: send 'Authorization: Bearer <token>'.")
-        principal = await ctx.auth.principal(cookie, kinds=("web_session",))
+    secret, kinds = user_credential(request)
+    principal = await ctx.auth.principal(secret, kinds=kinds)
+    if kinds == ("web_session",):
+        cookie = secret
         if write and isinstance(request, Request):
             sent = request.headers.get(CSRF_HEADER, "")
             if sent != csrf_token(cookie, ctx.auth.csrf_key):
@@ -117,6 +129,19 @@ async def user(request: Request | WebSocket, *, write: bool = False) -> Principa
                                            error_type="permission_error", status=403)
     rate_limit(ctx, principal.token_id)
     return principal
+
+
+def close_streams_after_commit(ctx: ServerContext, tx: Tx, token_ids: Iterable[str], reason: str) -> None:
+    """Revoked credentials: once the revocation is committed, their open sockets close (4003)."""
+    keys = [token_key(i) for i in token_ids]
+    if keys:
+        tx.after_commit(lambda: [ctx.streams.close_key(k, CLOSE_UNAUTHORIZED, reason) for k in keys])
+
+
+def close_downgraded_after_commit(ctx: ServerContext, tx: Tx, user_id: str, role: str | None) -> None:
+    """A role change: once committed, sockets holding more than ``role`` close (4003)."""
+    tx.after_commit(lambda: ctx.streams.role_changed(user_id, role, CLOSE_UNAUTHORIZED,
+                                                     "Your role changed; reconnect."))
 
 
 def parse_session_id(value: str) -> str:

@@ -163,11 +163,11 @@ async def _own_environment(request: Request, env_id: str) -> tuple[Any, dict[str
     ctx = ctx_of(request)
     parse_prefixed(env_id, "env", "environment")
     principal = await user(request, write=True)
-    principal.require_writer()
     async with ctx.store.read() as tx:
         env = await tx.get_environment(env_id)
     if env is None or env["org_id"] != principal.org_id:
-        raise NotFound("No such environment.")
+        raise NotFound("No such environment.")  # before any role check: no existence oracle
+    principal.require_writer()
     return principal, env
 
 
@@ -196,7 +196,7 @@ async def deregister(env_id: str, request: Request) -> Response:
     t = now()
     async with ctx.store.write() as tx:
         for row in await tx.work_of_environment(env_id, ("queued", "delivered", "acked")):
-            await tx.update_work(row["id"], state="stopped")
+            await ctx.dispatcher.end_work(tx, row, "stopped")
             session = await tx.get_session(row["session_id"], for_update=True)
             await ctx.dispatcher.worker_gone(tx, session, "environment_deregistered")
         await tx.update_environment(env_id, state="deregistered")

@@ -7,13 +7,23 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge, TetherError
+from tether.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    TetherError,
+)
+from tether.protocol.access import role_fell
 from tether.server.api.common import JSONResponse, bearer, ctx_of, parse_session_id, rate_limit, read_object
 from tether.server.api.direct import frames_first
 from tether.server.api.sockets import (
@@ -21,46 +31,101 @@ from tether.server.api.sockets import (
     CLOSE_NOT_FOUND,
     CLOSE_RESTART,
     CLOSE_TOO_BIG,
+    CLOSE_UNAUTHORIZED,
     Socket,
+    cancelling_holder,
     reject,
+    uncancel,
 )
 from tether.server.auth.secrets import kind_of
+from tether.server.auth.service import Principal
+from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.broker import Overflowed, ServerClosing
 from tether.server.clock import now
 from tether.server.context import ServerContext
 from tether.server.hub import SessionClosed, delivery_frame, session_topic
 from tether.server.store import StoredEvent
+from tether.server.streams import token_key, user_key, work_key
 
 router = APIRouter()
 log = logging.getLogger("tether.server.ingress")
 
 
-async def authorize_worker(ctx: ServerContext, token: str | None, body: str, *, check_session: bool = True) -> str:
-    """A worker token of this session, or a user credential (REPL v1 bridge) of its org.
+class _Closed(Exception):
+    """(close code, reason): end this worker socket."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who holds a session-ingress connection: a worker token, or a person (REPL v1 bridge)."""
+
+    secret: str
+    claims: WorkerClaims | None = None
+    principal: Principal | None = None
+
+    @property
+    def actor(self) -> str:
+        return self.principal.user_id if self.principal is not None else "worker"
+
+    def keys(self) -> list[str]:
+        """What revokes it (streams.py): the token and its user, or the worker's work item."""
+        if self.principal is not None:
+            return [token_key(self.principal.token_id), user_key(self.principal.user_id)]
+        if self.claims is not None and self.claims.work_id:
+            return [work_key(self.claims.work_id)]
+        return []
+
+
+async def authorize_worker(ctx: ServerContext, token: str | None, body: str, *, write: bool,
+                           check_session: bool = True) -> Caller:
+    """A worker token of this session whose work is live, or a user credential of its org.
 
     A worker token is signed for exactly one session, so the hot write path skips the
-    session lookup (``check_session=False``): appending finds a missing or archived session anyway.
+    session lookup (``check_session=False``): appending finds a missing or archived session
+    anyway, and the work check is a cached look-up (dispatch.py).
     """
     if not token:
         raise AuthenticationFailed("Session ingress needs 'Authorization: Bearer <token>'.")
     if kind_of(token) == "jwt" or token.startswith("sk-ant-si-"):
         claims = ctx.auth.worker_for_session(token, body)
+        if write:
+            await ctx.dispatcher.check_worker_write(claims)
+        else:
+            await ctx.dispatcher.check_worker_read(claims)
+        caller = Caller(token, claims=claims)
         if not check_session:
-            return "worker"
+            return caller
         org_id = claims.org_id
-        actor = "worker"
     else:
         principal = await ctx.auth.principal(token)
-        principal.require_writer()
         org_id = principal.org_id
-        actor = principal.user_id
+        caller = Caller(token, principal=principal)
     async with ctx.store.read() as tx:
         session = await tx.get_session(body)
     if session is None or session["org_id"] != org_id:
-        raise NotFound("No such session.")
+        raise NotFound("No such session.")  # before any role check: no existence oracle
     if session["archived_at"]:
         raise NotFound("The session is archived.")
-    return actor
+    if caller.principal is not None:
+        caller.principal.require_writer()
+    return caller
+
+
+async def recheck(ctx: ServerContext, caller: Caller, body: str) -> None:
+    """Before a write frame on an open socket: is the credential still good? (4003 if not)."""
+    try:
+        if caller.claims is not None:
+            await ctx.dispatcher.check_worker_write(caller.claims)
+        else:
+            assert caller.principal is not None
+            now_principal = await ctx.auth.principal(caller.secret)
+            if role_fell(caller.principal.role, now_principal.role):
+                raise PermissionDenied("Your role changed; reconnect.")
+            now_principal.require_writer()
+    except Conflict as exc:  # archived
+        raise _Closed(CLOSE_NOT_FOUND, exc.message[:120]) from None
+    except TetherError as exc:
+        raise _Closed(CLOSE_UNAUTHORIZED, exc.message[:120]) from None
 
 
 @router.post("/v1/session_ingress/session/{session_id}/events")
@@ -69,7 +134,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     body = parse_session_id(session_id)
     token = bearer(request)
-    await authorize_worker(ctx, token, body, check_session=False)
+    await authorize_worker(ctx, token, body, write=True, check_session=False)
     rate_limit(ctx, f"worker:{body}")
     payload = await read_object(request, allow_empty=False)
     events = payload.get("events")
@@ -87,8 +152,9 @@ async def post_events(session_id: str, request: Request) -> Response:
 class WorkerConnection:
     """One open worker socket: what it was sent that only later worker output confirms."""
 
-    def __init__(self, body: str) -> None:
+    def __init__(self, body: str, caller: Caller) -> None:
         self.body = body
+        self.caller = caller
         self.unconfirmed: list[str] = []  # uuids of control messages sent on this socket
 
 
@@ -116,26 +182,28 @@ async def worker_socket(ws: WebSocket, session_id: str) -> None:
     ctx = ctx_of(ws)
     try:
         body = parse_session_id(session_id)
-        await authorize_worker(ctx, bearer(ws), body)
+        caller = await authorize_worker(ctx, bearer(ws), body, write=False)
     except TetherError as exc:
         await reject(ws, exc)
         return
     await ws.accept()
     sock = Socket(ws)
-    conn = WorkerConnection(body)
+    conn = WorkerConnection(body, caller)
     _connections(ctx).setdefault(body, set()).add(conn)
     await _set_worker_status(ctx, body, "connected")
     ctx.metrics.add_gauge("worker_sockets", 1)
     init_id = str(uuidlib.uuid4())
     ctx.hub.server_request_ids.add(init_id)
     try:
-        async with asyncio.TaskGroup() as tg:
-            sender = tg.create_task(_send_loop(ctx, sock, conn, init_id))
-            await _receive_loop(ctx, sock, conn)
-            sender.cancel()
-    except* _Closed as group:
-        code, reason = group.exceptions[0].args
-        await sock.close(code, reason)
+        with ctx.streams.hold(cancelling_holder(caller.principal.role if caller.principal else ""),
+                              caller.keys()) as holder:
+            try:
+                await _serve(ctx, sock, conn, init_id)
+            except asyncio.CancelledError:
+                if holder.closed is None:
+                    raise
+                uncancel()
+                await sock.close(*holder.closed)
     finally:
         ctx.hub.server_request_ids.discard(init_id)
         conns = _connections(ctx).get(body)
@@ -150,8 +218,15 @@ async def worker_socket(ws: WebSocket, session_id: str) -> None:
             await sock.close(CLOSE_RESTART, "server restarting")
 
 
-class _Closed(Exception):
-    pass
+async def _serve(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_id: str) -> None:
+    try:
+        async with asyncio.TaskGroup() as tg:
+            sender = tg.create_task(_send_loop(ctx, sock, conn, init_id))
+            await _receive_loop(ctx, sock, conn)
+            sender.cancel()
+    except* _Closed as group:
+        code, reason = group.exceptions[0].args
+        await sock.close(code, reason)
 
 
 async def _set_worker_status(ctx: ServerContext, body: str, status: str) -> None:
@@ -184,6 +259,8 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
                 events.append(orjson.loads(line))
             except orjson.JSONDecodeError:
                 raise _Closed(CLOSE_INVALID_DATA, "frames must be newline-delimited JSON objects") from None
+        if any(not isinstance(e, dict) or e.get("type") != "keep_alive" for e in events):
+            await recheck(ctx, conn.caller, conn.body)
         if events:
             try:
                 await ctx.hub.post_worker_events(conn.body, events)

@@ -14,6 +14,7 @@ from tether.errors import InvalidRequest, NotFound, PayloadTooLarge
 from tether.server.api.common import (
     JSONResponse,
     bearer,
+    close_streams_after_commit,
     ctx_of,
     declared_length,
     query_int,
@@ -143,6 +144,7 @@ async def revoke_token(token_id: str, request: Request) -> Response:
             raise NotFound("No such token.")
         await tx.update_token(token_id, revoked=True)
         await tx.insert_audit(principal.org_id, principal.user_id, "token.revoke", token_id, None, now())
+        close_streams_after_commit(ctx, tx, [token_id], "The token was revoked.")
     return JSONResponse({})
 
 

@@ -13,7 +13,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tether.errors import InvalidRequest, PayloadTooLarge, RateLimited, TetherError
-from tether.server.api.common import JSONResponse, ctx_of, declared_length, read_json
+from tether.server.api.common import (
+    JSONResponse,
+    close_streams_after_commit,
+    ctx_of,
+    declared_length,
+    read_json,
+)
 from tether.server.auth import secrets as sec
 from tether.server.clock import now
 from tether.server.context import ServerContext
@@ -137,7 +143,8 @@ async def _refresh_grant(ctx: ServerContext, body: dict[str, Any]) -> dict[str, 
             # A rotated refresh token used again: someone copied it. Revoke the whole family
             # (and commit that: the error is raised after the transaction, not inside it).
             if family:
-                await tx.revoke_token_family(family)
+                close_streams_after_commit(ctx, tx, await tx.revoke_token_family(family),
+                                           "The login was revoked (a refresh token was reused).")
         else:
             if row["expires_at"] is not None and row["expires_at"] <= now():
                 raise _oauth_error("invalid_grant", "The refresh token expired; log in again.")
@@ -162,9 +169,9 @@ async def revoke(request: Request) -> Response:
         row = await tx.token_by_hash(sec.hash_secret(value))
         if row is not None and row["kind"] in ("access", "refresh", "personal"):
             family = (row["extra"] or {}).get("family")
-            if family:
-                await tx.revoke_token_family(family)
+            revoked = await tx.revoke_token_family(family) if family else []
             await tx.update_token(row["id"], revoked=True)
+            close_streams_after_commit(ctx, tx, [*revoked, row["id"]], "The token was revoked.")
     # RFC 7009: 200 whether or not the token was known.
     return JSONResponse({})
 

@@ -21,7 +21,9 @@ from tether.server.api.common import (
 )
 from tether.server.api.environments import environment_json
 from tether.server.auth.secrets import kind_of
+from tether.server.auth.service import Principal
 from tether.server.clock import iso, now
+from tether.server.context import ServerContext
 from tether.server.hub import Ingest, SessionClosed, session_json
 from tether.server.store import EventIn, Tx
 
@@ -134,12 +136,20 @@ async def get_session(session_id: str, request: Request) -> Response:
     return await _session_response(request, body, principal.org_id)
 
 
+async def _require_writer_of(ctx: ServerContext, sbody: str, principal: Principal) -> None:
+    """Another organisation's session is 404 whatever the caller's role (no existence oracle,
+    docs/protocol.md §1); only then does a viewer learn that it may not write (403)."""
+    async with ctx.store.read() as tx:
+        await ctx.hub.load_session(tx, sbody, principal.org_id)
+    principal.require_writer()
+
+
 @router.patch("/v1/sessions/{session_id}")
 async def patch_session(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     sbody = parse_session_id(session_id)
     principal = await user(request, write=True)
-    principal.require_writer()
+    await _require_writer_of(ctx, sbody, principal)
     body = await read_object(request, allow_empty=False)
     title = _title(body)
     if title is None:
@@ -158,7 +168,7 @@ async def archive(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     sbody = parse_session_id(session_id)
     principal = await user(request, write=True)
-    principal.require_writer()
+    await _require_writer_of(ctx, sbody, principal)
     await read_object(request)
     t = now()
     async with ctx.store.write() as tx:
@@ -167,7 +177,7 @@ async def archive(session_id: str, request: Request) -> Response:
             raise Conflict("The session is already archived.", error_type="already_archived")
         await ctx.hub.expire_permissions(tx, session, "archived")
         await tx.update_session(sbody, status="archived", archived_at=t, updated_at=t)
-        await tx.supersede_work(sbody)
+        await ctx.dispatcher.supersede(tx, sbody, close_streams=False)  # SessionClosed closes them: 4001
         await tx.insert_audit(principal.org_id, principal.user_id, "session.archive", f"session_{sbody}", None, t)
         session.update(status="archived", archived_at=t)
         frame = ctx.hub.session_update_frame(session)
@@ -186,7 +196,8 @@ async def post_events(session_id: str, request: Request) -> Response:
     sbody = parse_session_id(session_id)
     token = bearer(request)
     if token is not None and kind_of(token) == "jwt":
-        ctx.auth.worker_for_session(token, sbody)
+        claims = ctx.auth.worker_for_session(token, sbody)
+        await ctx.dispatcher.check_worker_write(claims)
         body = await read_object(request, allow_empty=False)
         events = _events_list(body, ctx.config.limits.max_v1_batch)
         for event in events:
@@ -195,7 +206,7 @@ async def post_events(session_id: str, request: Request) -> Response:
             await ctx.hub.answer_permission(sbody, None, "worker", event)
         return JSONResponse({})
     principal = await user(request, write=True)
-    principal.require_writer()
+    await _require_writer_of(ctx, sbody, principal)
     body = await read_object(request, allow_empty=False)
     events = _events_list(body, ctx.config.limits.max_v1_batch)
     result = await ctx.hub.post_client_events(sbody, principal.org_id, principal.user_id, events)

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from tether.errors import AuthenticationFailed, NotFound, PermissionDenied, TetherError
+from tether.errors import AuthenticationFailed, Gone, NotFound, PermissionDenied, TetherError
+from tether.server.streams import Holder
 
 log = logging.getLogger("tether.server.sockets")
 
@@ -26,7 +27,7 @@ CLOSE_RESTART = 1012
 def close_code_for(exc: TetherError) -> int:
     if isinstance(exc, NotFound):
         return CLOSE_NOT_FOUND
-    if isinstance(exc, AuthenticationFailed | PermissionDenied):
+    if isinstance(exc, AuthenticationFailed | PermissionDenied | Gone):  # Gone: the token's work ended
         return CLOSE_UNAUTHORIZED
     if exc.status == 413:
         return CLOSE_TOO_BIG
@@ -71,6 +72,21 @@ async def reject(ws: WebSocket, exc: TetherError) -> None:
     with contextlib.suppress(Exception):
         await ws.accept()
         await ws.close(close_code_for(exc), exc.message[:120])
+
+
+def cancelling_holder(role: str = "") -> Holder:
+    """A :class:`Holder` for the socket served by the current task: revoking it cancels the
+    task, whose handler then sees ``holder.closed`` set, calls :func:`uncancel` and closes
+    the socket with that code. (No task per socket for this, and nothing on the fan-out path.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    return Holder(task.cancel, role)
+
+
+def uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -10,14 +10,25 @@ import orjson
 from fastapi import APIRouter, WebSocket
 
 from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
-from tether.server.api.common import ctx_of, parse_count, parse_session_id, user
+from tether.protocol.access import role_fell
+from tether.server.api.common import ctx_of, parse_count, parse_session_id, user, user_credential
 from tether.server.api.direct import DirectWriter
-from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_RESTART, CLOSE_TOO_BIG, Socket, reject
+from tether.server.api.sockets import (
+    CLOSE_INVALID_DATA,
+    CLOSE_RESTART,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHORIZED,
+    Socket,
+    cancelling_holder,
+    reject,
+    uncancel,
+)
 from tether.server.auth.service import Principal
 from tether.server.broker import Overflowed, ServerClosing
 from tether.server.context import ServerContext
 from tether.server.hub import CLIENT_CONTROL_SUBTYPES, Live, session_topic
 from tether.server.store import StoredEvent
+from tether.server.streams import token_key, user_key
 
 router = APIRouter()
 
@@ -43,6 +54,7 @@ async def subscribe(ws: WebSocket, session_id: str) -> None:
         from_seq = _from_seq(ws)
         if not _origin_ok(ws, ctx):
             raise PermissionDenied("Cross-origin subscribe refused.")
+        credential = user_credential(ws)
         principal = await user(ws)
         async with ctx.store.read() as tx:
             session = await tx.get_session(body)
@@ -54,10 +66,26 @@ async def subscribe(ws: WebSocket, session_id: str) -> None:
     await ws.accept()
     sock = Socket(ws)
     ctx.metrics.add_gauge("subscribers", 1)
+    # A revoked token, a logout or a lower role closes this socket at once (4003): streams.py.
+    keys = (token_key(principal.token_id), user_key(principal.user_id))
+    try:
+        with ctx.streams.hold(cancelling_holder(principal.role), keys) as holder:
+            try:
+                await _serve(ctx, sock, body, from_seq, _Caller(credential, principal))
+            except asyncio.CancelledError:
+                if holder.closed is None:
+                    raise
+                uncancel()
+                await sock.close(*holder.closed)
+    finally:
+        ctx.metrics.add_gauge("subscribers", -1)
+
+
+async def _serve(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None, caller: _Caller) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             sender = tg.create_task(_send_loop(ctx, sock, body, from_seq))
-            await _receive_loop(ctx, sock, body, principal)
+            await _receive_loop(ctx, sock, body, caller)
             sender.cancel()
     except* _Closed as group:
         code, reason = group.exceptions[0].args
@@ -66,12 +94,32 @@ async def subscribe(ws: WebSocket, session_id: str) -> None:
         if not all(isinstance(e, ConnectionError | OSError) or type(e).__name__.endswith("Disconnect")
                    for e in group.exceptions):
             raise
-    finally:
-        ctx.metrics.add_gauge("subscribers", -1)
 
 
 class _Closed(Exception):
     pass
+
+
+class _Caller:
+    """The credential a subscriber connected with, and what it was when the socket opened."""
+
+    __slots__ = ("held", "kinds", "secret")
+
+    def __init__(self, credential: tuple[str, tuple[str, ...]], principal: Principal) -> None:
+        self.secret = credential[0]
+        self.kinds = credential[1]
+        self.held = principal
+
+    async def current(self, ctx: ServerContext) -> Principal:
+        """The credential as it is now, checked before every client action: revoked, expired,
+        logged out or a role below the one held → close 4003."""
+        try:
+            now_principal = await ctx.auth.principal(self.secret, kinds=self.kinds)
+        except TetherError as exc:
+            raise _Closed(CLOSE_UNAUTHORIZED, exc.message[:120]) from None
+        if role_fell(self.held.role, now_principal.role):
+            raise _Closed(CLOSE_UNAUTHORIZED, "Your role changed; reconnect.")
+        return now_principal
 
 
 class _Stream:
@@ -173,7 +221,7 @@ async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> in
             after = ev.seq
 
 
-async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, principal: Principal) -> None:
+async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, caller: _Caller) -> None:
     limit = ctx.config.limits.max_event_bytes
     while True:
         try:
@@ -189,7 +237,7 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, principal: 
         except orjson.JSONDecodeError:
             await sock.send_json(_error_frame("invalid_request_error", "Frames must be JSON objects."))
             continue
-        await _handle_frame(ctx, sock, body, principal, frame)
+        await _handle_frame(ctx, sock, body, caller, frame)
 
 
 def _error_frame(kind: str, message: str, request_id: Any = None) -> dict[str, Any]:
@@ -199,7 +247,7 @@ def _error_frame(kind: str, message: str, request_id: Any = None) -> dict[str, A
     return frame
 
 
-async def _handle_frame(ctx: ServerContext, sock: Socket, body: str, principal: Principal, frame: Any) -> None:
+async def _handle_frame(ctx: ServerContext, sock: Socket, body: str, caller: _Caller, frame: Any) -> None:
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         await sock.send_json(_error_frame("invalid_request_error", "Frames must be objects with a 'type'."))
         return
@@ -208,6 +256,7 @@ async def _handle_frame(ctx: ServerContext, sock: Socket, body: str, principal: 
         await sock.send_json({"type": "keep_alive"})
         return
     request_id = frame.get("request_id")
+    principal = await caller.current(ctx) if kind in ("control_response", "control_request") else caller.held
     try:
         if kind == "control_response":
             principal.require_writer()

@@ -7,6 +7,8 @@ and ``/v2/…`` for loopback hosts).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -35,6 +37,7 @@ from tether.server.clock import iso, now
 from tether.server.context import ServerContext
 from tether.server.hub import SessionClosed, delivery_frame, session_topic
 from tether.server.store import StoredEvent
+from tether.server.streams import Holder, work_key
 
 router = APIRouter()
 PREFIXES = ("/v1/code/sessions/{session_id}", "/v1/session_ingress/ws/{session_id}",
@@ -98,6 +101,7 @@ async def _checked(request: Request, session_id: str) -> tuple[ServerContext, st
     session = await _session(ctx, body, claims)
     payload["worker_epoch"] = _epoch_of(payload, claims)
     _check(session, payload["worker_epoch"])
+    await ctx.dispatcher.check_worker_write(claims)  # the token's work is live (a cached look-up)
     return ctx, body, session, payload
 
 
@@ -121,6 +125,7 @@ async def register_worker(session_id: str, request: Request) -> Response:
     ctx, body, claims = _claims(request, session_id)
     await read_object(request)
     await _session(ctx, body, claims)
+    await ctx.dispatcher.check_worker_write(claims)
     return JSONResponse({"worker_epoch": await bump_epoch(ctx, body)})
 
 
@@ -165,6 +170,7 @@ async def put_worker(session_id: str, request: Request) -> Response:
 async def get_worker(session_id: str, request: Request) -> Response:
     ctx, body, claims = _claims(request, session_id)
     session = await _session(ctx, body, claims)
+    await ctx.dispatcher.check_worker_read(claims)
     return JSONResponse({"worker": {
         "external_metadata": session["external_metadata"] or {},
         "internal_metadata": session["internal_metadata"] or {},
@@ -237,6 +243,7 @@ async def post_internal_events(session_id: str, request: Request) -> Response:
 async def get_internal_events(session_id: str, request: Request) -> Response:
     ctx, body, claims = _claims(request, session_id)
     await _session(ctx, body, claims)
+    await ctx.dispatcher.check_worker_read(claims)
     cursor = parse_count(request.query_params.get("cursor"), "cursor") or 0
     subagents = request.query_params.get("subagents") in ("true", "1")
     async with ctx.store.read() as tx:
@@ -291,9 +298,11 @@ async def stream(session_id: str, request: Request) -> Response:
     session = await _session(ctx, body, claims)
     if session["archived_at"]:
         raise NotFound("The session is archived.")
+    await ctx.dispatcher.check_worker_read(claims)
     after = _resume_point(request)
     sub = ctx.broker.subscribe(session_topic(body))
-    return StreamingResponse(_sse(ctx, body, after, sub), media_type="text/event-stream",
+    keys = [work_key(claims.work_id)] if claims.work_id else []
+    return StreamingResponse(_sse(ctx, body, after, sub, keys), media_type="text/event-stream",
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
@@ -304,31 +313,49 @@ async def _backlog(ctx: ServerContext, body: str, after: int | None) -> list[Sto
         return [e for e in await tx.events_after(body, after, limit=100_000) if e.delivery is not None]
 
 
-async def _sse(ctx: ServerContext, body: str, after: int | None, sub: Any) -> AsyncIterator[bytes]:
+class _WorkEnded:
+    """Wakes a stream whose token's work ended (streams.py); the stream then ends."""
+
+
+def _waker(sub: Any) -> Callable[[], None]:
+    def wake() -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue: the flag is seen at the next item
+            sub.queue.put_nowait(_WorkEnded())
+    return wake
+
+
+async def _sse(ctx: ServerContext, body: str, after: int | None, sub: Any, keys: list[str]) -> AsyncIterator[bytes]:
     ctx.metrics.add_gauge("sse_streams", 1)
     try:
-        sent = after if after is not None else -1
-        yield b": connected\n\n"
-        pending = await _backlog(ctx, body, after)
-        while True:
-            for ev in pending:
-                if ev.seq > sent:
-                    yield sse_frame(ev)
-                    sent = ev.seq
-            pending = []
-            try:
-                item = await sub.get(timeout=ctx.config.sse_keepalive_s)
-            except TimeoutError:
-                yield b":keepalive\n\n"
-                continue
-            except Overflowed:
-                sub.reset()
-                pending = await _backlog(ctx, body, sent)
-                continue
-            if isinstance(item, SessionClosed | ServerClosing):
-                return
-            if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
-                pending = [item]
+        with ctx.streams.hold(Holder(_waker(sub)), keys) as holder:
+            async for chunk in _sse_frames(ctx, body, after, sub, holder):
+                yield chunk
     finally:
         sub.close()
         ctx.metrics.add_gauge("sse_streams", -1)
+
+
+async def _sse_frames(ctx: ServerContext, body: str, after: int | None, sub: Any,
+                      holder: Holder) -> AsyncIterator[bytes]:
+    sent = after if after is not None else -1
+    yield b": connected\n\n"
+    pending = await _backlog(ctx, body, after)
+    while True:
+        for ev in pending:
+            if ev.seq > sent:
+                yield sse_frame(ev)
+                sent = ev.seq
+        pending = []
+        try:
+            item = await sub.get(timeout=ctx.config.sse_keepalive_s)
+        except TimeoutError:
+            yield b":keepalive\n\n"
+            continue
+        except Overflowed:
+            sub.reset()
+            pending = await _backlog(ctx, body, sent)
+            continue
+        if isinstance(item, SessionClosed | ServerClosing) or holder.closed is not None:
+            return  # (a reconnect with a gone token is answered 410)
+        if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
+            pending = [item]

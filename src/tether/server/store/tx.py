@@ -65,6 +65,11 @@ class Tx:
         self.is_sqlite = is_sqlite
         self.writable = writable
         self.after_commit_callbacks: list[Callable[[], object]] = []
+        # What this transaction did to work items, for the dispatcher's after-commit step
+        # (worker-token checks, closing a gone worker's sockets): ended item → (session, state,
+        # close its streams), and the sessions that got a new item.
+        self.ended_work: dict[str, tuple[str, str, bool]] = {}
+        self.queued_work_for: set[str] = set()
         # SQLite write transactions run the event-append statements as plain pysqlite calls
         # (sqlite_fast.py); reads stay on SQLAlchemy (one snapshot from their first statement).
         self.raw: sqlite3.Connection | None = conn.driver if is_sqlite and writable else None
@@ -144,11 +149,13 @@ class Tx:
     async def update_token(self, token_id: str, **values: Any) -> None:
         await self._update(t.tokens, {"id": token_id}, values)
 
-    async def revoke_token_family(self, family: str) -> None:
+    async def revoke_token_family(self, family: str) -> list[str]:
+        """Revoke every access and refresh token of a login; their ids."""
         rows = await self._all(sa.select(t.tokens.c.id, t.tokens.c.extra).where(t.tokens.c.kind.in_(("access", "refresh"))))
         ids = [r["id"] for r in rows if (r["extra"] or {}).get("family") == family]
         if ids:
             await self.conn.execute(t.tokens.update().where(t.tokens.c.id.in_(ids)).values(revoked=True))
+        return ids
 
     async def list_tokens(self, user_id: str, kind: str) -> list[Row]:
         return await self._all(

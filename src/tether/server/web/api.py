@@ -20,7 +20,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tether.errors import Conflict, InvalidRequest, NotFound
-from tether.server.api.common import JSONResponse, ctx_of, parse_session_id, read_object, user
+from tether.server.api.common import (
+    JSONResponse,
+    close_downgraded_after_commit,
+    ctx_of,
+    parse_session_id,
+    read_object,
+    user,
+)
 from tether.server.clock import iso, now
 from tether.server.web.assets import load
 from tether.server.web.render import render_items
@@ -33,7 +40,7 @@ ROLES = ("owner", "member", "viewer")
 _EMAIL = re.compile(r"[^@\s]{1,200}@[^@\s]{1,200}")
 
 
-@router.get("/static/{name}")
+@router.get("/static/{name}", include_in_schema=False)
 async def static_file(name: str, request: Request) -> Response:
     asset = load(name)
     if asset is None:
@@ -122,5 +129,6 @@ async def set_role(user_id: str, request: Request) -> Response:
             raise Conflict("The organisation needs at least one owner.")
         await tx.update_user(user_id, role=role)
         await tx.insert_audit(principal.org_id, principal.user_id, "member.role", user_id, {"role": role}, now())
+        close_downgraded_after_commit(ctx, tx, user_id, role)
         target = {**target, "role": role}
     return JSONResponse(_member_json(target, principal.user_id))

@@ -9,8 +9,10 @@ the server rendered and sanitised (see :mod:`tether.server.web.render`).
 
 from __future__ import annotations
 
+import hmac
 import html
 import re
+import secrets
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
@@ -18,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tether.errors import AuthenticationFailed, NotFound, RateLimited, TetherError
 from tether.protocol.redirects import next_or_default
-from tether.server.api.common import SESSION_COOKIE, ctx_of, parse_session_id
+from tether.server.api.common import SESSION_COOKIE, close_streams_after_commit, ctx_of, parse_session_id
 from tether.server.api.oauth import approve_device, read_limited
 from tether.server.auth import secrets as sec
 from tether.server.auth.service import Principal
@@ -26,7 +28,9 @@ from tether.server.clock import now
 from tether.server.context import ServerContext
 from tether.server.web.assets import asset_url
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # HTML pages, not API: left out of /openapi.json
+LOGIN_COOKIE = "tether_login"  # binds the login form's CSRF token to this browser
+LOGIN_COOKIE_TTL_S = 3600
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
@@ -128,13 +132,14 @@ async def _start_web_session(ctx: ServerContext, user_id: str, target: str) -> R
     return response
 
 
-def _login_form(error: str = "", next_url: str = "/code", *, error_html: str = "") -> str:
+def _login_form(csrf: str, error: str = "", next_url: str = "/code", *, error_html: str = "") -> str:
     """``error`` is text; ``error_html`` a fixed snippet of this module (never user input)."""
     notice = error_html or e(error)
     err = f'<p class="notice error" role="alert">{notice}</p>' if notice else ""
     return f"""<section class="card auth">
 <h1>Log in</h1>{err}
 <form method="post" action="/login" class="stack">
+<input type="hidden" name="csrf" value="{e(csrf)}">
 <input type="hidden" name="next" value="{e(next_url)}">
 <label for="email">Email</label>
 <input id="email" name="email" type="email" autocomplete="username" required autofocus>
@@ -150,6 +155,22 @@ _LINK_HELP = ("No password? Use a one-time login link: run <code>tether admin lo
 _LINK_REFUSED = ("That login link is invalid, used or expired: each link works once. For a new one, run "
                  "<code>tether admin login-link</code> on the server's machine, or press space in a running "
                  "<code>tether rc</code> or <code>tether up</code> for a fresh QR code.")
+
+
+def _login_page(ctx: ServerContext, request: Request, status: int = 200, *, error: str = "",
+                error_html: str = "", next_url: str = "/code") -> Response:
+    """The login form. Its CSRF token is bound to a pre-login cookie (double submit), so a
+    cross-site form cannot log a browser into someone else's account (login CSRF)."""
+    cookie = request.cookies.get(LOGIN_COOKIE) or ""
+    fresh = not cookie.startswith("tlc_")
+    if fresh:
+        cookie = "tlc_" + secrets.token_urlsafe(24)
+    form = _login_form(csrf_for(ctx, cookie), error, next_url, error_html=error_html)
+    response = page("Log in", form, status)
+    if fresh:
+        response.set_cookie(LOGIN_COOKIE, cookie, max_age=LOGIN_COOKIE_TTL_S, httponly=True, samesite="lax",
+                            secure=ctx.config.url.startswith("https"), path="/login")
+    return response
 
 
 @router.get("/login")
@@ -170,8 +191,8 @@ async def login_page(request: Request) -> Response:
         if await web_principal(request) is not None:
             # the same QR scanned twice on a phone that the first scan logged in
             return RedirectResponse(next_url, status_code=303)
-        return page("Log in", _login_form(next_url=next_url, error_html=_LINK_REFUSED), 401)
-    return page("Log in", _login_form(next_url=next_url))
+        return _login_page(ctx, request, 401, error_html=_LINK_REFUSED, next_url=next_url)
+    return _login_page(ctx, request, next_url=next_url)
 
 
 @router.post("/login")
@@ -182,22 +203,34 @@ async def login_submit(request: Request) -> Response:
     wait = ctx.login_limiter.check(f"login:{client}", now())
     if wait:
         raise RateLimited("Too many login attempts; wait a minute.", retry_after=wait)
+    next_url = next_or_default(form.get("next"))
+    cookie = request.cookies.get(LOGIN_COOKIE)
+    if not cookie or not hmac.compare_digest(form.get("csrf", ""), csrf_for(ctx, cookie)):
+        return _login_page(ctx, request, 403, error="The form expired; log in again.", next_url=next_url)
     email, password = form.get("email", ""), form.get("password", "")
     async with ctx.store.read() as tx:
         account = await tx.get_user_by_email(email)
     if account is None or not sec.verify_password(password, account["password_hash"]):
-        return page("Log in", _login_form("Wrong email or password.", next_or_default(form.get("next"))), 401)
-    return await _start_web_session(ctx, account["id"], next_or_default(form.get("next")))
+        return _login_page(ctx, request, 401, error="Wrong email or password.", next_url=next_url)
+    return await _start_web_session(ctx, account["id"], next_url)
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    # SameSite=Lax keeps cross-site POSTs from carrying the cookie at all
+    """Revoke the web session (its open sockets close: 4003). The form carries the CSRF token,
+    so another site cannot log the browser out."""
     ctx = ctx_of(request)
     found = await web_principal(request)
     if found:
+        principal, cookie = found
+        form = await _form(request)
+        if not hmac.compare_digest(form.get("csrf", ""), csrf_for(ctx, cookie)):
+            body = ('<section class="card auth"><h1>Log out</h1><p class="notice error" role="alert">'
+                    'The form expired; reload the page and log out again.</p></section>')
+            return page("Log out", body, 403, csrf=csrf_for(ctx, cookie), principal=principal)
         async with ctx.store.write() as tx:
-            await tx.update_token(found[0].token_id, revoked=True)
+            await tx.update_token(principal.token_id, revoked=True)
+            close_streams_after_commit(ctx, tx, [principal.token_id], "Logged out.")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -244,6 +277,9 @@ async def device_submit(request: Request) -> Response:
         body = ('<section class="card auth"><h1>Connect a device</h1><p class="notice error" role="alert">'
                 'The form expired; reload and try again.</p></section>')
         return page("Connect a device", body, 403, csrf=csrf, principal=principal)
+    wait = ctx.login_limiter.check(f"device-approval:{principal.user_id}", now())
+    if wait:
+        raise RateLimited("Too many device approvals; wait a minute.", retry_after=wait)
     approve = form.get("action", "approve") == "approve"
     try:
         await approve_device(ctx, principal.user_id, form.get("user_code", ""), approve)
