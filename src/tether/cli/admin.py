@@ -82,12 +82,17 @@ def login_link(
     public_url: str = typer.Option(None, "--public-url", help="Server URL to put in the link."),
     port: int = typer.Option(None, "--port", help="Server port, when not the default."),
 ) -> None:
-    """Print a fresh one-time login URL."""
+    """Print a fresh one-time login URL (for the server running from the data directory, unless
+    --public-url or --port say otherwise)."""
+    from tether.server.runtime import running_server
+
     cfg = _config(data_dir, database_url)
     if public_url:
         cfg.public_url = public_url
-    if port:
+    elif port:
         cfg.port = port
+    elif (running := running_server(cfg.data_dir)) is not None:
+        cfg.public_url = running.url  # where it listens (its --public-url, if it has one)
 
     async def body(store: Any, auth: Any) -> str:
         if email:

@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("server", help="Run the Tether server (SQLite under --data-dir by default).")(server.serve)
+app.add_typer(server.app, name="server")
 app.command("agent", help="Run Tether's coding agent: stream-json on stdin/stdout, like `claude -p`.", context_settings={"allow_extra_args": False, "ignore_unknown_options": False})(__import__("tether.cli.agent", fromlist=["agent"]).agent)
 app.add_typer(admin.app, name="admin")
 auth.register(app)  # login, logout, status

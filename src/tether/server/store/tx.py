@@ -184,6 +184,10 @@ class Tx:
             .order_by(t.environments.c.created_at)
         )
 
+    async def active_environments(self) -> list[Row]:
+        """Registered environments of every organisation (``tether server status`` / ``stop``)."""
+        return await self._all(sa.select(t.environments).where(t.environments.c.state == "active"))
+
     async def active_session_counts(self, env_ids: Sequence[str]) -> dict[str, int]:
         if not env_ids:
             return {}
