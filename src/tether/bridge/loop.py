@@ -36,6 +36,7 @@ from typing import Any
 
 from tether.bridge import pointer as pointers
 from tether.bridge.agent_process import AgentSpec
+from tether.bridge.claim import DirectoryClaim
 from tether.bridge.session_host import HostConfig, SessionHost
 from tether.bridge.spawner import AgentChoice, SessionEnd, SessionRecord, run_session
 from tether.bridge.startup import StartupError
@@ -91,6 +92,9 @@ class BridgeOptions:
     shutdown_grace_s: float = SHUTDOWN_GRACE_S
     home: pathlib.Path | None = None
     """``$TETHER_HOME`` for the pointer (None: the default)."""
+    claim: DirectoryClaim | None = None
+    """This directory's bridge lock, held by the caller; the bridge records its environment and
+    session in it so that a second bridge here can say who runs it."""
 
     @property
     def multi_session(self) -> bool:
@@ -288,6 +292,9 @@ class Bridge:
             await self._create_initial_session()
         if self.initial_session_id is not None:
             self._write_pointer()
+        if o.claim is not None:
+            o.claim.record(environment_id=self.environment_id, session_id=self.initial_session_id,
+                           server=self.server)
         self._set_state("ready")
 
     def _mode_words(self) -> str:
@@ -377,7 +384,7 @@ class Bridge:
                 work = await self.api.poll_for_work(self.environment_id, self._environment_secret,
                                                     reclaim_older_than_ms=poll_cfg.reclaim_older_than_ms)
             except BridgeFatalError as exc:
-                self._fail(_fatal_poll_message(exc))
+                self._fail(_fatal_poll_message(exc, self.environment_id))
                 return
             except ApiUnavailable as exc:
                 if not await self._backoff_wait("connection", exc.message, None):
@@ -767,9 +774,12 @@ def _step_words(step: TeardownStep) -> str:
     }[step.action]
 
 
-def _fatal_poll_message(exc: BridgeFatalError) -> str:
-    if exc.status == 401:
-        return f"The server no longer accepts this bridge ({exc.message}). Run `tether login` and start again."
+def _fatal_poll_message(exc: BridgeFatalError, environment_id: str | None) -> str:
+    if exc.status == 401:  # the poll's credential is the environment secret, not the login
+        return (f"The server no longer accepts this bridge's environment secret ({exc.message}): environment "
+                f"{environment_id} was registered again by another bridge (e.g. `tether remote-control "
+                "--continue` elsewhere), or the server's data was reset. Your login is not the problem; start "
+                "the bridge again.")
     if exc.status in (404, 410):
         return f"The environment is gone ({exc.message}). Start `tether remote-control` again."
     return exc.message

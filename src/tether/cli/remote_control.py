@@ -31,6 +31,8 @@ class RcArgs:
     debug_file: pathlib.Path | None = None
     as_json: bool = False
     server: str | None = None
+    resume_command: str = "tether remote-control --continue"
+    """What to run to resume, in the bridge's last words (``tether up`` says ``tether up --continue``)."""
 
 
 class UsageProblem(Exception):

@@ -150,11 +150,16 @@ async def online_bridges(cfg: Config, exclude: frozenset[str] = frozenset()) -> 
     return [r for r in rows if r["id"] not in exclude and is_online(r, cfg.poll_interval_s, at)]
 
 
-def describe_bridges(rows: list[dict[str, Any]]) -> str:
+def describe_bridges(rows: list[dict[str, Any]], *, other: bool = False) -> str:
+    """``2 bridges (laptop:/work/a, laptop:/work/b)``; ``other`` says ``2 other bridges``."""
     shown = [f"{r['machine_name'] or '?'}:{r['directory'] or '?'}" for r in rows[:3]]
     more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
     n = len(rows)
-    return f"{n} bridge{'s' if n != 1 else ''} ({', '.join(shown)}{more})"
+    return f"{n} {'other ' if other else ''}bridge{'s' if n != 1 else ''} ({', '.join(shown)}{more})"
+
+
+def use_verb(rows: list[dict[str, Any]]) -> str:
+    return "uses" if len(rows) == 1 else "use"
 
 
 # ---- commands ----------------------------------------------------------------------------------------
@@ -202,7 +207,7 @@ def stop_server(data_dir: pathlib.Path, timeout: float) -> int:
         return 0
     bridges = asyncio.run(online_bridges(config_for(data_dir)))
     if bridges:
-        err.print(f"[yellow]note:[/] {describe_bridges(bridges)} {'uses' if len(bridges) == 1 else 'use'} this "
+        err.print(f"[yellow]note:[/] {describe_bridges(bridges)} {use_verb(bridges)} this "
                   "server; stopping it disconnects them "
                   "(they keep retrying for 10 minutes).")
     if not info.detached:
