@@ -13,9 +13,9 @@ import sys
 
 import httpx
 import pytest
-
 from tests.support.api import admin_cli, mint_token, register_environment
 from tests.support.server import ROOT, ServerProcess, free_port
+
 from tether.server import runtime
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

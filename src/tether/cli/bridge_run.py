@@ -83,7 +83,7 @@ async def prepare_options(api: ApiClient, args: RcArgs, agent: AgentChoice, mult
         found = find_pointer(directory)
         if found is None:
             raise StartupError("No session to continue here: no crash-recovery pointer in this directory or its "
-                               "git worktrees (pointers expire after 4 h). Run `tether remote-control` for a new one.")
+                               "git worktrees (pointers expire after 4 h). Run this again without --continue for a new one.")
         if found.directory != directory:
             holder = holder_of(found.directory)
             if holder is not None:
@@ -105,7 +105,7 @@ async def prepare_options(api: ApiClient, args: RcArgs, agent: AgentChoice, mult
         machine_name=socket.gethostname(), branch=git.branch, git_repo_url=git.remote_url,
         worktree_available=git.is_repo, name=args.name, permission_mode=args.permission_mode,
         session_timeout_s=args.session_timeout or None, create_initial_session=args.create_session_in_dir,
-        resume_session_id=resume_id, debug_file=args.debug_file,
+        resume_session_id=resume_id, debug_file=args.debug_file, resume_command=args.resume_command,
     )
     return Prepared(options, notices)
 

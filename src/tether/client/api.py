@@ -517,12 +517,14 @@ class ApiClient:
                     raise
         raise AssertionError("unreachable")
 
-    async def archive_session(self, session_id: str) -> bool:
-        """E8/S4 with the ``session_*`` compat id. True when archived now, False when it already
-        was (409 counts as success)."""
+    async def archive_session(self, session_id: str, reason: str | None = None) -> bool:
+        """E8/S4 with the ``session_*`` compat id, and why (a Tether server records ``reason``,
+        tether.protocol.archive). True when archived now, False when it already was (409 counts
+        as success)."""
         sid = validate_id(to_compat_session_id(session_id), "session")
         try:
-            await self._request("POST", f"/v1/sessions/{sid}/archive", headers="env", json={},
+            await self._request("POST", f"/v1/sessions/{sid}/archive", headers="env",
+                                json={"reason": reason} if reason else {},
                                 success=GENERAL_SUCCESS)
         except ApiError as exc:
             if exc.status == 409:
