@@ -121,8 +121,9 @@ def test_up_starts_server_logs_in_runs_a_bridge_and_stops_in_order(tmp_path: pat
         assert httpx.get(link, timeout=10, follow_redirects=False).status_code in (200, 302, 303)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
-        for pattern in (r"Archiving 1 session", r"Environment env_\w+ deregistered", r"Stopping the server",
-                        r"Remote Control stopped"):
+        for pattern in (r"Environment env_\w+ deregistered",
+                        rf"Session \w+_{sid.split('_')[-1]} stays open: resume it with `tether up --continue`",
+                        r"Stopping the server", r"Remote Control stopped"):
             lines.wait_for(pattern, timeout=5)
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, "the server is still listening"
@@ -261,3 +262,53 @@ def test_a_bridge_that_loses_its_environment_keeps_a_server_others_use(tmp_path:
     finally:
         stop_all(owner, *([other] if other else []))
         run_tether(tmp_path, home, "server", "stop")
+
+
+def session_of(url: str, home: pathlib.Path, sid: str) -> dict[str, object]:
+    body = sid.split("_")[-1]
+    resp = httpx.get(f"{url}/v1/sessions/session_{body}", headers=owner_headers(home), timeout=10)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def test_ctrl_c_then_up_continue_resumes_and_a_fresh_up_links_the_successor(tmp_path: pathlib.Path) -> None:
+    """Issue #10 item 3: Ctrl-C leaves the directory's session open; `tether up --continue` picks
+    the same session up; a plain `tether up` archives it as replaced and the server links the new
+    session as its successor."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    session = r"Session ((?:session|cse)_(\w+)) started in"
+
+    proc, lines = start_up(project, home, "--port", str(port))
+    try:
+        first = lines.wait_for(session).group(2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        lines.wait_for(rf"Session session_{first} stays open: resume it with `tether up --continue`", timeout=5)
+    finally:
+        stop_all(proc)
+
+    proc, lines = start_up(project, home, "--port", str(port), "--continue")
+    try:
+        lines.wait_for(rf"Resuming session session_{first}")
+        assert lines.wait_for(session).group(2) == first
+        assert session_of(url, home, first)["session_status"] != "archived"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        lines.wait_for(rf"Session session_{first} stays open", timeout=5)
+    finally:
+        stop_all(proc)
+
+    proc, lines = start_up(project, home, "--port", str(port))
+    try:
+        lines.wait_for(rf"Archived session session_{first}, which the last bridge here left open")
+        second = lines.wait_for(session).group(2)
+        assert second != first
+        old = session_of(url, home, first)
+        assert old["session_status"] == "archived" and old["archive_reason"] == "replaced"
+        assert old["successor_session_id"] == f"session_{second}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        stop_all(proc)
