@@ -99,7 +99,7 @@ def test_detach_status_and_stop(tmp_path: pathlib.Path) -> None:
 
         stopped = tether("server", "stop", "--data-dir", str(data), home=home)
         assert stopped.returncode == 0, stopped.stderr
-        assert "1 bridge (laptop:/work/a) uses this server; stopping it disconnects them" in stopped.stderr
+        assert "1 bridge (laptop:/work/a) uses this server; stopping it disconnects it" in stopped.stderr
         assert f"Stopped the Tether server at {url} (pid {info.pid})" in stopped.stdout
         assert not listening(port) and runtime.read_runtime(data) is None
         after = tether("server", "status", "--data-dir", str(data), home=home)

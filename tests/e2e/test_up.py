@@ -226,7 +226,7 @@ def test_the_owning_up_says_when_stopping_its_server_disconnects_others(tmp_path
         owner.send_signal(signal.SIGINT)
         assert owner.wait(60) == 0
         owner_lines.wait_for(re.escape(f"warning: 1 other bridge ({socket.gethostname()}:{tmp_path / 'two'}) uses "
-                                       "this server; stopping it disconnects them"), timeout=5)
+                                       "this server; stopping it disconnects it"), timeout=5)
         owner_lines.wait_for(r"Stopping the server", timeout=5)
     finally:
         stop_all(owner, *([other] if other else []))

@@ -12,9 +12,9 @@ import typer
 
 from tether.server.config import Config, config_from_env, default_home
 
-app = typer.Typer(help="Administer a Tether server from its own machine (no browser needed).",
+app = typer.Typer(rich_markup_mode=None, help="Administer a Tether server from its own machine (no browser needed).",
                   no_args_is_help=True)
-token_app = typer.Typer(help="Personal API tokens.", no_args_is_help=True)
+token_app = typer.Typer(rich_markup_mode=None, help="Personal API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
 T = TypeVar("T")

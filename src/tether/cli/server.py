@@ -15,11 +15,12 @@ import typer
 from rich.console import Console
 
 from tether import __version__
+from tether.cli.usage import command
 from tether.server.config import Config, config_from_env, default_home
 
 err = Console(stderr=True)
 
-app = typer.Typer(help="Run the Tether server (SQLite under --data-dir by default); `stop` and `status` find a "
+app = typer.Typer(rich_markup_mode=None, help="Run the Tether server (SQLite under --data-dir by default); `stop` and `status` find a "
                        "running one through its data directory.",
                   invoke_without_command=True, no_args_is_help=False)
 
@@ -71,19 +72,19 @@ async def prepare(cfg: Config) -> tuple[str, bool]:
         await store.close()
 
 
-DataDirOption = typer.Option(None, "--data-dir", help=f"Server data (default {default_home()}/server).")
+DataDirOption = typer.Option(None, "--data-dir", metavar="DIR", help=f"Server data (default {default_home()}/server).")
 
 
 @app.callback()
 def serve(
     ctx: typer.Context,
-    host: str = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1)."),
-    port: int = typer.Option(None, "--port", help="Port to listen on (default 8787)."),
+    host: str = typer.Option(None, "--host", metavar="HOST", help="Interface to bind (default 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", metavar="PORT", help="Port to listen on (default 8787)."),
     data_dir: pathlib.Path = DataDirOption,
-    database_url: str = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite in --data-dir)."),
-    public_url: str = typer.Option(None, "--public-url", help="URL clients use, when behind a reverse proxy."),
-    tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate to serve HTTPS directly."),
-    tls_key: str = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
+    database_url: str = typer.Option(None, "--database-url", metavar="URL", help="SQLAlchemy URL (default: SQLite in --data-dir)."),
+    public_url: str = typer.Option(None, "--public-url", metavar="URL", help="URL clients use, when behind a reverse proxy."),
+    tls_cert: str = typer.Option(None, "--tls-cert", metavar="PEM", help="PEM certificate to serve HTTPS directly."),
+    tls_key: str = typer.Option(None, "--tls-key", metavar="PEM", help="PEM private key for --tls-cert."),
     worker_transport: str = typer.Option(None, "--worker-transport", metavar="v2|v1",
                                          help="What env-based work hands out (default v2)."),
     lease_ttl: float = typer.Option(None, "--lease-ttl", metavar="SECONDS",
@@ -167,7 +168,7 @@ def _run(cfg: Config, log_level: str, *, detached: bool) -> int:
         lock.release()
 
 
-@app.command("stop")
+@app.command("stop", **command(short_help="Stop the server running from the data directory."))
 def stop(
     data_dir: pathlib.Path = DataDirOption,
     timeout: float = typer.Option(20.0, "--timeout", metavar="SECONDS",
@@ -179,7 +180,7 @@ def stop(
     raise typer.Exit(stop_server(_data_dir(data_dir), timeout))
 
 
-@app.command("status")
+@app.command("status", **command(short_help="Whether a server runs from the data directory."))
 def status(
     data_dir: pathlib.Path = DataDirOption,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -208,7 +208,7 @@ def stop_server(data_dir: pathlib.Path, timeout: float) -> int:
     bridges = asyncio.run(online_bridges(config_for(data_dir)))
     if bridges:
         err.print(f"[yellow]note:[/] {describe_bridges(bridges)} {use_verb(bridges)} this "
-                  "server; stopping it disconnects them "
+                  f"server; stopping it disconnects {'it' if len(bridges) == 1 else 'them'} "
                   "(they keep retrying for 10 minutes).")
     if not info.detached:
         err.print(f"[yellow]note:[/] pid {info.pid} runs in the foreground (e.g. for `tether up`), which loses "

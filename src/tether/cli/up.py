@@ -34,17 +34,18 @@ import pathlib
 import typer
 
 from tether.cli.remote_control import RcArgs, UsageProblem, validate
+from tether.cli.usage import command
 
 
 def up(
-    port: int = typer.Option(None, "--port", help="Port of the local server (default 8787)."),
-    data_dir: pathlib.Path = typer.Option(None, "--data-dir", help="Server data (default $TETHER_HOME/server)."),
+    port: int = typer.Option(None, "--port", metavar="PORT", help="Port of the local server (default 8787)."),
+    data_dir: pathlib.Path = typer.Option(None, "--data-dir", metavar="DIR", help="Server data (default $TETHER_HOME/server)."),
     agent: str = typer.Option(None, "--agent", metavar="claude|tether|COMMAND",
                               help="The agent (default: claude if on PATH, else tether agent)."),
     scenario: pathlib.Path = typer.Option(None, "--scenario", metavar="FILE",
                                           help="Use the offline scripted model with this scenario "
                                                "(see examples/scenarios)."),
-    name: str = typer.Option(None, "--name", help="Title of the session created in this directory."),
+    name: str = typer.Option(None, "--name", metavar="TITLE", help="Title of the session created in this directory."),
     spawn: str = typer.Option(None, "--spawn", metavar="session|same-dir|worktree", help="Spawn mode."),
     capacity: int = typer.Option(None, "--capacity", metavar="N", help="Most sessions at once (default 32)."),
     resume: bool = typer.Option(False, "--continue", "-c",
@@ -71,4 +72,5 @@ def up(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("up", help="Server, bridge and web link in one command (the embedded default).")(up)
+    app.command("up", **command(help="Server, bridge and web link in one command (the embedded default).",
+                                 short_help="Server, bridge and web link in one command."))(up)

@@ -188,7 +188,8 @@ async def _leave_server(child: ServerChild, data_dir: pathlib.Path, code: int, b
         return
     if others:
         err.print(f"[yellow]warning:[/] {describe_bridges(others, other=True)} {use_verb(others)} this server; "
-                  "stopping it disconnects them. To keep a server for every project, start it once with "
+                  f"stopping it disconnects {'it' if len(others) == 1 else 'them'}. To keep a server for every "
+                  "project, start it once with "
                   "`tether server --detach`; `tether up` then uses it and leaves it running.")
     if not as_json:
         out.print("Stopping the server (started by this `tether up`)…")

@@ -302,10 +302,11 @@ class ApiClient:
                                                 data=data, params=params, timeout=timeout)
             except httpx.TimeoutException as exc:
                 raise ApiUnavailable(f"{method} {path} timed out after {timeout:g} s ({type(exc).__name__}).",
-                                     kind="connection") from None
+                                     kind="connection", reason=f"no answer within {timeout:g} s") from None
             except httpx.TransportError as exc:
-                raise ApiUnavailable(f"Cannot reach {self.server}: {exc or type(exc).__name__}.",
-                                     kind="connection") from None
+                cause = str(exc) or type(exc).__name__
+                raise ApiUnavailable(f"Cannot reach {self.server}: {cause}.", kind="connection",
+                                     reason=cause) from None
             if (resp.status_code == 401 and auth == "user" and attempt == 0
                     and await self._refresh(stale=token)):
                 continue
