@@ -9,7 +9,6 @@ import sys
 
 import httpx
 import pytest
-
 from tests.support.api import register_environment
 from tests.support.server import ROOT, ServerProcess, free_port
 
