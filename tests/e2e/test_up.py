@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -308,6 +309,52 @@ def test_ctrl_c_then_up_continue_resumes_and_a_fresh_up_links_the_successor(tmp_
         old = session_of(url, home, first)
         assert old["session_status"] == "archived" and old["archive_reason"] == "replaced"
         assert old["successor_session_id"] == f"session_{second}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        stop_all(proc)
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples" / "scenarios"
+
+
+@pytest.mark.parametrize("name", ["bash.txt", "stream.txt", "long.txt"])
+def test_the_example_scenarios_parse(name: str) -> None:
+    from tether.agent.scenario import parse_scenario
+
+    assert parse_scenario((EXAMPLES / name).read_text(encoding="utf-8"))
+
+
+def test_up_with_a_scenario_plays_it_and_refuses_a_broken_one(tmp_path: pathlib.Path) -> None:
+    """Issue #10 item 12: `tether up --scenario FILE` makes the offline model ask for Bash."""
+    broken = tmp_path / "broken.txt"
+    broken.write_text("reply\ntxt oops\n")
+    refused = run_tether(tmp_path / "p0", tmp_path / "h0", "up", "--scenario", str(broken))
+    assert refused.returncode == 2 and f"{broken}: line 2: unknown directive 'txt'" in refused.stderr
+    assert not (tmp_path / "h0" / "server").exists(), "nothing starts before the scenario is checked"
+    other = run_tether(tmp_path / "p0", tmp_path / "h0", "up", "--scenario", str(broken), "--agent", "claude")
+    assert other.returncode == 2 and "not on --agent claude" in other.stderr
+
+    project, home = tmp_path / "project", tmp_path / "home"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc, lines = start_up(project, home, "--port", str(port), "--scenario", str(EXAMPLES / "bash.txt"))
+    try:
+        lines.wait_for(re.escape(f"Agent: tether agent (offline scripted model playing {EXAMPLES / 'bash.txt'})"))
+        sid = lines.wait_for(r"Session ((?:session|cse)_\w+) started in").group(1).split("_")[-1]
+        prompt = {"type": "user", "uuid": str(uuid.uuid4()), "session_id": "", "parent_tool_use_id": None,
+                  "message": {"role": "user", "content": "what is here?"}}
+        posted = httpx.post(f"{url}/v1/sessions/session_{sid}/events", json={"events": [prompt]},
+                            headers=owner_headers(home), timeout=10)
+        assert posted.status_code == 200, posted.text
+
+        def pending_bash() -> list[dict[str, object]]:
+            got = httpx.get(f"{url}/v1/sessions/session_{sid}/permissions?status=pending",
+                            headers=owner_headers(home), timeout=10).json()["data"]
+            return [p for p in got if p["tool_name"] == "Bash"]
+
+        request = wait_until(pending_bash, 60, 0.2, "the scenario's Bash permission request")[0]
+        assert request["input"]["command"] == "ls -la"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:

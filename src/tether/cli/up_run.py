@@ -69,8 +69,8 @@ def scenario_agent(path: pathlib.Path, spec: str | None) -> AgentChoice:
     from tether.agent.scenario import ScenarioError, parse_scenario
 
     if spec is not None and spec != "tether":
-        raise typer.BadParameter("--scenario plays a script on the offline tether agent; it cannot be used with "
-                                 f"--agent {spec}.", param_hint="--scenario")
+        raise typer.BadParameter(f"it plays a script on the offline tether agent, not on --agent {spec}.",
+                                 param_hint="--scenario")
     try:
         parse_scenario(path.read_text(encoding="utf-8"))
     except OSError as exc:
