@@ -6,6 +6,7 @@ packages — and that an unchanged install is skipped."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import shutil
@@ -59,7 +60,7 @@ def test_install_announces_each_step_and_package_as_it_goes(tmp_path: pathlib.Pa
     assert any(t.startswith("==> Installing Tether and dependencies into .venv") for t in texts), texts
     packages = [t.strip() for t in texts if t.startswith("    ")]
     assert len(packages) >= 3, texts
-    gaps = [b - a for (a, _), (b, _) in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(seen)]
     assert max(gaps) < 60, f"a silent stretch of {max(gaps):.0f} s: {seen}"
 
 
