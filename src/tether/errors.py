@@ -125,10 +125,13 @@ class ApiUnavailable(TetherError):
     status = 503
     error_type = "api_unavailable"
 
-    def __init__(self, message: str, *, kind: str = "connection", http_status: int | None = None) -> None:
+    def __init__(self, message: str, *, kind: str = "connection", http_status: int | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.http_status = http_status
+        self.reason = reason or message
+        """The cause alone ("All connection attempts failed"), for messages that name the server themselves."""
 
 
 class NotLoggedIn(TetherError):

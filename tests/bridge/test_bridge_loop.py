@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import pathlib
 import random
 import sys
@@ -18,7 +19,7 @@ from tests.support.server import ROOT
 from tests.support.waiting import eventually
 
 from tether.bridge.loop import Bridge, BridgeOptions
-from tether.bridge.pointer import read_pointer
+from tether.bridge.pointer import BridgePointer, read_pointer, write_pointer
 from tether.bridge.session_host import HostConfig
 from tether.bridge.spawner import AgentChoice
 from tether.bridge.status import RecordingSink
@@ -61,6 +62,7 @@ class FakeApi:
         self.calls: list[tuple[Any, ...]] = []
         self.work: asyncio.Queue[WorkItem | Exception] = asyncio.Queue()
         self.poll_errors = 0
+        self.archive_reasons: dict[str, str | None] = {}
 
     async def register_environment(self, **kw: Any) -> Registration:
         self.calls.append(("register", kw.get("max_sessions"), kw.get("environment_id")))
@@ -96,8 +98,9 @@ class FakeApi:
         self.calls.append(("reconnect", sid))
         return sid
 
-    async def archive_session(self, sid: str) -> bool:
+    async def archive_session(self, sid: str, reason: str | None = None) -> bool:
         self.calls.append(("archive", sid))
+        self.archive_reasons[sid] = reason
         return True
 
     async def deregister_environment(self, env: str) -> None:
@@ -319,3 +322,76 @@ async def test_what_the_terminal_shows_of_a_session(tmp_path: pathlib.Path) -> N
     assert await task == 0
     messages = [m for _, m, _ in sink.events if body in m]
     assert messages and all(SID in m and f"cse_{body}" not in m for m in messages), messages
+
+
+async def test_ctrl_c_leaves_the_directory_session_open_for_continue(tmp_path: pathlib.Path) -> None:
+    """Issue #10 item 3: a requested stop keeps the pointer's session (not archived, pointer kept,
+    the environment deregistered) and says how to resume it; other sessions are archived as
+    ``bridge_stopped``."""
+    api = FakeApi()
+    bridge, sink = make_bridge(api, tmp_path, create_initial_session=True,
+                               resume_command="tether up --continue")
+    task = asyncio.create_task(bridge.run())
+    await eventually(lambda: bridge.state == "ready", timeout=10)
+    other = "session_01cccccccccccccccccccccccc"
+    api.work.put_nowait(work("work_2", other))
+    await eventually(lambda: "session_started" in sink.names(), timeout=10)
+    bridge.request_shutdown("SIGINT")
+    assert await task == 0
+    assert api.named("archive") == [("archive", other)] and api.archive_reasons[other] == "bridge_stopped"
+    assert api.named("deregister") == [("deregister", ENV)]
+    found = read_pointer(tmp_path, tmp_path / "home")
+    assert found is not None and found.pointer.session_id == SID
+    resumable = next(f for n, m, f in sink.events if n == "resumable")
+    assert resumable["session_id"] == SID
+    assert "`tether up --continue`" in next(m for n, m, _ in sink.events if n == "resumable")
+    assert [f["step"] for n, _, f in sink.events if n == "teardown"] == [
+        "stop_polling", "terminate_agents", "stop_work", "archive", "deregister"]
+
+
+async def test_a_session_that_ended_is_archived_with_why(tmp_path: pathlib.Path) -> None:
+    api = FakeApi()
+    transports: list[FakeTransport] = []
+    bridge, sink = make_bridge(api, tmp_path, transports=transports, create_initial_session=True,
+                               spawn_mode="session", max_sessions=1)
+    task = asyncio.create_task(bridge.run())
+    api.work.put_nowait(work("work_1"))
+    await eventually(lambda: "session_started" in sink.names(), timeout=10)
+    await transports[0].close()  # the single session ends: the bridge stops and archives it
+    assert await task == 0
+    assert api.archive_reasons == {SID: "session_ended"}
+    assert read_pointer(tmp_path, tmp_path / "home") is None and "resumable" not in sink.names()
+
+
+async def test_a_failed_bridge_archives_as_bridge_failed(tmp_path: pathlib.Path) -> None:
+    from tether.errors import BridgeFatalError
+
+    api = FakeApi()
+    api.work.put_nowait(BridgeFatalError("The environment secret is not recognised.", status=401,
+                                         error_type="authentication_error"))
+    bridge, sink = make_bridge(api, tmp_path, create_initial_session=True)
+    assert await asyncio.wait_for(bridge.run(), 30) == 1
+    assert api.archive_reasons == {SID: "bridge_failed"}
+    failure = bridge.failure or ""
+    assert "environment secret" in failure and ENV in failure and "login is not the problem" in failure
+    assert read_pointer(tmp_path, tmp_path / "home") is None
+
+
+async def test_a_fresh_start_replaces_the_session_the_last_bridge_left(tmp_path: pathlib.Path) -> None:
+    """The pointer of an earlier run (however old) names a session nobody resumed: a new bridge
+    archives it as ``replaced`` before it creates the new one (the server links them)."""
+    old = "session_01dddddddddddddddddddddddd"
+    path = write_pointer(tmp_path, BridgePointer(old, ENV), tmp_path / "home")
+    stale = time.time() - 10 * 3600
+    os.utime(path, (stale, stale))
+    api = FakeApi()
+    bridge, sink = make_bridge(api, tmp_path, create_initial_session=True)
+    task = asyncio.create_task(bridge.run())
+    await eventually(lambda: bridge.state == "ready", timeout=10)
+    names = [c[0] for c in api.calls]
+    assert names.index("archive") < names.index("register") < names.index("create_session")
+    assert api.archive_reasons == {old: "replaced"} and "session_replaced" in sink.names()
+    found = read_pointer(tmp_path, tmp_path / "home")
+    assert found is not None and found.pointer.session_id == SID
+    bridge.request_shutdown("SIGTERM")
+    assert await task == 0

@@ -219,13 +219,16 @@ def test_expiry_helpers() -> None:
     ("[::1]:8787", "http://[::1]:8787"),
     ("tether.example.com", "https://tether.example.com"),
     ("HTTPS://Tether.Example.com:8443/base/", "https://tether.example.com:8443/base"),
+    ("https://intranet-box", "https://intranet-box"),
+    ("intranet-box:8787", "https://intranet-box:8787"),
 ])
 def test_normalize_server_url(raw: str, url: str) -> None:
     assert normalize_server_url(raw) == url
 
 
 @pytest.mark.parametrize("raw", ["", "  ", "ftp://x", "http://", "https://h/?q=1", "https://h/#f",
-                                 "https://u:p@h", "http://h:99999"])
+                                 "https://u:p@h", "http://h:99999", "not-a-url", "not a url",
+                                 "https://bad host", "https://-x.example"])
 def test_bad_server_urls(raw: str) -> None:
     with pytest.raises(ServerUrlError):
         normalize_server_url(raw)

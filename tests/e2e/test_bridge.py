@@ -27,6 +27,7 @@ from tests.e2e.bridge_helpers import answer as answer_permission
 from tests.support.bridge import STUB_AGENT, BridgeProcess
 from tests.support.proxy import RecordingProxy
 from tests.support.server import ServerProcess
+from tether.bridge.pointer import read_pointer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -183,8 +184,11 @@ async def test_sigkilled_bridge_resumes_with_continue(server: ServerProcess, own
             await in_thread(second.wait_for, "session_started", lambda e: e["session_id"] == sid)
             _, result = await turn_with_permission(api, sid, "write another note", sub)
             assert result["subtype"] == "success"
-            assert second.stop() == 0
-            assert (await api.session(sid))["session_status"] == "archived"
+            assert second.stop() == 0  # a requested stop: the session stays open for the next --continue
+            assert second.wait_for("resumable")["session_id"] == sid
+            assert (await api.session(sid))["session_status"] != "archived"
+            found = read_pointer(project, home)
+            assert found is not None and found.pointer.session_id == sid
             await sub.close()
     finally:
         first.stop()

@@ -108,7 +108,7 @@ def test_live_display_keys_and_ctrl_c(server: ServerProcess, owner_token: str, t
         term.expect(r"New sessions will be created in an isolated worktree")
         term.mark()
         term.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        term.expect(r"Archiving 1 session")
+        term.expect(r"stays open: resume it with `tether remote-control --continue`")
         term.expect(r"Remote Control stopped")
         assert term.proc.wait(30) == 0
     finally:

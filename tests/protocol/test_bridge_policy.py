@@ -224,3 +224,15 @@ def test_teardown_without_sessions_and_resumable() -> None:
     plan = plan_teardown(active=[ActiveWork("session_a", "work_a")], archive=["session_a"], environment_id="env_x",
                          pointer=True, keep_resumable=True)
     assert [s.action for s in plan] == ["stop_polling", "terminate_agents", "stop_work"]
+
+
+def test_teardown_keeping_the_directory_session() -> None:
+    plan = plan_teardown(active=[ActiveWork("cse_01a", "work_a"), ActiveWork("session_01b", "work_b")],
+                         archive=["session_01a", "session_01b"], environment_id="env_x", pointer=True,
+                         keep_session="session_01a")
+    assert [s.action for s in plan] == ["stop_polling", "terminate_agents", "stop_work", "archive", "deregister"]
+    by = {s.action: s for s in plan}
+    assert by["stop_work"].targets == ("work_a", "work_b") and by["archive"].targets == ("session_01b",)
+    only = plan_teardown(active=[], archive=["session_01a"], environment_id="env_x", pointer=True,
+                         keep_session="cse_01a")
+    assert [s.action for s in only] == ["stop_polling", "terminate_agents", "deregister"]

@@ -261,7 +261,26 @@ def test_rename_and_archive(page: Any, api: httpx.Client, bridge: Bridge) -> Non
     page.get_by_role("dialog", name="Archive this session?").get_by_role("button", name="Archive").click()
     expect(page.locator("#health")).to_contain_text("Archived")
     expect(page.locator("#composer")).to_be_hidden()
-    assert api.get(f"/v1/sessions/{sid}").json()["session_status"] == "archived"
+    expect(page.locator("#ended")).to_have_text("This session has ended. It was archived by a person.")
+    archived = api.get(f"/v1/sessions/{sid}").json()
+    assert archived["session_status"] == "archived" and archived["archive_reason"] == "user"
+
+
+def test_an_archived_session_says_why_and_links_its_successor(page: Any, api: httpx.Client, bridge: Bridge) -> None:
+    """Issue #10 item 3: a restarted bridge archives the old session as replaced and creates a new
+    one in the same directory; the old page says why it ended and leads to the new one."""
+    old = new_session(api, bridge.env_id, title="Before the restart")
+    assert api.post(f"/v1/sessions/{old}/archive", json={"reason": "replaced"}).status_code == 200
+    nxt = new_session(api, bridge.env_id, title="After the restart")
+    open_session(page, old)
+    ended = page.get_by_role("note")
+    expect(ended).to_contain_text("This session has ended. A new bridge in the same directory started a fresh session.")
+    link = ended.get_by_role("link", name="Continue in the next session →")
+    expect(link).to_have_attribute("href", f"/code/{nxt}")
+    link.click()
+    expect(page).to_have_url(re.compile(rf"/code/{nxt}$"))
+    expect(page.locator("#title")).to_have_text("After the restart")
+    expect(page.locator("#ended")).to_be_hidden()
 
 
 def test_attachments_travel_with_the_prompt(page: Any, api: httpx.Client, bridge: Bridge) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import pathlib
 import random
@@ -37,6 +38,7 @@ from typing import Any
 from tether.bridge import pointer as pointers
 from tether.bridge.agent_process import AgentSpec
 from tether.bridge.attachments import AttachmentFetcher
+from tether.bridge.claim import DirectoryClaim
 from tether.bridge.session_host import HostConfig, SessionHost
 from tether.bridge.spawner import AgentChoice, SessionEnd, SessionRecord, run_session
 from tether.bridge.startup import StartupError
@@ -93,6 +95,11 @@ class BridgeOptions:
     shutdown_grace_s: float = SHUTDOWN_GRACE_S
     home: pathlib.Path | None = None
     """``$TETHER_HOME`` for the pointer (None: the default)."""
+    resume_command: str = "tether remote-control --continue"
+    """What the bridge's last words tell the user to run to resume its session."""
+    claim: DirectoryClaim | None = None
+    """This directory's bridge lock, held by the caller; the bridge records its environment and
+    session in it so that a second bridge here can say who runs it."""
 
     @property
     def multi_session(self) -> bool:
@@ -261,6 +268,8 @@ class Bridge:
         resume_env: str | None = None
         if o.resume_session_id is not None:
             resume_env = await self._resumable_environment(o.resume_session_id)
+        elif o.create_initial_session:
+            await self._replace_previous()
         else:
             pointers.clear_pointer(o.directory, o.home)  # a stale pointer of an earlier run
         try:
@@ -290,7 +299,31 @@ class Bridge:
             await self._create_initial_session()
         if self.initial_session_id is not None:
             self._write_pointer()
+        if o.claim is not None:
+            o.claim.record(environment_id=self.environment_id, session_id=self.initial_session_id,
+                           server=self.server)
         self._set_state("ready")
+
+    async def _replace_previous(self) -> None:
+        """A pointer left here by an earlier bridge (stopped with Ctrl-C, or crashed) names a
+        session nobody resumed. A fresh session is about to take its place: archive the old one
+        as ``replaced`` first, so that the server records the new one as its successor (a pointer
+        of another server's session, or one already archived, changes nothing)."""
+        o = self.options
+        found = pointers.read_pointer(o.directory, o.home, ttl=math.inf)
+        pointers.clear_pointer(o.directory, o.home)
+        if found is None:
+            return
+        sid = to_compat_session_id(found.pointer.session_id)
+        try:
+            archived_now = await self.api.archive_session(sid, reason="replaced")
+        except TetherError as exc:
+            log.info("the previous session %s of this directory was not archived: %s", sid, exc.message)
+            return
+        if archived_now:
+            self.sink.event("session_replaced", f"Archived session {sid}, which the last bridge here left open; "
+                            f"the new session continues it (`{o.resume_command}` would have resumed it).",
+                            session_id=sid)
 
     def _mode_words(self) -> str:
         if self.spawn_mode == "session":
@@ -309,8 +342,11 @@ class Bridge:
             raise StartupError(f"Cannot resume {session_id}: {exc.message}") from None
         status = session.get("session_status") or session.get("status")
         if status == "archived":
-            raise StartupError(f"Session {session_id} is archived; it cannot be resumed. "
-                               "Run `tether remote-control` without --continue for a new one.")
+            successor = session.get("successor_session_id")
+            after = f" It continues in {successor}." if isinstance(successor, str) and successor else ""
+            why = ARCHIVE_WORDS.get(str(session.get("archive_reason")), "")
+            raise StartupError(f"Session {session_id} is archived{why}; it cannot be resumed.{after} "
+                               "Run this again without --continue for a new session.")
         env = session.get("environment_id")
         if not is_valid_id(env):
             raise StartupError(f"Session {session_id} is not bound to an environment; it cannot be resumed here.")
@@ -379,7 +415,7 @@ class Bridge:
                 work = await self.api.poll_for_work(self.environment_id, self._environment_secret,
                                                     reclaim_older_than_ms=poll_cfg.reclaim_older_than_ms)
             except BridgeFatalError as exc:
-                self._fail(_fatal_poll_message(exc))
+                self._fail(_fatal_poll_message(exc, self.environment_id))
                 return
             except ApiUnavailable as exc:
                 if not await self._backoff_wait("connection", exc.message, None):
@@ -597,7 +633,8 @@ class Bridge:
             if rec.worktree is not None:
                 await self._remove_worktree(rec.worktree)
             if self.options.multi_session:
-                if await self._archive(self._to_archive.pop(key, to_compat_session_id(rec.session_id))):
+                reason = "session_timeout" if rec.timed_out else "session_ended"
+                if await self._archive(self._to_archive.pop(key, to_compat_session_id(rec.session_id)), reason):
                     self.sink.event("session_archived", f"Session {shown_id(rec.session_id)} archived.",
                                     session_id=rec.session_id)
             else:
@@ -687,9 +724,9 @@ class Bridge:
                     return False
                 await asyncio.sleep(decision.delay)
 
-    async def _archive(self, session_id: str) -> bool:
+    async def _archive(self, session_id: str, reason: str) -> bool:
         try:
-            await self.api.archive_session(session_id)  # 409 (already archived) counts as done
+            await self.api.archive_session(session_id, reason)  # 409 (already archived) counts as done
             return True
         except TetherError as exc:
             self.sink.event("warning", f"Could not archive {session_id}: {exc.message}", session_id=session_id)
@@ -712,17 +749,29 @@ class Bridge:
         records = list(self._sessions.values())
         self._teardown_records = records
         archive = [*(to_compat_session_id(r.session_id) for r in records), *self._to_archive.values()]
+        keep = self._session_to_keep()
         plan = plan_teardown(
             active=[ActiveWork(r.session_id, r.work_id, str(r.worktree.path) if r.worktree else None)
                     for r in records],
             archive=archive, environment_id=self.environment_id, pointer=self._pointer_written,
-            grace_s=self.options.shutdown_grace_s, keep_resumable=self._keep_resumable)
+            grace_s=self.options.shutdown_grace_s, keep_resumable=self._keep_resumable, keep_session=keep)
         for step in plan:
             self.sink.event("teardown", _step_words(step), step=step.action, targets=list(step.targets))
             await self._run_step(step, records)
-        if self._keep_resumable and self.initial_session_id:
-            self.sink.event("resumable", "Resume this session with `tether remote-control --continue`.",
-                            session_id=self.initial_session_id)
+        if (self._keep_resumable or keep) and self.initial_session_id:
+            self.sink.event("resumable", f"Session {self.initial_session_id} stays open: resume it with "
+                            f"`{self.options.resume_command}`.", session_id=self.initial_session_id,
+                            url=session_url(self.server, self.initial_session_id))
+
+    def _session_to_keep(self) -> str | None:
+        """On a requested stop (Ctrl-C, SIGTERM, Ctrl-D), the session this directory's pointer
+        names stays open for ``--continue`` (issue #10 item 3); when the session ended, or the
+        bridge failed, it is archived as usual."""
+        initial = self.initial_session_id
+        if (initial is None or not self._pointer_written or self.state == "failed"
+                or self.shutdown_reason in ("the session ended", "failed")):
+            return None
+        return initial if id_body(initial) in self._to_archive else None
 
     async def _run_step(self, step: TeardownStep, records: list[SessionRecord]) -> None:
         if step.action == "terminate_agents":
@@ -744,7 +793,9 @@ class Bridge:
         elif step.action == "stop_work":
             await asyncio.gather(*(self._stop_work(w, force=True) for w in step.targets))
         elif step.action == "archive":
-            results = await asyncio.gather(*(self._archive(s) for s in step.targets))
+            reason = ("bridge_failed" if self.state == "failed" else
+                      "session_ended" if self.shutdown_reason == "the session ended" else "bridge_stopped")
+            results = await asyncio.gather(*(self._archive(s, reason) for s in step.targets))
             for sid, ok in zip(step.targets, results, strict=True):
                 if ok:
                     self.sink.event("session_archived", f"Session {sid} archived.", session_id=sid)
@@ -758,6 +809,14 @@ class Bridge:
                 self.sink.event("warning", f"Could not deregister {self.environment_id}: {exc.message}")
         elif step.action == "clear_pointer":
             pointers.clear_pointer(self.options.directory, self.options.home)
+
+
+ARCHIVE_WORDS = {
+    "user": " (archived by a person)", "bridge_stopped": " (its bridge was stopped)",
+    "bridge_failed": " (its bridge stopped after an error)", "session_ended": " (its agent exited)",
+    "session_timeout": " (it ran past --session-timeout)",
+    "replaced": " (a new bridge in its directory started a fresh session)",
+}
 
 
 def _step_words(step: TeardownStep) -> str:
@@ -774,9 +833,12 @@ def _step_words(step: TeardownStep) -> str:
     }[step.action]
 
 
-def _fatal_poll_message(exc: BridgeFatalError) -> str:
-    if exc.status == 401:
-        return f"The server no longer accepts this bridge ({exc.message}). Run `tether login` and start again."
+def _fatal_poll_message(exc: BridgeFatalError, environment_id: str | None) -> str:
+    if exc.status == 401:  # the poll's credential is the environment secret, not the login
+        return (f"The server no longer accepts this bridge's environment secret ({exc.message}): environment "
+                f"{environment_id} was registered again by another bridge (e.g. `tether remote-control "
+                "--continue` elsewhere), or the server's data was reset. Your login is not the problem; start "
+                "the bridge again.")
     if exc.status in (404, 410):
         return f"The environment is gone ({exc.message}). Start `tether remote-control` again."
     return exc.message

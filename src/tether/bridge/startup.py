@@ -106,7 +106,7 @@ async def preflight(api: ApiClient) -> Preflight:
     except NotLoggedIn as exc:
         raise StartupError(exc.message) from None
     except ApiUnavailable as exc:
-        raise StartupError(f"Cannot reach {url} ({exc.message}). Is the server running? Start one with "
+        raise StartupError(f"Cannot reach {url} ({exc.reason}). Is the server running? Start one with "
                            "`tether server` (or `tether up`), or pass --server URL.") from None
     except BridgeFatalError as exc:
         if exc.status == 401:

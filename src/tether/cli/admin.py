@@ -12,9 +12,9 @@ import typer
 
 from tether.server.config import Config, config_from_env, default_home
 
-app = typer.Typer(help="Administer a Tether server from its own machine (no browser needed).",
+app = typer.Typer(rich_markup_mode=None, help="Administer a Tether server from its own machine (no browser needed).",
                   no_args_is_help=True)
-token_app = typer.Typer(help="Personal API tokens.", no_args_is_help=True)
+token_app = typer.Typer(rich_markup_mode=None, help="Personal API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
 T = TypeVar("T")
@@ -82,12 +82,17 @@ def login_link(
     public_url: str = typer.Option(None, "--public-url", help="Server URL to put in the link."),
     port: int = typer.Option(None, "--port", help="Server port, when not the default."),
 ) -> None:
-    """Print a fresh one-time login URL."""
+    """Print a fresh one-time login URL (for the server running from the data directory, unless
+    --public-url or --port say otherwise)."""
+    from tether.server.runtime import running_server
+
     cfg = _config(data_dir, database_url)
     if public_url:
         cfg.public_url = public_url
-    if port:
+    elif port:
         cfg.port = port
+    elif (running := running_server(cfg.data_dir)) is not None:
+        cfg.public_url = running.url  # where it listens (its --public-url, if it has one)
 
     async def body(store: Any, auth: Any) -> str:
         if email:

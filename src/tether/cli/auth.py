@@ -24,12 +24,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tether.cli.usage import command
 from tether.client.api import ApiClient
 from tether.client.credentials import Credentials, CredentialsError, CredentialStore
 from tether.errors import ApiError, ApiUnavailable, BridgeFatalError, NotLoggedIn, ProtocolError, TetherError
-from tether.protocol.server_url import is_plaintext_remote
+from tether.protocol.server_url import ServerUrlError, is_plaintext_remote, normalize_server_url
 
 out = Console(highlight=False, soft_wrap=True)
+WIDE_TABLE_COLUMNS = 120
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ServerOption = typer.Option(None, "--server", metavar="URL",
@@ -38,9 +40,11 @@ ServerOption = typer.Option(None, "--server", metavar="URL",
 
 
 def register(app: typer.Typer) -> None:
-    app.command("login", help="Log this machine in to a Tether server (device code, or --with-token).")(login)
-    app.command("logout", help="Revoke and forget this machine's login.")(logout)
-    app.command("status", help="Show the server, who is logged in, and the environments.")(status)
+    app.command("login", **command(help="Log this machine in to a Tether server (device code, or --with-token).",
+                                  short_help="Log this machine in to a Tether server."))(login)
+    app.command("logout", **command(help="Revoke and forget this machine's login."))(logout)
+    app.command("status", **command(help="Show the server, who is logged in, and the environments.",
+                                   short_help="Server, login and environments of this machine."))(status)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -48,8 +52,18 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def checked_server(server: str | None) -> str | None:
+    """``--server`` as typed, normalised; a value that is no server URL is a usage error (exit 2)."""
+    if server is None:
+        return None
+    try:
+        return normalize_server_url(server)
+    except ServerUrlError as exc:
+        raise _fail(str(exc), 2) from None
+
+
 def _unreachable(url: str, exc: ApiUnavailable) -> str:
-    return (f"Cannot reach {url} ({exc.message}). Is the server running? Start one with `tether server`, "
+    return (f"Cannot reach {url} ({exc.reason}). Is the server running? Start one with `tether server`, "
             "or point at yours with --server URL (or TETHER_SERVER).")
 
 
@@ -230,9 +244,10 @@ def status(
     server: str = ServerOption,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the summary."),
 ) -> None:
+    explicit = checked_server(server)
     store = CredentialStore()
     try:
-        url = store.server_url(server)
+        url = store.server_url(explicit)
         creds = store.resolve(url)
     except CredentialsError as exc:
         raise _status_error(as_json, store.environ.get("TETHER_SERVER") or server or "?", "credentials_error",
@@ -343,6 +358,15 @@ def _print_status(report: dict[str, Any]) -> None:
         return
     online = sum(1 for e in envs if e["online"])
     title = f"Environments ({online} online of {len(envs)}" + (f"; {retired} retired not shown)" if retired else ")")
+    if out.width < WIDE_TABLE_COLUMNS:  # a table of six columns folds every cell into shreds here
+        out.print(f"\n{title}:")
+        for e in envs:
+            state = "[green]online[/]" if e["online"] else "[dim]offline[/]"
+            out.print(f"  {e['id']}  {state}  {e['active_sessions']}/{e['max_sessions']} sessions")
+            out.print(f"    {e['machine_name'] or '?'}:{e['directory'] or ''}", markup=False)
+            if e["branch"]:
+                out.print(f"    branch {e['branch']}", markup=False)
+        return
     table = Table(title=title, title_justify="left")
     for name in ("Machine", "Directory", "Branch", "Status", "Sessions"):
         table.add_column(name, overflow="fold")

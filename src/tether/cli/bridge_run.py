@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from tether.bridge import settings
+from tether.bridge.claim import DirectoryClaim, busy_message, holder_of
 from tether.bridge.display import JsonSink, LiveDisplay, PlainSink, key_presses, next_path
 from tether.bridge.loop import Bridge, BridgeOptions
 from tether.bridge.pointer import find_pointer
@@ -82,10 +83,13 @@ async def prepare_options(api: ApiClient, args: RcArgs, agent: AgentChoice, mult
         found = find_pointer(directory)
         if found is None:
             raise StartupError("No session to continue here: no crash-recovery pointer in this directory or its "
-                               "git worktrees (pointers expire after 4 h). Run `tether remote-control` for a new one.")
-        resume_id = found.pointer.session_id
+                               "git worktrees (pointers expire after 4 h). Run this again without --continue for a new one.")
         if found.directory != directory:
+            holder = holder_of(found.directory)
+            if holder is not None:
+                raise StartupError(busy_message(holder, api.server))
             notices.append(f"Continuing the session of the worktree {found.directory}.")
+        resume_id = found.pointer.session_id
     elif args.session_id:
         resume_id = args.session_id
     if (args.spawn not in (None, "session") or args.capacity is not None) and not multi_allowed:
@@ -101,7 +105,7 @@ async def prepare_options(api: ApiClient, args: RcArgs, agent: AgentChoice, mult
         machine_name=socket.gethostname(), branch=git.branch, git_repo_url=git.remote_url,
         worktree_available=git.is_repo, name=args.name, permission_mode=args.permission_mode,
         session_timeout_s=args.session_timeout or None, create_initial_session=args.create_session_in_dir,
-        resume_session_id=resume_id, debug_file=args.debug_file,
+        resume_session_id=resume_id, debug_file=args.debug_file, resume_command=args.resume_command,
     )
     return Prepared(options, notices)
 
@@ -189,22 +193,41 @@ def _announce(prepared: Prepared, agent: AgentChoice, console: Console | None, a
         print(f"Agent: {agent.description}", flush=True)
 
 
+def claim_directory(directory: pathlib.Path, server: str | None = None) -> DirectoryClaim:
+    """This directory's bridge lock, or a :class:`StartupError` naming the bridge that holds it."""
+    claim = DirectoryClaim(directory)
+    holder = claim.acquire()
+    if holder is not None:
+        raise StartupError(busy_message(holder, server))
+    return claim
+
+
 async def start_bridge(url: str, creds: Credentials, store: CredentialStore, args: RcArgs, agent: AgentChoice,
-                       console: Console | None, announce: Callable[[Prepared], None] | None = None) -> int:
-    """Preflight, prepare the options for the current directory, then run the bridge; 1 when the
-    startup checks fail. ``announce`` runs once the options are ready, before the bridge starts."""
+                       console: Console | None, announce: Callable[[Prepared], None] | None = None, *,
+                       claim: DirectoryClaim | None = None,
+                       on_bridge: Callable[[Bridge], None] | None = None) -> int:
+    """Claim the directory (unless the caller did), preflight, prepare the options for it, then run
+    the bridge; 1 when the startup checks fail. ``announce`` runs once the options are ready,
+    before the bridge starts; ``on_bridge`` gets the bridge before it runs."""
     directory = current_directory()
+    try:
+        claim = claim or claim_directory(directory, url)
+    except StartupError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        return 1
     # Only a login read from the credentials file is written back when its tokens are refreshed.
-    async with ApiClient(url, creds, store=store if creds.source == "file" else None) as api:
-        try:
-            pre = await preflight(api)
-            prepared = await prepare_options(api, args, agent, pre.config.multi_session, directory)
-        except StartupError as exc:
-            err.print(f"[red]error:[/] {exc.message}")
-            return 1
-        if announce is not None:
-            announce(prepared)
-        return await run_bridge(api, prepared.options, pre.config, as_json=args.as_json, verbose=args.verbose,
-                                console=console)
+    with claim:
+        async with ApiClient(url, creds, store=store if creds.source == "file" else None) as api:
+            try:
+                pre = await preflight(api)
+                prepared = await prepare_options(api, args, agent, pre.config.multi_session, directory)
+            except StartupError as exc:
+                err.print(f"[red]error:[/] {exc.message}")
+                return 1
+            prepared.options.claim = claim
+            if announce is not None:
+                announce(prepared)
+            return await run_bridge(api, prepared.options, pre.config, as_json=args.as_json,
+                                    verbose=args.verbose, console=console, before_run=on_bridge)
 
 

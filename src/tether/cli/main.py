@@ -8,8 +8,10 @@ import typer
 
 from tether import __version__
 from tether.cli import admin, auth, remote_control, server, sessions, up
+from tether.cli.usage import command
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain Click help: wraps at any width, no <bool> placeholders
     name="tether",
     help="Tether: an open, self-hostable remote control for coding agents.",
     no_args_is_help=True,
@@ -17,9 +19,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("server", help="Run the Tether server (SQLite under --data-dir by default).")(server.serve)
-app.command("agent", help="Run Tether's coding agent: stream-json on stdin/stdout, like `claude -p`.", context_settings={"allow_extra_args": False, "ignore_unknown_options": False})(__import__("tether.cli.agent", fromlist=["agent"]).agent)
-app.add_typer(admin.app, name="admin")
+app.add_typer(server.app, name="server", short_help="Run, stop or inspect the Tether server.")
+app.command("agent", **command(help="Run Tether's coding agent: stream-json on stdin/stdout, like `claude -p`.", short_help="Tether's coding agent (stream-json, like `claude -p`).", context_settings={"allow_extra_args": False, "ignore_unknown_options": False}))(__import__("tether.cli.agent", fromlist=["agent"]).agent)
+app.add_typer(admin.app, name="admin", short_help="Administer a server from its own machine.")
 auth.register(app)  # login, logout, status
 remote_control.register(app)  # remote-control, rc
 up.register(app)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import typer
 
+from tether.cli.usage import command
 from tether.protocol.bridge_policy import DEFAULT_CAPACITY, DEFAULT_SESSION_TIMEOUT_S, SPAWN_MODES, SpawnMode
 from tether.protocol.messages import PERMISSION_MODES
 
@@ -31,6 +32,8 @@ class RcArgs:
     debug_file: pathlib.Path | None = None
     as_json: bool = False
     server: str | None = None
+    resume_command: str = "tether remote-control --continue"
+    """What to run to resume, in the bridge's last words (``tether up`` says ``tether up --continue``)."""
 
 
 class UsageProblem(Exception):
@@ -55,13 +58,13 @@ def validate(args: RcArgs) -> None:
 
 
 def remote_control(
-    name: str = typer.Option(None, "--name", help="Title of the session created in this directory."),
+    name: str = typer.Option(None, "--name", metavar="TITLE", help="Title of the session created in this directory."),
     spawn: str = typer.Option(None, "--spawn", metavar="session|same-dir|worktree",
                               help="session: one session, then exit; same-dir (default): sessions in this "
                                    "directory; worktree: each session in its own git worktree."),
     capacity: int = typer.Option(None, "--capacity", metavar="N",
                                  help=f"Most sessions at once (default {DEFAULT_CAPACITY})."),
-    permission_mode: str = typer.Option(None, "--permission-mode",
+    permission_mode: str = typer.Option(None, "--permission-mode", metavar="MODE",
                                         help="Permission mode for the agents: " + ", ".join(sorted(PERMISSION_MODES))),
     session_timeout: float = typer.Option(DEFAULT_SESSION_TIMEOUT_S, "--session-timeout", metavar="SECONDS",
                                           help="Stop a session after this long (default 24 h; 0 = never)."),
@@ -71,19 +74,22 @@ def remote_control(
     create_session_in_dir: bool = typer.Option(True, "--create-session-in-dir/--no-create-session-in-dir",
                                                help="Create a session in this directory at start."),
     resume: bool = typer.Option(False, "--continue", "-c", help="Resume the last session of this directory."),
-    session_id: str = typer.Option(None, "--session-id", help="Resume this session."),
+    session_id: str = typer.Option(None, "--session-id", metavar="ID", help="Resume this session."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More output (and the agents' stderr)."),
-    debug_file: pathlib.Path = typer.Option(None, "--debug-file", help="Write a debug log here."),
+    debug_file: pathlib.Path = typer.Option(None, "--debug-file", metavar="FILE", help="Write a debug log here."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable event lines instead of the display."),
     server: str = typer.Option(None, "--server", metavar="URL",
                                help="Server URL (default: TETHER_SERVER, else the stored login)."),
 ) -> None:
+    from tether.cli.auth import checked_server
+
+    server_url = checked_server(server)  # rejected like `tether login --server` rejects it
     if spawn is not None and spawn not in SPAWN_MODES:
         raise typer.BadParameter(f"--spawn must be one of {', '.join(SPAWN_MODES)}.")
     args = RcArgs(name=name, spawn=spawn, capacity=capacity,
                   permission_mode=permission_mode, session_timeout=session_timeout, agent=agent,
                   create_session_in_dir=create_session_in_dir, resume=resume, session_id=session_id,
-                  verbose=verbose, debug_file=debug_file, as_json=as_json, server=server)
+                  verbose=verbose, debug_file=debug_file, as_json=as_json, server=server_url)
     try:
         validate(args)
     except UsageProblem as exc:
@@ -95,5 +101,5 @@ def remote_control(
 
 def register(app: typer.Typer) -> None:
     helptext = "Run agent sessions of this directory for a Tether server (the bridge)."
-    app.command("remote-control", help=helptext)(remote_control)
-    app.command("rc", help="Alias of remote-control.", hidden=True)(remote_control)
+    app.command("remote-control", **command(help=helptext, short_help="Run this directory's agent sessions (the bridge)."))(remote_control)
+    app.command("rc", **command(help=f"{helptext} Alias of remote-control.", hidden=True))(remote_control)

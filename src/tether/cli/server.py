@@ -1,18 +1,28 @@
-"""`tether server`: run the server on the embedded default (SQLite) or a configured database."""
+"""`tether server`: run the server on the embedded default (SQLite) or a configured database;
+``--detach`` runs it in the background, ``tether server stop`` / ``status`` find it through the
+runtime file in its data directory (:mod:`tether.server.runtime`)."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import os
 import pathlib
+import time
 
 import typer
 from rich.console import Console
 
+from tether import __version__
+from tether.cli.usage import command
 from tether.server.config import Config, config_from_env, default_home
 
 err = Console(stderr=True)
+
+app = typer.Typer(rich_markup_mode=None, help="Run the Tether server (SQLite under --data-dir by default); `stop` and `status` find a "
+                       "running one through its data directory.",
+                  invoke_without_command=True, no_args_is_help=False)
 
 
 def _is_loopback(host: str) -> bool:
@@ -79,27 +89,36 @@ async def prepare(cfg: Config) -> tuple[str, bool]:
         await store.close()
 
 
+DataDirOption = typer.Option(None, "--data-dir", metavar="DIR", help=f"Server data (default {default_home()}/server).")
+
+
+@app.callback()
 def serve(
-    host: str = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1)."),
-    port: int = typer.Option(None, "--port", help="Port to listen on (default 8787)."),
-    data_dir: pathlib.Path = typer.Option(None, "--data-dir", help=f"Server data (default {default_home()}/server)."),
-    database_url: str = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite in --data-dir)."),
-    public_url: str = typer.Option(None, "--public-url", help="URL clients use, when behind a reverse proxy "
+    ctx: typer.Context,
+    host: str = typer.Option(None, "--host", metavar="HOST", help="Interface to bind (default 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", metavar="PORT", help="Port to listen on (default 8787)."),
+    data_dir: pathlib.Path = DataDirOption,
+    database_url: str = typer.Option(None, "--database-url", metavar="URL", help="SQLAlchemy URL (default: SQLite in --data-dir)."),
+    public_url: str = typer.Option(None, "--public-url", metavar="URL", help="URL clients use, when behind a reverse proxy "
                                    "(then X-Forwarded-For from loopback is believed)."),
-    trusted_proxy: str = typer.Option(None, "--trusted-proxy", help="ADDR[,ADDR] (or networks) of reverse proxies "
-                                      "whose X-Forwarded-For/-Proto are believed (env TETHER_TRUSTED_PROXY). "
-                                      "Default: none, or loopback with --public-url."),
-    tls_cert: str = typer.Option(None, "--tls-cert", help="PEM certificate to serve HTTPS directly."),
-    tls_key: str = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
-    worker_transport: str = typer.Option(None, "--worker-transport", help="v1 or v2 for env-based work."),
-    lease_ttl: float = typer.Option(None, "--lease-ttl", help="Seconds before an un-heartbeated lease lapses."),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    trusted_proxy: str = typer.Option(None, "--trusted-proxy", metavar="ADDR[,ADDR]",
+                                      help="Reverse proxies (addresses or networks) whose X-Forwarded-For/-Proto are "
+                                           "believed (env TETHER_TRUSTED_PROXY). Default: none, or loopback with "
+                                           "--public-url."),
+    tls_cert: str = typer.Option(None, "--tls-cert", metavar="PEM", help="PEM certificate to serve HTTPS directly."),
+    tls_key: str = typer.Option(None, "--tls-key", metavar="PEM", help="PEM private key for --tls-cert."),
+    worker_transport: str = typer.Option(None, "--worker-transport", metavar="v2|v1",
+                                         help="What env-based work hands out (default v2)."),
+    lease_ttl: float = typer.Option(None, "--lease-ttl", metavar="SECONDS",
+                                    help="Seconds before an un-heartbeated lease lapses."),
+    log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="debug, info, warning or error."),
+    detach: bool = typer.Option(False, "--detach", "-d",
+                                help="Run in the background (log: server.log in the data dir); "
+                                     "`tether server stop` stops it."),
+    detached_child: bool = typer.Option(False, "--detached-child", hidden=True),
 ) -> None:
-    import uvicorn
-
-    from tether.server.app import create_app
-    from tether.server.http_protocol import guarded_protocol
-
+    if ctx.invoked_subcommand is not None:
+        return
     cfg = build_config(host, port, data_dir, database_url, public_url, tls_cert, tls_key, trusted_proxy)
     if worker_transport is not None:
         if worker_transport not in ("v1", "v2"):
@@ -107,31 +126,99 @@ def serve(
         cfg.worker_transport = worker_transport
     if lease_ttl is not None:
         cfg.lease_ttl_s = lease_ttl
+    if detach:
+        from tether.cli.server_ctl import start_detached
+
+        raise typer.Exit(start_detached(cfg, log_level))
+    raise typer.Exit(_run(cfg, log_level, detached=detached_child))
+
+
+def _run(cfg: Config, log_level: str, *, detached: bool) -> int:
+    import uvicorn
+
+    from tether.server import runtime
+    from tether.server.app import create_app
+    from tether.server.http_protocol import guarded_protocol
+
     if not _is_loopback(cfg.host) and not cfg.tls_cert and not cfg.public_url:
         err.print("[yellow]warning:[/] binding beyond loopback without TLS: tokens travel in clear text. "
                   "Use --tls-cert/--tls-key, or a TLS reverse proxy with --public-url.")
-    link, created = asyncio.run(prepare(cfg))
-    print(f"Tether server on {cfg.url}  (data: {cfg.data_dir})", flush=True)
-    print(f"Log in: {link}", flush=True)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(cfg)
+    lock = runtime.ServerLock(cfg.data_dir)
+    if not lock.acquire():
+        other = runtime.read_runtime(cfg.data_dir)
+        where = f" (pid {other.pid}, {other.url})" if other else ""
+        err.print(f"[red]error:[/] Another Tether server{where} is running from {cfg.data_dir}. Stop it with "
+                  f"`tether server stop --data-dir {cfg.data_dir}`, or pass another --data-dir.")
+        return 1
+    try:
+        link, _created = asyncio.run(prepare(cfg))
+        print(f"Tether server on {cfg.url}  (data: {cfg.data_dir})", flush=True)
+        print(f"Log in: {link}", flush=True)
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        app = create_app(cfg)
 
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: object) -> None:
-            # End streams and long polls at once; uvicorn then closes sockets with 1012.
-            app.state.ctx.begin_shutdown_threadsafe()
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+                await super().startup(sockets)  # type: ignore[arg-type]
+                if self.started:  # listening: now say where
+                    runtime.write_runtime(cfg.data_dir, runtime.RuntimeInfo(
+                        pid=os.getpid(), url=cfg.url, host=cfg.host, port=cfg.port,
+                        data_dir=str(cfg.data_dir.resolve()), started_at=time.time(), version=__version__,
+                        detached=detached, log_file=str(cfg.data_dir.resolve() / "server.log") if detached else None))
 
-    Server(uvicorn.Config(
-        app, host=cfg.host, port=cfg.port, ws="websockets-sansio", log_level=log_level,
-        # headers within header_timeout_s (408), idle keep-alive closed after keep_alive_s,
-        # at most max_connections open (503): see http_protocol.py
-        http=guarded_protocol(cfg.header_timeout_s, cfg.max_connections), timeout_keep_alive=cfg.keep_alive_s,
-        ws_max_size=cfg.limits.max_event_bytes + 64 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
-        # permessage-deflate keeps a zlib context per socket (~30 KiB idle) and compresses every
-        # fanned-out frame once per subscriber: off, as measured in bench/relay.py.
-        ws_per_message_deflate=False,
-        proxy_headers=cfg.forwarded_allow_ips is not None, forwarded_allow_ips=cfg.forwarded_allow_ips,
-        ssl_certfile=cfg.tls_cert,
-        ssl_keyfile=cfg.tls_key, timeout_graceful_shutdown=5, access_log=log_level == "debug",
-    )).run()
+            async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+                await super().shutdown(sockets)  # type: ignore[arg-type]
+                # here, not in a `finally` of run(): uvicorn re-raises SIGTERM/SIGINT once run() ends
+                runtime.remove_runtime(cfg.data_dir, os.getpid())
+
+            def handle_exit(self, sig: int, frame: object) -> None:
+                # End streams and long polls at once; uvicorn then closes sockets with 1012.
+                app.state.ctx.begin_shutdown_threadsafe()
+                super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+        Server(uvicorn.Config(
+            app, host=cfg.host, port=cfg.port, ws="websockets-sansio", log_level=log_level,
+            # headers within header_timeout_s (408), idle keep-alive closed after keep_alive_s,
+            # at most max_connections open (503): see http_protocol.py
+            http=guarded_protocol(cfg.header_timeout_s, cfg.max_connections), timeout_keep_alive=cfg.keep_alive_s,
+            ws_max_size=cfg.limits.max_event_bytes + 64 * 1024, ws_ping_interval=20, ws_ping_timeout=20,
+            # permessage-deflate keeps a zlib context per socket (~30 KiB idle) and compresses every
+            # fanned-out frame once per subscriber: off, as measured in bench/relay.py.
+            ws_per_message_deflate=False,
+            proxy_headers=cfg.forwarded_allow_ips is not None, forwarded_allow_ips=cfg.forwarded_allow_ips,
+            ssl_certfile=cfg.tls_cert, ssl_keyfile=cfg.tls_key, timeout_graceful_shutdown=5, access_log=log_level == "debug",
+        )).run()
+        return 0
+    finally:
+        runtime.remove_runtime(cfg.data_dir, os.getpid())
+        lock.release()
+
+
+@app.command("stop", **command(short_help="Stop the server running from the data directory."))
+def stop(
+    data_dir: pathlib.Path = DataDirOption,
+    timeout: float = typer.Option(20.0, "--timeout", metavar="SECONDS",
+                                  help="How long to wait for a clean stop before SIGKILL."),
+) -> None:
+    """Stop the server running from the data directory (started with --detach, or by `tether up`)."""
+    from tether.cli.server_ctl import stop_server
+
+    raise typer.Exit(stop_server(_data_dir(data_dir), timeout))
+
+
+@app.command("status", **command(short_help="Whether a server runs from the data directory."))
+def status(
+    data_dir: pathlib.Path = DataDirOption,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Is a server running from the data directory, where, and how many bridges use it.
+
+    Exit 0 when one runs, 1 when none does.
+    """
+    from tether.cli.server_ctl import show_status
+
+    raise typer.Exit(show_status(_data_dir(data_dir), as_json))
+
+
+def _data_dir(data_dir: pathlib.Path | None) -> pathlib.Path:
+    return data_dir if data_dir is not None else config_from_env(Config()).data_dir

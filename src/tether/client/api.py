@@ -311,10 +311,11 @@ class ApiClient:
                                                 data=data, params=params, timeout=timeout)
             except httpx.TimeoutException as exc:
                 raise ApiUnavailable(f"{method} {path} timed out after {timeout:g} s ({type(exc).__name__}).",
-                                     kind="connection") from None
+                                     kind="connection", reason=f"no answer within {timeout:g} s") from None
             except httpx.TransportError as exc:
-                raise ApiUnavailable(f"Cannot reach {self.server}: {exc or type(exc).__name__}.",
-                                     kind="connection") from None
+                cause = str(exc) or type(exc).__name__
+                raise ApiUnavailable(f"Cannot reach {self.server}: {cause}.", kind="connection",
+                                     reason=cause) from None
             if (resp.status_code == 401 and auth == "user" and attempt == 0
                     and await self._refresh(stale=token)):
                 continue
@@ -547,12 +548,14 @@ class ApiClient:
                     raise
         raise AssertionError("unreachable")
 
-    async def archive_session(self, session_id: str) -> bool:
-        """E8/S4 with the ``session_*`` compat id. True when archived now, False when it already
-        was (409 counts as success)."""
+    async def archive_session(self, session_id: str, reason: str | None = None) -> bool:
+        """E8/S4 with the ``session_*`` compat id, and why (a Tether server records ``reason``,
+        tether.protocol.archive). True when archived now, False when it already was (409 counts
+        as success)."""
         sid = validate_id(to_compat_session_id(session_id), "session")
         try:
-            await self._request("POST", f"/v1/sessions/{sid}/archive", headers="env", json={},
+            await self._request("POST", f"/v1/sessions/{sid}/archive", headers="env",
+                                json={"reason": reason} if reason else {},
                                 success=GENERAL_SUCCESS)
         except ApiError as exc:
             if exc.status == 409:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, Literal, TypeVar
 
 from tether.protocol.backoff import Backoff, BackoffDecision, RandomSource, bridge_connection, bridge_general
+from tether.protocol.ids import id_body
 from tether.protocol.poll_config import CapacityState, PollConfig, capacity_state, poll_interval_ms
 
 SpawnMode = Literal["session", "same-dir", "worktree"]
@@ -296,13 +297,17 @@ class ActiveWork:
 
 
 def plan_teardown(*, active: Sequence[ActiveWork], archive: Sequence[str], environment_id: str | None,
-                  pointer: bool, grace_s: float = SHUTDOWN_GRACE_S, keep_resumable: bool = False) -> list[TeardownStep]:
+                  pointer: bool, grace_s: float = SHUTDOWN_GRACE_S, keep_resumable: bool = False,
+                  keep_session: str | None = None) -> list[TeardownStep]:
     """Reference §5.11: stop polling → SIGTERM the agents (``grace_s``, then SIGKILL) → remove
     worktrees → ``stopWork(force)`` → archive → deregister → clear the pointer.
 
     ``archive`` lists every session to archive (active ones and the initial one), deduplicated in
     order. ``keep_resumable`` (a crash-like exit that should stay resumable with ``--continue``)
     stops after the work items: nothing is archived, the environment stays, the pointer too.
+    ``keep_session`` (a requested stop — Ctrl-C — of a bridge whose pointer names that session)
+    leaves that one session unarchived and the pointer in place, so that ``--continue`` resumes
+    it (the environment is deregistered; re-registering re-attaches it); the rest goes as usual.
     Steps with nothing to do are left out, except the first two (always shown).
     """
     steps = [TeardownStep("stop_polling"),
@@ -314,11 +319,12 @@ def plan_teardown(*, active: Sequence[ActiveWork], archive: Sequence[str], envir
         steps.append(TeardownStep("stop_work", tuple(a.work_id for a in active)))
     if keep_resumable:
         return steps
-    to_archive = tuple(dict.fromkeys(archive))
+    kept = id_body(keep_session) if keep_session is not None else None
+    to_archive = tuple(s for s in dict.fromkeys(archive) if kept is None or id_body(s) != kept)
     if to_archive:
         steps.append(TeardownStep("archive", to_archive))
     if environment_id is not None:
         steps.append(TeardownStep("deregister", (environment_id,)))
-    if pointer:
+    if pointer and kept is None:
         steps.append(TeardownStep("clear_pointer"))
     return steps

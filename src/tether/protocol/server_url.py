@@ -10,6 +10,7 @@ machine (plain ``http`` to a host that is not loopback), which the CLI warns abo
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8787"
@@ -19,11 +20,16 @@ class ServerUrlError(ValueError):
     """Not a usable server URL."""
 
 
+_HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")  # "_": container names
+EXAMPLES = "e.g. https://tether.example.com or http://127.0.0.1:8787"
+
+
 def normalize_server_url(raw: str) -> str:
     text = raw.strip()
     if not text:
         raise ServerUrlError("The server URL is empty.")
-    if "://" not in text:
+    bare = "://" not in text
+    if bare:
         text = ("http://" if _looks_local(text) else "https://") + text
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
@@ -40,11 +46,27 @@ def normalize_server_url(raw: str) -> str:
     except ValueError:
         raise ServerUrlError(f"The server URL has a bad port: {raw!r}.") from None
     host = parts.hostname.lower()
+    if not _valid_host(host):
+        raise ServerUrlError(f"{raw!r} is not a server URL: {host!r} is not a host name ({EXAMPLES}).")
+    if bare and port is None and "." not in host and not is_loopback_host(host):
+        # a bare word is more likely a typo than a one-label intranet host; those take a scheme
+        raise ServerUrlError(f"{raw!r} does not look like a server URL ({EXAMPLES}; a one-word host name "
+                             f"needs its scheme: https://{host}).")
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc += f":{port}"
     path = parts.path.rstrip("/")
     return urlunsplit((scheme, netloc, path, "", ""))
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
 
 
 def _host_of(text: str) -> str:

@@ -155,6 +155,7 @@ class Hub:
             "status": session["status"],
             "title": session["title"],
             "sequence_num": session["last_seq"],
+            **({"archive_reason": session.get("archive_reason")} if session["archived_at"] else {}),
         }))
 
     async def load_session(self, tx: Tx, body: str, org_id: str | None = None, *,
@@ -479,6 +480,9 @@ def session_json(session: dict[str, Any], *, online: bool | None = None, prefix:
         "permission_mode": session["permission_mode"],
         "tags": session["tags"] or [],
         "last_sequence_num": session["last_seq"],
+        "archived_at": iso(session["archived_at"]),
+        "archive_reason": session.get("archive_reason"),
+        "successor_session_id": f"{prefix}{successor}" if (successor := session.get("successor_id")) else None,
         "worker": {
             "connected": worker_connected(session, heartbeat_ttl_s),
             "status": session["worker_status"],

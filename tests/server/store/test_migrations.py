@@ -37,7 +37,7 @@ async def test_the_undelivered_query_uses_the_partial_index(tmp_path: pathlib.Pa
         plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ("s",)))
         assert "USING INDEX ix_events_undelivered" in plan, plan
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-        assert version == "0002"
+        assert version == "0003"
     finally:
         conn.close()
 
@@ -81,5 +81,39 @@ async def test_a_0001_database_with_events_upgrades_in_place(tmp_path: pathlib.P
         async with store.read() as tx:
             assert [ev.uuid for ev in await tx.undelivered_inbound("s")] == ["u1"]
             assert [ev.seq for ev in await tx.events_after("s", 0)] == [1, 2]
+    finally:
+        await store.close()
+
+
+async def test_a_0002_database_with_a_session_gains_archive_reason_and_successor(tmp_path: pathlib.Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from tether.server.store.store import MIGRATIONS
+
+    path = tmp_path / "db.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.exec_driver_sql("INSERT INTO orgs (id, name, allow_remote_control, created_at) VALUES ('o', 'o', 1, 1)")
+        conn.exec_driver_sql("INSERT INTO sessions (id, org_id, kind, title, title_explicit, status, worker_epoch, "
+                             "last_seq, created_at, updated_at, archived_at) VALUES ('s1', 'o', 'env', 'old', 0, "
+                             "'archived', 0, 0, 1.0, 2.0, 2.0)")
+    engine.dispose()
+    store = Store(sqlite_url(path))
+    await store.open()
+    try:
+        async with store.read() as tx:
+            row = await tx.get_session("s1")
+        assert row is not None and row["title"] == "old" and row["archived_at"] == 2.0
+        assert row["archive_reason"] is None and row["successor_id"] is None
+        async with store.write() as tx:
+            await tx.update_session("s1", archive_reason="replaced", successor_id="s2")
+        async with store.read() as tx:
+            row = await tx.get_session("s1")
+        assert row is not None and (row["archive_reason"], row["successor_id"]) == ("replaced", "s2")
     finally:
         await store.close()

@@ -225,9 +225,15 @@ async def reconnect(env_id: str, request: Request) -> Response:
     return JSONResponse({})
 
 
+def is_online(env: dict[str, Any], poll_interval_s: float, at: float) -> bool:
+    """Registered and polled lately (PROTOCOL.md §3: last poll < 2×max(poll interval, 4 s) + 8 s)."""
+    last = env["last_poll_at"]
+    return bool(env["state"] == "active" and last is not None and at - last < 2 * max(poll_interval_s, 4.0) + 8)
+
+
 def environment_json(env: dict[str, Any], active: int, poll_interval_s: float) -> dict[str, Any]:
     last = env["last_poll_at"]
-    online = env["state"] == "active" and last is not None and now() - last < 2 * max(poll_interval_s, 4.0) + 8
+    online = is_online(env, poll_interval_s, now())
     return {
         "id": env["id"],
         "kind": env["kind"],

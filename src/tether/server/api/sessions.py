@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tether.errors import Conflict, InvalidRequest, NotFound
+from tether.protocol.archive import ARCHIVE_REASONS, SUCCEEDED_ON_RESTART
 from tether.protocol.ids import new_body
 from tether.server.api.common import (
     JSONResponse,
@@ -85,6 +86,7 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
         raise InvalidRequest("'source' must be a string.")
     t = now()
     async with ctx.store.write() as tx:
+        env = None
         if env_id is not None:
             env = await tx.get_environment(env_id)
             if env is None or env["org_id"] != principal.org_id:
@@ -94,8 +96,10 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
             title=title or "", title_explicit=bool(title), status="idle", source=source,
             permission_mode=mode, session_context=context, tags=tags, worker_epoch=0, last_seq=0,
             created_at=t, updated_at=t, archived_at=None, worker_status=None, worker_last_seen=None,
-            external_metadata={}, internal_metadata={},
+            external_metadata={}, internal_metadata={}, archive_reason=None, successor_id=None,
         )
+        if env is not None:
+            await _link_predecessor(tx, env, row["id"])
         await tx.insert_audit(principal.org_id, principal.user_id, "session.create", f"session_{row['id']}",
                               {"environment_id": env_id}, t)
         result = Ingest(stored=await tx.append_events(row, initial or [], t))
@@ -104,6 +108,17 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
             await tx.update_session(row["id"], status=row["status"], title=row["title"])
         tx.after_commit(lambda: ctx.hub.publish(row["id"], result))
     return row
+
+
+async def _link_predecessor(tx: Tx, env: dict[str, Any], body: str) -> None:
+    """A session created on a machine and directory whose last session ended because its bridge
+    went away (or was replaced) continues it: record it as that session's successor."""
+    if not env["directory"]:
+        return
+    previous = await tx.session_to_succeed(env["org_id"], env["machine_name"], env["directory"],
+                                           sorted(SUCCEEDED_ON_RESTART))
+    if previous is not None:
+        await tx.update_session(previous, successor_id=body)
 
 
 @router.post("/v1/sessions")
@@ -169,17 +184,21 @@ async def archive(session_id: str, request: Request) -> Response:
     sbody = parse_session_id(session_id)
     principal = await user(request, write=True)
     await _require_writer_of(ctx, sbody, principal)
-    await read_object(request)
+    body = await read_object(request)
+    reason = body.get("reason")
+    if reason is not None and reason not in ARCHIVE_REASONS:
+        raise InvalidRequest(f"'reason' must be one of {', '.join(ARCHIVE_REASONS)}.")
     t = now()
     async with ctx.store.write() as tx:
         session = await ctx.hub.load_session(tx, sbody, principal.org_id, for_update=True)
         if session["archived_at"]:
             raise Conflict("The session is already archived.", error_type="already_archived")
         await ctx.hub.expire_permissions(tx, session, "archived")
-        await tx.update_session(sbody, status="archived", archived_at=t, updated_at=t)
+        await tx.update_session(sbody, status="archived", archived_at=t, updated_at=t, archive_reason=reason)
         await ctx.dispatcher.supersede(tx, sbody, close_streams=False)  # SessionClosed closes them: 4001
-        await tx.insert_audit(principal.org_id, principal.user_id, "session.archive", f"session_{sbody}", None, t)
-        session.update(status="archived", archived_at=t)
+        await tx.insert_audit(principal.org_id, principal.user_id, "session.archive", f"session_{sbody}",
+                              {"reason": reason} if reason else None, t)
+        session.update(status="archived", archived_at=t, archive_reason=reason)
         frame = ctx.hub.session_update_frame(session)
 
         def fan_out() -> None:

@@ -101,6 +101,9 @@ sessions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("archived_at", sa.Float, nullable=True),
+    # why it was archived (tether.protocol.archive) and the session that continues it (0003)
+    sa.Column("archive_reason", sa.String(32), nullable=True),
+    sa.Column("successor_id", sa.String(32), nullable=True),
 )
 
 work_items = sa.Table(

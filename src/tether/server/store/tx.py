@@ -192,6 +192,23 @@ class Tx:
             .order_by(t.environments.c.created_at)
         )
 
+    async def session_to_succeed(self, org_id: str, machine_name: str, directory: str,
+                                 reasons: Sequence[str]) -> str | None:
+        """The latest archived session of this machine and directory that ended for one of
+        ``reasons`` and has no successor yet."""
+        s, e = t.sessions, t.environments
+        found = (await self.conn.execute(
+            sa.select(s.c.id).join(e, e.c.id == s.c.environment_id)
+            .where(s.c.org_id == org_id, e.c.machine_name == machine_name, e.c.directory == directory,
+                   s.c.archived_at.is_not(None), s.c.successor_id.is_(None), s.c.archive_reason.in_(reasons))
+            .order_by(s.c.archived_at.desc()).limit(1)
+        )).first()
+        return None if found is None else str(found[0])
+
+    async def active_environments(self) -> list[Row]:
+        """Registered environments of every organisation (``tether server status`` / ``stop``)."""
+        return await self._all(sa.select(t.environments).where(t.environments.c.state == "active"))
+
     async def active_session_counts(self, env_ids: Sequence[str]) -> dict[str, int]:
         if not env_ids:
             return {}

@@ -393,6 +393,7 @@ async def session_page(session_id: str, request: Request) -> Response:
 <div id="streaming" class="transcript" aria-hidden="true"></div>
 <section id="asks" class="asks" aria-label="Permission requests" aria-live="assertive"></section>
 <button type="button" id="jump" class="jump" hidden>↓ New messages</button>
+<p id="ended" class="ended" role="note" hidden></p>
 <form id="composer" class="composer" aria-label="Send a prompt">
  <ul id="attachments" class="attachments" aria-label="Attachments"></ul>
  <div class="composer-row">

@@ -759,6 +759,7 @@ function updateHeader() {
     if (archived) {
       for (const rid of [...state.perms.keys()]) resolvePermission(rid, 'expired');
     }
+    showEnded(s);
   }
 }
 
@@ -770,6 +771,44 @@ function showOffline(offline) {
   composerHint.textContent = offline
     ? 'Reconnecting… A prompt you send now waits here and goes out once the connection is back.'
     : 'Enter to send · Shift+Enter for a new line';
+}
+
+// Why an archived session ended (archive_reason) and where its work went on (successor_session_id).
+const ENDED_BECAUSE = {
+  user: 'It was archived by a person.',
+  bridge_stopped: 'Its bridge was stopped.',
+  bridge_failed: 'Its bridge stopped after an error.',
+  session_ended: 'Its agent exited.',
+  session_timeout: 'It ran longer than its bridge’s session timeout.',
+  replaced: 'A new bridge in the same directory started a fresh session.',
+};
+// endings whose successor a restarting bridge creates a moment later (tether.protocol.archive)
+const SUCCEEDED = new Set(['replaced', 'bridge_failed']);
+
+function showEnded(s) {
+  const box = $('ended');
+  if (s.session_status !== 'archived') {
+    box.hidden = true;
+    return;
+  }
+  const why = ENDED_BECAUSE[s.archive_reason];
+  const parts = [el('strong', {}, 'This session has ended.'), why ? ` ${why}` : ''];
+  if (s.successor_session_id) {
+    parts.push(' ', el('a', { href: `/code/${s.successor_session_id}`, id: 'successor' }, 'Continue in the next session →'));
+  } else if (SUCCEEDED.has(s.archive_reason)) {
+    watchSuccessor();
+  }
+  box.replaceChildren(...parts);
+  box.hidden = false;
+}
+
+function watchSuccessor() {
+  if (watchSuccessor.timer || (watchSuccessor.tries || 0) >= 24) return;
+  watchSuccessor.tries = (watchSuccessor.tries || 0) + 1;
+  watchSuccessor.timer = setTimeout(async () => {
+    watchSuccessor.timer = null;
+    await refreshSession();
+  }, 5000);
 }
 
 function updateInfo() {
@@ -1002,7 +1041,7 @@ $('ar-cancel').addEventListener('click', () => closeDialog(archiveDialog));
 $('archive-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   try {
-    state.session = await api(`/v1/sessions/${SID}/archive`, { method: 'POST', json: {} });
+    state.session = await api(`/v1/sessions/${SID}/archive`, { method: 'POST', json: { reason: 'user' } });
   } catch (err) {
     if (!(err instanceof ApiError && err.type === 'already_archived')) {
       toast(err.message, 'error');
