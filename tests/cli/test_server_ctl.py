@@ -13,7 +13,7 @@ import sys
 
 import httpx
 import pytest
-from tests.support.api import admin_cli, mint_token, register_environment
+from tests.support.api import admin_cli, bearer, create_session, mint_token, register_environment
 from tests.support.server import ROOT, ServerProcess, free_port
 
 from tether.server import runtime
@@ -87,17 +87,30 @@ def test_detach_status_and_stop(tmp_path: pathlib.Path) -> None:
         assert other_port.returncode == 1 and "Stop it first" in other_port.stderr
 
         token = mint_token(data)
-        with httpx.Client(base_url=url, timeout=10) as client:
-            register_environment(client, token, machine_name="laptop", directory="/work/a")
+        client = httpx.Client(base_url=url, timeout=10)
+        env_id, secret = register_environment(client, token, machine_name="laptop", directory="/work/a")
+        create_session(client, token, env_id)  # queued work: a poll with reclaim 1 ms answers at once
+
+        def polled() -> None:
+            """A bridge is online while it polls (last poll < 16 s): poll now, so a slow machine
+            running the CLI commands below does not see it fall offline between them."""
+            r = client.get(f"/v1/environments/{env_id}/work/poll", params={"reclaim_older_than_ms": 1},
+                           headers=bearer(secret))
+            assert r.status_code == 200 and r.json() is not None, r.text
+
+        polled()
         status = tether("server", "status", "--json", "--data-dir", str(data), home=home)
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)
         assert report["running"] and report["ready"] and report["pid"] == info.pid and report["url"] == url
         assert [(b["machine_name"], b["directory"]) for b in report["bridges_online"]] == [("laptop", "/work/a")]
+        polled()
         text = tether("server", "status", "--data-dir", str(data), home=home)
         assert "in the background" in text.stdout and "1 bridge (laptop:/work/a) online" in text.stdout
 
+        polled()
         stopped = tether("server", "stop", "--data-dir", str(data), home=home)
+        client.close()
         assert stopped.returncode == 0, stopped.stderr
         assert "1 bridge (laptop:/work/a) uses this server; stopping it disconnects it" in stopped.stderr
         assert f"Stopped the Tether server at {url} (pid {info.pid})" in stopped.stdout
