@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tether.cli.usage import command
 from tether.client.api import ApiClient
 from tether.client.credentials import CredentialsError, CredentialStore
 from tether.errors import ApiUnavailable, BridgeFatalError, TetherError
@@ -45,8 +46,9 @@ class Problem(Exception):
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sessions", help="List the organisation's sessions and their state.")(sessions)
-    app.command("attach", help="Watch and drive a session from this terminal (--viewer: watch only).")(attach)
+    app.command("sessions", **command(help="List the organisation's sessions and their state."))(sessions)
+    app.command("attach", **command(help="Watch and drive a session from this terminal (--viewer: watch only).",
+                                    short_help="Watch and drive a session from this terminal."))(attach)
 
 
 def _client(server: str | None) -> ApiClient:
@@ -158,7 +160,7 @@ def _table(rows: list[dict[str, Any]]) -> Table:
 # ---- tether attach --------------------------------------------------------------------------------
 
 def attach(
-    session: str = typer.Argument(..., metavar="SESSION", help="Session id (session_… or cse_…) or a unique "
+    session: str = typer.Argument(..., metavar="SESSION", help="Session id (session_ID or cse_ID) or a unique "
                                                                  "prefix of its title."),
     viewer: bool = typer.Option(False, "--viewer", help="Watch only: no prompts, answers or interrupts; "
                                                         "reconnects forever."),
