@@ -31,6 +31,7 @@ class RcArgs:
     debug_file: pathlib.Path | None = None
     as_json: bool = False
     server: str | None = None
+    sandbox: bool = False
 
 
 class UsageProblem(Exception):
@@ -77,13 +78,16 @@ def remote_control(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable event lines instead of the display."),
     server: str = typer.Option(None, "--server", metavar="URL",
                                help="Server URL (default: TETHER_SERVER, else the stored login)."),
+    sandbox: bool = typer.Option(False, "--sandbox", help="Sandbox the agents' commands: the stock claude with its "
+                                                          "sandbox forced on; tether agent's Bash under bubblewrap "
+                                                          "(only the session's directory is writable)."),
 ) -> None:
     if spawn is not None and spawn not in SPAWN_MODES:
         raise typer.BadParameter(f"--spawn must be one of {', '.join(SPAWN_MODES)}.")
     args = RcArgs(name=name, spawn=spawn, capacity=capacity,
                   permission_mode=permission_mode, session_timeout=session_timeout, agent=agent,
                   create_session_in_dir=create_session_in_dir, resume=resume, session_id=session_id,
-                  verbose=verbose, debug_file=debug_file, as_json=as_json, server=server)
+                  verbose=verbose, debug_file=debug_file, as_json=as_json, server=server, sandbox=sandbox)
     try:
         validate(args)
     except UsageProblem as exc:
