@@ -337,7 +337,7 @@ class Conversation:
 def sandbox_wrapper(bwrap: str, cwd: str) -> Callable[[list[str]], list[str]]:
     """Bash under bubblewrap: everything read-only but ``cwd`` and a private /tmp (docs/protocol.md §11.9)."""
     def wrap(argv: list[str]) -> list[str]:
-        return bwrap_argv(bwrap, argv, writable=[cwd], cwd=cwd)
+        return bwrap_argv(bwrap, argv, writable=[cwd], cwd=cwd, private_tmp=True)
 
     wrap(["true"])  # a working directory the sandbox cannot use ('/') fails here, at start
     return wrap

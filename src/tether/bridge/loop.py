@@ -301,6 +301,8 @@ class Bridge:
         self._set_state("ready")
 
     def _mode_words(self) -> str:
+        if self.options.workspaces is not None:
+            return f"capacity {self.max_sessions}; each session in its own work directory"
         if self.spawn_mode == "session":
             return "single session; exits when it ends"
         where = "an isolated worktree" if self.spawn_mode == "worktree" else "the current directory"

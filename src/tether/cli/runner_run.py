@@ -11,7 +11,7 @@ import socket
 
 from rich.console import Console
 
-from tether.bridge.loop import BridgeOptions
+from tether.bridge.loop import Bridge, BridgeOptions
 from tether.bridge.spawner import AgentNotFound, choose_agent
 from tether.bridge.startup import StartupError, preflight
 from tether.bridge.workspace import RunnerSettings, WorkspaceError, Workspaces, find_bwrap, resolved_dirs
@@ -67,5 +67,12 @@ async def main(args: RunnerArgs) -> int:
         if not args.as_json:
             for line in lines:
                 (console.print(line) if console is not None else print(line, flush=True))
+
+        def announce(bridge: Bridge) -> None:
+            if args.as_json:
+                bridge.sink.event("runner", " ".join(lines), agent=agent.description, sandbox=settings.bwrap,
+                                  limits=settings.limits.describe(), root=str(settings.root),
+                                  local_roots=list(settings.local_roots), removed_stale=len(stale))
+
         return await run_bridge(api, options, pre.config, as_json=args.as_json, verbose=args.verbose,
-                                console=console)
+                                console=console, before_run=announce)

@@ -389,19 +389,23 @@ def rlimits(limits: Limits, available: Sequence[str]) -> list[tuple[str, int]]:
 
 
 def bwrap_argv(bwrap: str, command: Sequence[str], *, writable: Sequence[str], cwd: str,
-               hide: Sequence[str] = (), share_network: bool = True) -> list[str]:
-    """A bubblewrap command line: the whole file system read-only, a private ``/tmp``, ``/dev`` and
-    ``/proc``, the ``writable`` directories (the session's) bound read-write, ``hide`` directories
-    replaced by empty tmpfs (the runner's own data), new PID/IPC/UTS namespaces, killed with its
-    parent. The network stays shared unless ``share_network`` is False (the agent talks to its model
-    API). Paths must be absolute and normalised; refused otherwise."""
+               hide: Sequence[str] = (), private_tmp: bool = False, share_network: bool = True) -> list[str]:
+    """A bubblewrap command line: the whole file system read-only with its own ``/dev`` and ``/proc``,
+    the ``writable`` directories (the session's) bound read-write, ``hide`` directories replaced by
+    empty tmpfs (the runner's own data), new PID/IPC/UTS namespaces, killed with its parent.
+    ``private_tmp`` puts an empty writable tmpfs on ``/tmp`` (its files vanish with the sandbox);
+    without it ``/tmp`` is read-only like the rest (a runner points ``TMPDIR`` into the session). The
+    network stays shared unless ``share_network`` is False (the agent talks to its model API). Paths
+    must be absolute and normalised; refused otherwise."""
     for path in (*writable, *hide, cwd):
         if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
             raise RunnerPolicyError(f"sandbox path {path!r} must be absolute, normalised and not '/'.")
     if not any(is_inside(w, cwd) for w in writable):
         raise RunnerPolicyError("the working directory must be inside a writable directory.")
     argv = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    if private_tmp:
+        argv += ["--tmpfs", "/tmp"]
     if not share_network:
         argv.append("--unshare-net")
     for path in hide:  # before the binds: a writable directory inside a hidden one is bound back
