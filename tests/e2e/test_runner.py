@@ -16,38 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.bridge import SCRIPTED, BridgeProcess
+from tests.support.bridge import BridgeProcess
+from tests.support.runner import RunnerProcess, bare_repo, scenario, scripted_agent
 from tests.support.server import ROOT, ServerProcess, wait_until
 from tests.support.worker import auth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-def _git(cwd: pathlib.Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
-                   capture_output=True)
-
-
-def bare_repo(root: pathlib.Path, text: str) -> pathlib.Path:
-    src = root / "src"
-    src.mkdir(parents=True)
-    _git(src, "init", "-q", "-b", "main")
-    (src / "hello.txt").write_text(text)
-    _git(src, "add", ".")
-    _git(src, "commit", "-qm", "init")
-    _git(root, "clone", "-q", "--bare", "src", "app.git")
-    return root / "app.git"
-
-
-def scenario(path: pathlib.Path, command: str, after: str = "Tool said: {tool_result}") -> pathlib.Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"reply after tool\ntext {after}\n\nreply on prompt\ntool Bash command={json.dumps(command)} "
-                    "timeout:=600000\n")
-    return path
-
-
-def scripted_agent(scenario_path: pathlib.Path) -> str:
-    return f"{SCRIPTED} --scenario {scenario_path} --permission-mode bypassPermissions"
 
 
 def events(server: ServerProcess, token: str, sid: str) -> list[dict[str, Any]]:
@@ -81,23 +55,6 @@ def cli_env(server: ServerProcess, token: str, home: pathlib.Path) -> dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TETHER_", "ANTHROPIC_", "CLAUDE_"))}
     env.update(TETHER_HOME=str(home), TETHER_SERVER=server.url, TETHER_TOKEN=token, NO_COLOR="1")
     return env
-
-
-class RunnerProcess(BridgeProcess):
-    """`tether runner --json …` (the bridge helper's event reading, another command line)."""
-
-    def start(self) -> RunnerProcess:
-        self.home.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "tether.cli.main", "runner", "--json", "--agent", self.agent, *self.args]
-        self.proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        import threading
-
-        self._threads = [threading.Thread(target=self._read_out, args=(self.proc,), daemon=True),
-                         threading.Thread(target=self._read_err, args=(self.proc,), daemon=True)]
-        for t in self._threads:
-            t.start()
-        return self
 
 
 def test_remote_prompt_runs_in_a_clone_of_the_repo_and_archive_removes_the_directory(tmp_path: pathlib.Path) -> None:
