@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.attach_helpers import attach_env
 from tests.support.bridge import BridgeProcess
 from tests.support.runner import RunnerProcess, bare_repo, scenario, scripted_agent
 from tests.support.server import ROOT, ServerProcess, wait_until
+from tests.support.tmux import TmuxTerminal, squash
 from tests.support.worker import auth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -181,3 +183,23 @@ def test_root_help_mentions_remote() -> None:
     out = subprocess.run([sys.executable, "-m", "tether.cli.main", "--remote", "x", "sessions"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "cannot be used with" in out.stderr
+
+
+def test_remote_attaches_in_a_terminal_and_the_session_goes_on(tmp_path: pathlib.Path) -> None:
+    repo = bare_repo(tmp_path / "repos", "hello from the terminal test\n")
+    scen = scenario(tmp_path / "scenarios" / "cat.txt", "cat hello.txt")
+    with ServerProcess(tmp_path / "data") as server:
+        token = server.token()
+        with RunnerProcess(server.url, token, tmp_path, tmp_path / "home", "--data-dir", str(tmp_path / "runner"),
+                           "--allow-local", str(repo.parent), agent=scripted_agent(scen)) as runner:
+            runner.wait_for("registered")
+            argv = [sys.executable, "-m", "tether.cli.main", "--remote", "greet me", "--repo", str(repo)]
+            with TmuxTerminal(argv, attach_env(server, token, tmp_path / "cli-home"), cwd=str(ROOT)) as term:
+                term.wait_for("Tool said: hello from the terminal test", timeout=60)
+                assert "on runner env_" in squash(term.scrollback())
+                term.line("once more")  # the session goes on: the next prompt runs the same tool again
+                wait_until(lambda: squash(term.scrollback()).count("Tool said: hello from the terminal test") >= 2,
+                           60, 0.1, "the second turn")
+                term.line("/detach")
+                assert term.wait_exit(30) == 0
+            assert len(runner.all("session_started")) == 1  # one agent for both turns
