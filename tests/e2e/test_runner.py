@@ -59,12 +59,14 @@ def cli_env(server: ServerProcess, token: str, home: pathlib.Path) -> dict[str, 
     return env
 
 
-def test_remote_prompt_runs_in_a_clone_of_the_repo_and_archive_removes_the_directory(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("transport", ["v2", "v1"])
+def test_remote_prompt_runs_in_a_clone_of_the_repo_and_archive_removes_the_directory(tmp_path: pathlib.Path,
+                                                                                     transport: str) -> None:
     repo = bare_repo(tmp_path / "repos", "hello from the repo\n")
     scen = scenario(tmp_path / "scenarios" / "cat.txt", "cat hello.txt; pwd")
     data = tmp_path / "data"
     server = ServerProcess(data, args=("--runner", "--runner-agent", scripted_agent(scen),
-                                       "--runner-allow-local", str(repo.parent)))
+                                       "--runner-allow-local", str(repo.parent)), worker_transport=transport)
     with server:
         token = server.token()
         env_id = online_runner(server, token)
@@ -139,7 +141,7 @@ def _cmdline_has(proc_dir: pathlib.Path, marker: str) -> bool:
 def test_a_refused_source_is_reported_to_the_session_and_it_is_archived(tmp_path: pathlib.Path) -> None:
     repo = bare_repo(tmp_path / "repos", "x\n")
     scen = scenario(tmp_path / "scenarios" / "cat.txt", "true")
-    with ServerProcess(tmp_path / "data") as server:
+    with ServerProcess(tmp_path / "data", worker_transport="v2") as server:  # the product's default
         token = server.token()
         with RunnerProcess(server.url, token, tmp_path, tmp_path / "home", "--data-dir", str(tmp_path / "runner"),
                            agent=scripted_agent(scen)) as runner:  # no --allow-local
@@ -177,12 +179,6 @@ def test_bridge_sandbox_keeps_bash_writes_in_the_work_directory(tmp_path: pathli
             assert "wrote-inside" in output and "refused" in output, output
             assert (project / "inside.txt").read_text() == "in\n"
             assert not (outside / "escaped.txt").exists()
-
-
-def test_root_help_mentions_remote() -> None:
-    out = subprocess.run([sys.executable, "-m", "tether.cli.main", "--remote", "x", "sessions"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "cannot be used with" in out.stderr
 
 
 def test_remote_attaches_in_a_terminal_and_the_session_goes_on(tmp_path: pathlib.Path) -> None:
