@@ -31,6 +31,9 @@ class AgentOptions:
     max_queued_prompts: int = MAX_QUEUED_PROMPTS
     max_tokens: int = DEFAULT_MAX_TOKENS
     emit_session_state: bool = False
+    sandbox: str | None = None
+    """``--sandbox``: the bubblewrap executable Bash commands run under (only the working directory
+    and a private /tmp are writable)."""
     """``system/session_state_changed`` lines, as the CLI writes with CLAUDE_CODE_SDK_READS_SESSION_STATE=1."""
 
 

@@ -27,6 +27,7 @@ from tether.agent.stream import MessageAccumulator, StreamProtocolError
 from tether.agent.tools import Tool, ToolContext, ToolOutput
 from tether.agent.turn import Outcome, ToolCall, TurnState
 from tether.protocol.messages import Message, PermissionDeny
+from tether.protocol.runner_policy import bwrap_argv
 
 Emit = Callable[[Message], Awaitable[None]]
 
@@ -85,7 +86,7 @@ class Conversation:
         if opts.append_system_prompt:
             self.system_prompt += "\n\n" + opts.append_system_prompt
         self.input_closed = False
-        self.ctx = ToolContext(cwd=opts.cwd)
+        self.ctx = ToolContext(cwd=opts.cwd, wrap=sandbox_wrapper(opts.sandbox, opts.cwd) if opts.sandbox else None)
         self.state_events = opts.emit_session_state
         # per-turn timing (monotonic seconds / milliseconds)
         self._api_ms = 0
@@ -334,3 +335,12 @@ class Conversation:
             api_error_status=outcome.api_error_status, ttft_ms=self._ttft_ms,
             time_to_request_ms=self._request_ms)
 
+
+
+def sandbox_wrapper(bwrap: str, cwd: str) -> Callable[[list[str]], list[str]]:
+    """Bash under bubblewrap: everything read-only but ``cwd`` and a private /tmp (docs/protocol.md §11.9)."""
+    def wrap(argv: list[str]) -> list[str]:
+        return bwrap_argv(bwrap, argv, writable=[cwd], cwd=cwd, private_tmp=True)
+
+    wrap(["true"])  # a working directory the sandbox cannot use ('/') fails here, at start
+    return wrap

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -56,6 +56,12 @@ class AgentSpec:
     permission_mode: str | None = None
     model: str | None = None
     env: Mapping[str, str] | None = None  # added to (a cleaned copy of) this process's environment
+    extra_args: Sequence[str] = ()
+    """After the bridge's own flags (a runner's ``claude_code_args``, ``--mcp-config``, ``--settings``)."""
+    wrapper: Callable[[list[str]], list[str]] | None = None
+    """Wraps the whole command line (a runner's bubblewrap sandbox)."""
+    preexec: Callable[[], None] | None = None
+    """Runs in the child before the agent does (a runner's resource limits)."""
 
     def argv(self) -> list[str]:
         if not self.command:
@@ -70,7 +76,8 @@ class AgentSpec:
             argv += ["--permission-mode", self.permission_mode]
         if self.model:
             argv += ["--model", self.model]
-        return argv
+        argv += self.extra_args
+        return self.wrapper(argv) if self.wrapper is not None else argv
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV}
@@ -112,6 +119,7 @@ class AgentProcess:
             *argv, cwd=self.spec.cwd, env=self.spec.environment(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # the bridge, not the terminal, decides when the agent stops
+            preexec_fn=self.spec.preexec,
         )
         self._stdin_open = True
         log.info("agent started: pid %s, %s", self._proc.pid, " ".join(argv))

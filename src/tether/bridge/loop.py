@@ -31,6 +31,7 @@ import pathlib
 import random
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from tether.bridge.session_host import HostConfig, SessionHost
 from tether.bridge.spawner import AgentChoice, SessionEnd, SessionRecord, run_session
 from tether.bridge.startup import StartupError
 from tether.bridge.status import BridgeSnapshot, BridgeState, EventSink, connect_url, session_url, shown_id
+from tether.bridge.workspace import Workspace, WorkspaceError, Workspaces
 from tether.bridge.worktree import WorktreeError, create_worktree, remove_worktree
 from tether.client.api import ApiClient, BridgeConfig, WorkItem
 from tether.client.factory import make_transport
@@ -100,6 +102,14 @@ class BridgeOptions:
     claim: DirectoryClaim | None = None
     """This directory's bridge lock, held by the caller; the bridge records its environment and
     session in it so that a second bridge here can say who runs it."""
+    environment_kind: str = "bridge"
+    """``cloud`` for a runner (E1 ``kind``)."""
+    workspaces: Workspaces | None = None
+    """A runner's per-session work directories (docs/protocol.md §11.9); None for a plain bridge."""
+    agent_args: tuple[str, ...] = ()
+    """Extra arguments for every agent (``--sandbox``: the stock CLI's sandbox settings)."""
+    timeout_words: str = "--session-timeout"
+    """How the session timeout is named in the reason a session was stopped."""
 
     @property
     def multi_session(self) -> bool:
@@ -276,7 +286,7 @@ class Bridge:
             reg = await self.api.register_environment(
                 machine_name=o.machine_name, directory=str(o.directory), branch=o.branch,
                 git_repo_url=o.git_repo_url, max_sessions=self.max_sessions, worker_type=o.agent.worker_type,
-                environment_id=resume_env)
+                environment_id=resume_env, kind=o.environment_kind)
         except BridgeFatalError as exc:
             if exc.status == 404:
                 raise StartupError("Remote Control environments are not available on this server.") from None
@@ -326,6 +336,8 @@ class Bridge:
                             session_id=sid)
 
     def _mode_words(self) -> str:
+        if self.options.workspaces is not None:
+            return f"capacity {self.max_sessions}; each session in its own work directory"
         if self.spawn_mode == "session":
             return "single session; exits when it ends"
         where = "an isolated worktree" if self.spawn_mode == "worktree" else "the current directory"
@@ -547,7 +559,15 @@ class Bridge:
         initial = self.initial_session_id is not None and same_session_id(sid, self.initial_session_id)
         worktree = None
         cwd = o.directory
-        if self.spawn_mode == "worktree" and not initial:
+        workspace: Workspace | None = None
+        if o.workspaces is not None:
+            try:
+                workspace = await o.workspaces.prepare(sid, secret)
+            except WorkspaceError as exc:
+                await self._refuse_for_good(work, secret, sid, exc.message)
+                return
+            cwd = workspace.cwd
+        elif self.spawn_mode == "worktree" and not initial:
             try:
                 worktree = await create_worktree(o.directory, to_compat_session_id(sid))
             except WorktreeError as exc:
@@ -560,16 +580,21 @@ class Bridge:
         except (TetherError, ValueError) as exc:
             if worktree is not None:
                 await self._remove_worktree(worktree)
+            if workspace is not None:
+                await self._remove_workspace(workspace)
             await self._refuse(work, sid, exc.message if isinstance(exc, TetherError) else str(exc))
             return
         spec = AgentSpec(command=o.agent.with_debug_file(o.debug_file, sid), cwd=str(cwd),
                          include_partial_messages=o.include_partial_messages, permission_mode=o.permission_mode,
-                         env=o.agent_env)
+                         env={**o.agent_env, **(workspace.env if workspace else {})},
+                         extra_args=(*o.agent_args, *(workspace.args if workspace else ())),
+                         wrapper=o.workspaces.wrapper(workspace) if o.workspaces and workspace else None,
+                         preexec=o.workspaces.preexec() if o.workspaces else None)
         fetcher = AttachmentFetcher(self.server, secret.session_ingress_token, str(cwd), to_compat_session_id(sid))
         host = SessionHost(sid, transport, spec, self._host_config, attachments=fetcher)
         loop = asyncio.get_running_loop()
         rec = SessionRecord(sid, work.id, secret.session_ingress_token, host, str(cwd), loop.time(), self._wall(),
-                            initial=initial, worktree=worktree)
+                            initial=initial, worktree=worktree, workspace=workspace)
         self._sessions[rec.key] = rec
         self._to_archive.setdefault(rec.key, to_compat_session_id(sid))
         self._schedule_refresh(rec)
@@ -583,17 +608,33 @@ class Bridge:
                         cwd=str(cwd), worktree=str(worktree.path) if worktree else None,
                         branch=worktree.branch if worktree else None, url=session_url(self.server, sid),
                         active=self.active_count)
+        if workspace is not None:
+            for warning in workspace.warnings:
+                self.sink.event("warning", f"Session {shown_id(sid)}: {warning}", session_id=sid)
 
     async def _refuse(self, work: WorkItem, sid: str, why: str) -> None:
         self._completed_work.add(work.id)
         self.sink.event("session_failed", f"Session {shown_id(sid)} cannot start: {why}", session_id=sid, reason=why)
         await self._stop_work(work.id, force=False)
 
+    async def _refuse_for_good(self, work: WorkItem, secret: WorkSecret, sid: str, why: str) -> None:
+        """A runner cannot prepare the session (a refused source, a failed clone): retrying would
+        fail the same way, so tell the session why, stop its work for good and archive it."""
+        self._completed_work.add(work.id)
+        self.sink.event("session_failed", f"Session {shown_id(sid)} cannot start: {why}", session_id=sid, reason=why)
+        with contextlib.suppress(TetherError, ValueError):
+            transport = await self._transport_factory(secret, base_url=self.server, session_id=sid,
+                                                      hybrid_config=self._hybrid_config)
+            await report_failure(transport, f"The runner could not start this session: {why}")
+        await self._stop_work(work.id, force=True)
+        if await self._archive(to_compat_session_id(sid), "start_failed"):
+            self.sink.event("session_archived", f"Session {shown_id(sid)} archived.", session_id=sid)
+
     async def _session(self, rec: SessionRecord) -> None:
         """One session from start to clean-up (runs in the sessions task group)."""
         async with asyncio.TaskGroup() as tg:
             title = tg.create_task(self._fetch_title(rec), name=f"title-{rec.key}")
-            end = await run_session(rec, self.options.session_timeout_s)
+            end = await run_session(rec, self.options.session_timeout_s, self.options.timeout_words)
             title.cancel()
         try:
             await self._session_ended(rec, end)
@@ -632,6 +673,8 @@ class Bridge:
             self._completed_work.add(rec.work_id)
             if rec.worktree is not None:
                 await self._remove_worktree(rec.worktree)
+            if rec.workspace is not None:
+                await self._remove_workspace(rec.workspace)
             if self.options.multi_session:
                 reason = "session_timeout" if rec.timed_out else "session_ended"
                 if await self._archive(self._to_archive.pop(key, to_compat_session_id(rec.session_id)), reason):
@@ -740,6 +783,15 @@ class Bridge:
         except WorktreeError as exc:
             self.sink.event("warning", f"Could not remove worktree {worktree.path}: {exc.message}")
 
+    async def _remove_workspace(self, workspace: Workspace) -> None:
+        assert self.options.workspaces is not None
+        try:
+            await self.options.workspaces.remove(workspace)
+            self.sink.event("workspace_removed", f"Removed {workspace.path}.", path=str(workspace.path),
+                            session_id=workspace.session_id)
+        except WorkspaceError as exc:
+            self.sink.event("warning", f"Could not remove {workspace.path}: {exc.message}")
+
     # ---- teardown ------------------------------------------------------------------------------
 
     async def _teardown(self) -> None:
@@ -751,8 +803,8 @@ class Bridge:
         archive = [*(to_compat_session_id(r.session_id) for r in records), *self._to_archive.values()]
         keep = self._session_to_keep()
         plan = plan_teardown(
-            active=[ActiveWork(r.session_id, r.work_id, str(r.worktree.path) if r.worktree else None)
-                    for r in records],
+            active=[ActiveWork(r.session_id, r.work_id, str(r.worktree.path) if r.worktree else
+                               str(r.workspace.path) if r.workspace else None) for r in records],
             archive=archive, environment_id=self.environment_id, pointer=self._pointer_written,
             grace_s=self.options.shutdown_grace_s, keep_resumable=self._keep_resumable, keep_session=keep)
         for step in plan:
@@ -790,6 +842,8 @@ class Bridge:
             for rec in records:
                 if rec.worktree is not None:
                     await self._remove_worktree(rec.worktree)
+                if rec.workspace is not None:
+                    await self._remove_workspace(rec.workspace)
         elif step.action == "stop_work":
             await asyncio.gather(*(self._stop_work(w, force=True) for w in step.targets))
         elif step.action == "archive":
@@ -798,7 +852,7 @@ class Bridge:
             results = await asyncio.gather(*(self._archive(s, reason) for s in step.targets))
             for sid, ok in zip(step.targets, results, strict=True):
                 if ok:
-                    self.sink.event("session_archived", f"Session {sid} archived.", session_id=sid)
+                    self.sink.event("session_archived", f"Session {shown_id(sid)} archived.", session_id=sid)
         elif step.action == "deregister":
             assert self.environment_id is not None
             try:
@@ -831,6 +885,23 @@ def _step_words(step: TeardownStep) -> str:
         "deregister": "Deregistering the environment.",
         "clear_pointer": "Clearing the crash-recovery pointer.",
     }[step.action]
+
+
+async def report_failure(transport: SessionTransport, message: str) -> None:
+    """Write one error ``result`` to the session (what a client shows as the turn's failure), then
+    close the transport."""
+    runner = asyncio.create_task(transport.run(), name="report-failure")
+    try:
+        if await transport.wait_connected(15.0):
+            transport.write({"type": "result", "subtype": "error_during_execution", "is_error": True,
+                             "errors": [message], "result": message, "duration_ms": 0, "num_turns": 0,
+                             "session_id": "", "uuid": str(uuid.uuid4())})
+            await transport.flush(10.0)
+    finally:
+        await transport.close(2.0)
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runner
 
 
 def _fatal_poll_message(exc: BridgeFatalError, environment_id: str | None) -> str:

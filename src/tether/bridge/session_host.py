@@ -191,6 +191,7 @@ class SessionHost:
         self._agent_caps_ready = asyncio.Event()
         self._init_request_id: str | None = None
         self._outcome: SessionOutcome | None = None
+        self._stop_notice: str | None = None
         self.stats = HostStats()
 
     # -- views -------------------------------------------------------------------------
@@ -240,8 +241,12 @@ class SessionHost:
         if self._attachments is not None:
             self._attachments.set_token(token)
 
-    def stop(self) -> None:
-        """End the session: the agent is stopped (SIGTERM, then SIGKILL), the outcome is ``interrupted``."""
+    def stop(self, notice: str | None = None) -> None:
+        """End the session: the agent is stopped (SIGTERM, then SIGKILL), the outcome is ``interrupted``.
+        ``notice`` (e.g. a limit was reached) goes to the session as an error ``result`` once the
+        agent's own last output has gone up, so whoever watches sees why the turn ended."""
+        if notice is not None and self._stop_notice is None and not self._stop.is_set():
+            self._stop_notice = notice
         self._stop.set()
 
     async def wait_started(self, timeout: float) -> bool:
@@ -305,6 +310,10 @@ class SessionHost:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(cfg.output_drain):
                 await asyncio.shield(pump_out)
+        if self._stop_notice is not None and not transport.done():
+            self._write({"type": "result", "subtype": "error_during_execution", "is_error": True,
+                         "errors": [self._stop_notice], "result": self._stop_notice, "duration_ms": 0,
+                         "num_turns": 0, "session_id": "", "uuid": str(uuidlib.uuid4())})
         # 4. the transport flushes and closes
         if not transport.done():
             await self._transport.close(cfg.close_grace)

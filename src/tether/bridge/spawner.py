@@ -23,6 +23,7 @@ from typing import Final
 
 from tether.bridge.session_host import SessionHost, SessionOutcome
 from tether.bridge.status import SessionView, session_url
+from tether.bridge.workspace import Workspace
 from tether.bridge.worktree import Worktree
 from tether.protocol.bridge_policy import session_deadline
 from tether.protocol.ids import id_body
@@ -98,6 +99,7 @@ class SessionRecord:
     started_wall: float
     initial: bool = False
     worktree: Worktree | None = None
+    workspace: Workspace | None = None
     server_title: str | None = None
     timed_out: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -118,7 +120,8 @@ class SessionRecord:
         return SessionView(
             session_id=self.session_id, url=session_url(server, self.session_id), title=title,
             activity=activity, state=host.state, started_at=self.started_wall, cwd=self.cwd,
-            worktree=str(self.worktree.path) if self.worktree else None, pid=host.pid,
+            worktree=str(self.worktree.path) if self.worktree else str(self.workspace.path) if self.workspace
+            else None, pid=host.pid,
         )
 
 
@@ -135,9 +138,9 @@ class SessionEnd:
 
 
 def failure_reason(outcome: SessionOutcome, stderr_tail: Sequence[str], timed_out: bool,
-                   timeout_s: float | None) -> str | None:
+                   timeout_s: float | None, timeout_words: str = "--session-timeout") -> str | None:
     if timed_out:
-        return f"the session ran longer than --session-timeout ({timeout_s:g} s) and was stopped"
+        return f"the session ran longer than {timeout_words} ({timeout_s:g} s) and was stopped"
     if outcome.status != "failed":
         return None
     if stderr_tail:
@@ -145,7 +148,8 @@ def failure_reason(outcome: SessionOutcome, stderr_tail: Sequence[str], timed_ou
     return outcome.error or f"the agent exited with status {outcome.exit_code}"
 
 
-async def run_session(rec: SessionRecord, timeout_s: float | None) -> SessionEnd:
+async def run_session(rec: SessionRecord, timeout_s: float | None,
+                      timeout_words: str = "--session-timeout") -> SessionEnd:
     """Run the host until the session ends; a watchdog stops it after ``timeout_s``."""
     loop = asyncio.get_running_loop()
     deadline = session_deadline(rec.started_at, timeout_s)
@@ -155,7 +159,7 @@ async def run_session(rec: SessionRecord, timeout_s: float | None) -> SessionEnd
         await asyncio.sleep(max(0.0, deadline - loop.time()))
         log.warning("session %s: timed out after %g s; stopping it", rec.session_id, timeout_s)
         rec.timed_out = True
-        rec.host.stop()
+        rec.host.stop(notice=f"Stopped: the session ran longer than {timeout_words} ({timeout_s:g} s).")
 
     async with asyncio.TaskGroup() as tg:  # the watchdog lives exactly as long as the host runs
         dog = tg.create_task(watchdog(), name=f"watchdog-{rec.key}") if deadline is not None else None
@@ -170,6 +174,6 @@ async def run_session(rec: SessionRecord, timeout_s: float | None) -> SessionEnd
     status = "failed" if rec.timed_out else outcome.status
     return SessionEnd(
         status=status, exit_code=outcome.exit_code,
-        reason=failure_reason(outcome, tail, rec.timed_out, timeout_s),
+        reason=failure_reason(outcome, tail, rec.timed_out, timeout_s, timeout_words),
         stderr_tail=tail, activities=tuple(a.summary for a in rec.host.activities), title=rec.host.title,
     )

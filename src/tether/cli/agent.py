@@ -32,6 +32,8 @@ def agent(
     allowed_tools: list[str] = typer.Option([], "--allowedTools", "--allowed-tools", help="Allow rules, e.g. 'Bash(git status)', 'Edit(src/**)'."),
     disallowed_tools: list[str] = typer.Option([], "--disallowedTools", "--disallowed-tools", help="Deny rules."),
     sdk_url: str | None = typer.Option(None, "--sdk-url", hidden=True),
+    sandbox: bool = typer.Option(False, "--sandbox", help="Run Bash commands under bubblewrap: only the working "
+                                                          "directory (and a private /tmp) is writable."),
 ) -> None:
     from tether.agent.main import run_agent
     from tether.agent.options import AgentOptions
@@ -64,6 +66,14 @@ def agent(
         disallowed_tools=[r for v in disallowed_tools for r in _split_rules(v)],
         emit_session_state=os.environ.get("CLAUDE_CODE_SDK_READS_SESSION_STATE", "") not in ("", "0", "false"),
     )
+    if sandbox:
+        import shutil
+
+        opts.sandbox = shutil.which("bwrap")
+        if opts.sandbox is None:
+            _fail("--sandbox needs bubblewrap (`bwrap`) on PATH; install it (Debian: apt-get install bubblewrap)")
+        if opts.cwd == "/":
+            _fail("--sandbox cannot make '/' the writable working directory")
     scenario_path = str(scenario) if scenario is not None else None
     if sdk_url is not None:  # a session host and the agent loop in one process (PROTOCOL.md §5)
         from tether.cli.sdk_url import run_sdk_url

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import sys
@@ -31,6 +32,7 @@ from tether.cli.remote_control import RcArgs
 from tether.client.api import ApiClient
 from tether.client.credentials import Credentials, CredentialsError, CredentialStore
 from tether.protocol.bridge_policy import max_sessions_for, resolve_spawn_mode
+from tether.protocol.runner_policy import claude_sandbox_settings
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -106,6 +108,7 @@ async def prepare_options(api: ApiClient, args: RcArgs, agent: AgentChoice, mult
         worktree_available=git.is_repo, name=args.name, permission_mode=args.permission_mode,
         session_timeout_s=args.session_timeout or None, create_initial_session=args.create_session_in_dir,
         resume_session_id=resume_id, debug_file=args.debug_file, resume_command=args.resume_command,
+        agent_args=("--settings", claude_sandbox_settings()) if args.sandbox and agent.kind == "claude" else (),
     )
     return Prepared(options, notices)
 
@@ -158,6 +161,19 @@ async def run_bridge(api: ApiClient, options: BridgeOptions, config: Any, *, as_
             loop.remove_signal_handler(sig)
 
 
+def sandboxed(agent: AgentChoice) -> AgentChoice:
+    """``--sandbox``: ``tether agent --sandbox`` (Bash under bubblewrap, which must be installed); the
+    stock CLI gets its sandbox settings per session (:func:`prepare_options`); others cannot be."""
+    if agent.kind == "tether":
+        if shutil.which("bwrap") is None:
+            raise AgentNotFound("--sandbox with tether agent needs bubblewrap (`bwrap`) on PATH. Install it "
+                                "(Debian: apt-get install bubblewrap).")
+        return AgentChoice((*agent.command, "--sandbox"), "tether", f"{agent.description} (Bash sandboxed)")
+    if agent.kind == "claude":
+        return AgentChoice(agent.command, "claude", f"{agent.description} (its sandbox forced on)")
+    raise AgentNotFound("--sandbox works with --agent claude or --agent tether, not a custom command.")
+
+
 def resolve_login(store: CredentialStore, server: str | None) -> tuple[str, Credentials]:
     try:
         url = store.server_url(server)
@@ -175,7 +191,7 @@ async def main(args: RcArgs) -> int:
     configure_logging(args.verbose, args.debug_file, console)
     store = CredentialStore()
     try:
-        agent = choose_agent(args.agent)
+        agent = sandboxed(choose_agent(args.agent)) if args.sandbox else choose_agent(args.agent)
         url, creds = resolve_login(store, args.server)
     except (AgentNotFound, StartupError) as exc:
         err.print(f"[red]error:[/] {exc}")

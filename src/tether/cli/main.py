@@ -7,7 +7,7 @@ import sys
 import typer
 
 from tether import __version__
-from tether.cli import admin, auth, remote_control, server, sessions, up
+from tether.cli import admin, auth, remote_control, runner, server, sessions, up
 from tether.cli.usage import command
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ auth.register(app)  # login, logout, status
 remote_control.register(app)  # remote-control, rc
 up.register(app)
 sessions.register(app)  # sessions, attach
+runner.register(app)
 
 
 def _version(value: bool) -> None:
@@ -34,11 +35,40 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+_REMOTE = "Session on the server (--remote)"
+
+
+@app.callback(invoke_without_command=True)
 def root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    remote_prompt: str = typer.Option(None, "--remote", metavar="PROMPT", rich_help_panel=_REMOTE,
+                                      help="Start a session with PROMPT on one of the server's runners and attach."),
+    repo: str = typer.Option(None, "--repo", metavar="URL|PATH", rich_help_panel=_REMOTE,
+                             help="Repository the runner clones (default: this checkout's origin)."),
+    branch: str = typer.Option(None, "--branch", metavar="BRANCH", rich_help_panel=_REMOTE,
+                               help="Branch or tag to check out."),
+    title: str = typer.Option(None, "--title", metavar="TITLE", rich_help_panel=_REMOTE, help="Title of the new session."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=_REMOTE,
+                                 help="Print the new session as JSON instead of attaching."),
+    server: str = typer.Option(None, "--server", metavar="URL", rich_help_panel=_REMOTE,
+                               help="Server URL (default: TETHER_SERVER, else the stored login)."),
 ) -> None:
     """Tether: watch and drive coding agents from a phone, a browser or another terminal."""
+    extras = any(v is not None for v in (repo, branch, title, server)) or as_json
+    if remote_prompt is None:
+        if extras:
+            raise typer.BadParameter("--repo, --branch, --title, --json and --server (before the command) go with "
+                                     "--remote.")
+        if ctx.invoked_subcommand is None:
+            typer.echo(ctx.get_help())
+        return
+    if ctx.invoked_subcommand is not None:
+        raise typer.BadParameter(f"--remote starts a session by itself; it cannot be used with "
+                                 f"`{ctx.invoked_subcommand}`.")
+    from tether.cli import remote
+
+    raise typer.Exit(remote.run(remote_prompt, repo, branch, title, as_json, server))
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ class RcArgs:
     server: str | None = None
     resume_command: str = "tether remote-control --continue"
     """What to run to resume, in the bridge's last words (``tether up`` says ``tether up --continue``)."""
+    sandbox: bool = False
 
 
 class UsageProblem(Exception):
@@ -80,6 +81,9 @@ def remote_control(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable event lines instead of the display."),
     server: str = typer.Option(None, "--server", metavar="URL",
                                help="Server URL (default: TETHER_SERVER, else the stored login)."),
+    sandbox: bool = typer.Option(False, "--sandbox", help="Sandbox the agents' commands: the stock claude with its "
+                                                          "sandbox forced on; tether agent's Bash under bubblewrap "
+                                                          "(only the session's directory is writable)."),
 ) -> None:
     from tether.cli.auth import checked_server
 
@@ -89,7 +93,7 @@ def remote_control(
     args = RcArgs(name=name, spawn=spawn, capacity=capacity,
                   permission_mode=permission_mode, session_timeout=session_timeout, agent=agent,
                   create_session_in_dir=create_session_in_dir, resume=resume, session_id=session_id,
-                  verbose=verbose, debug_file=debug_file, as_json=as_json, server=server_url)
+                  verbose=verbose, debug_file=debug_file, as_json=as_json, server=server_url, sandbox=sandbox)
     try:
         validate(args)
     except UsageProblem as exc:

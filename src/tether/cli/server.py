@@ -10,6 +10,7 @@ import logging
 import os
 import pathlib
 import time
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,6 +20,7 @@ from tether.cli.usage import command
 from tether.server.config import Config, config_from_env, default_home
 
 err = Console(stderr=True)
+RUNNER_TOKEN_NAME = "tether server --runner"
 
 app = typer.Typer(rich_markup_mode=None, help="Run the Tether server (SQLite under --data-dir by default); `stop` and `status` find a "
                        "running one through its data directory.",
@@ -70,8 +72,9 @@ def _check_proxies(value: str) -> None:
                                      "(e.g. 127.0.0.1 or 10.0.0.0/8).") from None
 
 
-async def prepare(cfg: Config) -> tuple[str, bool]:
-    """Migrate, bootstrap the owner, and mint a one-time login link."""
+async def prepare(cfg: Config, *, runner_token: bool = False) -> tuple[str, bool, str | None]:
+    """Migrate, bootstrap the owner, and mint a one-time login link (and, for ``--runner``, the
+    runner's personal token: the previous one is revoked, so restarts do not pile tokens up)."""
     from tether.server.auth.service import Auth
     from tether.server.store import Store
 
@@ -82,9 +85,15 @@ async def prepare(cfg: Config) -> tuple[str, bool]:
         auth = Auth(cfg, store)
         await auth.open()
         _org, owner, created = await auth.bootstrap()
+        token = None
         async with store.write() as tx:
             link = await auth.login_link(tx, owner)
-        return link, created
+            if runner_token:
+                for old in await tx.list_tokens(owner["id"], "personal"):
+                    if old["name"] == RUNNER_TOKEN_NAME and not old["revoked"]:
+                        await tx.update_token(old["id"], revoked=True)
+                token = str((await auth.issue(tx, "personal", owner, ttl=None, name=RUNNER_TOKEN_NAME)).secret)
+        return link, created, token
     finally:
         await store.close()
 
@@ -116,6 +125,15 @@ def serve(
                                 help="Run in the background (log: server.log in the data dir); "
                                      "`tether server stop` stops it."),
     detached_child: bool = typer.Option(False, "--detached-child", hidden=True),
+    runner: bool = typer.Option(False, "--runner", help="Also run a runner (`tether runner`) as a child process, "
+                                                         "so sessions can be created on this server."),
+    runner_agent: str = typer.Option(None, "--runner-agent", metavar="claude|tether|COMMAND",
+                                     help="The runner's agent."),
+    runner_capacity: int = typer.Option(None, "--runner-capacity", metavar="N", help="The runner's capacity."),
+    runner_allow_local: list[pathlib.Path] = typer.Option([], "--runner-allow-local", metavar="DIR",
+                                                          help="Repositories under DIR may be cloned by path."),
+    runner_time_limit: float = typer.Option(None, "--runner-time-limit", metavar="SECONDS",
+                                            help="Wall-clock limit per session."),
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
@@ -126,14 +144,31 @@ def serve(
         cfg.worker_transport = worker_transport
     if lease_ttl is not None:
         cfg.lease_ttl_s = lease_ttl
+    runner_flags: list[str] = []
+    if runner:
+        runner_flags = ["--runner"]
+        for flag, value in (("--runner-agent", runner_agent), ("--runner-capacity", runner_capacity),
+                            ("--runner-time-limit", runner_time_limit)):
+            if value is not None:
+                runner_flags += [flag, str(value)]
+        for path in runner_allow_local:
+            runner_flags += ["--runner-allow-local", str(path.resolve())]
+    elif runner_agent or runner_capacity or runner_allow_local or runner_time_limit:
+        raise typer.BadParameter("The --runner-* options need --runner.")
     if detach:
         from tether.cli.server_ctl import start_detached
 
-        raise typer.Exit(start_detached(cfg, log_level))
-    raise typer.Exit(_run(cfg, log_level, detached=detached_child))
+        raise typer.Exit(start_detached(cfg, log_level, extra_args=runner_flags))
+    runner_args: list[str] | None = None
+    if runner:
+        from tether.cli.runner_child import runner_argv
+
+        runner_args = runner_argv(cfg.data_dir, agent=runner_agent, capacity=runner_capacity,
+                                  allow_local=runner_allow_local, time_limit=runner_time_limit)
+    raise typer.Exit(_run(cfg, log_level, detached=detached_child, runner_args=runner_args))
 
 
-def _run(cfg: Config, log_level: str, *, detached: bool) -> int:
+def _run(cfg: Config, log_level: str, *, detached: bool, runner_args: list[str] | None = None) -> int:
     import uvicorn
 
     from tether.server import runtime
@@ -151,27 +186,41 @@ def _run(cfg: Config, log_level: str, *, detached: bool) -> int:
                   f"`tether server stop --data-dir {cfg.data_dir}`, or pass another --data-dir.")
         return 1
     try:
-        link, _created = asyncio.run(prepare(cfg))
+        link, _created, token = asyncio.run(prepare(cfg, runner_token=runner_args is not None))
         print(f"Tether server on {cfg.url}  (data: {cfg.data_dir})", flush=True)
         print(f"Log in: {link}", flush=True)
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         app = create_app(cfg)
+        child = None
+        if runner_args is not None:
+            from tether.cli.runner_child import RunnerChild, local_url
+
+            assert token is not None
+            child = RunnerChild(runner_args, token=token, data_dir=cfg.data_dir,
+                                server_url=local_url(cfg.host, cfg.port, bool(cfg.tls_cert), cfg.public_url))
 
         class Server(uvicorn.Server):
-            async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-                await super().startup(sockets)  # type: ignore[arg-type]
+            async def startup(self, sockets: list[Any] | None = None) -> None:
+                await super().startup(sockets)
                 if self.started:  # listening: now say where
                     runtime.write_runtime(cfg.data_dir, runtime.RuntimeInfo(
                         pid=os.getpid(), url=cfg.url, host=cfg.host, port=cfg.port,
                         data_dir=str(cfg.data_dir.resolve()), started_at=time.time(), version=__version__,
                         detached=detached, log_file=str(cfg.data_dir.resolve() / "server.log") if detached else None))
+                if child is not None and not self.should_exit:
+                    child.start()  # the server answers now: the runner can register
 
-            async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-                await super().shutdown(sockets)  # type: ignore[arg-type]
+            async def shutdown(self, sockets: list[Any] | None = None) -> None:
+                await super().shutdown(sockets)
                 # here, not in a `finally` of run(): uvicorn re-raises SIGTERM/SIGINT once run() ends
                 runtime.remove_runtime(cfg.data_dir, os.getpid())
 
             def handle_exit(self, sig: int, frame: object) -> None:
+                if child is not None and child.stop_first(lambda: self._exit(sig, frame)):
+                    return  # the runner tears down first (it still needs the server), then we exit
+                self._exit(sig, frame)
+
+            def _exit(self, sig: int, frame: object) -> None:
                 # End streams and long polls at once; uvicorn then closes sockets with 1012.
                 app.state.ctx.begin_shutdown_threadsafe()
                 super().handle_exit(sig, frame)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,20 +73,22 @@ def is_ready(url: str) -> bool:
         return False
 
 
-def server_argv(cfg: Config, log_level: str, *, detached: bool) -> list[str]:
+def server_argv(cfg: Config, log_level: str, *, detached: bool, extra_args: Sequence[str] = ()) -> list[str]:
     argv = [sys.executable, "-m", "tether.cli.main", "server", "--host", cfg.host, "--port", str(cfg.port),
             "--data-dir", str(cfg.data_dir.resolve()), "--log-level", log_level,
             "--worker-transport", cfg.worker_transport, "--lease-ttl", repr(cfg.lease_ttl_s)]
     for flag, value in (("--database-url", cfg.database_url), ("--public-url", cfg.public_url),
-                        ("--tls-cert", cfg.tls_cert), ("--tls-key", cfg.tls_key)):
+                        ("--tls-cert", cfg.tls_cert), ("--tls-key", cfg.tls_key),
+                        ("--trusted-proxy", cfg.trusted_proxy)):
         if value:
             argv += [flag, value]
     if detached:
         argv.append("--detached-child")
-    return argv
+    return [*argv, *extra_args]
 
 
-def spawn_server(cfg: Config, log_level: str = "warning", *, detached: bool) -> ServerChild:
+def spawn_server(cfg: Config, log_level: str = "warning", *, detached: bool,
+                 extra_args: Sequence[str] = ()) -> ServerChild:
     """Start ``tether server`` in a session of its own (Ctrl-C in this terminal does not reach it),
     its output appended to ``server.log`` in the data dir; return once its runtime file says it
     listens and ``/readyz`` answers."""
@@ -93,7 +96,7 @@ def spawn_server(cfg: Config, log_level: str = "warning", *, detached: bool) -> 
     log_path = cfg.data_dir / "server.log"
     with open(log_path, "ab") as log:
         offset = log.tell()
-        proc = subprocess.Popen(server_argv(cfg, log_level, detached=detached), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(server_argv(cfg, log_level, detached=detached, extra_args=extra_args), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
@@ -170,7 +173,7 @@ def config_for(data_dir: pathlib.Path) -> Config:
     return cfg
 
 
-def start_detached(cfg: Config, log_level: str) -> int:
+def start_detached(cfg: Config, log_level: str, *, extra_args: Sequence[str] = ()) -> int:
     """``tether server --detach``: 0 when a server runs from the data dir afterwards."""
     running = runtime.running_server(cfg.data_dir)
     if running is not None:
@@ -186,7 +189,7 @@ def start_detached(cfg: Config, log_level: str) -> int:
     log_path = cfg.data_dir / "server.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     try:
-        child = spawn_server(cfg, log_level, detached=True)
+        child = spawn_server(cfg, log_level, detached=True, extra_args=extra_args)
     except ServerStartError as exc:
         err.print(f"[red]error:[/] {exc.message}")
         return 1

@@ -467,13 +467,16 @@ class ApiClient:
     async def register_environment(self, *, machine_name: str, directory: str, branch: str | None,
                                    git_repo_url: str | None, max_sessions: int, worker_type: str = "claude_code",
                                    environment_id: str | None = None,
-                                   metadata: Mapping[str, Any] | None = None) -> Registration:
-        """E1. Pass ``environment_id`` to re-attach; compare :attr:`Registration.reattached`."""
+                                   metadata: Mapping[str, Any] | None = None, kind: str = "bridge") -> Registration:
+        """E1. Pass ``environment_id`` to re-attach; compare :attr:`Registration.reattached`.
+        ``kind`` is ``bridge``, or ``cloud`` for a runner (sent only then)."""
         body: dict[str, Any] = {
             "machine_name": machine_name, "directory": directory, "branch": branch,
             "git_repo_url": git_repo_url, "max_sessions": max_sessions,
             "metadata": {**(metadata or {}), "worker_type": worker_type},
         }
+        if kind != "bridge":
+            body["kind"] = kind
         if environment_id is not None:
             body["environment_id"] = validate_id(environment_id, "environment")
         resp = await self._request("POST", "/v1/environments/bridge", headers="env", json=body,
@@ -574,8 +577,9 @@ class ApiClient:
     async def create_session(self, *, environment_id: str | None, title: str | None = None,
                              permission_mode: str | None = None, events: list[dict[str, Any]] | None = None,
                              session_context: Mapping[str, Any] | None = None,
-                             source: str = "remote-control") -> dict[str, Any]:
-        """S1 → the session resource (``id`` is ``session_…``)."""
+                             source: str = "remote-control", target: str | None = None) -> dict[str, Any]:
+        """S1 → the session resource (``id`` is ``session_…``). ``target="runner"``: the server
+        puts the session on one of the organisation's online runners."""
         body: dict[str, Any] = {
             "events": [{"type": "event", "data": e} for e in (events or [])],
             "session_context": dict(session_context or {}),
@@ -583,6 +587,8 @@ class ApiClient:
         }
         if environment_id is not None:
             body["environment_id"] = validate_id(environment_id, "environment")
+        if target is not None:
+            body["target"] = target
         if title is not None:
             body["title"] = title
         if permission_mode is not None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-ArchiveReason = Literal["user", "bridge_stopped", "bridge_failed", "session_ended", "session_timeout", "replaced"]
+ArchiveReason = Literal["user", "bridge_stopped", "bridge_failed", "session_ended", "session_timeout", "replaced",
+                        "start_failed"]
 
 ARCHIVE_REASONS: Final[tuple[ArchiveReason, ...]] = (
     "user",             # a person archived it (the web client's Archive button)
@@ -15,6 +16,7 @@ ARCHIVE_REASONS: Final[tuple[ArchiveReason, ...]] = (
     "session_ended",    # its agent exited (a multi-session bridge archives what ended)
     "session_timeout",  # it ran longer than the bridge's --session-timeout
     "replaced",         # a new bridge started a fresh session in the same directory
+    "start_failed",     # a runner could not prepare it (a refused source, a failed clone)
 )
 
 SUCCEEDED_ON_RESTART: Final[frozenset[ArchiveReason]] = frozenset({"replaced", "bridge_failed"})

@@ -11,6 +11,7 @@ from typing import Any
 from tether.errors import AuthenticationFailed, Conflict, Gone, NotFound
 from tether.protocol.access import LIVE_WORK_STATES, NO_SUCCESSOR, WorkVerdict, work_verdict
 from tether.protocol.ids import new_id
+from tether.protocol.runner_policy import secret_fields
 from tether.protocol.work_secret import WorkSecret, encode_work_secret
 from tether.server.auth.service import Auth
 from tether.server.auth.worker_jwt import WorkerClaims
@@ -68,8 +69,10 @@ class Dispatcher:
             session_body=session["id"], org_id=session["org_id"], environment_id=env_id,
             epoch=int(session["worker_epoch"]), work_id=work_id, now=t, ttl=self.config.worker_token_ttl_s,
         )
+        sources, extras = secret_fields(session.get("session_context"))
+        auth = (session.get("internal_metadata") or {}).get("_runner_auth") or []  # S1 `auth`, never in S2
         secret = WorkSecret(session_ingress_token=token, api_base_url=self.config.url,
-                            use_code_sessions=self.uses_v2(session))
+                            use_code_sessions=self.uses_v2(session), sources=sources, auth=auth, extra=extras)
         row = await tx.insert_work(
             id=work_id, org_id=session["org_id"], environment_id=env_id, session_id=session["id"],
             kind="session", state="queued", secret=encode_work_secret(secret), token_jti=claims.jti,

@@ -40,6 +40,8 @@ class ToolContext:
     max_output_chars: int = MAX_OUTPUT_CHARS
     default_timeout_s: float = 120.0
     max_timeout_s: float = 600.0
+    wrap: Callable[[list[str]], list[str]] | None = None
+    """Wraps the command lines of Bash (``tether agent --sandbox``: bubblewrap)."""
 
 
 def resolve_path(cwd: str, path: str) -> str:

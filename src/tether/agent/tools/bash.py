@@ -99,8 +99,9 @@ class Bash(Tool):
         timeout_s = ctx.default_timeout_s if raw_timeout is None else float(raw_timeout) / 1000.0
         timeout_s = max(0.001, min(timeout_s, ctx.max_timeout_s))
         try:
+            argv = ["/bin/bash", "-c", command]
             proc = await asyncio.create_subprocess_exec(
-                "/bin/bash", "-c", command, cwd=ctx.cwd, env=dict(ctx.env()),
+                *(ctx.wrap(argv) if ctx.wrap is not None else argv), cwd=ctx.cwd, env=dict(ctx.env()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,
             )

@@ -23,6 +23,7 @@ from tether.server.auth.secrets import hash_secret, new_secret
 from tether.server.clock import iso, now
 
 router = APIRouter()
+ENVIRONMENT_KINDS = ("bridge", "cloud")
 
 
 def _str_field(body: dict[str, Any], name: str, *, max_len: int = 4096, required: bool = False) -> str | None:
@@ -47,7 +48,11 @@ def _registration(body: dict[str, Any]) -> dict[str, Any]:
     worker_type = metadata.get("worker_type", "claude_code")
     if not isinstance(worker_type, str) or len(worker_type) > 64:
         raise InvalidRequest("'metadata.worker_type' must be a short string.")
+    kind = body.get("kind", "bridge")
+    if kind not in ENVIRONMENT_KINDS:
+        raise InvalidRequest("'kind' must be 'bridge' (a developer's machine) or 'cloud' (a runner).")
     return {
+        "kind": kind,
         "machine_name": _str_field(body, "machine_name", max_len=300) or "",
         "directory": _str_field(body, "directory") or "",
         "branch": _str_field(body, "branch", max_len=300),
@@ -82,7 +87,7 @@ async def register(request: Request) -> Response:
         else:
             env_id = new_id("env")
             await tx.insert_environment(id=env_id, org_id=principal.org_id, user_id=principal.user_id,
-                                        kind="bridge", secret_hash=hash_secret(secret), state="active",
+                                        secret_hash=hash_secret(secret), state="active",
                                         last_poll_at=t, created_at=t, **fields)
         await tx.insert_audit(principal.org_id, principal.user_id, "environment.register", env_id,
                               {"reattached": reattach, "machine_name": fields["machine_name"]}, t)

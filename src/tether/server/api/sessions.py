@@ -8,9 +8,16 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tether.errors import Conflict, InvalidRequest, NotFound
+from tether.errors import Conflict, InvalidRequest, NotFound, TetherError
 from tether.protocol.archive import ARCHIVE_REASONS, SUCCEEDED_ON_RESTART
 from tether.protocol.ids import new_body
+from tether.protocol.runner_policy import (
+    RunnerCandidate,
+    RunnerPolicyError,
+    check_auth,
+    check_session_context,
+    pick_runner,
+)
 from tether.server.api.common import (
     JSONResponse,
     bearer,
@@ -20,7 +27,7 @@ from tether.server.api.common import (
     read_object,
     user,
 )
-from tether.server.api.environments import environment_json
+from tether.server.api.environments import environment_json, is_online
 from tether.server.auth.secrets import kind_of
 from tether.server.auth.service import Principal
 from tether.server.clock import iso, now
@@ -77,6 +84,16 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
     context = {} if context is None else context
     if not isinstance(context, dict):
         raise InvalidRequest("'session_context' must be an object.")
+    target = body.get("target")
+    if target is not None and target != "runner":
+        raise InvalidRequest("'target' must be 'runner' (or left out).")
+    if target is not None and env_id is not None:
+        raise InvalidRequest("Give 'environment_id' or 'target', not both.")
+    try:
+        check_session_context(context)
+        auth = check_auth(body.get("auth"))
+    except RunnerPolicyError as exc:
+        raise InvalidRequest(str(exc)) from None
     tags = body.get("tags")
     tags = [] if tags is None else tags
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -87,6 +104,8 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
     t = now()
     async with ctx.store.write() as tx:
         env = None
+        if target == "runner":
+            env_id = await _pick_runner(tx, principal.org_id, ctx.config.poll_interval_s)
         if env_id is not None:
             env = await tx.get_environment(env_id)
             if env is None or env["org_id"] != principal.org_id:
@@ -96,7 +115,8 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
             title=title or "", title_explicit=bool(title), status="idle", source=source,
             permission_mode=mode, session_context=context, tags=tags, worker_epoch=0, last_seq=0,
             created_at=t, updated_at=t, archived_at=None, worker_status=None, worker_last_seen=None,
-            external_metadata={}, internal_metadata={}, archive_reason=None, successor_id=None,
+            external_metadata={}, internal_metadata={"_runner_auth": auth} if auth else {}, archive_reason=None,
+            successor_id=None,
         )
         if env is not None:
             await _link_predecessor(tx, env, row["id"])
@@ -119,6 +139,21 @@ async def _link_predecessor(tx: Tx, env: dict[str, Any], body: str) -> None:
                                            sorted(SUCCEEDED_ON_RESTART))
     if previous is not None:
         await tx.update_session(previous, successor_id=body)
+
+
+async def _pick_runner(tx: Tx, org_id: str, poll_interval_s: float) -> str:
+    """``target: "runner"``: the organisation's online runner (``cloud`` environment) with the most
+    free room; 409 ``runner_unavailable`` when none is online (a state of the organisation, not a
+    server fault: clients must not retry it as a 5xx)."""
+    envs = [e for e in await tx.list_environments(org_id) if e["kind"] == "cloud" and e["state"] == "active"]
+    counts = await tx.active_session_counts([e["id"] for e in envs])
+    chosen = pick_runner([RunnerCandidate(e["id"], is_online(e, poll_interval_s, now()), counts.get(e["id"], 0),
+                                          int(e["max_sessions"])) for e in envs])
+    if chosen is None:
+        raise TetherError("No runner is online for this organisation. Start one with `tether runner` (or "
+                          "`tether server --runner`), or create the session on a machine's environment.",
+                          error_type="runner_unavailable", status=409)
+    return chosen
 
 
 @router.post("/v1/sessions")

@@ -319,7 +319,8 @@ async def code_page(request: Request) -> Response:
     body = f"""{_NOSCRIPT}
 <div class="code-layout">
 <section class="machines" aria-labelledby="machines-h">
- <div class="section-head"><h2 id="machines-h">Machines</h2></div>
+ <div class="section-head"><h2 id="machines-h">Machines</h2>
+  <button type="button" id="ns-server" class="primary small-btn" hidden>New session on the server</button></div>
  <ul id="environments" class="env-list" aria-live="polite"><li class="muted placeholder">Loading…</li></ul>
  <p class="muted small hint">Run <code>tether up</code> or <code>tether remote-control</code> in a project to add a machine.</p>
 </section>
@@ -344,6 +345,11 @@ async def code_page(request: Request) -> Response:
   <textarea id="ns-prompt" name="prompt" rows="5" required placeholder="What should the agent do?"></textarea>
   <label for="ns-name">Title <span class="muted">(optional)</span></label>
   <input id="ns-name" name="title" maxlength="200" autocomplete="off">
+  <div id="ns-repo-row" class="stack" hidden><label for="ns-repo">Repository <span class="muted">(optional: a git
+   URL, or a path the runner allows)</span></label>
+  <input id="ns-repo" name="repo" maxlength="4096" autocomplete="off" placeholder="https://…">
+  <label for="ns-branch">Branch <span class="muted">(optional)</span></label>
+  <input id="ns-branch" name="branch" maxlength="255" autocomplete="off"></div>
   <p id="ns-error" class="notice error" role="alert" hidden></p>
   <div class="row gap end"><button type="button" id="ns-cancel">Cancel</button>
   <button type="submit" class="primary" id="ns-submit">Start session</button></div>

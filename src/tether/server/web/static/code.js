@@ -18,6 +18,13 @@ const nsName = document.getElementById('ns-name');
 const nsEnv = document.getElementById('ns-env');
 const nsError = document.getElementById('ns-error');
 const nsSubmit = document.getElementById('ns-submit');
+// "New session on the server": the server picks an online runner (target: "runner"), which clones
+// the optional repository into a fresh work directory (docs/protocol.md §3.8, §11.9).
+const nsServer = document.getElementById('ns-server');
+const nsRepoRow = document.getElementById('ns-repo-row');
+const nsRepo = document.getElementById('ns-repo');
+const nsBranch = document.getElementById('ns-branch');
+const ON_SERVER = { server: true };
 
 const params = new URLSearchParams(location.search);
 const bridge = params.get('bridge');
@@ -62,6 +69,12 @@ function renderEnvironments() {
   fillSelect(fEnv, envs.map((e) => [e.id, `${e.machine_name || 'machine'} · ${basename(e.directory)}`]), 'All machines');
   const types = [...new Set(envs.map((e) => e.worker_type).filter(Boolean))].sort();
   fillSelect(fWorker, types.map((t) => [t, t]), 'All workers');
+  const runners = envs.filter((e) => e.kind === 'cloud');
+  const runnerOnline = runners.some((e) => e.online);
+  nsServer.hidden = !runners.length;
+  nsServer.disabled = !runnerOnline || !CAN_WRITE;
+  nsServer.title = !CAN_WRITE ? 'Viewers cannot start sessions'
+    : runnerOnline ? 'Start a session on one of the server\'s runners' : 'No runner is online';
   if (!envs.length) {
     envList.replaceChildren(el('li', { class: 'empty' },
       el('strong', {}, 'No machines yet. '), 'Start ', el('code', {}, 'tether up'), ' in a project directory.'));
@@ -244,7 +257,10 @@ function openSocket(id, attempt) {
 // ---- new session -----------------------------------------------------------------------
 function openNewSession(env) {
   newSessionEnv = env;
-  nsEnv.textContent = `On ${env.machine_name} · ${env.directory}${env.branch ? ` (${env.branch})` : ''}`;
+  nsRepoRow.hidden = env !== ON_SERVER;
+  nsEnv.textContent = env === ON_SERVER
+    ? 'On the server: a runner starts it in a fresh work directory (with a clone of the repository, if you give one).'
+    : `On ${env.machine_name} · ${env.directory}${env.branch ? ` (${env.branch})` : ''}`;
   nsError.hidden = true;
   openDialog(dialog, nsPrompt);
 }
@@ -256,10 +272,20 @@ nsForm.addEventListener('submit', async (ev) => {
   nsSubmit.disabled = true;
   nsError.hidden = true;
   const body = {
-    environment_id: newSessionEnv.id,
     events: [{ type: 'user', uuid: newUuid(), session_id: '', parent_tool_use_id: null,
       message: { role: 'user', content: text } }],
   };
+  if (newSessionEnv === ON_SERVER) {
+    body.target = 'runner';
+    const repo = nsRepo.value.trim();
+    if (repo) {
+      const source = { type: 'git_repository', url: repo };
+      if (nsBranch.value.trim()) source.revision = nsBranch.value.trim();
+      body.session_context = { sources: [source] };
+    }
+  } else {
+    body.environment_id = newSessionEnv.id;
+  }
   if (nsName.value.trim()) body.title = nsName.value.trim();
   try {
     const s = await api('/v1/sessions', { method: 'POST', json: body });
@@ -274,6 +300,7 @@ nsPrompt.addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && (ev.metaKey || ev.ctrlKey)) nsForm.requestSubmit();
 });
 document.getElementById('ns-cancel').addEventListener('click', () => closeDialog(dialog));
+nsServer.addEventListener('click', () => openNewSession(ON_SERVER));
 
 function onFilter() {
   syncUrl();

@@ -781,6 +781,7 @@ const ENDED_BECAUSE = {
   session_ended: 'Its agent exited.',
   session_timeout: 'It ran longer than its bridge’s session timeout.',
   replaced: 'A new bridge in the same directory started a fresh session.',
+  start_failed: 'The runner could not prepare it (see the last message).',
 };
 // endings whose successor a restarting bridge creates a moment later (tether.protocol.archive)
 const SUCCEEDED = new Set(['replaced', 'bridge_failed']);
