@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
 from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge, TetherError
+from tether.server import jsonio
 from tether.server.api.common import JSONResponse, bearer, ctx_of, parse_session_id, rate_limit, read_object
 from tether.server.api.direct import frames_first
 from tether.server.api.sockets import (
@@ -181,9 +182,10 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
             if not line.strip():
                 continue
             try:
-                events.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                raise _Closed(CLOSE_INVALID_DATA, "frames must be newline-delimited JSON objects") from None
+                events.append(jsonio.parse(line, "A frame"))
+            except InvalidRequest as exc:
+                reason = exc.message if isinstance(exc, jsonio.TooDeep) else "frames must be newline-delimited JSON"
+                raise _Closed(CLOSE_INVALID_DATA, reason) from None
         if events:
             try:
                 await ctx.hub.post_worker_events(conn.body, events)

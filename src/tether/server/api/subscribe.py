@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, WebSocket
 
 from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
+from tether.server import jsonio
 from tether.server.api.common import ctx_of, parse_count, parse_session_id, user
 from tether.server.api.direct import DirectWriter
 from tether.server.api.sockets import CLOSE_INVALID_DATA, CLOSE_RESTART, CLOSE_TOO_BIG, Socket, reject
@@ -185,9 +186,10 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, principal: 
         if len(text) > limit:
             raise _Closed(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
         try:
-            frame = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            await sock.send_json(_error_frame("invalid_request_error", "Frames must be JSON objects."))
+            frame = jsonio.parse(text, "A frame")
+        except InvalidRequest as exc:
+            message = exc.message if isinstance(exc, jsonio.TooDeep) else "Frames must be JSON objects."
+            await sock.send_json(_error_frame("invalid_request_error", message))
             continue
         await _handle_frame(ctx, sock, body, principal, frame)
 

@@ -19,6 +19,7 @@ from tether.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFou
 from tether.protocol.epochs import EpochInvalid, EpochSuperseded, check_epoch, parse_epoch
 from tether.protocol.ids import new_id
 from tether.protocol.merge_patch import merge_one_level
+from tether.server import jsonio
 from tether.server.api.common import (
     JSONResponse,
     bearer,
@@ -282,7 +283,7 @@ def _resume_point(request: Request) -> int | None:
 def sse_frame(ev: StoredEvent) -> bytes:
     data = {"event_id": ev.event_id, "sequence_num": ev.seq, "event_type": ev.event_type, "source": ev.source,
             "payload": ev.payload, "created_at": iso(ev.created_at)}
-    return b"event: client_event\nid: %d\ndata: %s\n\n" % (ev.seq, orjson.dumps(data))
+    return b"event: client_event\nid: %d\ndata: %s\n\n" % (ev.seq, jsonio.dumps(data))
 
 
 @_route("GET", "/worker/events/stream")

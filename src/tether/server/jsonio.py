@@ -1,0 +1,54 @@
+"""JSON in and out at the server's edge: one depth limit on the way in, no 500 on the way out.
+
+* :func:`parse` decodes a body or frame and refuses one nested deeper than
+  :data:`~tether.protocol.json_depth.MAX_DEPTH` (docs/protocol.md §4.8) with 400, before
+  anything is stored.
+* :func:`dumps` serialises a response or frame. orjson refuses values deeper than 254 levels;
+  rows stored before the limit existed may hold such values, so on that one error the value is
+  clamped (:func:`~tether.protocol.json_depth.clamp`) and served. Nothing else changes: the
+  happy path is a plain ``orjson.dumps``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+from tether.errors import InvalidRequest
+from tether.protocol import json_depth
+
+MAX_DEPTH: Final = json_depth.MAX_DEPTH
+# Where a stored value is cut when serving it: far below orjson's 254 levels (room for any
+# envelope), far above MAX_DEPTH (nothing accepted since the limit is ever cut).
+SERVE_DEPTH: Final = 200
+
+
+class TooDeep(InvalidRequest):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} nests deeper than {MAX_DEPTH} levels.")
+
+
+def parse(raw: bytes | bytearray | memoryview | str, what: str = "The request body") -> Any:
+    """Decode ``raw``; 400 (:class:`InvalidRequest`) for invalid JSON or too deep a value."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}.") from None
+    check_depth(raw, value, what)
+    return value
+
+
+def check_depth(raw: bytes | bytearray | memoryview | str, value: Any, what: str = "The request body") -> None:
+    if json_depth.exceeds(raw if not isinstance(raw, memoryview) else bytes(raw), value, MAX_DEPTH):
+        raise TooDeep(what)
+
+
+def dumps(value: Any) -> bytes:
+    """``orjson.dumps``, except that a value too deep to serialise is served clamped."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        if "recursion" not in str(exc).lower():
+            raise
+        return orjson.dumps(json_depth.clamp(value, SERVE_DEPTH))
