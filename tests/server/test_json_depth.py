@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.support.api import assert_error, bearer, create_session, dispatch, ws_close_code
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, wait_until
 from websockets.sync.client import connect
 
 from tether.protocol.json_depth import MAX_DEPTH
@@ -133,7 +132,7 @@ def test_deep_worker_socket_frame_closes_1007(server: ServerProcess, client: htt
     page = client.get(f"/v1/sessions/{d.session_id}/events", headers=bearer(owner_token))
     assert page.status_code == 200 and page.json()["data"] == []
     with connect(url, additional_headers=bearer(d.worker_token), open_timeout=10, max_size=None) as ws:
-        ws.send('{"type": "assistant", "uuid": "%s", "message": {"content": []}}\n' % uuid.uuid4())
+        ws.send(json.dumps({"type": "assistant", "uuid": str(uuid.uuid4()), "message": {"content": []}}) + "\n")
         _wait_for_events(client, owner_token, d.session_id, 1)
 
 
@@ -151,13 +150,12 @@ def test_deep_subscribe_frame_gets_an_error_frame(server: ServerProcess, client:
 
 
 def _wait_for_events(client: httpx.Client, token: str, session: str, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 15
-    while True:
-        data: list[dict[str, Any]] = client.get(f"/v1/sessions/{session}/events", headers=bearer(token)).json()["data"]
-        if len(data) >= count:
-            return data
-        assert time.monotonic() < deadline, f"only {len(data)} events"
-        time.sleep(0.05)
+    def page() -> list[dict[str, Any]] | None:
+        data = client.get(f"/v1/sessions/{session}/events", headers=bearer(token)).json()["data"]
+        return data if len(data) >= count else None
+
+    found: list[dict[str, Any]] = wait_until(page, 15, 0.05, f"{count} events")
+    return found
 
 
 # ---- rows stored before the limit are served ----------------------------------------------------

@@ -2,7 +2,8 @@
 
 Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
 reaper in a task group; on shutdown: stop accepting (readyz 503), close sockets with
-1012, stop background tasks, close the store — in that order, each with a deadline.
+1012, stop background tasks, drop queued renders, close the store — in that order, each
+with a deadline.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tether.server.api.common import error_response, internal_error_response, te
 from tether.server.config import Config
 from tether.server.context import ServerContext
 from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp
+from tether.server.loopwatch import REPORT_NAME, LoopWatch
 from tether.server.web import api as web_api
 from tether.server.web import pages
 
@@ -52,12 +54,17 @@ def create_app(config: Config) -> FastAPI:
             gc.collect()
             gc.freeze()
             ctx.ready = True
+            # measured from here on: start-up (imports, migrations, gc.freeze) is not serving
+            watch = tg.create_task(_watch_loop(ctx), name="loop-watch") if config.loop_monitor_s > 0 else None
             try:
                 yield
             finally:
+                if watch is not None:
+                    watch.cancel()
                 ctx.begin_shutdown()
                 reaper.cancel()
                 checkpointer.cancel()
+        ctx.renderer.close()
         await ctx.broker.close()
         await ctx.store.close()
 
@@ -92,6 +99,13 @@ def create_app(config: Config) -> FastAPI:
         return internal_error_response()
 
     return app
+
+
+async def _watch_loop(ctx: ServerContext) -> None:
+    config = ctx.config
+    watch = LoopWatch(config.loop_monitor_s, config.loop_stall_threshold_s, ctx.metrics,
+                      config.data_dir / REPORT_NAME)
+    await watch.run()
 
 
 async def _reset_worker_presence(ctx: ServerContext) -> None:

@@ -55,6 +55,10 @@ class Config:
     sse_keepalive_s: float = 15.0
     worker_transport: str = "v2"  # what env-based dispatch hands out: v2 (default) | v1
     broker_queue_size: int = 4096  # items a subscriber may lag behind before it re-reads the log
+    # the loop-stall monitor (server/loopwatch.py): wake-up interval, 0 = off; stalls longer than
+    # the threshold are logged, counted in /metrics and written to <data_dir>/loop-stalls.jsonl
+    loop_monitor_s: float = 0.0
+    loop_stall_threshold_s: float = 0.1
     limits: Limits = field(default_factory=Limits)
     print_login_link: bool = True
 

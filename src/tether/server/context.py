@@ -13,6 +13,7 @@ from tether.server.dispatch import Dispatcher
 from tether.server.hub import Hub
 from tether.server.metrics import Metrics
 from tether.server.store import Store
+from tether.server.web.renderer import Renderer
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ServerContext:
     limiter: RateLimiter
     login_limiter: RateLimiter
     metrics: Metrics = field(default_factory=lambda: Metrics())
+    renderer: Renderer = field(default_factory=lambda: Renderer())
     ready: bool = False
     closing: bool = False
     loop: asyncio.AbstractEventLoop | None = None

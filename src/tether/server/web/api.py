@@ -3,7 +3,8 @@
 * ``GET /static/{name}``: the client's ES modules, CSS and icon (see :mod:`.assets`).
 * ``POST /web/render``: ``{"items": [{"type": "markdown"|"code"|"diff", …}]}`` →
   ``{"html": [...]}``, sanitised HTML from :mod:`.render` (any logged-in user; CSRF on
-  cookie requests like every other POST).
+  cookie requests like every other POST), rendered off the event loop (:mod:`.renderer`),
+  "" for an item too large to render.
 * ``GET /web/sessions/{id}/undelivered``: the session's inbound events that the worker
   has not processed yet, with their delivery state (every other prompt is processed), so
   a page that (re)loads shows queued / delivered / processed truthfully.
@@ -23,11 +24,10 @@ from tether.errors import Conflict, InvalidRequest, NotFound
 from tether.server.api.common import JSONResponse, ctx_of, parse_session_id, read_object, user
 from tether.server.clock import iso, now
 from tether.server.web.assets import load
-from tether.server.web.render import render_items
 
 router = APIRouter()
 
-MAX_RENDER_BODY = 4 << 20
+MAX_RENDER_BODY = 1 << 20  # the web client sends batches well under this (common.js)
 MAX_RENDER_ITEMS = 300
 ROLES = ("owner", "member", "viewer")
 _EMAIL = re.compile(r"[^@\s]{1,200}@[^@\s]{1,200}")
@@ -51,7 +51,7 @@ async def render(request: Request) -> Response:
     items = body.get("items")
     if not isinstance(items, list) or len(items) > MAX_RENDER_ITEMS:
         raise InvalidRequest(f"'items' must be a list of at most {MAX_RENDER_ITEMS} items.")
-    return JSONResponse({"html": render_items(items)})
+    return JSONResponse({"html": await ctx_of(request).renderer.render(items)})
 
 
 @router.get("/web/sessions/{session_id}/undelivered")
