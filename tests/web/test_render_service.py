@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.support.api import assert_error, bearer
 from tests.support.server import ServerProcess, read_stalls
-
 from tether.server.web import render
 
 QUADRATIC_DIFF = {"type": "diff", "old": "a\nb\n" * 2000, "new": "b\na\n" * 2000, "path": "x.txt"}
