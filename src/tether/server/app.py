@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from tether.errors import TetherError
@@ -73,6 +74,7 @@ def create_app(config: Config) -> FastAPI:
     app.state.ctx = ctx
     app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events))
     app.fast_socket = subscribe.subscribe
+    app.body_budget = ctx.body_budget
     # Routes go straight onto the app, hot ones first: nested included routers cost a match
     # per router on every request (≈14 % of a worker POST's CPU, bench/relay.py).
     for module in (ingress, worker, subscribe, environments, sessions, code_sessions, oauth, misc, pages, web_api):
@@ -92,6 +94,11 @@ def create_app(config: Config) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error_response(400, "invalid_request_error", f"Invalid request: {exc.errors()[:3]}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        log.warning("client went away during %s %s", request.method, request.url.path)
+        return Response(status_code=400)  # nobody is there to read it
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

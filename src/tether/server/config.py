@@ -20,6 +20,10 @@ class Limits:
     max_v1_batch: int = 500
     max_v2_batch: int = 100
     max_file_bytes: int = 20 << 20
+    # all request bodies being read or handled at once (429 + Retry-After past it); at least
+    # one whole file upload must fit
+    max_inflight_body_bytes: int = 64 << 20
+    max_page_bytes: int = 4 << 20  # stored events in one page of a read (at least one event)
     # per credential; 0 disables
     rate_per_second: float = 500.0
     rate_burst: int = 2000

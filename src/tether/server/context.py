@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from tether.protocol.body_budget import BodyBudget
 from tether.server.auth.ratelimit import RateLimiter
 from tether.server.auth.service import Auth
 from tether.server.broker import SERVER_CLOSING, Broker
@@ -28,6 +29,7 @@ class ServerContext:
     login_limiter: RateLimiter
     metrics: Metrics = field(default_factory=lambda: Metrics())
     renderer: Renderer = field(default_factory=lambda: Renderer())
+    body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 << 20))
     ready: bool = False
     closing: bool = False
     loop: asyncio.AbstractEventLoop | None = None
@@ -56,4 +58,5 @@ class ServerContext:
             config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub,
             limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
             login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
+            body_budget=BodyBudget(max(limits.max_inflight_body_bytes, limits.max_file_bytes + (64 << 10))),
         )

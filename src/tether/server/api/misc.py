@@ -7,10 +7,11 @@ import uuid as uuidlib
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from tether import __version__
-from tether.errors import InvalidRequest, NotFound, PayloadTooLarge
+from tether.errors import InvalidRequest, NotFound, PayloadTooLarge, TetherError
 from tether.server.api.common import JSONResponse, ctx_of, declared_length, query_int, read_object, user
 from tether.server.clock import iso, now
 
@@ -167,7 +168,7 @@ async def upload(request: Request) -> Response:
         raise InvalidRequest("Upload files as multipart/form-data with a 'file' field.")
     try:
         form = await _limited(request, limit + 65536).form(max_files=1, max_fields=10, max_part_size=limit)
-    except PayloadTooLarge:
+    except (TetherError, ClientDisconnect):  # too large, the body budget, the client went away
         raise
     except Exception as exc:  # starlette raises its own error types for malformed multipart
         raise InvalidRequest(f"Malformed multipart body: {exc}") from None
@@ -234,4 +235,8 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     ctx = ctx_of(request)
+    budget = ctx.body_budget
+    ctx.metrics.gauge("body_bytes_in_flight", budget.used)
+    ctx.metrics.gauge("body_bytes_in_flight_peak", budget.peak)
+    ctx.metrics.gauge("body_budget_refusals", budget.refused)
     return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
