@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-from tether.errors import InvalidRequest
+from tether.errors import InvalidRequest, PayloadTooLarge
 from tether.protocol import json_depth
 
 MAX_DEPTH: Final = json_depth.MAX_DEPTH
@@ -42,6 +42,15 @@ def parse(raw: bytes | bytearray | memoryview | str, what: str = "The request bo
 def check_depth(raw: bytes | bytearray | memoryview | str, value: Any, what: str = "The request body") -> None:
     if json_depth.exceeds(raw if not isinstance(raw, memoryview) else bytes(raw), value, MAX_DEPTH):
         raise TooDeep(what)
+
+
+def check_size(value: Any, limit: int, what: str) -> bytes:
+    """``value`` serialised, or 413 when that is more than ``limit`` bytes: every JSON field the
+    server stores is bounded like an event (docs/protocol.md §4.8)."""
+    raw = orjson.dumps(value)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"{what} is larger than {limit} bytes.")
+    return raw
 
 
 def dumps(value: Any) -> bytes:

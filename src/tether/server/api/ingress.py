@@ -206,11 +206,7 @@ async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, i
         }).decode() + "\n")
         sent = -1
         while True:
-            async with ctx.store.read() as tx:
-                backlog = await tx.undelivered_inbound(body)
-            for ev in backlog:
-                if ev.seq > sent:
-                    sent = await _deliver(ctx, sock, conn, ev)
+            sent = await _deliver_backlog(ctx, sock, conn, sent)
             try:
                 while True:
                     item = await sub.get()
@@ -223,6 +219,18 @@ async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, i
                             sent = await _deliver(ctx, sock, conn, item)
             except Overflowed:
                 sub.reset()
+
+
+async def _deliver_backlog(ctx: ServerContext, sock: Socket, conn: WorkerConnection, sent: int) -> int:
+    """Every inbound event the worker has not confirmed, after ``sent``, a page at a time."""
+    while True:
+        async with ctx.store.read() as tx:
+            page = await tx.undelivered_inbound(conn.body, after_seq=max(sent, 0),
+                                                max_bytes=ctx.config.limits.max_page_bytes)
+        if not page:
+            return sent
+        for ev in page:
+            sent = await _deliver(ctx, sock, conn, ev)
 
 
 async def _deliver(ctx: ServerContext, sock: Socket, conn: WorkerConnection, ev: StoredEvent) -> int:

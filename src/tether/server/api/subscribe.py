@@ -166,7 +166,7 @@ async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> in
     """Send every stored event after ``after``; return the last sequence number sent."""
     while True:
         async with ctx.store.read() as tx:
-            page = await tx.events_after(body, after, limit=500)
+            page = await tx.events_after(body, after, limit=500, max_bytes=ctx.config.limits.max_page_bytes)
         if not page:
             return after
         for ev in page:

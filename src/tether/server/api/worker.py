@@ -138,6 +138,7 @@ async def put_worker(session_id: str, request: Request) -> Response:
             if not isinstance(patch, dict):
                 raise InvalidRequest(f"'{key}' must be an object.")
             updates[key] = merge_one_level(session[key], patch)
+            jsonio.check_size(updates[key], ctx.config.limits.max_event_bytes, f"'{key}' (merged)")
     if payload.get("connection_status") == "disconnected":
         updates["worker_status"] = "disconnected"
     elif status is not None:
@@ -226,8 +227,9 @@ async def post_internal_events(session_id: str, request: Request) -> Response:
             raise InvalidRequest("Each payload needs a string 'type'.")
         uid = event.get("uuid") if isinstance(event.get("uuid"), str) else str(uuidlib.uuid4())
         agent = item.get("agent_id")
+        raw = jsonio.check_size(event, ctx.config.limits.max_event_bytes, "An internal event")
         rows.append({"session_id": body, "event_id": new_id("evt"), "uuid": uid, "event_type": kind,
-                     "payload": orjson.dumps(event).decode(), "is_compaction": bool(item.get("is_compaction")),
+                     "payload": raw.decode(), "is_compaction": bool(item.get("is_compaction")),
                      "agent_id": agent if isinstance(agent, str) else None, "created_at": t})
     async with ctx.store.write() as tx:
         await tx.append_internal_events(body, rows)
@@ -241,13 +243,12 @@ async def get_internal_events(session_id: str, request: Request) -> Response:
     cursor = parse_count(request.query_params.get("cursor"), "cursor") or 0
     subagents = request.query_params.get("subagents") in ("true", "1")
     async with ctx.store.read() as tx:
-        rows = await tx.internal_events_after(body, cursor, 501, subagents)
-    page = rows[:500]
+        page, more = await tx.internal_events_after(body, cursor, 500, subagents, ctx.config.limits.max_page_bytes)
     data = [{"event_id": r["event_id"], "event_type": r["event_type"], "payload": orjson.loads(r["payload"]),
              "event_metadata": None, "is_compaction": r["is_compaction"], "created_at": iso(r["created_at"]),
              **({"agent_id": r["agent_id"]} if r["agent_id"] else {})} for r in page]
     out: dict[str, Any] = {"data": data}
-    if len(rows) > 500:
+    if more:
         out["next_cursor"] = str(page[-1]["pk"])
     return JSONResponse(out)
 
@@ -298,11 +299,19 @@ async def stream(session_id: str, request: Request) -> Response:
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
-async def _backlog(ctx: ServerContext, body: str, after: int | None) -> list[StoredEvent]:
-    async with ctx.store.read() as tx:
-        if after is None:
-            return await tx.undelivered_inbound(body)
-        return [e for e in await tx.events_after(body, after, limit=100_000) if e.delivery is not None]
+async def _backlog(ctx: ServerContext, body: str, after: int, undelivered: bool) -> AsyncIterator[StoredEvent]:
+    """Inbound events after ``after`` (only those not yet processed, for a stream opened without
+    a resume point), read a page at a time: a long backlog is never held in memory at once."""
+    max_bytes = ctx.config.limits.max_page_bytes
+    while True:
+        async with ctx.store.read() as tx:
+            page = await (tx.undelivered_inbound(body, after_seq=after, max_bytes=max_bytes) if undelivered
+                          else tx.inbound_after(body, after, max_bytes=max_bytes))
+        if not page:
+            return
+        for ev in page:
+            yield ev
+        after = page[-1].seq
 
 
 async def _sse(ctx: ServerContext, body: str, after: int | None, sub: Any) -> AsyncIterator[bytes]:
@@ -310,13 +319,14 @@ async def _sse(ctx: ServerContext, body: str, after: int | None, sub: Any) -> As
     try:
         sent = after if after is not None else -1
         yield b": connected\n\n"
-        pending = await _backlog(ctx, body, after)
+        backlog: AsyncIterator[StoredEvent] | None = _backlog(ctx, body, max(sent, 0), undelivered=after is None)
         while True:
-            for ev in pending:
-                if ev.seq > sent:
-                    yield sse_frame(ev)
-                    sent = ev.seq
-            pending = []
+            if backlog is not None:
+                async for ev in backlog:
+                    if ev.seq > sent:
+                        yield sse_frame(ev)
+                        sent = ev.seq
+                backlog = None
             try:
                 item = await sub.get(timeout=ctx.config.sse_keepalive_s)
             except TimeoutError:
@@ -324,12 +334,13 @@ async def _sse(ctx: ServerContext, body: str, after: int | None, sub: Any) -> As
                 continue
             except Overflowed:
                 sub.reset()
-                pending = await _backlog(ctx, body, sent)
+                backlog = _backlog(ctx, body, sent, undelivered=False)
                 continue
             if isinstance(item, SessionClosed | ServerClosing):
                 return
-            if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
-                pending = [item]
+            if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral and item.seq > sent:
+                yield sse_frame(item)
+                sent = item.seq
     finally:
         sub.close()
         ctx.metrics.add_gauge("sse_streams", -1)

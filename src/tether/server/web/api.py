@@ -61,9 +61,9 @@ async def undelivered(session_id: str, request: Request) -> Response:
     principal = await user(request)
     async with ctx.store.read() as tx:
         await ctx.hub.load_session(tx, body, principal.org_id)
-        rows = await tx.undelivered_inbound(body)
-    return JSONResponse({"data": [{"uuid": ev.uuid, "sequence_num": ev.seq, "status": ev.delivery}
-                                  for ev in rows[:1000]]})
+        rows = await tx.undelivered_states(body, 1000)
+    return JSONResponse({"data": [{"uuid": r["uuid"], "sequence_num": r["seq"], "status": r["delivery"]}
+                                  for r in rows]})
 
 
 def _member_json(row: dict[str, Any], me: str) -> dict[str, Any]:
