@@ -153,6 +153,18 @@ async def audit(request: Request) -> Response:
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+# type/subtype with optional parameters (RFC 9110 §8.3): nothing a response header could not carry
+_CONTENT_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*')
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def safe_content_type(value: str | None) -> str:
+    """An uploaded part's declared type if it is a well-formed media type, else octet-stream: a
+    control character in it made the file undownloadable (a header cannot carry it)."""
+    if value and len(value) <= 200 and _CONTENT_TYPE.fullmatch(value):
+        return value
+    return DEFAULT_CONTENT_TYPE
 
 
 @router.post("/v1/files")
@@ -182,7 +194,7 @@ async def upload(request: Request) -> Response:
     file_uuid = str(uuidlib.uuid4())
     async with ctx.store.write() as tx:
         await tx.insert_file(id=file_uuid, org_id=principal.org_id, user_id=principal.user_id, name=name,
-                             content_type=upload.content_type or "application/octet-stream",
+                             content_type=safe_content_type(upload.content_type),
                              size=len(content), content=content, created_at=now())
     return JSONResponse({"file_uuid": file_uuid, "file_name": name, "size": len(content)})
 
@@ -212,7 +224,8 @@ async def download(file_uuid: str, request: Request) -> Response:
         row = await tx.get_file(file_uuid)
     if row is None or row["org_id"] != principal.org_id:
         raise NotFound("No such file.")
-    return Response(row["content"], media_type=row["content_type"],
+    # (sanitised again: rows stored before uploads were checked may hold anything)
+    return Response(row["content"], media_type=safe_content_type(row["content_type"]),
                     headers={"content-disposition": f'attachment; filename="{row["name"]}"',
                              "x-content-type-options": "nosniff"})
 
