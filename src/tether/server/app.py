@@ -2,7 +2,7 @@
 
 Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
 reaper in a task group; on shutdown: stop accepting (readyz 503), close sockets with
-1012, stop background tasks, drop queued renders, close the store — in that order, each
+1012, stop background tasks, stop the render process, close the store — in that order, each
 with a deadline.
 """
 
@@ -65,7 +65,7 @@ def create_app(config: Config) -> FastAPI:
                 ctx.begin_shutdown()
                 reaper.cancel()
                 checkpointer.cancel()
-        ctx.renderer.close()
+        await ctx.renderer.close()
         await ctx.broker.close()
         await ctx.store.close()
 

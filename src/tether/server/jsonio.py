@@ -47,7 +47,7 @@ def check_depth(raw: bytes | bytearray | memoryview | str, value: Any, what: str
 def check_size(value: Any, limit: int, what: str) -> bytes:
     """``value`` serialised, or 413 when that is more than ``limit`` bytes: every JSON field the
     server stores is bounded like an event (docs/protocol.md §4.8)."""
-    raw = orjson.dumps(value)
+    raw = dumps(value)  # (a merge may carry an old, too deep row along: measured clamped)
     if len(raw) > limit:
         raise PayloadTooLarge(f"{what} is larger than {limit} bytes.")
     return raw

@@ -9,7 +9,7 @@ Each wake-up of a small task is compared with when it was due (:class:`~tether.p
 decides, minus the time the OS kept the ready thread off the CPU). A stall above the threshold
 is logged, counted in /metrics (``tether_loop_stalls_total``, ``tether_loop_stall_max_seconds``)
 and appended to ``loop-stalls.jsonl`` in the data directory with the loop thread's stack as a
-sampler thread saw it during the stall (what was running), so a test failure says where.
+timer signal caught it during the stall (what was running), so a test failure says where.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import json
 import logging
 import os
 import pathlib
-import sys
+import signal
 import threading
 import time
 import traceback
+from types import FrameType
 
 from tether.protocol.loop_lag import LagMeter, Stall
 from tether.server.metrics import Metrics
@@ -47,10 +48,7 @@ class LoopWatch:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._open_schedstat()
-        stop = threading.Event()
-        sampler = threading.Thread(target=self._sample, args=(threading.get_ident(), stop),
-                                   name="loop-stall-sampler", daemon=True)
-        sampler.start()
+        sampling = self._start_sampling()
         try:
             while True:
                 self._due = self.meter.arm(loop.time(), self._runnable_s())
@@ -60,8 +58,10 @@ class LoopWatch:
                 if stall is not None:
                     self._record(stall, due)
         finally:
-            stop.set()
             self._due = None
+            if sampling:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
             if self._schedstat is not None:
                 os.close(self._schedstat)
                 self._schedstat = None
@@ -80,18 +80,25 @@ class LoopWatch:
         except (OSError, IndexError, ValueError):
             return 0.0
 
-    # ---- what was running: sampled from another thread while the loop is late ------------------
-    def _sample(self, loop_ident: int, stop: threading.Event) -> None:
-        threshold = self.meter.threshold_s
-        while not stop.wait(threshold / 2):
-            due = self._due
-            if due is None or time.monotonic() - due < threshold / 2:
-                continue
-            if self._stack is not None and self._stack[0] == due:
-                continue
-            frame = sys._current_frames().get(loop_ident)
-            if frame is not None:
-                self._stack = (due, "".join(traceback.format_stack(frame)[-15:]))
+    # ---- what was running: sampled by a timer signal while the loop is late -------------------
+    # Not from another thread: a thread must take the GIL to look, and on a loaded machine a
+    # thread holding the GIL while the OS has not scheduled it stalls the loop it is watching.
+    # A signal handler runs in the loop's own thread, between two bytecodes of whatever it is
+    # doing: during Python work that is the culprit itself, after a blocking call its caller.
+    def _start_sampling(self) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        period = self.meter.threshold_s / 2
+        signal.signal(signal.SIGALRM, self._sample)
+        signal.setitimer(signal.ITIMER_REAL, period, period)
+        return True
+
+    def _sample(self, _signum: int, frame: FrameType | None) -> None:
+        due = self._due
+        if due is None or frame is None or time.monotonic() - due < self.meter.threshold_s / 2:
+            return
+        if self._stack is None or self._stack[0] != due:
+            self._stack = (due, "".join(traceback.format_stack(frame)[-15:]))
 
     def _record(self, stall: Stall, due: float | None) -> None:
         self.metrics.inc("loop_stalls_total")
