@@ -68,6 +68,13 @@ def test_deep_bodies_are_400_on_every_kind_of_write(client: httpx.Client, owner_
          {"events": [{"type": "assistant", "message": nested(depth)}]}),
         ("POST", f"/v1/code/sessions/{cse}/worker/events", bearer(jwt),
          {"events": [{"payload": {"type": "assistant", "x": nested(depth)}}]}),
+        # the hot routes check a batch part by part: the events, and everything around them
+        ("POST", f"/v1/session_ingress/session/{d.session_id}/events", bearer(d.worker_token),
+         {"events": [{"type": "assistant"}], "junk": nested(depth)}),
+        ("POST", f"/v1/code/sessions/{cse}/worker/events", bearer(jwt),
+         {"events": [{"payload": {"type": "assistant"}, "agent_id": nested(depth)}]}),
+        ("POST", f"/v1/code/sessions/{cse}/worker/events", bearer(jwt),
+         {"events": [{"payload": {"type": "assistant"}}], "junk": {"x": nested(depth)}}),
         ("POST", f"/v1/code/sessions/{cse}/worker/internal-events", bearer(jwt),
          {"events": [{"payload": {"type": "transcript", "x": nested(depth)}}]}),
         ("PUT", f"/v1/code/sessions/{cse}/worker", bearer(jwt), {"external_metadata": {"x": nested(depth)}}),
@@ -111,6 +118,17 @@ def test_the_limit_itself_is_accepted_and_read_back(client: httpx.Client, owner_
     assert sessions.status_code == 200, sessions.text
     too_deep = {"title": "over", "session_context": {"deep": nested(MAX_DEPTH - 1)}}
     assert_error(client.post("/v1/sessions", json=too_deep, headers=user), 400, "invalid_request_error")
+
+
+def test_the_hot_routes_hold_the_whole_body_to_the_limit(client: httpx.Client, owner_token: str) -> None:
+    """They check events one by one; the limit is still on the body: 64 levels in all."""
+    d = dispatch(client, owner_token)
+    path, worker = f"/v1/session_ingress/session/{d.session_id}/events", bearer(d.worker_token)
+    # body (1) → events (2) → event (3) → "x" … : an event may nest 62 levels
+    fits = {"events": [{"type": "assistant", "x": nested(MAX_DEPTH - 3)}]}
+    assert client.post(path, json=fits, headers=worker).status_code == 200
+    over = {"events": [{"type": "assistant", "x": nested(MAX_DEPTH - 2)}]}
+    assert_error(client.post(path, json=over, headers=worker), 400, "invalid_request_error")
 
 
 def test_brackets_inside_strings_do_not_count(client: httpx.Client, owner_token: str) -> None:

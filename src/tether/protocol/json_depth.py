@@ -17,28 +17,33 @@ deeper than a bound are replaced by a short marker, so such a row is served, not
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 MAX_DEPTH: Final = 64
 TOO_DEEP: Final = "[nested too deep]"
 
 
+_CONTAINERS: Final = frozenset((dict, list))  # what orjson decodes objects and arrays to
+
+
 def nesting(value: object, limit: int) -> int:
-    """The container depth of a decoded JSON value (0 for a scalar), counted up to ``limit + 1``."""
-    if not isinstance(value, dict | list):
-        return 0
-    deepest = 1
-    stack: list[tuple[dict[object, object] | list[object], int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > deepest:
-            deepest = depth
-            if deepest > limit:
-                return deepest
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return deepest
+    """The container depth of a decoded JSON value (0 for a scalar), counted up to ``limit + 1``.
+
+    Level by level: each step is one list comprehension over the children of the level's
+    containers (scalars are only looked at, never descended into).
+    """
+    level: list[Any] = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return depth
+        below: list[Any] = []
+        for node in level:
+            below += [child for child in (node.values() if type(node) is dict else node)
+                      if type(child) in _CONTAINERS]
+        level = below
+    return depth
 
 
 def exceeds(raw: bytes | bytearray | str, value: object, limit: int = MAX_DEPTH) -> bool:
@@ -59,7 +64,7 @@ def clamp(value: object, limit: int, marker: object = TOO_DEEP) -> object:
 
 
 def _clamp(value: object, room: int, marker: object) -> object:
-    if not isinstance(value, dict | list):
+    if type(value) not in _CONTAINERS:
         return value
     if room <= 0:
         return marker
@@ -67,4 +72,5 @@ def _clamp(value: object, room: int, marker: object) -> object:
         return value
     if isinstance(value, dict):
         return {key: _clamp(child, room - 1, marker) for key, child in value.items()}
+    assert isinstance(value, list)
     return [_clamp(child, room - 1, marker) for child in value]

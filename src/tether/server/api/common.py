@@ -55,7 +55,8 @@ def internal_error_response() -> Response:
     return error_response(500, "api_error", "Internal server error (this is a bug; see the server log).")
 
 
-async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False) -> Any:
+async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False,
+                    check_depth: bool = True) -> Any:
     ctx = ctx_of(request)
     limit = max_bytes or ctx.config.limits.max_body_bytes
     declared = declared_length(request)
@@ -70,11 +71,14 @@ async def read_json(request: Request, *, max_bytes: int | None = None, allow_emp
         if allow_empty:
             return {}
         raise InvalidRequest("The request body must be JSON.")
-    return jsonio.parse(chunks)
+    return jsonio.parse(chunks, check=check_depth)
 
 
-async def read_object(request: Request, *, allow_empty: bool = True, max_bytes: int | None = None) -> dict[str, Any]:
-    body = await read_json(request, allow_empty=allow_empty, max_bytes=max_bytes)
+async def read_object(request: Request, *, allow_empty: bool = True, max_bytes: int | None = None,
+                      check_depth: bool = True) -> dict[str, Any]:
+    """The body as a JSON object; ``check_depth=False`` only where the caller checks the depth of
+    every part itself (a worker's event batch: jsonio.check_batch)."""
+    body = await read_json(request, allow_empty=allow_empty, max_bytes=max_bytes, check_depth=check_depth)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body

@@ -72,14 +72,15 @@ async def post_events(session_id: str, request: Request) -> Response:
     token = bearer(request)
     await authorize_worker(ctx, token, body, check_session=False)
     rate_limit(ctx, f"worker:{body}")
-    payload = await read_object(request, allow_empty=False)
+    payload = await read_object(request, allow_empty=False, check_depth=False)  # checked by part:
     events = payload.get("events")
     if not isinstance(events, list):
         raise InvalidRequest("'events' must be a list.")
     if len(events) > ctx.config.limits.max_v1_batch:
         raise PayloadTooLarge(f"At most {ctx.config.limits.max_v1_batch} events per request.")
+    jsonio.check_batch(payload, events)
     ctx.metrics.inc("worker_events_total", len(events))
-    await ctx.hub.post_worker_events(body, events)
+    await ctx.hub.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST)
     await confirm_sent_controls(ctx, body)
     await frames_first(len(events))
     return JSONResponse({})

@@ -92,10 +92,11 @@ def _check(session: dict[str, Any], epoch: int) -> None:
         raise Conflict("The session is archived.", error_type="already_archived")
 
 
-async def _checked(request: Request, session_id: str) -> tuple[ServerContext, str, dict[str, Any], dict[str, Any]]:
+async def _checked(request: Request, session_id: str, *,
+                   check_depth: bool = True) -> tuple[ServerContext, str, dict[str, Any], dict[str, Any]]:
     """Authenticate, read the body, and refuse a stale epoch (409) before doing anything."""
     ctx, body, claims = _claims(request, session_id)
-    payload = await read_object(request)
+    payload = await read_object(request, check_depth=check_depth)
     session = await _session(ctx, body, claims)
     payload["worker_epoch"] = _epoch_of(payload, claims)
     _check(session, payload["worker_epoch"])
@@ -205,11 +206,13 @@ def _batch(payload: dict[str, Any], ctx: ServerContext) -> list[Any]:
 
 @_route("POST", "/worker/events")
 async def post_events(session_id: str, request: Request) -> Response:
-    ctx, body, _, payload = await _checked(request, session_id)
+    ctx, body, _, payload = await _checked(request, session_id, check_depth=False)  # checked by part:
     events = _batch(payload, ctx)
+    jsonio.check_batch(payload, events, "payload")
     flags = [bool(e.get("ephemeral")) for e in events]
     ctx.metrics.inc("worker_events_total", len(events))
-    await ctx.hub.post_worker_events(body, [e["payload"] for e in events], ephemeral_flags=flags, v1=False)
+    await ctx.hub.post_worker_events(body, [e["payload"] for e in events], ephemeral_flags=flags, v1=False,
+                                     depth_room=jsonio.EVENT_ROOM_V2_POST)
     await frames_first(len(events))
     return JSONResponse({})
 
