@@ -359,15 +359,16 @@ class Tx:
         one event); and whether more match beyond the page. The sizes are read first, so no
         more payloads than the page holds ever leave the database."""
         order = t.events.c.seq.asc() if ascending else t.events.c.seq.desc()
-        count, more = limit, False
-        if max_bytes is not None:
+        if max_bytes is None:
+            rows = await self._all(sa.select(t.events).where(*where).order_by(order).limit(limit + 1))
+            more = len(rows) > limit
+            rows = rows[:limit]
+        else:
             sized = sa.select(t.events.c.seq, _PAYLOAD_BYTES).where(*where).order_by(order).limit(limit + 1)
             sizes = [r[1] for r in (await self.conn.execute(sized)).all()]
             count = fitting(sizes[:limit], max_bytes)
             more = len(sizes) > count
-        rows = await self._all(sa.select(t.events).where(*where).order_by(order).limit(count)) if count else []
-        if max_bytes is None:
-            more = len(rows) == limit
+            rows = await self._all(sa.select(t.events).where(*where).order_by(order).limit(count)) if count else []
         if not ascending:
             rows.reverse()
         return [_stored(r) for r in rows], more
