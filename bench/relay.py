@@ -1099,7 +1099,7 @@ async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callab
     log("baseline: raw websockets echo and fan-out" + (", raw SSE fan-out" if sse else ""))
     first = await run_baseline(plan, compression, sse)
     log("tether: starting the server")
-    server = ServerProcess(data_dir, limits={"rate_per_second": 0})
+    server = ServerProcess(data_dir, limits={"rate_per_second": 0}, watch_loop=False)
     await asyncio.to_thread(server.start)
     try:
         token = await asyncio.to_thread(server.token)

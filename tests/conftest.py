@@ -7,12 +7,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.server import ServerProcess
+from tests.support.server import STALL_LIMIT_S, STALL_REPORTS, ServerProcess, read_stalls
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def no_loop_stalls() -> Iterator[None]:
+    """Fail a test during which a server it talks to blocked its event loop for more than
+    STALL_LIMIT_S (the servers measure it themselves: tests/support/server.py)."""
+    offsets = {report: report.stat().st_size if report.exists() else 0 for report in STALL_REPORTS}
+    yield
+    found = []
+    for report in sorted(STALL_REPORTS):
+        found += [(report.parent, stall) for stall in read_stalls(report, offsets.get(report, 0))]
+    if found:
+        lines = [f"{where.name}: blocked {s['stall_ms']} ms ({s['late_ms']} ms late, {s['runnable_ms']} ms "
+                 f"waiting for a CPU); the loop was in:\n{s['stack'] or '(no sample)'}" for where, s in found]
+        pytest.fail(f"a server's event loop was blocked longer than {STALL_LIMIT_S * 1000:.0f} ms:\n"
+                    + "\n".join(lines), pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -135,3 +135,36 @@ def test_env_based_work_defaults_to_v2() -> None:
     from tether.server.config import Config
 
     assert Config().worker_transport == "v2"
+
+
+@pytest.mark.parametrize("declared", ["text/plain\x01", "text/html\x7f; x=1", "image/png\x00", "a b/c", "x" * 300])
+async def test_a_bad_content_type_is_stored_as_octet_stream(server: ServerProcess, owner_token: str,
+                                                            declared: str) -> None:
+    """A control character in a part's Content-Type made the file undownloadable (issue #11)."""
+    body = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="c.bin"\r\n'
+            b"Content-Type: " + declared.encode("latin-1") + b"\r\n\r\nbytes\r\n--xyz--\r\n")
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        r = await client.post("/v1/files", content=body, headers={
+            **auth(owner_token), "content-type": "multipart/form-data; boundary=xyz"})
+        assert r.status_code == 200, r.text
+        r = await client.get(f"/api/oauth/files/{r.json()['file_uuid']}/content", headers=auth(owner_token))
+        assert r.status_code == 200 and r.content == b"bytes"
+        assert r.headers["content-type"] == "application/octet-stream"
+
+
+async def test_a_well_formed_content_type_is_kept_and_old_bad_rows_download(server: ServerProcess,
+                                                                            owner_token: str) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        r = await client.post("/v1/files", files={"file": ("a.txt", b"text", "text/plain; charset=utf-8")},
+                              headers=auth(owner_token))
+        file_uuid = r.json()["file_uuid"]
+        url = f"/api/oauth/files/{file_uuid}/content"
+        r = await client.get(url, headers=auth(owner_token))
+        assert r.headers["content-type"] == "text/plain; charset=utf-8"
+        db = sqlite3.connect(server.data_dir / "tether.db", timeout=30)
+        with db:
+            db.execute("UPDATE files SET content_type = ? WHERE id = ?", ("text/plain\x01\n", file_uuid))
+        db.close()
+        r = await client.get(url, headers=auth(owner_token))
+        assert r.status_code == 200 and r.content == b"text"
+        assert r.headers["content-type"] == "application/octet-stream"

@@ -35,9 +35,28 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.02, message: 
         time.sleep(interval)
 
 
+# The loop-stall guard: every server started here runs the server's stall monitor
+# (tether/server/loopwatch.py) and tests/conftest.py fails a test during which one of them
+# blocked its event loop longer than this (TETHER_TEST_STALL_LIMIT_MS: 100 unless set).
+STALL_LIMIT_S = float(os.environ.get("TETHER_TEST_STALL_LIMIT_MS", "100")) / 1000
+LOOP_MONITOR_S = 0.02
+STALL_REPORTS: set[pathlib.Path] = set()  # the report file of every server started in this run
+
+
+def read_stalls(report: pathlib.Path, offset: int = 0) -> list[dict[str, Any]]:
+    """The stalls a server recorded in ``report`` past byte ``offset``."""
+    try:
+        with open(report, "rb") as f:
+            f.seek(offset)
+            tail = f.read()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in tail.splitlines() if line.strip()]
+
+
 class ServerProcess:
     def __init__(self, data_dir: pathlib.Path, *, port: int | None = None, args: tuple[str, ...] = (),
-                 scheme: str = "http", verify: Any = True, **overrides: Any) -> None:
+                 scheme: str = "http", verify: Any = True, watch_loop: bool = True, **overrides: Any) -> None:
         self.data_dir = data_dir
         self.args = args
         self.scheme = scheme
@@ -46,6 +65,9 @@ class ServerProcess:
         # Env-based work defaults to v2 in the product; most tests assert v1 costumes
         # (`session_…` work ids), so they pin v1 and the v2 tests ask for it explicitly.
         overrides.setdefault("worker_transport", "v1")
+        if watch_loop:  # (the benchmark turns it off: it measures, it is not under test)
+            overrides.setdefault("loop_monitor_s", LOOP_MONITOR_S)
+            overrides.setdefault("loop_stall_threshold_s", STALL_LIMIT_S)
         self.overrides = overrides
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
@@ -65,8 +87,14 @@ class ServerProcess:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
+    @property
+    def stall_report(self) -> pathlib.Path:
+        return self.data_dir / "loop-stalls.jsonl"
+
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.overrides.get("loop_monitor_s"):
+            STALL_REPORTS.add(self.stall_report)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tether.cli.main", "server", "--data-dir", str(self.data_dir),

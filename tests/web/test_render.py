@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from html.parser import HTMLParser
 
 import pytest
@@ -76,10 +77,46 @@ def test_render_items_tolerates_garbage() -> None:
     assert "x" in out[5] and out[6] == "<p><em>hi</em></p>\n"
 
 
-def test_long_input_is_cut_not_refused() -> None:
-    big = "a\n" * (render.MAX_DIFF_LINES + 50)
-    assert "diff cut" in render.diff_html("", big)
-    assert len(render.markdown_html("x" * (render.MAX_TEXT + 10))) < render.MAX_TEXT + 100
+def test_too_large_items_are_left_as_plain_text() -> None:
+    """Over a bound an item renders as "": the browser keeps the full plain text (nothing is cut away)."""
+    assert render.diff_html("", "a\n" * (render.MAX_DIFF_LINES + 50)) == ""
+    assert render.diff_html("", "".join(f"{i}\n" for i in range(render.MAX_DIFF_ROWS + 1))) == ""
+    big = "x" * (render.MAX_ITEM_CHARS + 1)
+    for item in ({"type": "markdown", "text": big}, {"type": "code", "text": big},
+                 {"type": "diff", "old": big, "new": ""}):
+        assert render.render_item(item) == ""
+    assert render.render_item({"type": "markdown", "text": "x" * render.MAX_ITEM_CHARS}).startswith("<p>x")
+
+
+def test_line_diff_shows_context_and_gaps() -> None:
+    old = "".join(f"line {i}\n" for i in range(40))
+    new = old.replace("line 5\n", "five\n").replace("line 30\n", "thirty\nextra\n")
+    out = render.diff_html(old, new)
+    assert out.count('class="d-del"') == 2 and out.count('class="d-add"') == 3
+    assert out.count('class="d-gap"') == 1  # between the two changes; none before the first or after the last
+    assert out.count('class="d-ctx"') == 3 + 3 + 3 + 3
+    assert '<td class="d-n">6</td><td class="d-n"></td>' in out  # old line numbers count from 1
+    assert '<span class="d-plus">+3</span> <span class="d-minus">−2</span>' in out
+
+
+@pytest.mark.parametrize("old, new", [
+    ("a\nb\n" * 2000, "b\na\n" * 2000),
+    ("x\n" * 4000, "x\n" * 2000 + "y\n" + "x\n" * 1999),
+    ("a\n" * 2000 + "b\n" * 2000, "b\n" * 2000 + "a\n" * 2000),
+    ("".join(f"{i}\n" for i in range(4999)), "".join(f"{i * 7}\n" for i in range(4999))),
+])
+def test_diffs_that_were_quadratic_are_fast(old: str, new: str) -> None:
+    """difflib took 6–17 s on inputs of this kind; measured as CPU time, so machine load does not count."""
+    started = time.process_time()
+    out = render.diff_html(old, new, time_limit_s=render.DIFF_TIME_LIMIT_S)
+    assert time.process_time() - started < 2 * render.DIFF_TIME_LIMIT_S + 0.5
+    assert out == "" or out.startswith('<div class="diff">')
+
+
+def test_render_items_stop_at_the_deadline() -> None:
+    items = [{"type": "markdown", "text": "*hi*"}] * 3
+    assert render.render_items(items, deadline=time.monotonic() - 1) == ["", "", ""]
+    assert render.render_items(items, deadline=time.monotonic() + 60) == ["<p><em>hi</em></p>\n"] * 3
 
 
 def test_pygments_stylesheet_has_light_and_dark_tokens() -> None:

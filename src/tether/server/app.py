@@ -2,7 +2,8 @@
 
 Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
 reaper in a task group; on shutdown: stop accepting (readyz 503), close sockets with
-1012, stop background tasks, close the store — in that order, each with a deadline.
+1012, stop background tasks, stop the render process, close the store — in that order, each
+with a deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from tether.errors import TetherError
@@ -36,6 +38,7 @@ from tether.server.api.openapi import document_responses
 from tether.server.config import Config
 from tether.server.context import ServerContext
 from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp
+from tether.server.loopwatch import REPORT_NAME, LoopWatch
 from tether.server.web import api as web_api
 from tether.server.web import pages
 
@@ -64,12 +67,17 @@ def create_app(config: Config) -> FastAPI:
             gc.collect()
             gc.freeze()
             ctx.ready = True
+            # measured from here on: start-up (imports, migrations, gc.freeze) is not serving
+            watch = tg.create_task(_watch_loop(ctx), name="loop-watch") if config.loop_monitor_s > 0 else None
             try:
                 yield
             finally:
+                if watch is not None:
+                    watch.cancel()
                 ctx.begin_shutdown()
                 reaper.cancel()
                 checkpointer.cancel()
+        await ctx.renderer.close()
         await ctx.broker.close()
         await ctx.store.close()
 
@@ -83,6 +91,7 @@ def create_app(config: Config) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events))
     app.fast_socket = subscribe.subscribe
+    app.body_budget = ctx.body_budget
     # Routes go straight onto the app, hot ones first: nested included routers cost a match
     # per router on every request (≈14 % of a worker POST's CPU, bench/relay.py).
     for module in (ingress, worker, subscribe, environments, sessions, code_sessions, oauth, misc, login_links, pages,
@@ -104,12 +113,24 @@ def create_app(config: Config) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error_response(400, "invalid_request_error", f"Invalid request: {exc.errors()[:3]}")
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        log.warning("client went away during %s %s", request.method, request.url.path)
+        return Response(status_code=400)  # nobody is there to read it
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return internal_error_response()
 
     return app
+
+
+async def _watch_loop(ctx: ServerContext) -> None:
+    config = ctx.config
+    watch = LoopWatch(config.loop_monitor_s, config.loop_stall_threshold_s, ctx.metrics,
+                      config.data_dir / REPORT_NAME)
+    await watch.run()
 
 
 async def _reset_worker_presence(ctx: ServerContext) -> None:

@@ -20,6 +20,10 @@ class Limits:
     max_v1_batch: int = 500
     max_v2_batch: int = 100
     max_file_bytes: int = 20 << 20
+    # all request bodies being read or handled at once (429 + Retry-After past it); at least
+    # one whole file upload must fit
+    max_inflight_body_bytes: int = 64 << 20
+    max_page_bytes: int = 4 << 20  # stored events in one page of a read (at least one event)
     # per credential; 0 disables
     rate_per_second: float = 500.0
     rate_burst: int = 2000
@@ -67,6 +71,10 @@ class Config:
     sse_keepalive_s: float = 15.0
     worker_transport: str = "v2"  # what env-based dispatch hands out: v2 (default) | v1
     broker_queue_size: int = 4096  # items a subscriber may lag behind before it re-reads the log
+    # the loop-stall monitor (server/loopwatch.py): wake-up interval, 0 = off; stalls longer than
+    # the threshold are logged, counted in /metrics and written to <data_dir>/loop-stalls.jsonl
+    loop_monitor_s: float = 0.0
+    loop_stall_threshold_s: float = 0.1
     limits: Limits = field(default_factory=Limits)
     print_login_link: bool = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from tether.protocol.body_budget import BodyBudget
 from tether.server.auth.ratelimit import RateLimiter
 from tether.server.auth.service import Auth
 from tether.server.broker import SERVER_CLOSING, Broker
@@ -14,6 +15,7 @@ from tether.server.hub import Hub
 from tether.server.metrics import Metrics
 from tether.server.store import Store
 from tether.server.streams import OpenStreams
+from tether.server.web.renderer import Renderer
 
 
 @dataclass
@@ -28,6 +30,8 @@ class ServerContext:
     login_limiter: RateLimiter
     streams: OpenStreams
     metrics: Metrics = field(default_factory=lambda: Metrics())
+    renderer: Renderer = field(default_factory=lambda: Renderer())
+    body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 << 20))
     ready: bool = False
     closing: bool = False
     loop: asyncio.AbstractEventLoop | None = None
@@ -58,4 +62,5 @@ class ServerContext:
             limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
             login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
             streams=streams,
+            body_budget=BodyBudget(max(limits.max_inflight_body_bytes, limits.max_file_bytes + (64 << 10))),
         )

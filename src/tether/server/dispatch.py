@@ -170,7 +170,7 @@ class Dispatcher:
         await self.worker_gone(tx, session, "work_stopped")
         if force:
             return
-        if session and not session["archived_at"] and await tx.undelivered_inbound(session["id"]):
+        if session and not session["archived_at"] and await tx.has_undelivered_inbound(session["id"]):
             await self.queue_work(tx, session)
 
     # ---- ending work, and what a worker token may still do -------------------------------------

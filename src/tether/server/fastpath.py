@@ -9,6 +9,9 @@ same endpoint functions with a plain Starlette ``Request``/``WebSocket``; every 
 request, and these paths with another method, go through FastAPI as before. Errors keep
 the one JSON error shape; an unexpected exception is logged and answered 500 (1011 on a
 socket), as the framework would.
+
+Every request with a body, fast or not, reads it through :class:`MeteredReceive`: the bytes of
+all bodies being read or handled at once are bounded by one budget (``limits.max_inflight_body_bytes``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
-from tether.errors import TetherError
+from tether.errors import RateLimited, TetherError
+from tether.protocol.body_budget import BodyBudget
 from tether.server.api.common import internal_error_response, tether_error_response
 
 log = logging.getLogger("tether.server")
@@ -49,13 +53,50 @@ def path_param(path: str, prefixes: tuple[str, ...], suffix: str) -> str | None:
     return None
 
 
+class MeteredReceive:
+    """``receive`` of one request, taking each body chunk from the server's body budget
+    (docs/protocol.md §4.8); ``release`` gives it all back when the request is over."""
+
+    __slots__ = ("budget", "held", "receive")
+
+    def __init__(self, budget: BodyBudget, receive: Receive) -> None:
+        self.budget = budget
+        self.receive = receive
+        self.held = 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        size = len(message.get("body", b""))
+        if size:
+            if not self.budget.take(size):
+                raise RateLimited("The server is receiving too many large requests at once; retry in a "
+                                  "second.", retry_after=1)
+            self.held += size
+        return message
+
+    def release(self) -> None:
+        self.budget.give(self.held)
+        self.held = 0
+
+
 class TetherApp(FastAPI):
     """FastAPI, with the hot routes dispatched first (see the module docstring)."""
 
     fast_posts: tuple[tuple[tuple[str, ...], str, HttpEndpoint], ...] = ()  # (prefixes, suffix, endpoint)
     fast_socket: SocketEndpoint | None = None
+    body_budget: BodyBudget | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.body_budget is not None and scope["method"] not in ("GET", "HEAD"):
+            metered = MeteredReceive(self.body_budget, receive)
+            try:
+                await self._dispatch(scope, metered, send)
+            finally:
+                metered.release()
+        else:
+            await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and scope["method"] == "POST":
             for prefixes, suffix, endpoint in self.fast_posts:
@@ -79,6 +120,9 @@ class TetherApp(FastAPI):
             response = await endpoint(param, request)
         except TetherError as exc:
             response = tether_error_response(exc)
+        except ClientDisconnect:
+            log.warning("client went away during POST %s", scope["path"])
+            return
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
             response = internal_error_response()

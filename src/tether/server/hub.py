@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 
 from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from tether.protocol import titles
+from tether.protocol import json_depth, titles
 from tether.protocol.ids import new_id
+from tether.server import jsonio
 from tether.server.broker import Broker
 from tether.server.clock import iso, now
 from tether.server.config import Config
@@ -62,7 +63,9 @@ class Ingest:
     replies: list[dict[str, Any]] = field(default_factory=list)  # server → worker control responses
 
 
-def _check_event(obj: Any, max_bytes: int) -> tuple[dict[str, Any], str]:
+def _check_event(obj: Any, max_bytes: int, depth_room: int | None = None) -> tuple[dict[str, Any], str]:
+    """``obj`` as an event (a ``uuid`` added if it has none) and its JSON text; with
+    ``depth_room``, also the depth limit (a bracket count of the text, rarely a walk)."""
     if not isinstance(obj, dict):
         raise InvalidRequest("Each event must be a JSON object.")
     kind = obj.get("type")
@@ -72,9 +75,14 @@ def _check_event(obj: Any, max_bytes: int) -> tuple[dict[str, Any], str]:
         raise InvalidRequest("An event's 'uuid' must be a string.")
     if not obj.get("uuid"):
         obj = {**obj, "uuid": str(uuidlib.uuid4())}
-    raw = orjson.dumps(obj)
+    try:
+        raw = orjson.dumps(obj)
+    except orjson.JSONEncodeError:  # deeper than orjson writes (a body parsed unchecked)
+        raise jsonio.TooDeep("An event") from None
     if len(raw) > max_bytes:  # bytes, not characters: the worker's line limit counts bytes
         raise PayloadTooLarge(f"An event is larger than {max_bytes} bytes.")
+    if depth_room is not None and json_depth.exceeds(raw, obj, depth_room):
+        raise jsonio.TooDeep("The request body")
     return obj, raw.decode()
 
 
@@ -321,13 +329,15 @@ class Hub:
 
     # ---- worker writes --------------------------------------------------------------------
     async def post_worker_events(self, body: str, raw_events: Sequence[Any], *,
-                                 ephemeral_flags: Sequence[bool] | None = None, v1: bool = True) -> Ingest:
+                                 ephemeral_flags: Sequence[bool] | None = None, v1: bool = True,
+                                 depth_room: int | None = None) -> Ingest:
         """Worker output (I2, WS frames, W6): durable events are logged, ephemeral ones fanned
-        out live; subscribers get both in the order the worker wrote them."""
+        out live; subscribers get both in the order the worker wrote them. ``depth_room``: how
+        deep each event may nest, for a batch whose body was parsed unchecked (jsonio.check_batch)."""
         durable: list[EventIn] = []
         order: list[EventIn | tuple[dict[str, Any], str]] = []
         for index, raw in enumerate(raw_events):
-            obj, text = _check_event(raw, self.config.limits.max_event_bytes)
+            obj, text = _check_event(raw, self.config.limits.max_event_bytes, depth_room)
             kind = obj["type"]
             if kind == "keep_alive":
                 continue

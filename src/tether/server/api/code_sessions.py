@@ -76,11 +76,10 @@ async def teleport_events(session_id: str, request: Request) -> Response:
         session = await tx.get_session(body)
         if session is None or session["org_id"] != principal.org_id:
             raise NotFound("No such session.")
-        rows = await tx.internal_events_after(body, cursor, limit + 1, True)
-    page = rows[:limit]
+        page, more = await tx.internal_events_after(body, cursor, limit, True, ctx.config.limits.max_page_bytes)
     out: dict[str, object] = {"data": [{
         "event_id": r["event_id"], "event_type": r["event_type"], "is_compaction": r["is_compaction"],
         "payload": orjson.loads(r["payload"]), "created_at": iso(r["created_at"])} for r in page]}
-    if len(rows) > limit:
+    if more:
         out["next_cursor"] = str(page[-1]["pk"])
     return JSONResponse(out)

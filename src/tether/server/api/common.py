@@ -6,7 +6,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 from fastapi import Request, WebSocket
 from fastapi.responses import Response
 
@@ -19,6 +18,7 @@ from tether.errors import (
     TetherError,
 )
 from tether.protocol.ids import is_valid_id, prefixed_body, session_body
+from tether.server import jsonio
 from tether.server.api.sockets import CLOSE_UNAUTHORIZED
 from tether.server.auth.secrets import csrf_token
 from tether.server.auth.service import USER_KINDS, Principal
@@ -40,7 +40,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return jsonio.dumps(content)  # a row stored before the depth limit is served, not a 500
 
 
 def error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -59,7 +59,8 @@ def internal_error_response() -> Response:
     return error_response(500, "api_error", "Internal server error (this is a bug; see the server log).")
 
 
-async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False) -> Any:
+async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False,
+                    check_depth: bool = True) -> Any:
     ctx = ctx_of(request)
     limit = max_bytes or ctx.config.limits.max_body_bytes
     declared = declared_length(request)
@@ -74,14 +75,14 @@ async def read_json(request: Request, *, max_bytes: int | None = None, allow_emp
         if allow_empty:
             return {}
         raise InvalidRequest("The request body must be JSON.")
-    try:
-        return orjson.loads(chunks)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+    return jsonio.parse(chunks, check=check_depth)
 
 
-async def read_object(request: Request, *, allow_empty: bool = True, max_bytes: int | None = None) -> dict[str, Any]:
-    body = await read_json(request, allow_empty=allow_empty, max_bytes=max_bytes)
+async def read_object(request: Request, *, allow_empty: bool = True, max_bytes: int | None = None,
+                      check_depth: bool = True) -> dict[str, Any]:
+    """The body as a JSON object; ``check_depth=False`` only where the caller checks the depth of
+    every part itself (a worker's event batch: jsonio.check_batch)."""
+    body = await read_json(request, allow_empty=allow_empty, max_bytes=max_bytes, check_depth=check_depth)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from tether.errors import AuthenticationFailed, Gone, InvalidRequest, NotFound
 from tether.protocol.ids import is_valid_id, new_id, prefixed_body
+from tether.server import jsonio
 from tether.server.api.common import (
     JSONResponse,
     bearer,
@@ -37,7 +38,7 @@ def _str_field(body: dict[str, Any], name: str, *, max_len: int = 4096, required
     return value
 
 
-def _registration(body: dict[str, Any]) -> dict[str, Any]:
+def _registration(body: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     max_sessions = body.get("max_sessions", 1)
     if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or not 1 <= max_sessions <= 1000:
         raise InvalidRequest("'max_sessions' must be an integer from 1 to 1000.")
@@ -45,6 +46,7 @@ def _registration(body: dict[str, Any]) -> dict[str, Any]:
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise InvalidRequest("'metadata' must be an object.")
+    jsonio.check_size(metadata, max_bytes, "'metadata'")
     worker_type = metadata.get("worker_type", "claude_code")
     if not isinstance(worker_type, str) or len(worker_type) > 64:
         raise InvalidRequest("'metadata.worker_type' must be a short string.")
@@ -70,7 +72,7 @@ async def register(request: Request) -> Response:
     principal.require_writer()
     principal.require_policy()
     body = await read_object(request)
-    fields = _registration(body)
+    fields = _registration(body, ctx.config.limits.max_event_bytes)
     wanted = body.get("environment_id")
     if wanted is not None and (not is_valid_id(wanted) or prefixed_body(wanted, "env") is None):
         raise InvalidRequest("'environment_id' must be an id this server issued (env_…).")

@@ -24,6 +24,7 @@ from tether.errors import (
     TetherError,
 )
 from tether.protocol.access import role_fell
+from tether.server import jsonio
 from tether.server.api.common import JSONResponse, bearer, ctx_of, parse_session_id, rate_limit, read_object
 from tether.server.api.direct import frames_first
 from tether.server.api.sockets import (
@@ -136,14 +137,15 @@ async def post_events(session_id: str, request: Request) -> Response:
     token = bearer(request)
     await authorize_worker(ctx, token, body, write=True, check_session=False)
     rate_limit(ctx, f"worker:{body}")
-    payload = await read_object(request, allow_empty=False)
+    payload = await read_object(request, allow_empty=False, check_depth=False)  # checked by part:
     events = payload.get("events")
     if not isinstance(events, list):
         raise InvalidRequest("'events' must be a list.")
     if len(events) > ctx.config.limits.max_v1_batch:
         raise PayloadTooLarge(f"At most {ctx.config.limits.max_v1_batch} events per request.")
+    jsonio.check_batch(payload, events)
     ctx.metrics.inc("worker_events_total", len(events))
-    await ctx.hub.post_worker_events(body, events)
+    await ctx.hub.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST)
     await confirm_sent_controls(ctx, body)
     await frames_first(len(events))
     return JSONResponse({})
@@ -256,9 +258,10 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
             if not line.strip():
                 continue
             try:
-                events.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                raise _Closed(CLOSE_INVALID_DATA, "frames must be newline-delimited JSON objects") from None
+                events.append(jsonio.parse(line, "A frame"))
+            except InvalidRequest as exc:
+                reason = exc.message if isinstance(exc, jsonio.TooDeep) else "frames must be newline-delimited JSON"
+                raise _Closed(CLOSE_INVALID_DATA, reason) from None
         if any(not isinstance(e, dict) or e.get("type") != "keep_alive" for e in events):
             await recheck(ctx, conn.caller, conn.body)
         if events:
@@ -281,11 +284,7 @@ async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, i
         }).decode() + "\n")
         sent = -1
         while True:
-            async with ctx.store.read() as tx:
-                backlog = await tx.undelivered_inbound(body)
-            for ev in backlog:
-                if ev.seq > sent:
-                    sent = await _deliver(ctx, sock, conn, ev)
+            sent = await _deliver_backlog(ctx, sock, conn, sent)
             try:
                 while True:
                     item = await sub.get()
@@ -298,6 +297,18 @@ async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, i
                             sent = await _deliver(ctx, sock, conn, item)
             except Overflowed:
                 sub.reset()
+
+
+async def _deliver_backlog(ctx: ServerContext, sock: Socket, conn: WorkerConnection, sent: int) -> int:
+    """Every inbound event the worker has not confirmed, after ``sent``, a page at a time."""
+    while True:
+        async with ctx.store.read() as tx:
+            page = await tx.undelivered_inbound(conn.body, after_seq=max(sent, 0),
+                                                max_bytes=ctx.config.limits.max_page_bytes)
+        if not page:
+            return sent
+        for ev in page:
+            sent = await _deliver(ctx, sock, conn, ev)
 
 
 async def _deliver(ctx: ServerContext, sock: Socket, conn: WorkerConnection, ev: StoredEvent) -> int:

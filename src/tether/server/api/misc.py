@@ -7,10 +7,11 @@ import uuid as uuidlib
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from tether import __version__
-from tether.errors import InvalidRequest, NotFound, PayloadTooLarge
+from tether.errors import InvalidRequest, NotFound, PayloadTooLarge, TetherError
 from tether.server.api.common import (
     JSONResponse,
     bearer,
@@ -164,6 +165,18 @@ async def audit(request: Request) -> Response:
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+# type/subtype with optional parameters (RFC 9110 §8.3): nothing a response header could not carry
+_CONTENT_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*')
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def safe_content_type(value: str | None) -> str:
+    """An uploaded part's declared type if it is a well-formed media type, else octet-stream: a
+    control character in it made the file undownloadable (a header cannot carry it)."""
+    if value and len(value) <= 200 and _CONTENT_TYPE.fullmatch(value):
+        return value
+    return DEFAULT_CONTENT_TYPE
 
 
 @router.post("/v1/files")
@@ -179,7 +192,7 @@ async def upload(request: Request) -> Response:
         raise InvalidRequest("Upload files as multipart/form-data with a 'file' field.")
     try:
         form = await _limited(request, limit + 65536).form(max_files=1, max_fields=10, max_part_size=limit)
-    except PayloadTooLarge:
+    except (TetherError, ClientDisconnect):  # too large, the body budget, the client went away
         raise
     except Exception as exc:  # starlette raises its own error types for malformed multipart
         raise InvalidRequest(f"Malformed multipart body: {exc}") from None
@@ -193,7 +206,7 @@ async def upload(request: Request) -> Response:
     file_uuid = str(uuidlib.uuid4())
     async with ctx.store.write() as tx:
         await tx.insert_file(id=file_uuid, org_id=principal.org_id, user_id=principal.user_id, name=name,
-                             content_type=upload.content_type or "application/octet-stream",
+                             content_type=safe_content_type(upload.content_type),
                              size=len(content), content=content, created_at=now())
     return JSONResponse({"file_uuid": file_uuid, "file_name": name, "size": len(content)})
 
@@ -235,7 +248,8 @@ async def download(file_uuid: str, request: Request) -> Response:
         allowed = row is not None and row["org_id"] == principal.org_id
     if row is None or not allowed:
         raise NotFound("No such file.")
-    return Response(row["content"], media_type=row["content_type"],
+    # (sanitised again: rows stored before uploads were checked may hold anything)
+    return Response(row["content"], media_type=safe_content_type(row["content_type"]),
                     headers={"content-disposition": f'attachment; filename="{row["name"]}"',
                              "x-content-type-options": "nosniff"})
 
@@ -258,4 +272,8 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     ctx = ctx_of(request)
+    budget = ctx.body_budget
+    ctx.metrics.gauge("body_bytes_in_flight", budget.used)
+    ctx.metrics.gauge("body_bytes_in_flight_peak", budget.peak)
+    ctx.metrics.gauge("body_budget_refusals", budget.refused)
     return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4")

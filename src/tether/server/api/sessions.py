@@ -18,6 +18,7 @@ from tether.protocol.runner_policy import (
     check_session_context,
     pick_runner,
 )
+from tether.server import jsonio
 from tether.server.api.common import (
     JSONResponse,
     bearer,
@@ -101,6 +102,9 @@ async def create_session_row(request: Request, principal: Any, body: dict[str, A
     source = body.get("source")
     if source is not None and not isinstance(source, str):
         raise InvalidRequest("'source' must be a string.")
+    limit = ctx.config.limits.max_event_bytes
+    jsonio.check_size(context, limit, "'session_context'")
+    jsonio.check_size(tags, limit, "'tags'")
     t = now()
     async with ctx.store.write() as tx:
         env = None
@@ -290,14 +294,9 @@ async def list_events(session_id: str, request: Request) -> Response:
         await ctx.hub.load_session(tx, sbody, principal.org_id)
         before = await _anchor(tx, sbody, q.get("before_id"))
         after = await _anchor(tx, sbody, q.get("after_id"))
-        if after is not None:
-            page = await tx.events_page(sbody, limit=limit + 1, after_seq=after)
-            has_more = len(page) > limit
-            page = page[:limit]
-        else:
-            page = await tx.events_page(sbody, limit=limit + 1, before_seq=before)
-            has_more = len(page) > limit
-            page = page[-limit:] if has_more else page
+        # at most ``limit`` events and ``max_page_bytes`` of them (has_more says there is more)
+        page, has_more = await tx.events_page(sbody, limit=limit, after_seq=after, before_seq=before,
+                                              max_bytes=ctx.config.limits.max_page_bytes)
     data = [orjson.loads(ev.client_frame) for ev in page]
     return JSONResponse({
         "data": data, "has_more": has_more,

@@ -7,10 +7,10 @@ import contextlib
 import logging
 from typing import Any
 
-import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tether.errors import AuthenticationFailed, Gone, NotFound, PermissionDenied, TetherError
+from tether.server import jsonio
 from tether.server.streams import Holder
 
 log = logging.getLogger("tether.server.sockets")
@@ -46,7 +46,7 @@ class Socket:
             await self.ws.send({"type": "websocket.send", "text": text})
 
     async def send_json(self, obj: Any) -> None:
-        await self.send_text(orjson.dumps(obj).decode())
+        await self.send_text(jsonio.dumps(obj).decode())
 
     async def close(self, code: int, reason: str = "") -> None:
         with contextlib.suppress(Exception):

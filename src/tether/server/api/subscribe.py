@@ -11,6 +11,7 @@ from fastapi import APIRouter, WebSocket
 
 from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
 from tether.protocol.access import role_fell
+from tether.server import jsonio
 from tether.server.api.common import ctx_of, parse_count, parse_session_id, user, user_credential
 from tether.server.api.direct import DirectWriter
 from tether.server.api.sockets import (
@@ -213,7 +214,7 @@ async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> in
     """Send every stored event after ``after``; return the last sequence number sent."""
     while True:
         async with ctx.store.read() as tx:
-            page = await tx.events_after(body, after, limit=500)
+            page = await tx.events_after(body, after, limit=500, max_bytes=ctx.config.limits.max_page_bytes)
         if not page:
             return after
         for ev in page:
@@ -233,9 +234,10 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, caller: _Ca
         if len(text) > limit:
             raise _Closed(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
         try:
-            frame = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            await sock.send_json(_error_frame("invalid_request_error", "Frames must be JSON objects."))
+            frame = jsonio.parse(text, "A frame")
+        except InvalidRequest as exc:
+            message = exc.message if isinstance(exc, jsonio.TooDeep) else "Frames must be JSON objects."
+            await sock.send_json(_error_frame("invalid_request_error", message))
             continue
         await _handle_frame(ctx, sock, body, caller, frame)
 

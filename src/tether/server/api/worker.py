@@ -21,6 +21,7 @@ from tether.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFou
 from tether.protocol.epochs import EpochInvalid, EpochSuperseded, check_epoch, parse_epoch
 from tether.protocol.ids import new_id
 from tether.protocol.merge_patch import merge_one_level
+from tether.server import jsonio
 from tether.server.api.common import (
     JSONResponse,
     bearer,
@@ -94,10 +95,11 @@ def _check(session: dict[str, Any], epoch: int) -> None:
         raise Conflict("The session is archived.", error_type="already_archived")
 
 
-async def _checked(request: Request, session_id: str) -> tuple[ServerContext, str, dict[str, Any], dict[str, Any]]:
+async def _checked(request: Request, session_id: str, *,
+                   check_depth: bool = True) -> tuple[ServerContext, str, dict[str, Any], dict[str, Any]]:
     """Authenticate, read the body, and refuse a stale epoch (409) before doing anything."""
     ctx, body, claims = _claims(request, session_id)
-    payload = await read_object(request)
+    payload = await read_object(request, check_depth=check_depth)
     session = await _session(ctx, body, claims)
     payload["worker_epoch"] = _epoch_of(payload, claims)
     _check(session, payload["worker_epoch"])
@@ -142,6 +144,7 @@ async def put_worker(session_id: str, request: Request) -> Response:
             if not isinstance(patch, dict):
                 raise InvalidRequest(f"'{key}' must be an object.")
             updates[key] = merge_one_level(session[key], patch)
+            jsonio.check_size(updates[key], ctx.config.limits.max_event_bytes, f"'{key}' (merged)")
     if payload.get("connection_status") == "disconnected":
         updates["worker_status"] = "disconnected"
     elif status is not None:
@@ -209,11 +212,13 @@ def _batch(payload: dict[str, Any], ctx: ServerContext) -> list[Any]:
 
 @_route("POST", "/worker/events")
 async def post_events(session_id: str, request: Request) -> Response:
-    ctx, body, _, payload = await _checked(request, session_id)
+    ctx, body, _, payload = await _checked(request, session_id, check_depth=False)  # checked by part:
     events = _batch(payload, ctx)
+    jsonio.check_batch(payload, events, "payload")
     flags = [bool(e.get("ephemeral")) for e in events]
     ctx.metrics.inc("worker_events_total", len(events))
-    await ctx.hub.post_worker_events(body, [e["payload"] for e in events], ephemeral_flags=flags, v1=False)
+    await ctx.hub.post_worker_events(body, [e["payload"] for e in events], ephemeral_flags=flags, v1=False,
+                                     depth_room=jsonio.EVENT_ROOM_V2_POST)
     await frames_first(len(events))
     return JSONResponse({})
 
@@ -231,8 +236,9 @@ async def post_internal_events(session_id: str, request: Request) -> Response:
             raise InvalidRequest("Each payload needs a string 'type'.")
         uid = event.get("uuid") if isinstance(event.get("uuid"), str) else str(uuidlib.uuid4())
         agent = item.get("agent_id")
+        raw = jsonio.check_size(event, ctx.config.limits.max_event_bytes, "An internal event")
         rows.append({"session_id": body, "event_id": new_id("evt"), "uuid": uid, "event_type": kind,
-                     "payload": orjson.dumps(event).decode(), "is_compaction": bool(item.get("is_compaction")),
+                     "payload": raw.decode(), "is_compaction": bool(item.get("is_compaction")),
                      "agent_id": agent if isinstance(agent, str) else None, "created_at": t})
     async with ctx.store.write() as tx:
         await tx.append_internal_events(body, rows)
@@ -247,13 +253,12 @@ async def get_internal_events(session_id: str, request: Request) -> Response:
     cursor = parse_count(request.query_params.get("cursor"), "cursor") or 0
     subagents = request.query_params.get("subagents") in ("true", "1")
     async with ctx.store.read() as tx:
-        rows = await tx.internal_events_after(body, cursor, 501, subagents)
-    page = rows[:500]
+        page, more = await tx.internal_events_after(body, cursor, 500, subagents, ctx.config.limits.max_page_bytes)
     data = [{"event_id": r["event_id"], "event_type": r["event_type"], "payload": orjson.loads(r["payload"]),
              "event_metadata": None, "is_compaction": r["is_compaction"], "created_at": iso(r["created_at"]),
              **({"agent_id": r["agent_id"]} if r["agent_id"] else {})} for r in page]
     out: dict[str, Any] = {"data": data}
-    if len(rows) > 500:
+    if more:
         out["next_cursor"] = str(page[-1]["pk"])
     return JSONResponse(out)
 
@@ -289,7 +294,7 @@ def _resume_point(request: Request) -> int | None:
 def sse_frame(ev: StoredEvent) -> bytes:
     data = {"event_id": ev.event_id, "sequence_num": ev.seq, "event_type": ev.event_type, "source": ev.source,
             "payload": ev.payload, "created_at": iso(ev.created_at)}
-    return b"event: client_event\nid: %d\ndata: %s\n\n" % (ev.seq, orjson.dumps(data))
+    return b"event: client_event\nid: %d\ndata: %s\n\n" % (ev.seq, jsonio.dumps(data))
 
 
 @_route("GET", "/worker/events/stream")
@@ -306,11 +311,19 @@ async def stream(session_id: str, request: Request) -> Response:
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
-async def _backlog(ctx: ServerContext, body: str, after: int | None) -> list[StoredEvent]:
-    async with ctx.store.read() as tx:
-        if after is None:
-            return await tx.undelivered_inbound(body)
-        return [e for e in await tx.events_after(body, after, limit=100_000) if e.delivery is not None]
+async def _backlog(ctx: ServerContext, body: str, after: int, undelivered: bool) -> AsyncIterator[StoredEvent]:
+    """Inbound events after ``after`` (only those not yet processed, for a stream opened without
+    a resume point), read a page at a time: a long backlog is never held in memory at once."""
+    max_bytes = ctx.config.limits.max_page_bytes
+    while True:
+        async with ctx.store.read() as tx:
+            page = await (tx.undelivered_inbound(body, after_seq=after, max_bytes=max_bytes) if undelivered
+                          else tx.inbound_after(body, after, max_bytes=max_bytes))
+        if not page:
+            return
+        for ev in page:
+            yield ev
+        after = page[-1].seq
 
 
 class _WorkEnded:
@@ -339,13 +352,14 @@ async def _sse_frames(ctx: ServerContext, body: str, after: int | None, sub: Any
                       holder: Holder) -> AsyncIterator[bytes]:
     sent = after if after is not None else -1
     yield b": connected\n\n"
-    pending = await _backlog(ctx, body, after)
+    backlog: AsyncIterator[StoredEvent] | None = _backlog(ctx, body, max(sent, 0), undelivered=after is None)
     while True:
-        for ev in pending:
-            if ev.seq > sent:
-                yield sse_frame(ev)
-                sent = ev.seq
-        pending = []
+        if backlog is not None:
+            async for ev in backlog:
+                if ev.seq > sent:
+                    yield sse_frame(ev)
+                    sent = ev.seq
+            backlog = None
         try:
             item = await sub.get(timeout=ctx.config.sse_keepalive_s)
         except TimeoutError:
@@ -353,9 +367,10 @@ async def _sse_frames(ctx: ServerContext, body: str, after: int | None, sub: Any
             continue
         except Overflowed:
             sub.reset()
-            pending = await _backlog(ctx, body, sent)
+            backlog = _backlog(ctx, body, max(sent, 0), undelivered=False)
             continue
         if isinstance(item, SessionClosed | ServerClosing) or holder.closed is not None:
             return  # (a reconnect with a gone token is answered 410)
-        if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
-            pending = [item]
+        if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral and item.seq > sent:
+            yield sse_frame(item)
+            sent = item.seq

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from websockets.frames import Frame, Opcode
 
+from tether.server import jsonio
+
 
 def ws_text_frame(payload: bytes) -> bytes:
     """A complete unmasked server-to-client WebSocket text frame (RFC 6455 §5.2)."""
@@ -45,7 +47,10 @@ class StoredEvent:
 
     @cached_property
     def payload(self) -> dict[str, Any]:
-        value = orjson.loads(self.payload_json)
+        try:
+            value = orjson.loads(self.payload_json)
+        except orjson.JSONDecodeError:  # a row no release of Tether stores (1,024+ levels deep)
+            return {}
         return value if isinstance(value, dict) else {}
 
     @cached_property
@@ -55,7 +60,7 @@ class StoredEvent:
         body["sequence_num"] = self.seq
         if self.ephemeral:
             body["ephemeral"] = True
-        return orjson.dumps(body)
+        return jsonio.dumps(body)  # a row stored before the depth limit is served clamped
 
     @cached_property
     def client_ws_frame(self) -> bytes:

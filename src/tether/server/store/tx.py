@@ -10,6 +10,7 @@ import orjson
 import sqlalchemy as sa
 
 from tether.protocol.ids import new_id
+from tether.protocol.paging import fitting
 from tether.server.store import sqlite_fast
 from tether.server.store import tables as t
 from tether.server.store.records import EventIn, StoredEvent
@@ -36,6 +37,8 @@ _ADVANCE_SEQ = (
 )
 
 
+# a payload's size in bytes (length() of TEXT counts characters), for pages cut by bytes
+_PAYLOAD_BYTES = sa.func.length(sa.cast(t.events.c.payload, sa.LargeBinary))
 _INSERT_AUDIT = t.audit.insert()
 _UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], sa.Update] = {}
 
@@ -374,26 +377,44 @@ class Tx:
         session["last_seq"] = seq
         return [ev]
 
-    async def events_after(self, session_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
-        stmt = (
-            sa.select(t.events).where(t.events.c.session_id == session_id, t.events.c.seq > after_seq)
-            .order_by(t.events.c.seq).limit(limit)
-        )
-        return [_stored(r) for r in await self._all(stmt)]
+    async def _events(self, where: Sequence[Any], *, ascending: bool, limit: int,
+                      max_bytes: int | None) -> tuple[list[StoredEvent], bool]:
+        """Up to ``limit`` events matching ``where`` in sequence order (from the newest backwards
+        when not ``ascending``, returned oldest first), cut at ``max_bytes`` of payload (at least
+        one event); and whether more match beyond the page. The sizes are read first, so no
+        more payloads than the page holds ever leave the database."""
+        order = t.events.c.seq.asc() if ascending else t.events.c.seq.desc()
+        if max_bytes is None:
+            rows = await self._all(sa.select(t.events).where(*where).order_by(order).limit(limit + 1))
+            more = len(rows) > limit
+            rows = rows[:limit]
+        else:
+            sized = sa.select(t.events.c.seq, _PAYLOAD_BYTES).where(*where).order_by(order).limit(limit + 1)
+            sizes = [r[1] for r in (await self.conn.execute(sized)).all()]
+            count = fitting(sizes[:limit], max_bytes)
+            more = len(sizes) > count
+            rows = await self._all(sa.select(t.events).where(*where).order_by(order).limit(count)) if count else []
+        if not ascending:
+            rows.reverse()
+        return [_stored(r) for r in rows], more
+
+    async def events_after(self, session_id: str, after_seq: int, limit: int = 1000,
+                           max_bytes: int | None = None) -> list[StoredEvent]:
+        where = (t.events.c.session_id == session_id, t.events.c.seq > after_seq)
+        return (await self._events(where, ascending=True, limit=limit, max_bytes=max_bytes))[0]
 
     async def events_page(
         self, session_id: str, *, limit: int, before_seq: int | None = None, after_seq: int | None = None,
-        latest: bool = False,
-    ) -> list[StoredEvent]:
-        stmt = sa.select(t.events).where(t.events.c.session_id == session_id)
+        max_bytes: int | None = None,
+    ) -> tuple[list[StoredEvent], bool]:
+        """A page after ``after_seq``, or else the latest page (before ``before_seq``), oldest
+        first; and whether more events lie beyond it (after it / before it)."""
+        where = [t.events.c.session_id == session_id]
         if after_seq is not None:
-            rows = await self._all(stmt.where(t.events.c.seq > after_seq).order_by(t.events.c.seq).limit(limit))
-        else:
-            if before_seq is not None:
-                stmt = stmt.where(t.events.c.seq < before_seq)
-            rows = await self._all(stmt.order_by(t.events.c.seq.desc()).limit(limit))
-            rows.reverse()
-        return [_stored(r) for r in rows]
+            where.append(t.events.c.seq > after_seq)
+        elif before_seq is not None:
+            where.append(t.events.c.seq < before_seq)
+        return await self._events(where, ascending=after_seq is not None, limit=limit, max_bytes=max_bytes)
 
     async def event_by_id(self, session_id: str, event_id: str) -> StoredEvent | None:
         row = await self._one(
@@ -401,14 +422,28 @@ class Tx:
         )
         return _stored(row) if row else None
 
-    async def undelivered_inbound(self, session_id: str) -> list[StoredEvent]:
-        """Inbound events the worker has not confirmed, in sequence order."""
-        stmt = (
-            sa.select(t.events).where(
-                t.events.c.session_id == session_id, t.UNDELIVERED,  # the partial index's own terms
-            ).order_by(t.events.c.seq)
-        )
-        return [_stored(r) for r in await self._all(stmt)]
+    async def undelivered_inbound(self, session_id: str, *, after_seq: int = 0, limit: int = 500,
+                                  max_bytes: int | None = None) -> list[StoredEvent]:
+        """Inbound events the worker has not confirmed, in sequence order, a page at a time."""
+        where = (t.events.c.session_id == session_id, t.UNDELIVERED,  # the partial index's own terms
+                 t.events.c.seq > after_seq)
+        return (await self._events(where, ascending=True, limit=limit, max_bytes=max_bytes))[0]
+
+    async def has_undelivered_inbound(self, session_id: str) -> bool:
+        stmt = sa.select(t.events.c.seq).where(t.events.c.session_id == session_id, t.UNDELIVERED).limit(1)
+        return (await self.conn.execute(stmt)).first() is not None
+
+    async def undelivered_states(self, session_id: str, limit: int) -> list[Row]:
+        """``uuid``, ``seq`` and ``delivery`` of unconfirmed inbound events (no payloads)."""
+        stmt = (sa.select(t.events.c.uuid, t.events.c.seq, t.events.c.delivery)
+                .where(t.events.c.session_id == session_id, t.UNDELIVERED).order_by(t.events.c.seq).limit(limit))
+        return await self._all(stmt)
+
+    async def inbound_after(self, session_id: str, after_seq: int, limit: int = 500,
+                            max_bytes: int | None = None) -> list[StoredEvent]:
+        """Inbound events (processed or not) after ``after_seq``: a v2 worker resuming its stream."""
+        where = (t.events.c.session_id == session_id, t.events.c.delivery.is_not(None), t.events.c.seq > after_seq)
+        return (await self._events(where, ascending=True, limit=limit, max_bytes=max_bytes))[0]
 
     async def set_delivery(self, session_id: str, *, uuids: Sequence[str] = (), event_ids: Sequence[str] = (),
                            status: str) -> list[StoredEvent]:
@@ -490,13 +525,19 @@ class Tx:
         return len(new_rows)
 
     async def internal_events_after(self, session_id: str, after_pk: int, limit: int,
-                                    subagents: bool) -> list[Row]:
-        stmt = sa.select(t.internal_events).where(
-            t.internal_events.c.session_id == session_id, t.internal_events.c.pk > after_pk
-        )
+                                    subagents: bool, max_bytes: int) -> tuple[list[Row], bool]:
+        """Up to ``limit`` rows after ``after_pk`` and no more than ``max_bytes`` of payload (at
+        least one row); and whether more follow."""
+        where = [t.internal_events.c.session_id == session_id, t.internal_events.c.pk > after_pk]
         if not subagents:
-            stmt = stmt.where(t.internal_events.c.agent_id.is_(None))
-        return await self._all(stmt.order_by(t.internal_events.c.pk).limit(limit))
+            where.append(t.internal_events.c.agent_id.is_(None))
+        order = t.internal_events.c.pk
+        size = sa.func.length(sa.cast(t.internal_events.c.payload, sa.LargeBinary))
+        sizes = [r[1] for r in (await self.conn.execute(
+            sa.select(t.internal_events.c.pk, size).where(*where).order_by(order).limit(limit + 1))).all()]
+        count = fitting(sizes[:limit], max_bytes)
+        rows = await self._all(sa.select(t.internal_events).where(*where).order_by(order).limit(count)) if count else []
+        return rows, len(sizes) > count
 
     # ---- files and audit ------------------------------------------------------------------
     async def insert_file(self, **row: Any) -> None:

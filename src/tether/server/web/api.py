@@ -3,7 +3,8 @@
 * ``GET /static/{name}``: the client's ES modules, CSS and icon (see :mod:`.assets`).
 * ``POST /web/render``: ``{"items": [{"type": "markdown"|"code"|"diff", …}]}`` →
   ``{"html": [...]}``, sanitised HTML from :mod:`.render` (any logged-in user; CSRF on
-  cookie requests like every other POST).
+  cookie requests like every other POST), rendered off the event loop (:mod:`.renderer`),
+  "" for an item too large to render.
 * ``GET /web/sessions/{id}/undelivered``: the session's inbound events that the worker
   has not processed yet, with their delivery state (every other prompt is processed), so
   a page that (re)loads shows queued / delivered / processed truthfully.
@@ -30,11 +31,10 @@ from tether.server.api.common import (
 )
 from tether.server.clock import iso, now
 from tether.server.web.assets import load
-from tether.server.web.render import render_items
 
 router = APIRouter()
 
-MAX_RENDER_BODY = 4 << 20
+MAX_RENDER_BODY = 1 << 20  # the web client sends batches well under this (common.js)
 MAX_RENDER_ITEMS = 300
 ROLES = ("owner", "member", "viewer")
 _EMAIL = re.compile(r"[^@\s]{1,200}@[^@\s]{1,200}")
@@ -58,7 +58,7 @@ async def render(request: Request) -> Response:
     items = body.get("items")
     if not isinstance(items, list) or len(items) > MAX_RENDER_ITEMS:
         raise InvalidRequest(f"'items' must be a list of at most {MAX_RENDER_ITEMS} items.")
-    return JSONResponse({"html": render_items(items)})
+    return JSONResponse({"html": await ctx_of(request).renderer.render(items)})
 
 
 @router.get("/web/sessions/{session_id}/undelivered")
@@ -68,9 +68,9 @@ async def undelivered(session_id: str, request: Request) -> Response:
     principal = await user(request)
     async with ctx.store.read() as tx:
         await ctx.hub.load_session(tx, body, principal.org_id)
-        rows = await tx.undelivered_inbound(body)
-    return JSONResponse({"data": [{"uuid": ev.uuid, "sequence_num": ev.seq, "status": ev.delivery}
-                                  for ev in rows[:1000]]})
+        rows = await tx.undelivered_states(body, 1000)
+    return JSONResponse({"data": [{"uuid": r["uuid"], "sequence_num": r["seq"], "status": r["delivery"]}
+                                  for r in rows]})
 
 
 def _member_json(row: dict[str, Any], me: str) -> dict[str, Any]:

@@ -147,9 +147,25 @@ function scrollLabel(node) {
   return 'Code (scrollable)';
 }
 
+// A batch stays well under the server's 1 MiB body limit; an item that is too large on
+// its own travels alone (the server answers "" for it and the text stays plain).
+const RENDER_BATCH_ITEMS = 200;
+const RENDER_BATCH_CHARS = 512 * 1024;
+
+function takeBatch() {
+  let size = 0;
+  let count = 0;
+  while (count < renderQueue.length && count < RENDER_BATCH_ITEMS) {
+    size += renderQueue[count].key.length;
+    if (count > 0 && size > RENDER_BATCH_CHARS) break;
+    count += 1;
+  }
+  return renderQueue.splice(0, count);
+}
+
 async function flushRender(attempt = 0) {
   renderTimer = null;
-  const batch = renderQueue.splice(0, 200);
+  const batch = takeBatch();
   if (!batch.length) return;
   try {
     const data = await api('/web/render', { method: 'POST', json: { items: batch.map((b) => b.item) } });
