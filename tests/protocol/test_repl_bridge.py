@@ -84,6 +84,13 @@ def test_flush_sends_history_then_the_queued_live_messages_each_once_in_order(
     assert not gate.active and gate.pending_count == 0
 
 
+def test_control_messages_queued_behind_the_gate_keep_their_place() -> None:
+    ask = control_request("can_use_tool", "r1", tool_name="Bash", input={})
+    queued = [user_message("p", "p"), ask, assistant("a", "a"), rb.turn_result("s", "res"), user_message("p", "p")]
+    plan = rb.plan_flush([user_message("old", "o")], queued, cap=10, sent=set())
+    assert [m.get("uuid", m.get("request_id")) for m in plan] == ["o", "p", "r1", "a", "res"]
+
+
 def test_inbound_routing_drops_echoes_and_redeliveries() -> None:
     f = rb.InboundFilter(capacity=100)
     f.sent("mine")

@@ -245,6 +245,10 @@ class V2Transport:
     async def flush(self, timeout: float) -> bool:
         return await self.ccr.flush(timeout)
 
+    def undelivered(self) -> list[Message]:
+        """Events written but not yet accepted by the server (for the transport that replaces this one)."""
+        return self.ccr.unsent_events()
+
     def report_state(self, status: str, details: Mapping[str, object] | None = None) -> None:
         """Report a worker status the traffic does not show (an in-process bridge's REPL)."""
         self.ccr.report_state(status, dict(details) if details else None)

@@ -103,19 +103,21 @@ def select_history(messages: Iterable[Mapping[str, Any]], cap: int = DEFAULT_HIS
 def plan_flush(transcript: Iterable[Mapping[str, Any]], queued: Iterable[Mapping[str, Any]], *,
                cap: int, sent: Container[str]) -> list[Mapping[str, Any]]:
     """What a transport that just connected sends first, in order: the history (the transcript's
-    eligible messages, the last ``cap``, minus the ones the gate holds), then the messages the
-    :class:`~tether.protocol.flush_gate.FlushGate` queued meanwhile. Nothing in ``sent`` (already
-    in this session's log) and nothing twice."""
-    queued = [msg for msg in queued if is_eligible(msg)]
-    held = {message_uuid(msg) for msg in queued}
+    eligible messages, the last ``cap``, minus the ones the gate holds), then everything the
+    :class:`~tether.protocol.flush_gate.FlushGate` queued meanwhile, in order (conversation
+    messages, and the permission questions, answers and turn results between them). No
+    conversation message that is in ``sent`` (already in this session's log), none twice."""
+    queued = list(queued)
+    held = {message_uuid(msg) for msg in queued if is_eligible(msg)}
     history = select_history((msg for msg in transcript if message_uuid(msg) not in held), cap, sent)
     out: list[Mapping[str, Any]] = []
     seen: set[str] = set()
     for msg in (*history, *queued):
-        uid = message_uuid(msg)
-        if uid is None or uid in seen or uid in sent:
-            continue
-        seen.add(uid)
+        if is_eligible(msg):
+            uid = message_uuid(msg)
+            if uid is None or uid in seen or uid in sent:
+                continue
+            seen.add(uid)
         out.append(msg)
     return out
 
