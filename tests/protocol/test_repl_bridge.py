@@ -84,6 +84,15 @@ def test_flush_sends_history_then_the_queued_live_messages_each_once_in_order(
     assert not gate.active and gate.pending_count == 0
 
 
+def test_a_flush_between_turns_ends_with_the_last_result() -> None:
+    convo = conversation(2)  # ends with the result of turn 1
+    plan = rb.plan_flush(convo, [], cap=10, sent=set())
+    assert [m["uuid"] for m in plan] == ["u0", "a0", "u1", "a1", "r1"]
+    assert rb.plan_flush(convo, [], cap=10, sent={"u0", "a0", "u1", "a1"}) == []  # nothing new: nothing at all
+    live = user_message("now", "n")
+    assert [m["uuid"] for m in rb.plan_flush(convo, [live], cap=10, sent=set())][-1] == "n"
+
+
 def test_control_messages_queued_behind_the_gate_keep_their_place() -> None:
     ask = control_request("can_use_tool", "r1", tool_name="Bash", input={})
     queued = [user_message("p", "p"), ask, assistant("a", "a"), rb.turn_result("s", "res"), user_message("p", "p")]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+import typing
 
 import typer
 
 from tether import __version__
-from tether.cli import admin, auth, remote_control, server, up
+from tether.cli import admin, auth, chat, remote_control, server, up
 
 app = typer.Typer(
     name="tether",
     help="Tether: an open, self-hostable remote control for coding agents.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -23,6 +25,7 @@ app.add_typer(admin.app, name="admin")
 auth.register(app)  # login, logout, status
 remote_control.register(app)  # remote-control, rc
 up.register(app)
+app.command("chat", help="Talk to a coding agent in this directory (also: `tether` alone).")(chat.chat)
 
 
 def _version(value: bool) -> None:
@@ -31,11 +34,24 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    **options: object,
 ) -> None:
-    """Tether: watch and drive coding agents from a phone, a browser or another terminal."""
+    """Tether: watch and drive coding agents from a phone, a browser or another terminal.
+
+    Without a command: an interactive session with an agent in this directory (`tether chat`)."""
+    if ctx.invoked_subcommand is None:
+        chat.chat(**options)  # type: ignore[arg-type]
+
+
+# `tether --rc` is `tether chat --rc`: the root takes chat's options (one definition, not two copies).
+_chat_params = inspect.signature(chat.chat).parameters.values()
+root.__signature__ = inspect.signature(root).replace(  # type: ignore[attr-defined]
+    parameters=[*list(inspect.signature(root).parameters.values())[:2], *_chat_params])
+root.__annotations__ = {"ctx": typer.Context, "version": bool, **typing.get_type_hints(chat.chat)}
+app.callback()(root)
 
 
 def main() -> None:

@@ -106,7 +106,10 @@ def plan_flush(transcript: Iterable[Mapping[str, Any]], queued: Iterable[Mapping
     eligible messages, the last ``cap``, minus the ones the gate holds), then everything the
     :class:`~tether.protocol.flush_gate.FlushGate` queued meanwhile, in order (conversation
     messages, and the permission questions, answers and turn results between them). No
-    conversation message that is in ``sent`` (already in this session's log), none twice."""
+    conversation message that is in ``sent`` (already in this session's log), none twice. When
+    history went out, nothing is queued and the transcript ends with a turn's ``result``, that
+    result closes the flush (the session is idle, not running)."""
+    transcript = list(transcript)
     queued = list(queued)
     held = {message_uuid(msg) for msg in queued if is_eligible(msg)}
     history = select_history((msg for msg in transcript if message_uuid(msg) not in held), cap, sent)
@@ -119,6 +122,8 @@ def plan_flush(transcript: Iterable[Mapping[str, Any]], queued: Iterable[Mapping
                 continue
             seen.add(uid)
         out.append(msg)
+    if out and not queued and transcript and transcript[-1].get("type") == m.RESULT:
+        out.append(transcript[-1])  # the conversation is between turns: clients show it idle
     return out
 
 

@@ -182,7 +182,7 @@ class RemoteControl:
                 return Gate("failed", "your login is no longer valid · run `tether login`"), None
             return Gate("failed", exc.message), None
         except ApiUnavailable as exc:
-            return Gate("failed", f"cannot reach {api.server} ({exc.message})"), None
+            return Gate("failed", f"{exc.message} Is the server running?"), None
         except TetherError as exc:
             return Gate("failed", exc.message), None
         policy = me.get("policy") if isinstance(me.get("policy"), dict) else {}
