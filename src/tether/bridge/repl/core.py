@@ -330,7 +330,8 @@ class ReplBridgeCore:
             self._notify()
 
     async def _push_initial_title(self) -> None:
-        """After the session exists: a derived initial title (explicit ones went with its creation)."""
+        """After the session exists, before it is announced: a derived initial title (explicit ones
+        went with its creation)."""
         title = self.titles.title
         if title and not self.titles.explicit:
             await self._push_title(title, explicit=False)
@@ -372,7 +373,6 @@ class ReplBridgeCore:
                     self.failure = exc.message
                     self._set_state("failed", exc.message)
                     raise
-                await self._push_initial_title()
                 for name, loop in self._loops():
                     self._spawn(loop, name)
                 self._spawn(self._watch_transport(), "watch")

@@ -96,6 +96,7 @@ class EnvBasedBridge(ReplBridgeCore):
                 await self._deregister()
                 raise InitFailed(f"Session creation failed: {exc.message}") from None
         self._write_pointer()
+        await self._push_initial_title()
         self._set_state("ready")
 
     async def _register(self, environment_id: str | None) -> bool:

@@ -73,6 +73,7 @@ class EnvLessBridge(ReplBridgeCore):
         except TetherError as exc:
             await self._archive()
             raise InitFailed(f"registering as its worker failed: {exc.message}") from None
+        await self._push_initial_title()
         self._use(creds)
         self._set_state("ready")
 
