@@ -32,6 +32,11 @@ SCENARIO = """\
 reply after tool
 text Tool said: {tool_result}
 
+reply when SLOW
+text Thinking
+pause 60
+more done
+
 reply when WRITE
 text Writing the file.
 tool Write file_path=note.txt content="hello\\n"
@@ -198,6 +203,37 @@ async def test_web_prompt_and_the_permission_race_both_ways(repl_factory: Any) -
     await repl.wait(r"✗ interrupted")
     assert repl.term.count(r"remote ❯ typed on the web") == 1
     await sub.close()
+
+
+async def test_keys_multiline_and_local_commands(repl_factory: Any) -> None:
+    """Ctrl-C stops a turn (and only clears a line when idle), a line ending in \\ continues,
+    /cost /status /help /clear work, Ctrl-D leaves."""
+    repl: Repl = await repl_factory()
+    await asyncio.to_thread(repl.term.type, "SLOW please")
+    await repl.wait(r"· working ·", screen=True)
+    await asyncio.to_thread(repl.term.keys, "C-c")
+    await repl.wait(r"Interrupting…")
+    await repl.wait(r"✗ interrupted")
+    await repl.wait(r"· idle ·", screen=True)
+    await asyncio.to_thread(repl.term.type, "half typed", False)
+    await asyncio.to_thread(repl.term.keys, "C-c")  # idle: Ctrl-C clears the line
+    await asyncio.to_thread(repl.term.type, "first line\\")
+    await repl.prompt("second line")
+    await repl.wait(r"Answer to: .*first line\s+second line")
+    assert "half typed" not in repl.term.text()
+    await asyncio.to_thread(repl.term.type, "/cost")
+    await repl.wait(r"Total cost: \$0\.0000 · 2 turns")
+    await asyncio.to_thread(repl.term.type, "/status")
+    await repl.wait(r"Remote Control: off")
+    await asyncio.to_thread(repl.term.type, "/help")
+    await repl.wait(r"/remote-control \[name\] \[--mirror\] \(/rc\)")
+    await asyncio.to_thread(repl.term.type, "/nope")
+    await repl.wait(r"Unknown command /nope · /help lists the commands")
+    await asyncio.to_thread(repl.term.type, "/clear")
+    await repl.wait(r"Conversation cleared: the agent starts fresh\.")
+    await repl.prompt("after the clear")
+    await asyncio.to_thread(repl.term.keys, "C-d")
+    assert await asyncio.to_thread(repl.term.wait_exit) == 0
 
 
 async def test_titles_placeholder_regenerated_and_rename(repl_factory: Any) -> None:
