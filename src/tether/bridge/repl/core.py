@@ -113,6 +113,8 @@ class ReplBridgeCore:
         self._sequence: int | None = None  # the SSE resume point carried across v2 transports
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._title_lock = asyncio.Lock()
+        self._pushed_title: tuple[str | None, bool] | None = None  # what the server has (title, explicit)
         self._stop = asyncio.Event()
         self.failure: str | None = None
         self.writes = 0
@@ -194,7 +196,7 @@ class ReplBridgeCore:
         """``/rename``: a title a person chose, never replaced by a derived one."""
         self.titles.rename(title)
         self._notify()
-        self._spawn(self._push_title(title, explicit=True), "title")
+        self._spawn(self._push_title(), "title")
 
     def stop(self) -> None:
         """Turn remote control off: :meth:`run` tears down in order and returns."""
@@ -299,7 +301,7 @@ class ReplBridgeCore:
             return
         self._notify()
         if update.step == "placeholder":
-            self._spawn(self._push_title(update.title, explicit=False), "title")
+            self._spawn(self._push_title(), "title")
         else:
             self._spawn(self._regenerate(update), "title")
 
@@ -314,27 +316,34 @@ class ReplBridgeCore:
             log.info("the agent's model could not name the session (%r); using the summary", exc)
         if self.titles.generated(title or update.title):
             self._notify()
-            await self._push_title(self.titles.title or update.title, explicit=False)
+            await self._push_title()
 
-    async def _push_title(self, title: str, *, explicit: bool) -> None:
-        if self.session_id is None:
-            return  # pushed with the session once it exists
-        try:
-            session = await self.api.update_session_title(self.session_id, title, explicit=explicit)
-        except (TetherError, ValueError) as exc:
-            log.warning("could not update the session title: %s", exc)
-            return
-        server_title = session.get("title")
-        if not explicit and isinstance(server_title, str) and server_title and server_title != title:
-            self.titles.rename(server_title)  # a person named it elsewhere (the web): that title wins
-            self._notify()
+    async def _push_title(self) -> None:
+        """Bring the server's title up to date with :attr:`titles`: one PATCH at a time, always
+        the title as it is *now* (a placeholder sent late never overwrites a newer title)."""
+        async with self._title_lock:
+            title, explicit = self.titles.title, self.titles.explicit
+            if self.session_id is None or title is None or (title, explicit) == self._pushed_title:
+                return  # no session yet: pushed once it exists
+            try:
+                session = await self.api.update_session_title(self.session_id, title, explicit=explicit)
+            except (TetherError, ValueError) as exc:
+                log.warning("could not update the session title: %s", exc)
+                return
+            self._pushed_title = (title, explicit)
+            server_title = session.get("title")
+            if not explicit and isinstance(server_title, str) and server_title and server_title != title:
+                self.titles.rename(server_title)  # a person named it elsewhere (the web): that title wins
+                self._pushed_title = (server_title, True)
+                self._notify()
 
     async def _push_initial_title(self) -> None:
-        """After the session exists, before it is announced: a derived initial title (explicit ones
-        went with its creation)."""
-        title = self.titles.title
-        if title and not self.titles.explicit:
-            await self._push_title(title, explicit=False)
+        """After the session exists, before it is announced: a derived initial title (an explicit
+        one went with its creation)."""
+        if self.titles.explicit:
+            self._pushed_title = (self.titles.title, True)
+            return
+        await self._push_title()
 
     # ---- tasks -----------------------------------------------------------------------------------
 

@@ -341,6 +341,7 @@ class EnvBasedBridge(ReplBridgeCore):
         log.info("session %s replaced by %s", old_session, self.session_id)
         self._sequence = None
         self._carried = []  # they belong to the old session; the history flush re-sends the conversation
+        self._pushed_title = None
         self.filter.new_session()
         self._write_pointer()
         await self._push_initial_title()
