@@ -232,7 +232,9 @@ async def test_mirror_mode_is_outbound_only(srv: tuple[ServerProcess, str], tmp_
         resp = await r.http.post(f"/v1/sessions/{r.session_id}/events", json={"events": [prompt("hi")]},
                                  headers=auth(token))
         assert resp.status_code == 403 and resp.json()["error"]["type"] == "permission_error"
-        assert r.rc.core is not None and not r.rc.core.ask_permission(ask())  # no permission callbacks
+        question = ask()
+        assert r.rc.core is not None and not r.rc.core.ask_permission(question)  # no permission callbacks
+        assert r.rc.core.answer_permission(question["request_id"], PermissionAllow({}))  # answered here, as usual
         await sub.close()
 
 

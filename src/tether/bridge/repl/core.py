@@ -173,7 +173,10 @@ class ReplBridgeCore:
         return True
 
     def answer_permission(self, request_id: str, decision: m.PermissionDecision) -> bool:
-        """The person at the terminal answered; False when a client had answered first."""
+        """The person at the terminal answered; False when a client had answered first. A question
+        that was never shared (mirror mode, or asked before remote control was on) is just answered."""
+        if self.race.get(request_id) is None and not self.race.settled(request_id):
+            return True
         try:
             out = self.race.answer_locally(request_id, decision, now_iso())
         except AlreadyResolved:
