@@ -93,3 +93,15 @@ def test_fake_api_side_endpoints(fake_api: FakeAnthropic) -> None:
     assert [b["type"] for b in r.json()["content"]] == ["text", "tool_use"] and r.json()["stop_reason"] == "tool_use"
     assert httpx.get(fake_api.url + "/elsewhere").status_code == 404
     assert [q.path for q in fake_api.requests][-2:] == ["/v1/messages?beta=true", "/elsewhere"]
+
+
+def test_generate_session_title(spawn_agent: Any, fake_api: FakeAnthropic) -> None:
+    """``generate_session_title`` (reference §3.3) asks the model (Haiku) and answers ``{title}``."""
+    fake_api.enqueue(text_reply('"Parser refactor and tests"\n'))
+    proc = spawn(spawn_agent, fake_api)
+    proc.send(control("generate_session_title", "t1", description="refactor the parser\nadd tests", persist=False))
+    reply = proc.expect(lambda m: m.get("type") == "control_response", what="the title")
+    assert reply["response"] == {"subtype": "success", "request_id": "t1", "response": {"title": "Parser refactor and tests"}}
+    request = fake_api.message_requests()[-1]
+    assert request.body["model"] == "claude-haiku-4-5" and request.body["messages"][0]["content"].startswith("refactor")
+    assert "tools" not in request.body or request.body["tools"] == []

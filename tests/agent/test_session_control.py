@@ -72,6 +72,10 @@ def test_interrupt_when_idle_and_unknown_control(spawn_agent: Any) -> None:
     assert proc.expect(is_type("control_response"))["response"]["response"] == {"model": "claude-opus-4-1"}
     proc.send(control("mcp_status", "m1"))
     assert proc.expect(is_type("control_response"))["response"]["response"] == {"mcpServers": []}
+    proc.send(control("generate_session_title", "g1", description="anything"))  # no model to ask: a clear no
+    assert proc.expect(is_type("control_response"))["response"] == {
+        "subtype": "error", "request_id": "g1",
+        "error": "generate_session_title: the scripted backend cannot write titles"}
     msgs, _ = run_turn(proc, "hi")
     assert next(m for m in msgs if m.get("type") == "assistant")["message"]["model"] == "claude-opus-4-1"
     proc.close_stdin()

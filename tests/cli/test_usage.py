@@ -56,7 +56,7 @@ def test_an_unknown_option_gets_real_suggestions(tmp_path: object) -> None:
 
 
 @pytest.mark.parametrize("command", [(), ("rc",), ("remote-control",), ("up",), ("status",), ("login",),
-                                     ("server",), ("server", "status"), ("sessions",), ("attach",), ("runner",)])
+                                     ("server",), ("server", "status"), ("sessions",), ("attach",), ("runner",), ("chat",)])
 def test_help_reads_well_at_80_columns(command: tuple[str, ...], tmp_path: object) -> None:
     result = tether(*command, "--help", home=str(tmp_path))
     assert result.returncode == 0, result.stderr

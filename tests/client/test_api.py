@@ -216,6 +216,24 @@ async def test_sessions_api(api: ApiClient) -> None:
     assert sid not in [s["id"] for s in (await api.list_sessions(status="archived"))["data"]]
 
 
+async def test_code_sessions_and_derived_titles(api: ApiClient) -> None:
+    """C1 (with the mirror tag), C2 twice (each bumps the epoch), and derived vs explicit titles."""
+    cse = await api.create_code_session(title="env-less", tags=["ccr-mirror"])
+    assert cse.startswith("cse_")
+    first = await api.bridge_code_session(cse)
+    second = await api.bridge_code_session(cse.replace("cse_", "session_"))
+    assert first.worker_jwt and first.expires_in > 0 and second.worker_epoch == first.worker_epoch + 1
+    assert first.api_base_url == api.server
+    session = await api.get_session(cse)
+    assert session["tags"] == ["ccr-mirror"] and session["title"] == "env-less"
+    assert (await api.update_session_title(cse, "derived", explicit=False))["title"] == "env-less"
+    fresh = await api.create_code_session(title=None)
+    assert (await api.update_session_title(fresh, "derived", explicit=False))["title"] == "derived"
+    assert (await api.update_session_title(fresh, "chosen"))["title"] == "chosen"
+    assert (await api.update_session_title(fresh, "derived again", explicit=False))["title"] == "chosen"
+    assert await api.access_token() == api.current_access_token
+
+
 # ---- headers (reference §1.1) ---------------------------------------------------------------------
 
 

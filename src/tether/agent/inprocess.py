@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -36,7 +37,8 @@ class _QueueOutput(Output):
     """An :class:`Output` whose writer hands each encoded line to a queue instead of stdout."""
 
     def __init__(self, sink: asyncio.Queue[bytes | None], maxsize: int) -> None:
-        super().__init__(stream=None, maxsize=maxsize)
+        # never written (run() hands lines to the sink); not sys.stdout, which a host may have replaced
+        super().__init__(stream=io.BytesIO(), maxsize=maxsize)
         self._sink = sink
 
     async def run(self) -> None:

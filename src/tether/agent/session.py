@@ -25,19 +25,21 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from tether.agent import wire
-from tether.agent.backends.base import ModelBackend, model_choices
+from tether.agent.backends.base import ModelBackend, ModelError, model_choices
 from tether.agent.broker import PermissionBroker
 from tether.agent.mentions import expand_prompt
 from tether.agent.options import AgentOptions
 from tether.agent.permissions import PermissionPolicy
 from tether.agent.runner import Conversation, TurnEnd, new_uuid, now_iso
 from tether.agent.stdio import Framed, Output, Oversize, stderr_line
+from tether.agent.titling import generate_title
 from tether.agent.tools import Tool
 from tether.agent.turn import TurnState
 from tether.protocol.messages import (
     CONTROL_CANCEL_REQUEST,
     CONTROL_REQUEST,
     CONTROL_RESPONSE,
+    GENERATE_SESSION_TITLE,
     KEEP_ALIVE,
     KNOWN_MESSAGE_TYPES,
     PERMISSION_MODES,
@@ -105,6 +107,7 @@ class AgentSession:
         self._warm_task: asyncio.Task[None] | None = None
         self._starting = False
         self._interrupt_next = False
+        self._tasks: asyncio.TaskGroup | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class AgentSession:
         """Run until the input ends and every accepted prompt is done; returns the exit code."""
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
                 tg.create_task(self.out.run(), name="writer")
                 self._warm_task = tg.create_task(self._warm_up(), name="warm-up")
                 tg.create_task(self._read_loop(frames), name="reader")
@@ -282,6 +286,10 @@ class AgentSession:
             await self._emit(control_success(rid))
         elif subtype == "mcp_status":
             await self._emit(control_success(rid, {"mcpServers": []}))
+        elif subtype == GENERATE_SESSION_TITLE and self._tasks is not None:
+            description = req.get("description")
+            self._tasks.create_task(self._title(rid, description if isinstance(description, str) else ""),
+                                    name="title")
         elif subtype == "end_session":
             await self._emit(control_success(rid))
             await self._end_session()
@@ -310,6 +318,17 @@ class AgentSession:
         reply = control_success(rid, body)
         reply["response"]["pending_permission_requests"] = pending
         await self._emit(reply)
+
+    async def _title(self, rid: str, description: str) -> None:
+        """Answered off the reader (a model request takes a while); never blocks a turn."""
+        try:
+            title = await generate_title(self.backend, description)
+        except ModelError as exc:
+            await self._emit(control_error(rid, f"generate_session_title: {exc.message}"))
+        except Exception as exc:  # the answer must come whatever happens
+            await self._emit(control_error(rid, f"generate_session_title failed: {exc!r}"))
+        else:
+            await self._emit(control_success(rid, {"title": title}))
 
     async def _interrupt(self, rid: str) -> None:
         turn = self._turn_task

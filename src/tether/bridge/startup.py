@@ -17,6 +17,7 @@ from typing import Any
 from tether import __version__
 from tether.client.api import ApiClient, BridgeConfig
 from tether.errors import ApiError, ApiUnavailable, BridgeFatalError, NotLoggedIn, ProtocolError, TetherError
+from tether.protocol import versions
 from tether.protocol.server_url import is_plaintext_remote
 
 log = logging.getLogger("tether.bridge.startup")
@@ -74,18 +75,8 @@ def _public_remote(url: str | None) -> str | None:
     return re.sub(r"^(https?://)[^/@]+@", r"\1", url)
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split("."):
-        digits = re.match(r"\d+", piece)
-        parts.append(int(digits.group()) if digits else 0)
-    return tuple(parts)
-
-
 def version_ok(minimum: object, current: str = __version__) -> bool:
-    if not isinstance(minimum, str) or not minimum:
-        return True
-    return _version_tuple(current) >= _version_tuple(minimum)
+    return versions.version_ok(minimum, current)
 
 
 @dataclass(frozen=True)

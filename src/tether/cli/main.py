@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+import typing
+from typing import Any
 
 import typer
 
 from tether import __version__
-from tether.cli import admin, auth, remote_control, runner, server, sessions, up
+from tether.cli import admin, auth, chat, remote_control, runner, server, sessions, up
 from tether.cli.usage import command
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain Click help: wraps at any width, no <bool> placeholders
     name="tether",
     help="Tether: an open, self-hostable remote control for coding agents.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -27,6 +30,8 @@ remote_control.register(app)  # remote-control, rc
 up.register(app)
 sessions.register(app)  # sessions, attach
 runner.register(app)
+app.command("chat", **command(help="Talk to a coding agent in this directory (also: `tether` alone).",
+                              short_help="Talk to a coding agent here (also: `tether` alone)."))(chat.chat)
 
 
 def _version(value: bool) -> None:
@@ -38,37 +43,45 @@ def _version(value: bool) -> None:
 _REMOTE = "Session on the server (--remote)"
 
 
-@app.callback(invoke_without_command=True)
 def root(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     remote_prompt: str = typer.Option(None, "--remote", metavar="PROMPT", rich_help_panel=_REMOTE,
                                       help="Start a session with PROMPT on one of the server's runners and attach."),
     repo: str = typer.Option(None, "--repo", metavar="URL|PATH", rich_help_panel=_REMOTE,
-                             help="Repository the runner clones (default: this checkout's origin)."),
+                             help="With --remote: the repository the runner clones (default: this checkout's "
+                                  "origin)."),
     branch: str = typer.Option(None, "--branch", metavar="BRANCH", rich_help_panel=_REMOTE,
-                               help="Branch or tag to check out."),
-    title: str = typer.Option(None, "--title", metavar="TITLE", rich_help_panel=_REMOTE, help="Title of the new session."),
+                               help="With --remote: the branch or tag to check out."),
+    title: str = typer.Option(None, "--title", metavar="TITLE", rich_help_panel=_REMOTE,
+                              help="With --remote: the title of the new session."),
     as_json: bool = typer.Option(False, "--json", rich_help_panel=_REMOTE,
-                                 help="Print the new session as JSON instead of attaching."),
-    server: str = typer.Option(None, "--server", metavar="URL", rich_help_panel=_REMOTE,
-                               help="Server URL (default: TETHER_SERVER, else the stored login)."),
+                                 help="With --remote: print the new session as JSON instead of attaching."),
+    **options: Any,
 ) -> None:
-    """Tether: watch and drive coding agents from a phone, a browser or another terminal."""
-    extras = any(v is not None for v in (repo, branch, title, server)) or as_json
-    if remote_prompt is None:
-        if extras:
-            raise typer.BadParameter("--repo, --branch, --title, --json and --server (before the command) go with "
-                                     "--remote.")
-        if ctx.invoked_subcommand is None:
-            typer.echo(ctx.get_help())
-        return
-    if ctx.invoked_subcommand is not None:
-        raise typer.BadParameter(f"--remote starts a session by itself; it cannot be used with "
-                                 f"`{ctx.invoked_subcommand}`.")
-    from tether.cli import remote
+    """Tether: watch and drive coding agents from a phone, a browser or another terminal.
 
-    raise typer.Exit(remote.run(remote_prompt, repo, branch, title, as_json, server))
+    Without a command: an interactive session with an agent in this directory (`tether chat`)."""
+    if remote_prompt is not None:
+        if ctx.invoked_subcommand is not None:
+            raise typer.BadParameter(f"--remote starts a session by itself; it cannot be used with "
+                                     f"`{ctx.invoked_subcommand}`.")
+        from tether.cli import remote
+
+        raise typer.Exit(remote.run(remote_prompt, repo, branch, title, as_json, options.get("server")))
+    if any(v is not None for v in (repo, branch, title)) or as_json:
+        raise typer.BadParameter("--repo, --branch, --title and --json (before the command) go with --remote.")
+    if ctx.invoked_subcommand is None:
+        chat.chat(**options)
+
+
+# `tether --rc` is `tether chat --rc`: the root takes chat's options (one definition, not two copies).
+_own_params = list(inspect.signature(root).parameters.values())[:-1]
+root.__signature__ = inspect.signature(root).replace(  # type: ignore[attr-defined]
+    parameters=[*_own_params, *inspect.signature(chat.chat).parameters.values()])
+root.__annotations__ = {"ctx": typer.Context, "version": bool, "remote_prompt": str, "repo": str, "branch": str,
+                        "title": str, "as_json": bool, **typing.get_type_hints(chat.chat)}
+app.callback()(root)
 
 
 def main() -> None:

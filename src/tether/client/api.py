@@ -39,6 +39,7 @@ from tether.protocol.api_status import (
     parse_retry_after,
 )
 from tether.protocol.device_flow import device_poll_step, initial_interval
+from tether.protocol.epochs import EpochInvalid, parse_epoch
 from tether.protocol.ids import is_valid_id, to_compat_session_id, to_infra_session_id
 from tether.protocol.poll_config import ParsedPollConfig, parse_poll_config
 
@@ -152,6 +153,16 @@ class HeartbeatResult:
 
 
 @dataclass(frozen=True)
+class WorkerCredentials:
+    """C2's answer: a worker token for the session, its lifetime and the (bumped) worker epoch."""
+
+    worker_jwt: str
+    api_base_url: str | None
+    expires_in: float
+    worker_epoch: int
+
+
+@dataclass(frozen=True)
 class BridgeConfig:
     poll: ParsedPollConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
@@ -208,6 +219,20 @@ class ApiClient:
     @property
     def credentials(self) -> Credentials | None:
         return self._credentials
+
+    @property
+    def current_access_token(self) -> str | None:
+        """The user access token as it is now (a transport reads it before each (re)connect)."""
+        return self._credentials.access_token if self._credentials else None
+
+    async def access_token(self) -> str:
+        """The user access token, refreshed first when it is about to expire."""
+        return await self._user_token()
+
+    async def force_refresh(self) -> bool:
+        """Refresh the access token now (False when this login cannot refresh, e.g. a personal token)."""
+        creds = self._require_credentials()
+        return await self._refresh(stale=creds.access_token)
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _headers(self, kind: HeaderSet, token: str | None) -> dict[str, str]:
@@ -416,10 +441,6 @@ class ApiClient:
                             expires_at=expires_at_from(issued, pair.expires_in), issued_at=issued)
         return creds.with_identity(me) if me else creds
 
-    async def access_token(self) -> str:
-        """The user's access token, refreshed first when it is about to expire (for sockets)."""
-        return await self._user_token()
-
     @property
     def org_uuid(self) -> str | None:
         return self._org_uuid
@@ -604,11 +625,14 @@ class ApiClient:
         sid = validate_id(to_compat_session_id(session_id), "session")
         return _object(await self._request("GET", f"/v1/sessions/{sid}", headers="sessions"))
 
-    async def update_session_title(self, session_id: str, title: str) -> dict[str, Any]:
-        """S3."""
+    async def update_session_title(self, session_id: str, title: str, *, explicit: bool = True) -> dict[str, Any]:
+        """S3. ``explicit=False`` (Tether extension) offers a derived title: the server keeps a title
+        a person chose and answers with it; a derived title never becomes an explicit one."""
         sid = validate_id(to_compat_session_id(session_id), "session")
-        return _object(await self._request("PATCH", f"/v1/sessions/{sid}", headers="sessions",
-                                           json={"title": title}))
+        body: dict[str, Any] = {"title": title}
+        if not explicit:
+            body["explicit"] = False
+        return _object(await self._request("PATCH", f"/v1/sessions/{sid}", headers="sessions", json=body))
 
     async def send_events(self, session_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         """S5: user messages (and client control messages) into the session."""
@@ -639,6 +663,35 @@ class ApiClient:
         if status is not None:
             params["status"] = status
         return _object(await self._request("GET", "/v1/sessions", headers="sessions", params=params))
+
+    # ---- Code sessions (C1, C2; env-less) ---------------------------------------------------------
+    async def create_code_session(self, *, title: str | None, tags: list[str] | None = None) -> str:
+        """C1 → the ``cse_…`` id. ``bridge: {}`` is mandatory (reference §1.4)."""
+        body: dict[str, Any] = {"title": title or "", "bridge": {}}
+        if tags:
+            body["tags"] = list(tags)
+        resp = await self._request("POST", "/v1/code/sessions", headers="plain", json=body,
+                                   timeout=REGISTER_TIMEOUT_S)
+        session = _object(resp).get("session")
+        sid = session.get("id") if isinstance(session, dict) else None
+        if not isinstance(sid, str) or not sid.startswith("cse_"):
+            raise ProtocolError(f"POST /v1/code/sessions answered without a cse_ session id: {sid!r}.")
+        return validate_id(sid, "session")
+
+    async def bridge_code_session(self, session_id: str) -> WorkerCredentials:
+        """C2: a worker token for the session; every call bumps the worker epoch."""
+        sid = validate_id(to_infra_session_id(session_id), "session")
+        body = _object(await self._request("POST", f"/v1/code/sessions/{sid}/bridge", headers="plain", json={}))
+        jwt, expires, base = body.get("worker_jwt"), body.get("expires_in"), body.get("api_base_url")
+        if not isinstance(jwt, str) or not jwt:
+            raise ProtocolError("/bridge answered without a worker_jwt.")
+        if isinstance(expires, bool) or not isinstance(expires, int | float) or expires <= 0:
+            raise ProtocolError("/bridge answered without a positive expires_in.")
+        try:
+            epoch = parse_epoch(body.get("worker_epoch"))
+        except EpochInvalid as exc:
+            raise ProtocolError(f"/bridge answered a bad worker_epoch: {exc}") from None
+        return WorkerCredentials(jwt, base if isinstance(base, str) and base else None, float(expires), epoch)
 
 
 def _object(resp: httpx.Response) -> dict[str, Any]:

@@ -188,6 +188,7 @@ class CCRClient:
         self._stop_info: CCRStopped | None = None
         self._heartbeat_busy = False
         self._running = False
+        self._in_flight: list[dict[str, Any]] = []  # the event batch being POSTed
         self._acks_added = 0  # delivery acks queued so far …
         self._acks_done = 0  # … and answered (or dropped): the queue is FIFO, so done ≥ n covers the first n
         self._ack_progress = asyncio.Event()
@@ -213,6 +214,11 @@ class CCRClient:
     @property
     def pending_events(self) -> int:
         return len(self._events) + (1 if self._busy["events"] else 0)
+
+    def unsent_events(self) -> list[dict[str, Any]]:
+        """Client events not (yet) answered 2xx, oldest first: the batch in flight, then the queue.
+        A bridge that replaces this client writes them to the next one (the server deduplicates)."""
+        return [*self._in_flight, *self._events.pending()]
 
     async def wait_stopped(self, timeout: float | None = None) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -485,6 +491,7 @@ class CCRClient:
                 await self._idle_wait("events", self._events.wait_time(now))
                 continue
             self._busy["events"] = True
+            self._in_flight = batch
             try:
                 # Acks queued before these events go first (a prompt's ``processing`` before its
                 # echo, as the stock CLI orders them); a failing delivery endpoint delays them ≤ 1 s.
@@ -505,6 +512,7 @@ class CCRClient:
                               answer.status, answer.detail)
             finally:
                 self._busy["events"] = False
+                self._in_flight = []
 
     def _take_internal(self) -> list[dict[str, Any]]:
         batch: list[dict[str, Any]] = []

@@ -239,6 +239,11 @@ class HybridTransport:
     def current_token(self) -> str:
         return self._token_source()
 
+    def undelivered(self) -> list[Message]:
+        """Messages written but not acknowledged by the server yet, oldest first (for the transport
+        that replaces this one; the server deduplicates by ``uuid``)."""
+        return self._replay.unacked()
+
     # -- credential --------------------------------------------------------------------
 
     def set_token(self, token: str) -> None:

@@ -10,7 +10,9 @@ A transport carries stream-json messages between one session's worker and the se
 * :meth:`SessionTransport.write` queues a message for the server and never blocks;
 * :meth:`SessionTransport.incoming` yields what the server sends, until the transport closes;
 * :meth:`SessionTransport.set_token` swaps the credential for the next request/reconnect;
-* :meth:`SessionTransport.close` flushes queued writes for a short grace period, then stops.
+* :meth:`SessionTransport.close` flushes queued writes for a short grace period, then stops;
+* :meth:`SessionTransport.undelivered` lists what was written but not accepted yet, so a bridge
+  that replaces the transport can hand it to the next one.
 """
 
 from __future__ import annotations
@@ -68,5 +70,7 @@ class SessionTransport(Protocol):
     def set_token(self, token: str) -> None: ...
 
     async def flush(self, timeout: float) -> bool: ...
+
+    def undelivered(self) -> list[Message]: ...
 
     async def close(self, grace: float | None = None) -> None: ...

@@ -48,6 +48,7 @@ from tether.protocol.ccr import (
     CLOSE_EPOCH_SUPERSEDED,
     CLOSE_INIT_FAILED,
     CLOSE_SSE_GAVE_UP,
+    DeliveryStatus,
     DeliveryTracker,
     WorkerStatusTracker,
 )
@@ -78,6 +79,7 @@ class V2Config:
     register_retry_delay: float = 2.0
     register_timeout: float = 10.0
     close_grace: float = 3.0
+    read_stream: bool = True  # False: outbound only (mirror mode): writes and heartbeats, no SSE
 
 
 async def register_worker(session_url: str, token: str, *, attempts: int = 2, retry_delay: float = 2.0,
@@ -169,6 +171,8 @@ class V2Transport:
             return self._state
         if not self._initialized:
             return TransportState.CONNECTING
+        if not self._cfg.read_stream:
+            return TransportState.CONNECTED
         sse = self.sse.state
         if sse is TransportState.CONNECTED:
             return TransportState.CONNECTED
@@ -193,6 +197,8 @@ class V2Transport:
                 w.cancel()
         if self._closed.is_set() or not self._ready.is_set():
             return False
+        if not self._cfg.read_stream:
+            return True
         return await self.sse.wait_connected(max(0.0, deadline - loop.time()))
 
     async def wait_closed(self, timeout: float) -> bool:
@@ -238,6 +244,20 @@ class V2Transport:
 
     async def flush(self, timeout: float) -> bool:
         return await self.ccr.flush(timeout)
+
+    def undelivered(self) -> list[Message]:
+        """Events written but not yet accepted by the server (for the transport that replaces this one)."""
+        return self.ccr.unsent_events()
+
+    def report_state(self, status: str, details: Mapping[str, object] | None = None) -> None:
+        """Report a worker status the traffic does not show (an in-process bridge's REPL); the
+        tracker learns it too, so the next change the traffic shows (a ``result``: idle) is reported."""
+        self._status.status = status
+        self.ccr.report_state(status, dict(details) if details else None)
+
+    def ack_delivery(self, uuid: str, status: DeliveryStatus) -> None:
+        """Acknowledge an inbound event by its payload ``uuid`` (``processing`` / ``processed``)."""
+        self.ccr.ack_delivery(uuid, status)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -348,6 +368,9 @@ class V2Transport:
         return True
 
     async def _serve(self) -> None:
+        if not self._cfg.read_stream:
+            await self._serve_outbound_only()
+            return
         async with asyncio.TaskGroup() as tg:
             ccr_task = tg.create_task(self.ccr.run(), name=f"ccr-{self.session_id}")
             sse_task = tg.create_task(self.sse.run(), name=f"sse-{self.session_id}")
@@ -373,3 +396,18 @@ class V2Transport:
                 async with asyncio.timeout(5.0):
                     await asyncio.shield(pump)  # the pump ends with the stream: hand over what is queued
             pump.cancel()
+
+    async def _serve_outbound_only(self) -> None:
+        """Mirror mode (reference §6.9): the uploaders and heartbeats only; nothing is read."""
+        await self.sse.close()
+        async with asyncio.TaskGroup() as tg:
+            ccr_task = tg.create_task(self.ccr.run(), name=f"ccr-{self.session_id}")
+            closing = tg.create_task(self._closing.wait())
+            await asyncio.wait({ccr_task, closing}, return_when=asyncio.FIRST_COMPLETED)
+            self._state = TransportState.CLOSING
+            if self._closing.is_set():
+                await self.ccr.close(self._grace)
+            else:
+                stop = ccr_task.result()
+                self._closed_info = TransportClosed(stop.reason, stop.code, stop.detail)
+            closing.cancel()

@@ -11,9 +11,9 @@ never replaced by a derived one.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 DEFAULT_MAX_LEN: Final = 80
 ELLIPSIS: Final = "…"
@@ -123,3 +123,132 @@ class TitleState:
         if title is None:
             return self
         return replace(self, worthy_messages=self.worthy_messages + 1).offer_derived(title)
+
+
+# ---- the REPL bridge's titles (reference §6.7) -------------------------------------------------------
+
+INITIAL_TITLE_LEN: Final = 50
+REGENERATE_AT: Final = 3
+SLUG_PREFIX: Final = "remote-control-"
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_STOP_WORDS: Final = frozenset(
+    "a an the and or but if then else of to in on at by for with from into onto over under about as is are "
+    "was were be been being do does did done can could should would will shall may might must i you he she it "
+    "we they me him her us them my your his its our their this that these those there here what which who whom "
+    "whose when where why how not no yes please thanks thank let lets just also too very so than now up down "
+    "out off again once all any each few more most other some such only own same both get got make made use "
+    "using want need like".split())
+
+
+def slug_title(words: Sequence[str]) -> str:
+    """``remote-control-<word>-<word>``: the title of a session that has nothing to be named after."""
+    return SLUG_PREFIX + "-".join(w.lower() for w in words if w) if words else SLUG_PREFIX.rstrip("-")
+
+
+def summary_title(texts: Sequence[str], max_len: int = INITIAL_TITLE_LEN, max_words: int = 6) -> str | None:
+    """A deterministic summary of a conversation's prompts: its most frequent content words (ties:
+    the earliest first), in the order they first appear. None when no word qualifies."""
+    counts: dict[str, int] = {}
+    first: dict[str, tuple[int, str]] = {}
+    position = 0
+    for text in texts:
+        for match in _WORD.finditer(_HIDDEN_BLOCKS.sub(" ", text)):
+            word = match.group().rstrip(".-+")
+            key = word.lower()
+            if len(key) < 3 or key in _STOP_WORDS or key.isdigit():
+                continue
+            counts[key] = counts.get(key, 0) + 1
+            if key not in first:
+                first[key] = (position, word)
+                position += 1
+    if not counts:
+        return None
+    ranked = sorted(counts, key=lambda k: (-counts[k], first[k][0]))[:max_words]
+    words = [first[k][1] for k in sorted(ranked, key=lambda k: first[k][0])]
+    words[0] = words[0][:1].upper() + words[0][1:]
+    return truncate(" ".join(words), max_len)
+
+
+TitleStep = Literal["placeholder", "regenerate"]
+
+
+@dataclass(frozen=True)
+class TitleUpdate:
+    """``placeholder``: use ``title`` now. ``regenerate``: ask the agent's model for a title of the
+    whole conversation; ``title`` is the deterministic summary to use when it cannot answer."""
+
+    step: TitleStep
+    title: str
+
+
+class ReplTitles:
+    """The title rules of a REPL bridge session (reference §6.7).
+
+    Initial title: an explicit name (``/remote-control <name>``, ``--name``) → a ``/rename`` title →
+    the first sentence of the last title-worthy prompt of the conversation so far (≤ 50 characters)
+    → ``remote-control-<slug>``. Then, live: the first title-worthy prompt replaces a slug with a
+    placeholder taken from it; the third one asks for a title regenerated from the whole
+    conversation. A title a person chose is never replaced.
+    """
+
+    def __init__(self, state: TitleState, *, from_slug: bool = False, texts: Sequence[str] = (),
+                 regenerated: bool = False) -> None:
+        self.state = state
+        self.from_slug = from_slug
+        self.texts: list[str] = list(texts)[-50:]
+        self.regenerated = regenerated
+
+    @classmethod
+    def start(cls, *, explicit: str | None, renamed: str | None, messages: Sequence[Mapping[str, Any]],
+              slug_words: Sequence[str]) -> ReplTitles:
+        texts = [t for t in (message_text(msg) for msg in messages) if t and title_from_text(t)]
+        worthy = len(texts)
+        done = worthy >= REGENERATE_AT  # the conversation already names itself
+        for name in (explicit, renamed):
+            if name and name.strip():
+                state = TitleState(name.strip(), explicit=True, worthy_messages=worthy)
+                return cls(state, texts=texts, regenerated=done)
+        for text in reversed(texts):
+            title = title_from_text(text, INITIAL_TITLE_LEN, first_sentence=True)
+            if title:
+                return cls(TitleState(title, worthy_messages=worthy), texts=texts, regenerated=done)
+        return cls(TitleState(slug_title(slug_words)), from_slug=True, texts=texts, regenerated=done)
+
+    @property
+    def title(self) -> str | None:
+        return self.state.title
+
+    @property
+    def explicit(self) -> bool:
+        return self.state.explicit
+
+    def observe(self, message: Mapping[str, Any]) -> TitleUpdate | None:
+        """Feed one prompt of the conversation; what to do about the title, if anything."""
+        text = message_text(message)
+        placeholder = title_from_text(text, INITIAL_TITLE_LEN, first_sentence=True) if text else None
+        if text is None or placeholder is None:
+            return None
+        self.state = replace(self.state, worthy_messages=self.state.worthy_messages + 1)
+        self.texts = [*self.texts[-49:], text]
+        if self.state.explicit:
+            return None
+        if self.state.title is None or self.from_slug:
+            self.from_slug = False
+            self.state = self.state.replace_derived(placeholder)
+            return TitleUpdate("placeholder", placeholder)
+        if self.state.worthy_messages >= REGENERATE_AT and not self.regenerated:
+            self.regenerated = True
+            return TitleUpdate("regenerate", summary_title(self.texts) or placeholder)
+        return None
+
+    def generated(self, title: str) -> bool:
+        """A regenerated title arrived; False (ignored) when a person named the session meanwhile."""
+        cleaned = title_from_text(title, INITIAL_TITLE_LEN)
+        if cleaned is None or self.state.explicit:
+            return False
+        self.state = self.state.replace_derived(cleaned)
+        return True
+
+    def rename(self, title: str) -> None:
+        """A person named the session (``/rename``, or a rename seen on the server)."""
+        self.state = self.state.set_explicit(title)

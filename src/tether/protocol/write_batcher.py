@@ -74,6 +74,10 @@ class WriteBatcher:
     def coalescing_count(self) -> int:
         return len(self._stream)
 
+    def pending(self) -> list[dict[str, Any]]:
+        """Every queued message, oldest first (ready ones, then the coalescing stream events)."""
+        return [item.message for item in (*self._ready, *self._stream)]
+
     # -- input ---------------------------------------------------------------
 
     def add(self, message: dict[str, Any], now: float, size: int = 0) -> None:

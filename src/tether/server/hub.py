@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
 from tether.protocol import json_depth, titles
 from tether.protocol.ids import new_id
 from tether.server import jsonio
@@ -117,6 +117,16 @@ def check_client_event(obj: dict[str, Any]) -> None:
             raise InvalidRequest(f"control_request.request.subtype must be one of {', '.join(CLIENT_CONTROL_SUBTYPES)}.")
     elif kind != "control_response":
         raise InvalidRequest(f"Clients may send 'user' and 'control_request' events, not {kind!r}.")
+
+
+MIRROR_TAG = "ccr-mirror"
+
+
+def refuse_mirror_input(session: dict[str, Any]) -> None:
+    """A mirror session (tagged ``ccr-mirror``) is outbound only: clients watch, never drive it."""
+    if MIRROR_TAG in (session.get("tags") or ()):
+        raise PermissionDenied("This session is a mirror (outbound only): clients can watch it but not send "
+                               "prompts, answer permissions or interrupt. Use the terminal it runs in.")
 
 
 def normalize_request_id(msg: dict[str, Any]) -> str | None:
@@ -277,6 +287,7 @@ class Hub:
                                      "or with a worker token (control_response).")
 
         async def effects(tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+            refuse_mirror_input(session)
             await self.client_effects(tx, session, result, actor=actor)
 
         return await self.append(body, items, org_id=org_id, effects=effects)
@@ -301,6 +312,7 @@ class Hub:
         item = EventIn(obj["uuid"], "client", "control_response", obj, text, delivery="pending")
 
         async def effects(tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+            refuse_mirror_input(session)
             perm = await tx.get_permission(session["id"], request_id)
             if perm is None:
                 raise NotFound(f"No permission request {request_id} in this session.")
@@ -413,9 +425,29 @@ class Hub:
                         if not await tx.list_permissions(session["id"], "pending"):
                             if session["status"] == "requires_action":
                                 session["status"] = "running"
+            elif kind == "control_response":
+                await self._local_answer(tx, session, payload)
             elif kind == "assistant" and session["status"] == "idle":
                 session["status"] = "running"
         await self.confirm_worker_output(tx, session, result, echoed)
+
+    async def _local_answer(self, tx: Tx, session: dict[str, Any], payload: dict[str, Any]) -> None:
+        """A REPL bridge's worker answering a permission request itself: the person at its terminal
+        answered first (PROTOCOL.md §4.6). Recorded like a client's answer, by ``local``; an answer
+        that comes too late (or an agent echoing a client's answer) changes nothing."""
+        rid = normalize_request_id(payload)
+        resp = payload.get("response")
+        decision = resp.get("response") if isinstance(resp, dict) and resp.get("subtype") == "success" else None
+        behavior = decision.get("behavior") if isinstance(decision, dict) else None
+        if rid is None or behavior not in ("allow", "deny"):
+            return
+        perm = await tx.get_permission(session["id"], rid)
+        if perm is None or perm["status"] != "pending":
+            return
+        await tx.update_permission(session["id"], rid, status="allowed" if behavior == "allow" else "denied",
+                                   answered_by="local", answered_at=now(), decision=decision)
+        if session["status"] == "requires_action" and not await tx.list_permissions(session["id"], "pending"):
+            session["status"] = "running"
 
     async def confirm_worker_output(self, tx: Tx, session: dict[str, Any], result: Ingest,
                                     echoed: list[str]) -> None:

@@ -208,9 +208,15 @@ async def patch_session(session_id: str, request: Request) -> Response:
     title = _title(body)
     if title is None:
         raise InvalidRequest("'title' is required.")
+    explicit = body.get("explicit", True)
+    if not isinstance(explicit, bool):
+        raise InvalidRequest("'explicit' must be a boolean.")
     async with ctx.store.write() as tx:
         session = await ctx.hub.load_session(tx, sbody, principal.org_id, for_update=True)
-        await tx.update_session(sbody, title=title, title_explicit=True, updated_at=now())
+        if not explicit and session["title_explicit"]:
+            # A derived title (a REPL bridge's placeholder or summary) never replaces one a person chose.
+            return await _session_response(request, sbody, principal.org_id)
+        await tx.update_session(sbody, title=title, title_explicit=explicit, updated_at=now())
         session["title"] = title
         frame = ctx.hub.session_update_frame(session)
         tx.after_commit(lambda: ctx.hub.publish_frames(sbody, [frame]))
