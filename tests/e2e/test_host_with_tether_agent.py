@@ -704,7 +704,6 @@ def spawn_agent(tmp_path: pathlib.Path, scenario: str, *extra: str) -> AgentProc
 
 @pytest.mark.parametrize("bad", [
     pytest.param(b"{oops\n", id="invalid-json"),
-    pytest.param(b'{"type": "mystery"}\n', id="unknown-type"),
     pytest.param(b'{"type": "update_environment_variables", "variables": {"A=B": "x"}}\n', id="bad-variables"),
     pytest.param(b'{"type": "user", "pad": "' + b"x" * (1 << 20) + b'"}\n', id="oversize"),
 ])
