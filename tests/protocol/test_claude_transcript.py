@@ -231,3 +231,27 @@ def test_hook_events() -> None:
     assert event is not None and event.tool_name == "Bash" and event.tool_input == {"command": "touch x"}
     assert parse_hook_event(b'{"no": "name"}') is None
     assert parse_hook_event(b"garbage") is None
+
+
+def test_slash_and_shell_commands_typed_in_the_tui_are_local_commands_not_prompts() -> None:
+    # /exit, as 2.1.197 writes it: a meta caveat, the command, its output, all as user records
+    caveat = rec("user", "c0", None, message={"role": "user", "content": "<local-command-caveat>Caveat: …"
+                                              "</local-command-caveat>"}, isMeta=True)
+    command = rec("user", "c1", "c0", message={"role": "user", "content": (
+        "<command-name>/exit</command-name>\n            <command-message>exit</command-message>\n"
+        "            <command-args></command-args>")})
+    output = rec("user", "c2", "c1", message={"role": "user", "content": "<local-command-stdout>Bye!"
+                                                                           "</local-command-stdout>"})
+    bash = rec("user", "b1", None, message={"role": "user", "content": "<bash-input>ls</bash-input>"})
+    bash_out = rec("user", "b2", "b1", message={"role": "user", "content": "<bash-stdout>a.txt</bash-stdout>"
+                                                                             "<bash-stderr></bash-stderr>"})
+    assert map_record(caveat).kind == "skip"
+    texts = []
+    for r in (command, output, bash, bash_out):
+        mapped = map_record(r)
+        assert mapped.message is not None and mapped.message["subtype"] == "local_command"
+        assert not is_prompt(mapped.message)
+        texts.append(mapped.message["content"])
+    assert texts == ["/exit", "Bye!", "! ls", "a.txt"]
+    empty = rec("user", "b3", None, message={"role": "user", "content": "<bash-stdout></bash-stdout>"})
+    assert map_record(empty).kind == "skip"

@@ -9,7 +9,7 @@ import typing
 import typer
 
 from tether import __version__
-from tether.cli import admin, auth, chat, remote_control, server, up
+from tether.cli import admin, auth, chat, claude, remote_control, server, up
 
 app = typer.Typer(
     name="tether",
@@ -26,6 +26,8 @@ auth.register(app)  # login, logout, status
 remote_control.register(app)  # remote-control, rc
 up.register(app)
 app.command("chat", help="Talk to a coding agent in this directory (also: `tether` alone).")(chat.chat)
+app.command("claude", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                              "allow_interspersed_args": False})(claude.claude)
 
 
 def _version(value: bool) -> None:

@@ -10,7 +10,8 @@ rules, measured with the pinned CLI (2.1.197):
   is not an ASCII letter or digit becomes ``-``; names over 200 characters are cut and get
   a hash suffix, as the CLI does);
 * :func:`map_record`: which records are mirrored and as what SDK message (``user`` prompts
-  and tool results, ``assistant`` messages, ``system/local_command`` output), which only mark
+  and tool results, ``assistant`` messages, slash and ``!`` commands with their output as
+  ``system/local_command``), which only mark
   the end of a turn (``system/turn_duration``, an interrupt marker), and which are skipped
   (``mode``, ``permission-mode``, ``file-history-snapshot``, ``attachment``, ``last-prompt``,
   ``queue-operation``, meta and side-chain messages …). Uuids are kept: the headless run's
@@ -129,9 +130,19 @@ def _is_tool_result(content: object) -> bool:
     return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
 
 
+_LOCAL_TAGS: Final = re.compile(r"^\s*<(command-name|command-message|local-command-stdout|local-command-stderr|"
+                                r"bash-input|bash-stdout|bash-stderr)>")
+
+
+def is_local_command_text(content: object) -> bool:
+    """A user record that only shows a slash command or ``!`` shell command and its output (the TUI
+    writes ``/exit``, ``!ls`` … this way): not a prompt for the model."""
+    return isinstance(content, str) and _LOCAL_TAGS.match(content) is not None
+
+
 def clean_local_command(content: str) -> str:
-    """The readable part of a ``system/local_command`` record: ``/name args`` for the command
-    itself, the text of ``<local-command-stdout>`` / ``-stderr`` for its output (ANSI removed)."""
+    """The readable part of a local command record: ``/name args`` for a slash command, ``! cmd``
+    for a shell command, the text of its ``…-stdout`` / ``…-stderr`` for its output (ANSI removed)."""
     text = _ANSI.sub("", content)
     name = re.search(r"<command-name>(.*?)</command-name>", text, re.S)
     if name:
@@ -139,10 +150,22 @@ def clean_local_command(content: str) -> str:
         line = name.group(1).strip()
         extra = args.group(1).strip() if args else ""
         return f"{line} {extra}".strip()
-    parts = re.findall(r"<local-command-(?:stdout|stderr)>(.*?)</local-command-(?:stdout|stderr)>", text, re.S)
-    if parts:
+    bash = re.search(r"<bash-input>(.*?)</bash-input>", text, re.S)
+    if bash:
+        return f"! {bash.group(1).strip()}"
+    parts = re.findall(r"<(?:local-command|bash)-(?:stdout|stderr)>(.*?)</(?:local-command|bash)-(?:stdout|stderr)>",
+                       text, re.S)
+    if parts or _LOCAL_TAGS.match(text):
         return "\n".join(p.strip() for p in parts if p.strip())
     return text.strip()
+
+
+def _local_command(uid: str, content: str) -> Mapped:
+    text = clean_local_command(content)
+    if not text:
+        return _skip("an empty local command")
+    return Mapped("message", {"type": "system", "subtype": "local_command", "uuid": uid, "session_id": "",
+                              "content": text})
 
 
 def map_record(record: Mapping[str, Any]) -> Mapped:
@@ -172,6 +195,9 @@ def _map_user(record: Mapping[str, Any], uid: str, inner: dict[str, Any]) -> Map
     content = inner.get("content")
     if not isinstance(content, str | list):
         return _skip("no content")
+    if is_local_command_text(content):
+        assert isinstance(content, str)
+        return _local_command(uid, content)
     msg: Message = {"type": "user", "uuid": uid, "session_id": "", "parent_tool_use_id": None,
                     "message": {"role": "user", "content": content}}
     if _is_tool_result(content):
@@ -190,11 +216,7 @@ def _map_system(record: Mapping[str, Any], uid: str) -> Mapped:
         return Mapped("turn_end")
     if subtype == "local_command":
         content = record.get("content")
-        text = clean_local_command(content) if isinstance(content, str) else ""
-        if not text:
-            return _skip("an empty local command")
-        return Mapped("message", {"type": "system", "subtype": "local_command", "uuid": uid, "session_id": "",
-                                  "content": text})
+        return _local_command(uid, content) if isinstance(content, str) else _skip("an empty local command")
     if subtype == "compact_boundary":
         msg: Message = {"type": "system", "subtype": "compact_boundary", "uuid": uid, "session_id": ""}
         meta = record.get("compactMetadata")
@@ -205,7 +227,8 @@ def _map_system(record: Mapping[str, Any], uid: str) -> Mapped:
 
 
 def is_prompt(message: Mapping[str, Any]) -> bool:
-    """A person's prompt (not a tool result, not an interrupt marker): a turn starts."""
+    """A person's prompt (not a tool result, not an interrupt marker, not a local command): a
+    turn starts."""
     if message.get("type") != "user":
         return False
     inner = message.get("message")
