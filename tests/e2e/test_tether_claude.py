@@ -1,0 +1,173 @@
+"""`tether claude` end to end: the STOCK `claude` TUI (the pinned CLI, installed by
+scripts/install-test-deps) in tmux, offline against the fake Messages API, shared with a real
+`tether server` (v2 env-less core, the product default), watched and driven by a subscriber:
+
+desk → two turns typed in the TUI (the second asks permission at the terminal: clients see "waiting
+at the terminal") appear once each → phone: a prompt hands off, is answered by the headless run and
+streams; a permission asked remotely is answered from the subscriber → desk: a key takes it back,
+the TUI restarts with --resume and shows the remote turns, a third turn typed there is mirrored →
+/exit. Finally the transcript file and the session's event log hold the same messages, each once,
+in the same order."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.api import mint_token
+from tests.support.claude_home import (
+    seed_claude_home,
+    tether_claude_argv,
+    tether_claude_env,
+    transcript_records,
+)
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.server import ServerProcess
+from tests.support.tmux import TmuxTerminal
+from tests.support.waiting import eventually
+from tests.support.worker import Receiver, auth, subscribe, user_message
+from tether.protocol.claude_transcript import ChainOrder, map_record
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(300)]
+TUI_READY = r"\? for shortcuts"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as api:
+        yield api
+
+
+def text_of(frame: dict[str, Any]) -> str:
+    content = (frame.get("message") or {}).get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(str(b.get("text") or b.get("content") or "") for b in content or [] if isinstance(b, dict))
+
+
+def conversation(sub: Receiver) -> list[tuple[str, str]]:
+    return [(f["type"], text_of(f)) for f in sub.frames if f.get("type") in ("user", "assistant")
+            and not f.get("ephemeral") and not f.get("isReplay")]
+
+
+def terminal_states(sub: Receiver) -> list[dict[str, Any]]:
+    return [f for f in sub.frames if f.get("type") == "system" and f.get("subtype") == "tether_terminal"]
+
+
+async def answered(sub: Receiver, prompt: str, answer: str, timeout: float = 60) -> None:
+    """``prompt`` and then ``answer`` appear, and a ``result`` after them."""
+    def done() -> bool:
+        convo = conversation(sub)
+        asked = [i for i, (kind, text) in enumerate(convo) if kind == "user" and text == prompt]
+        if not asked or not any(answer in text for _, text in convo[asked[-1]:]):
+            return False
+        seq = next(f["sequence_num"] for f in sub.frames if f.get("type") == "user" and text_of(f) == prompt)
+        return any(f.get("type") == "result" and f.get("sequence_num", 0) > seq for f in sub.frames)
+    await eventually(done, timeout, message=f"the answer to {prompt!r}")
+
+
+async def test_desk_phone_desk(fake: FakeAnthropic, tmp_path: pathlib.Path) -> None:
+    with ServerProcess(tmp_path / "srv", worker_transport="v2", limits={"rate_per_second": 0}) as server:
+        token = await asyncio.to_thread(mint_token, server.data_dir)
+        project, home = tmp_path / "project", tmp_path / "home"
+        project.mkdir()
+        seed_claude_home(home, project)
+        env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=server.url, token=token,
+                                anthropic_url=fake.url)
+        argv = tether_claude_argv(log_file=tmp_path / "tether-claude.log")
+        term = await asyncio.to_thread(TmuxTerminal, argv, project, env, tmp_path, 140, 50)
+        wait = term.wait_for
+        try:
+            match = await asyncio.to_thread(wait, r"Remote Control active · \S+/code/(session_[0-9a-z]+)", 60)
+            sid = match.group(1)
+            await asyncio.to_thread(wait, TUI_READY, 60)
+            sub = await subscribe(server.ws_url, sid, token, 0)
+            await eventually(lambda: terminal_states(sub) and terminal_states(sub)[-1]["state"] == "local", 30,
+                             message="'at the terminal'")
+            assert terminal_states(sub)[-1]["detail"] == "At the terminal"
+
+            # ---- at the desk: two turns, the second asks permission in the TUI -----------------------------
+            await asyncio.to_thread(term.type, "hello one")
+            await answered(sub, "hello one", "Hello from the fake model.")
+            await asyncio.to_thread(term.type, "please TOOLBASH")
+            await asyncio.to_thread(wait, r"Do you want to proceed\?", 60, screen=True)
+            waiting = await eventually(lambda: [s for s in terminal_states(sub) if s.get("waiting_at_terminal")], 30,
+                                       message="'waiting at the terminal'")
+            assert waiting[-1]["waiting_at_terminal"] == "Bash" and waiting[-1]["state"] == "local"
+            await asyncio.to_thread(term.keys, "Enter")  # "1. Yes", answered at the terminal
+            await answered(sub, "please TOOLBASH", "TOOL_RESULT:hi")
+            assert (project / "from_bash.txt").exists()
+            assert terminal_states(sub)[-1]["waiting_at_terminal"] is None
+
+            # ---- from the phone: a prompt hands off and streams; a permission answered remotely ------------
+            async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+                async def post(text: str) -> None:
+                    r = await http.post(f"/v1/sessions/{sid}/events", json={"events": [user_message(text)]},
+                                        headers=auth(token))
+                    assert r.status_code == 200, r.text
+
+                await post("remote hello")
+                await asyncio.to_thread(wait, r"continues on another device", 60)
+                await answered(sub, "remote hello", "Hello from the fake model.")
+                prompt_seq = next(f["sequence_num"] for f in sub.frames if text_of(f) == "remote hello")
+                assert any(f.get("type") == "stream_event" and f.get("ephemeral") and f["sequence_num"] >= prompt_seq
+                           for f in sub.frames), "the headless turn streams"
+                assert [s["state"] for s in terminal_states(sub)][-2:] == ["handing_off", "remote"]
+
+                await post("please TOOLWRITE")
+                ask = await sub.wait_for(lambda f: f.get("type") == "control_request"
+                                         and f["request"].get("subtype") == "can_use_tool", 60)
+                assert ask["request"]["tool_name"] == "Write"
+                await sub.ws.send(_allow(ask))
+                await answered(sub, "please TOOLWRITE", "TOOL_RESULT:File created")
+                assert (project / "hello.txt").read_text() == "hello from fake model\n"
+                await asyncio.to_thread(wait, r"answered on another device", 10)
+
+            # ---- back at the desk: a key, the TUI resumes the same session ------------------------------
+            await asyncio.to_thread(term.type, "x", False)
+            await eventually(lambda: terminal_states(sub)[-1]["state"] == "local", 60, message="back at the terminal")
+            await asyncio.to_thread(wait, TUI_READY, 60, count=2)
+            await asyncio.to_thread(wait, r"(?m)^❯ please TOOLWRITE", 30)  # the TUI shows the remote turns
+            await asyncio.to_thread(wait, r"(?m)^❯ remote hello", 5)
+            await asyncio.to_thread(term.type, "hello three")
+            await answered(sub, "hello three", "Hello from the fake model.")
+
+            await asyncio.to_thread(term.type, "/exit")
+            assert await asyncio.to_thread(term.wait_exit, 60) == 0
+            await sub.close()
+
+            # ---- nothing lost, nothing twice --------------------------------------------------------------
+            async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+                r = await http.get(f"/v1/sessions/{sid}/events?limit=1000", headers=auth(token))
+                assert r.status_code == 200
+                events = r.json()["data"]
+                assert (await http.get(f"/v1/sessions/{sid}", headers=auth(token))).json()["session_status"] \
+                    == "archived"
+            logged = [e["uuid"] for e in events if e["type"] in ("user", "assistant")]
+            assert [u for u, n in collections.Counter(logged).items() if n > 1] == []
+            assert logged == _mirrorable(transcript_records(home, project))
+        finally:
+            await asyncio.to_thread(term.close)
+
+
+def _allow(ask: dict[str, Any]) -> str:
+    return json.dumps({"type": "control_response", "response": {
+        "subtype": "success", "request_id": ask["request_id"],
+        "response": {"behavior": "allow", "updatedInput": ask["request"]["input"]}}})
+
+
+def _mirrorable(records: list[dict[str, Any]]) -> list[str]:
+    """The uuids of the transcript's messages, in conversation order."""
+    order = ChainOrder()
+    ordered: list[dict[str, Any]] = []
+    for record in records:
+        ordered += order.push(record, 0.0)
+    ordered += order.flush()
+    return [str(r["uuid"]) for r in ordered if map_record(r).kind == "message"]
