@@ -24,6 +24,7 @@ def test_plain_options_and_a_prompt() -> None:
     assert args.headless(NEW, exists=True) == ["--resume", NEW, "--model", "opus", "--permission-mode=acceptEdits",
                                                "--add-dir", "a"]
     assert args.headless(NEW, exists=False)[:2] == ["--session-id", NEW]
+    assert args.tui_again(NEW, "/s.json", exists=False)[-4:] == ["--session-id", NEW, "--settings", "/s.json"]
     assert args.known_session is None
 
 

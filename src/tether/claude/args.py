@@ -108,9 +108,10 @@ class ClaudeArgs:
             argv += ["--", self.prompt]
         return argv
 
-    def tui_again(self, session_id: str, settings: str) -> list[str]:
-        """The TUI after a hand-back: the same session, without the first prompt."""
-        return [*self._passed(tui=True), "--resume", session_id, "--settings", settings]
+    def tui_again(self, session_id: str, settings: str, *, exists: bool = True) -> list[str]:
+        """The TUI after a hand-back: the same session, without the first prompt (a session that
+        has no transcript yet, nothing having been said, is started again with ``--session-id``)."""
+        return [*self._passed(tui=True), "--resume" if exists else "--session-id", session_id, "--settings", settings]
 
     def headless(self, session_id: str, *, exists: bool) -> list[str]:
         """Arguments for ``claude`` before the session host's ``-p --input-format stream-json …``

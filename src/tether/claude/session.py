@@ -238,7 +238,9 @@ class ClaudeSession:
     def _restart_tui(self) -> None:
         self.terminal.say(console.notice("back at the terminal"))
         if self.session_uuid is not None:
-            argv = self.args.tui_again(self.session_uuid, str(self.settings.settings_file))
+            path = self._path_of(self.session_uuid)
+            argv = self.args.tui_again(self.session_uuid, str(self.settings.settings_file),
+                                       exists=path is not None and path.exists())
         else:
             argv = dataclasses.replace(self.args, prompt=None).first_tui(None, str(self.settings.settings_file))
         self._spawn(self._run_tui(argv), "tui")

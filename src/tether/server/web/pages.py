@@ -350,6 +350,9 @@ async def session_page(session_id: str, request: Request) -> Response:
 <section id="asks" class="asks" aria-label="Permission requests" aria-live="assertive"></section>
 <button type="button" id="jump" class="jump" hidden>↓ New messages</button>
 <form id="composer" class="composer" aria-label="Send a prompt">
+ <div id="terminal" class="terminal-bar" role="status" aria-live="polite" hidden><span class="text"></span>
+  <button type="button" id="take-over" hidden>Take over</button>
+  <button type="button" id="return-terminal" hidden>Return to terminal</button></div>
  <ul id="attachments" class="attachments" aria-label="Attachments"></ul>
  <div class="composer-row">
   <label class="attach" title="Attach images or files">{_ICON_CLIP}<span class="sr-only">Attach files</span>
