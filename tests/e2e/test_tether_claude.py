@@ -28,15 +28,23 @@ from tests.support.claude_home import (
     tether_claude_env,
     transcript_records,
 )
-from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_anthropic import (
+    FakeAnthropic,
+    Reply,
+    Text,
+    keyword_reply,
+    last_user_message,
+    user_text,
+)
 from tests.support.server import ServerProcess
 from tests.support.tmux import TmuxTerminal
 from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, subscribe, user_message
-from tether.protocol.claude_transcript import ChainOrder, map_record
+from tether.protocol.claude_transcript import ChainOrder, map_record, project_slug
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(300)]
 TUI_READY = r"\? for shortcuts"
+TUI_BACK = r"back at the terminal[\s\S]*\? for shortcuts"  # the TUI, restarted after a hand-back
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +141,7 @@ async def test_desk_phone_desk(fake: FakeAnthropic, tmp_path: pathlib.Path) -> N
             # ---- back at the desk: a key, the TUI resumes the same session ------------------------------
             await asyncio.to_thread(term.type, "x", False)
             await eventually(lambda: terminal_states(sub)[-1]["state"] == "local", 60, message="back at the terminal")
-            await asyncio.to_thread(wait, TUI_READY, 60, count=2)
+            await asyncio.to_thread(wait, TUI_BACK, 60)
             await asyncio.to_thread(wait, r"(?m)^❯ please TOOLWRITE", 30)  # the TUI shows the remote turns
             await asyncio.to_thread(wait, r"(?m)^❯ remote hello", 5)
             await asyncio.to_thread(term.type, "hello three")
@@ -171,3 +179,70 @@ def _mirrorable(records: list[dict[str, Any]]) -> list[str]:
         ordered += order.push(record, 0.0)
     ordered += order.flush()
     return [str(r["uuid"]) for r in ordered if map_record(r).kind == "message"]
+
+
+async def test_stop_from_a_client_and_clear_at_the_terminal(tmp_path: pathlib.Path) -> None:
+    """A client's Stop interrupts the turn running in the TUI (its Esc); after /clear the TUI writes
+    a new session (its SessionStart hook says which): it is mirrored into the same Tether session,
+    and a hand-off resumes the new one."""
+    held = Reply([Text("tick tick tick tick tick ", chunk=5)], hold_after=2)
+
+    def respond(body: Any) -> Reply:  # the TUI's own side requests (no tools) are answered as usual
+        if isinstance(body, dict) and body.get("tools") and user_text(last_user_message(body)).endswith("count slowly"):
+            return held
+        return keyword_reply(body)
+
+    with FakeAnthropic(respond) as fake, \
+            ServerProcess(tmp_path / "srv", worker_transport="v2", limits={"rate_per_second": 0}) as server:
+        token = await asyncio.to_thread(mint_token, server.data_dir)
+        project, home = tmp_path / "project", tmp_path / "home"
+        project.mkdir()
+        seed_claude_home(home, project)
+        env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=server.url, token=token,
+                                anthropic_url=fake.url)
+        term = await asyncio.to_thread(TmuxTerminal, tether_claude_argv(log_file=tmp_path / "tether-claude.log"),
+                                       project, env, tmp_path, 140, 50)
+        wait = term.wait_for
+        try:
+            sid = (await asyncio.to_thread(wait, r"Remote Control active · \S+/code/(session_[0-9a-z]+)", 60)).group(1)
+            await asyncio.to_thread(wait, TUI_READY, 60)
+            sub = await subscribe(server.ws_url, sid, token, 0)
+            await asyncio.to_thread(term.type, "count slowly")
+            assert await asyncio.to_thread(held.reached_hold.wait, 60)
+            await sub.wait_for(lambda f: f.get("type") == "user" and text_of(f) == "count slowly", 30)
+            await sub.ws.send(json.dumps({"type": "control_request", "request_id": "stop-1",
+                                          "request": {"subtype": "interrupt"}}))
+            await sub.wait_for(lambda f: f.get("type") == "user" and "[Request interrupted by user" in text_of(f), 30)
+            stopped = await sub.wait_for(lambda f: f.get("type") == "result", 30)
+            assert stopped["is_error"] and stopped["errors"] == ["Interrupted at the terminal"]
+
+            first = set(_transcripts(home, project))
+            assert len(first) == 1
+            await asyncio.to_thread(term.type, "/clear")
+            await eventually(lambda: set(_transcripts(home, project)) - first, 30, message="the new session's file")
+            await asyncio.to_thread(term.type, "after clear")
+            await answered(sub, "after clear", "Hello from the fake model.")
+            new = set(_transcripts(home, project)) - first
+            assert len(new) == 1
+
+            async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+                remote = user_message("remote after clear")
+                r = await http.post(f"/v1/sessions/{sid}/events", json={"events": [remote]}, headers=auth(token))
+                assert r.status_code == 200, r.text
+            await answered(sub, "remote after clear", "Hello from the fake model.")
+            new_file = _transcripts(home, project)[next(iter(new))]
+            assert remote["uuid"] in new_file.read_text()  # the headless run resumed the new session
+
+            await asyncio.to_thread(term.type, "x", False)
+            await asyncio.to_thread(wait, TUI_BACK, 60)
+            await asyncio.to_thread(term.type, "/exit")
+            assert await asyncio.to_thread(term.wait_exit, 60) == 0
+            await sub.close()
+        finally:
+            held.release()
+            await asyncio.to_thread(term.close)
+
+
+def _transcripts(home: pathlib.Path, project: pathlib.Path) -> dict[str, pathlib.Path]:
+    folder = home / ".claude" / "projects" / project_slug(str(project))
+    return {p.stem: p for p in folder.glob("*.jsonl")}

@@ -56,7 +56,7 @@ def test_take_over_and_return_to_terminal(page: Any, desk: TmuxTerminal) -> None
     back.click()
     expect(bar).to_contain_text("At the terminal", timeout=60_000)
     desk.wait_for(r"returning to the terminal \(asked on another device\)", 10)
-    desk.wait_for(TUI_READY, 60, count=2)
+    desk.wait_for(r"back at the terminal[\s\S]*\? for shortcuts", 60)
     expect(take_over).to_be_visible()
 
     desk.type("/exit")
