@@ -78,6 +78,13 @@ def test_return_when_idle_ends_the_agents_input_then_restarts_the_tui() -> None:
     assert h.mode == "local" and h.tui_running
 
 
+def echo(message: dict[str, Any]) -> dict[str, Any]:
+    return {**message, "isReplay": True}
+
+
+RESULT = {"type": "result", "subtype": "success"}
+
+
 def test_return_waits_for_the_running_turn_or_interrupts_it_on_request() -> None:
     h = remote()
     h.client_prompt(prompt("work"))
@@ -85,7 +92,10 @@ def test_return_waits_for_the_running_turn_or_interrupts_it_on_request() -> None
     assert "after the current turn" in h.status().detail
     assert h.client_prompt(prompt("more")) == [Deliver(prompt("more"))]  # still taking input: not lost
     assert h.return_to_terminal(interrupt=True) == ([InterruptAgent()], None)
-    assert h.remote_turn_changed(False) == [EndAgentInput()]
+    assert h.agent_output(echo(prompt("work"))) == []
+    assert h.agent_output(RESULT) == []  # "more" was given to it and not echoed yet: still working
+    assert h.agent_output(echo(prompt("more"))) == []
+    assert h.agent_output(RESULT) == [EndAgentInput()]
     queued = prompt("late")
     assert h.client_prompt(queued) == []  # its input has ended: kept for the next hand-off
     assert h.host_exited() == [StartTui(), EndTui()]
@@ -99,7 +109,9 @@ def test_return_requested_while_handing_off_runs_after_the_queued_prompts() -> N
     h.tui_exited(143)
     assert h.host_started() == [Deliver(prompt("a"))]
     assert h.mode == "handing_back"
-    assert h.remote_turn_changed(False) == [EndAgentInput()]
+    assert h.agent_output({"type": "system", "subtype": "init"}) == []
+    assert h.agent_output(echo(prompt("a"))) == []
+    assert h.agent_output(RESULT) == [EndAgentInput()]
 
 
 def test_the_tui_ending_by_itself_ends_tether_claude() -> None:

@@ -106,8 +106,6 @@ class ClaudeSession:
         self._bridge_settled = asyncio.Event()
         self._published: h.TerminalStatus | None = None
         self._published_core: ReplBridgeCore | None = None
-        self._awaiting: set[str] = set()  # prompts given to the headless run, not echoed yet
-        self._turn_open = False
         self._done: asyncio.Future[int] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -227,6 +225,8 @@ class ClaudeSession:
             return
         self.tui = pty
         self.terminal.listen(pty.write)
+        if self.machine.mode == "handing_off" and not self.machine.local_turn:
+            pty.terminate()  # a client took the session over while the TUI was starting
         try:
             code = await pty.wait()
         finally:
@@ -258,11 +258,10 @@ class ClaudeSession:
         link = CoreLink(lambda: self.core, self._on_remote_output)
         host = SessionHost(self._session_label(), link, spec)
         self.link, self.host = link, host
-        self._awaiting.clear()
-        self._turn_open = False
         self._show_remote_banner()
-        run = asyncio.ensure_future(host.run())
-        started = asyncio.ensure_future(host.wait_started(60.0))
+        assert self._tg is not None
+        run = self._tg.create_task(host.run(), name="claude-host")
+        started = self._tg.create_task(host.wait_started(60.0), name="claude-host-started")
         await asyncio.wait({run, started}, return_when=asyncio.FIRST_COMPLETED)
         if started.done() and started.result() and not run.done():
             self._apply(self.machine.host_started())
@@ -296,19 +295,7 @@ class ClaudeSession:
     def _on_remote_output(self, msg: dict[str, Any]) -> None:
         for line in console.output_lines(msg):
             self.terminal.say(line)
-        kind = msg.get("type")
-        if kind == m.USER and msg.get("isReplay"):
-            uid = msg.get("uuid")
-            if isinstance(uid, str):
-                self._awaiting.discard(uid)
-            self._turn_open = True
-        elif kind == m.SYSTEM and msg.get("subtype") == "init":
-            self._turn_open = True
-        elif kind == m.RESULT:
-            self._turn_open = False
-        running = self._turn_open or bool(self._awaiting)
-        if running != self.machine.remote_turn:
-            self._apply(self.machine.remote_turn_changed(running))
+        self._apply(self.machine.agent_output(msg))
 
     def _on_key(self, data: bytes) -> None:
         """A key while the session is remote: take it back (Ctrl-C while waiting: stop the turn)."""
@@ -352,9 +339,6 @@ class ClaudeSession:
         self._publish_status()
 
     def _deliver(self, message: dict[str, Any]) -> None:
-        uid = message.get("uuid")
-        if isinstance(uid, str):
-            self._awaiting.add(uid)
         self.terminal.say(console.prompt_line(message))
         if self.link is None or not self.link.deliver(message):
             self._dropped(h.Dropped((message,), "the headless run is not taking prompts"))

@@ -111,7 +111,10 @@ class HandOff:
     local_turn: bool = False
     """A turn runs at the terminal (a prompt was typed; no turn end yet)."""
     remote_turn: bool = False
-    """The headless run is working (its last output was not a ``result``)."""
+    """The headless run is working: a prompt given to it was not echoed yet, or its turn has not
+    ended with a ``result``."""
+    awaiting: set[str] = field(default_factory=set)
+    turn_open: bool = False
     waiting_tool: str | None = None
     queued: list[Message] = field(default_factory=list)
     return_requested: bool = False
@@ -123,8 +126,7 @@ class HandOff:
 
     def client_prompt(self, message: Message) -> list[Action]:
         if self.mode == "remote" or (self.mode == "handing_back" and not self.input_ended):
-            self.remote_turn = True
-            return [Deliver(message)]
+            return [self._deliver(message)]
         if self.mode == "ended":
             return [Dropped((message,), "the session has ended at the terminal")]
         self.queued.append(message)
@@ -192,15 +194,29 @@ class HandOff:
             return []
         self.mode = "remote"
         self.input_ended = False
+        self.awaiting.clear()
+        self.turn_open = self.remote_turn = False
         prompts, self.queued = self.queued, []
-        actions: list[Action] = [Deliver(p) for p in prompts]
-        self.remote_turn = bool(prompts)
+        actions: list[Action] = [self._deliver(p) for p in prompts]
         if self.return_requested:
             self.mode = "handing_back"
             actions += self._hand_back_step()
         return actions
 
-    def remote_turn_changed(self, running: bool) -> list[Action]:
+    def agent_output(self, message: Message) -> list[Action]:
+        """A message of the headless run: its echo of a prompt or its ``system/init`` opens a turn,
+        a ``result`` closes it; it works while a turn is open or a prompt given to it is not echoed."""
+        kind = message.get("type")
+        if kind == "user" and message.get("isReplay"):
+            self.awaiting.discard(str(message.get("uuid")))
+            self.turn_open = True
+        elif kind == "system" and message.get("subtype") == "init":
+            self.turn_open = True
+        elif kind == "result":
+            self.turn_open = False
+        running = self.turn_open or bool(self.awaiting)
+        if running == self.remote_turn:
+            return []
         self.remote_turn = running
         if self.mode == "handing_back" and not running:
             return self._hand_back_step()
@@ -214,7 +230,8 @@ class HandOff:
         if self.mode == "ended":
             return actions
         self.mode = "local"
-        self.remote_turn = False
+        self.remote_turn = self.turn_open = False
+        self.awaiting.clear()
         self.return_requested = self.interrupt_requested = self.input_ended = False
         self.tui_running = True
         actions.append(StartTui())
@@ -267,6 +284,13 @@ class HandOff:
             return []
         self.input_ended = True
         return [EndAgentInput()]
+
+    def _deliver(self, message: Message) -> Deliver:
+        uid = message.get("uuid")
+        if isinstance(uid, str):
+            self.awaiting.add(uid)
+        self.remote_turn = True
+        return Deliver(message)
 
     def _drop(self, reason: str) -> list[Action]:
         prompts, self.queued = self.queued, []
