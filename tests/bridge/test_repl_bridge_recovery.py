@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,7 @@ from tests.support.worker import Receiver, auth
 from tether.bridge.pointer import read_pointer
 from tether.bridge.repl.env_based import EnvBasedBridge
 from tether.bridge.repl.env_less import EnvLessBridge
+from tether.protocol.bridge_policy import jwt_expiry
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -87,6 +89,28 @@ async def test_a_deregistered_environment_is_registered_again(v1: tuple[ServerPr
         await sub.close()
 
 
+async def test_a_session_archived_elsewhere_is_replaced_with_the_whole_history(v1: tuple[ServerProcess, str],
+                                                                              tmp_path: pathlib.Path) -> None:
+    """Strategy 2 of doReconnect: the session cannot be re-queued, so a new one is created and the
+    conversation is flushed into it again, once."""
+    server, token = v1
+    async with rig(server, token, tmp_path / "home") as r:
+        r.front.conversation.extend([prompt("kept one"), reply("kept two")])
+        await r.start()
+        await r.connected()
+        first = r.session_id
+        resp = await r.http.post(f"/v1/sessions/{first}/archive", json={}, headers=auth(token))
+        assert resp.status_code == 200, resp.text
+        await eventually(lambda: r.front.info is not None and r.front.info.session_id not in (None, first)
+                         and r.front.status is not None and r.front.status.state == "connected", 60,
+                         message="a new session")
+        sub = await r.subscribe(from_seq=0)
+        await eventually(lambda: len(conversation_uuids(sub)) == 2, 20, message="the history in the new session")
+        await turn(r, sub, "in the new session")
+        assert len(set(conversation_uuids(sub))) == len(conversation_uuids(sub)) == 4
+        await sub.close()
+
+
 async def test_perpetual_session_is_re_attached_after_a_restart(v1: tuple[ServerProcess, str],
                                                                 tmp_path: pathlib.Path) -> None:
     server, token = v1
@@ -114,6 +138,34 @@ async def test_perpetual_session_is_re_attached_after_a_restart(v1: tuple[Server
         await eventually(lambda: len(conversation_uuids(sub)) == 3, 20)
         assert len(set(conversation_uuids(sub))) == 3  # the history was not sent again
         await sub.close()
+
+
+async def test_v2_an_expired_worker_token_is_recovered_after_a_server_restart(tmp_path: pathlib.Path) -> None:
+    """The token expires while the server is away (no proactive refresh here): on its return the
+    stream or the CCR client is refused (401 / 4003) and the core rebuilds on a fresh token."""
+    with ServerProcess(tmp_path / "srv", worker_transport="v2", worker_token_ttl_s=3,
+                       limits={"rate_per_second": 0}) as server:
+        token = await asyncio.to_thread(mint_token, server.data_dir)
+        async with rig(server, token, tmp_path / "home", config=fast_config(token_refresh_floor_s=3600.0)) as r:
+            await r.start()
+            await r.connected()
+            core = r.rc.core
+            assert isinstance(core, EnvLessBridge) and core._jwt is not None
+            expires = jwt_expiry(core._jwt)
+            assert expires is not None
+            sub = await r.subscribe(from_seq=0)
+            await turn(r, sub, "before")
+            await sub.close()
+            await asyncio.to_thread(server.stop)
+            await eventually(lambda: time.time() > expires + 1, 10, message="the worker token to expire")
+            await asyncio.to_thread(server.start)
+            await eventually(lambda: core.rebuilds >= 1 and r.front.status is not None
+                             and r.front.status.state == "connected", 60, message="the rebuilt transport")
+            sub = await r.subscribe(from_seq=0)
+            await turn(r, sub, "after")
+            uuids = conversation_uuids(sub)
+            assert len(uuids) == len(set(uuids)) == 4
+            await sub.close()
 
 
 async def test_v2_worker_tokens_are_refreshed_by_rebuilding_the_transport(tmp_path: pathlib.Path) -> None:

@@ -155,6 +155,8 @@ async def test_five_turns_then_rc_history_once_in_order_then_live(repl_factory: 
     assert conversation(sub) == [*expected, ("user", "question 5"), ("assistant", "Answer to: question 5")]
     assert len(uuids(sub)) == len(set(uuids(sub)))
     assert "Remote Control active" in repl.term.screen()
+    await asyncio.to_thread(repl.term.type, "/rc qr")
+    await repl.wait(r"█▀▀▀▀▀▀▀█")  # the QR code of the session URL
     await asyncio.to_thread(repl.term.type, "/rc")
     await repl.wait(r"Remote Control is off")
     assert (await repl.session(sid))["session_status"] == "archived"

@@ -69,6 +69,7 @@ def test_withdrawn_by_the_agent() -> None:
     assert race.withdraw("a", AT) is None
     assert race.withdraw_all(AT) == [{"type": "control_cancel_request", "request_id": "b"}]
     assert race.answer_remotely(answer("b", {"behavior": "allow"}), AT).outcome == "already_resolved"
+    assert race.settled("a") and race.settled("b") and not race.settled("never-asked")
 
 
 def test_malformed_question() -> None:

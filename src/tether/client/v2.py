@@ -250,7 +250,9 @@ class V2Transport:
         return self.ccr.unsent_events()
 
     def report_state(self, status: str, details: Mapping[str, object] | None = None) -> None:
-        """Report a worker status the traffic does not show (an in-process bridge's REPL)."""
+        """Report a worker status the traffic does not show (an in-process bridge's REPL); the
+        tracker learns it too, so the next change the traffic shows (a ``result``: idle) is reported."""
+        self._status.status = status
         self.ccr.report_state(status, dict(details) if details else None)
 
     def ack_delivery(self, uuid: str, status: DeliveryStatus) -> None:

@@ -62,6 +62,10 @@ class PermissionRace:
     def get(self, request_id: str) -> PermissionRequest | None:
         return self._open.get(request_id)
 
+    def settled(self, request_id: str) -> bool:
+        """Answered or withdrawn already (as opposed to never asked here)."""
+        return request_id in self._settled
+
     def open(self, request: Mapping[str, Any], now_iso: str) -> PermissionRequest:
         """The agent asked; raises :class:`~tether.protocol.messages.MessageError` for a malformed
         request. At most :data:`MAX_OPEN` questions stay open (the oldest is forgotten)."""

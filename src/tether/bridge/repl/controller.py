@@ -159,6 +159,9 @@ class RemoteControl:
             except InitFailed as exc:
                 self._count_dead_token(api, exc)
                 return self._start_failed(exc.message)
+            except Exception as exc:  # a bug in the bridge must not take the front end down
+                log.exception("the REPL bridge failed")
+                return f"internal error: {exc!r}"
             self.failures.succeeded()
             return core.failure
 

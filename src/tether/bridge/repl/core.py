@@ -114,6 +114,8 @@ class ReplBridgeCore:
         self._sequence: int | None = None  # the SSE resume point carried across v2 transports
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._title_lock = asyncio.Lock()
+        self._pushed_title: tuple[str | None, bool] | None = None  # what the server has (title, explicit)
         self._stop = asyncio.Event()
         self.failure: str | None = None
         self.writes = 0
@@ -172,7 +174,10 @@ class ReplBridgeCore:
         return True
 
     def answer_permission(self, request_id: str, decision: m.PermissionDecision) -> bool:
-        """The person at the terminal answered; False when a client had answered first."""
+        """The person at the terminal answered; False when a client had answered first. A question
+        that was never shared (mirror mode, or asked before remote control was on) is just answered."""
+        if self.race.get(request_id) is None and not self.race.settled(request_id):
+            return True
         try:
             out = self.race.answer_locally(request_id, decision, now_iso())
         except AlreadyResolved:
@@ -208,7 +213,7 @@ class ReplBridgeCore:
         """``/rename``: a title a person chose, never replaced by a derived one."""
         self.titles.rename(title)
         self._notify()
-        self._spawn(self._push_title(title, explicit=True), "title")
+        self._spawn(self._push_title(), "title")
 
     def stop(self) -> None:
         """Turn remote control off: :meth:`run` tears down in order and returns."""
@@ -315,7 +320,7 @@ class ReplBridgeCore:
             return
         self._notify()
         if update.step == "placeholder":
-            self._spawn(self._push_title(update.title, explicit=False), "title")
+            self._spawn(self._push_title(), "title")
         else:
             self._spawn(self._regenerate(update), "title")
 
@@ -330,27 +335,34 @@ class ReplBridgeCore:
             log.info("the agent's model could not name the session (%r); using the summary", exc)
         if self.titles.generated(title or update.title):
             self._notify()
-            await self._push_title(self.titles.title or update.title, explicit=False)
+            await self._push_title()
 
-    async def _push_title(self, title: str, *, explicit: bool) -> None:
-        if self.session_id is None:
-            return  # pushed with the session once it exists
-        try:
-            session = await self.api.update_session_title(self.session_id, title, explicit=explicit)
-        except (TetherError, ValueError) as exc:
-            log.warning("could not update the session title: %s", exc)
-            return
-        server_title = session.get("title")
-        if not explicit and isinstance(server_title, str) and server_title and server_title != title:
-            self.titles.rename(server_title)  # a person named it elsewhere (the web): that title wins
-            self._notify()
+    async def _push_title(self) -> None:
+        """Bring the server's title up to date with :attr:`titles`: one PATCH at a time, always
+        the title as it is *now* (a placeholder sent late never overwrites a newer title)."""
+        async with self._title_lock:
+            title, explicit = self.titles.title, self.titles.explicit
+            if self.session_id is None or title is None or (title, explicit) == self._pushed_title:
+                return  # no session yet: pushed once it exists
+            try:
+                session = await self.api.update_session_title(self.session_id, title, explicit=explicit)
+            except (TetherError, ValueError) as exc:
+                log.warning("could not update the session title: %s", exc)
+                return
+            self._pushed_title = (title, explicit)
+            server_title = session.get("title")
+            if not explicit and isinstance(server_title, str) and server_title and server_title != title:
+                self.titles.rename(server_title)  # a person named it elsewhere (the web): that title wins
+                self._pushed_title = (server_title, True)
+                self._notify()
 
     async def _push_initial_title(self) -> None:
-        """After the session exists, before it is announced: a derived initial title (explicit ones
-        went with its creation)."""
-        title = self.titles.title
-        if title and not self.titles.explicit:
-            await self._push_title(title, explicit=False)
+        """After the session exists, before it is announced: a derived initial title (an explicit
+        one went with its creation)."""
+        if self.titles.explicit:
+            self._pushed_title = (self.titles.title, True)
+            return
+        await self._push_title()
 
     # ---- tasks -----------------------------------------------------------------------------------
 

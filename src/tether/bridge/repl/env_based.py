@@ -60,6 +60,9 @@ class EnvBasedBridge(ReplBridgeCore):
         self._work: _Work | None = None
         self._wake = asyncio.Event()
         self._pointer_written = False
+        self._reconnecting = False
+        self._settled = asyncio.Event()  # no re-registration in progress
+        self._settled.set()
 
     @property
     def _poll(self) -> PollConfig:
@@ -153,7 +156,6 @@ class EnvBasedBridge(ReplBridgeCore):
                 pointers.refresh_pointer(self.options.directory, self.options.home)
 
     async def _poll_loop(self) -> None:
-        assert self.environment_id is not None
         backoff = repl_poll_backoff(self.config.poll_sleep_threshold_s)
         recreated = 0
         while True:
@@ -161,11 +163,15 @@ class EnvBasedBridge(ReplBridgeCore):
             if self._work is not None and await self._at_capacity():
                 continue  # woken: the work changed; look again
             started = self._clock()
+            env, secret = self.environment_id, self._secret
             try:
-                assert self._secret is not None
-                work = await self.api.poll_for_work(self.environment_id, self._secret,
+                assert env is not None and secret is not None
+                work = await self.api.poll_for_work(env, secret,
                                                     reclaim_older_than_ms=self._poll.reclaim_older_than_ms)
             except BridgeFatalError as exc:
+                if self._reconnecting or (env, secret) != (self.environment_id, self._secret):
+                    await self._settled.wait()  # re-registering (the old secret is refused meanwhile)
+                    continue
                 if exc.status in (404, 410) and recreated < MAX_ENV_RECREATIONS:
                     recreated += 1
                     self._set_state("reconnecting", "environment lost, recreating session")
@@ -237,6 +243,13 @@ class EnvBasedBridge(ReplBridgeCore):
         if self.environment_id is not None and self.session_id is not None:
             try:
                 await self.api.reconnect_session(self.environment_id, self.session_id)
+            except BridgeFatalError as exc:
+                if exc.status == 404:  # the session (archived elsewhere) or the environment is gone
+                    log.info("cannot re-queue %s (%s): reconnecting", self.session_id, exc.message)
+                    if not await self._do_reconnect():
+                        self._fail("reconnection failed")
+                    return
+                log.warning("bridge/reconnect failed: %s", exc.message)
             except TetherError as exc:
                 log.warning("bridge/reconnect failed (%s); the server re-queues the session when the lease lapses",
                             exc.message)
@@ -313,7 +326,19 @@ class EnvBasedBridge(ReplBridgeCore):
 
     async def _do_reconnect(self) -> bool:
         """Strategy 1: the same environment and session (nothing re-sent). Strategy 2: a new
-        session on the (new) environment, which gets the whole history."""
+        session on the (new) environment, which gets the whole history. One at a time (a lost
+        transport and a refused heartbeat may both ask)."""
+        if self._reconnecting:
+            return True
+        self._reconnecting = True
+        self._settled.clear()
+        try:
+            return await self._reconnect_strategies()
+        finally:
+            self._reconnecting = False
+            self._settled.set()
+
+    async def _reconnect_strategies(self) -> bool:
         await self._drop_transport()
         self._work = None
         self._wake.set()
@@ -341,6 +366,7 @@ class EnvBasedBridge(ReplBridgeCore):
         log.info("session %s replaced by %s", old_session, self.session_id)
         self._sequence = None
         self._carried = []  # they belong to the old session; the history flush re-sends the conversation
+        self._pushed_title = None
         self.filter.new_session()
         self._write_pointer()
         await self._push_initial_title()
