@@ -15,6 +15,7 @@ import asyncio
 import collections
 import json
 import pathlib
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,3 +247,38 @@ async def test_stop_from_a_client_and_clear_at_the_terminal(tmp_path: pathlib.Pa
 def _transcripts(home: pathlib.Path, project: pathlib.Path) -> dict[str, pathlib.Path]:
     folder = home / ".claude" / "projects" / project_slug(str(project))
     return {p.stem: p for p in folder.glob("*.jsonl")}
+
+
+async def test_job_control_and_the_terminal_left_as_found(fake: FakeAnthropic, tmp_path: pathlib.Path) -> None:
+    """In an interactive shell: Ctrl-Z stops `tether claude` and its TUI together, `fg` brings both
+    back (the TUI redraws and takes prompts); after /exit the shell's terminal is in cooked mode again."""
+    with ServerProcess(tmp_path / "srv", worker_transport="v2", limits={"rate_per_second": 0}) as server:
+        token = await asyncio.to_thread(mint_token, server.data_dir)
+        project, home = tmp_path / "project", tmp_path / "home"
+        project.mkdir()
+        seed_claude_home(home, project)
+        env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=server.url, token=token,
+                                anthropic_url=fake.url, PS1="SHELL$ ")
+        shell = ["bash", "--norc", "--noprofile", "-i"]
+        term = await asyncio.to_thread(TmuxTerminal, shell, project, env, tmp_path, 140, 50)
+        wait = term.wait_for
+        try:
+            await asyncio.to_thread(wait, r"SHELL\$", 30)
+            command = shlex.join(tether_claude_argv(log_file=tmp_path / "tether-claude.log"))
+            await asyncio.to_thread(term.type, command)
+            await asyncio.to_thread(wait, TUI_READY, 60)
+            await asyncio.to_thread(term.keys, "C-z")
+            await asyncio.to_thread(wait, r"Stopped\s+\S*python\S* -m tether.cli.main claude", 30)
+            await asyncio.to_thread(term.type, "fg")
+            await asyncio.to_thread(wait, r"SHELL\$ fg[\s\S]*" + TUI_READY, 60)  # redrawn
+            await asyncio.to_thread(term.type, "hello after fg")
+            await asyncio.to_thread(wait, r"Hello from the fake model\.", 60)
+            await asyncio.to_thread(term.type, "/exit")
+            await asyncio.to_thread(wait, r"Resume this session with[\s\S]*SHELL\$", 60)  # the shell again
+            await asyncio.to_thread(term.type, "echo EXIT=$?")
+            await asyncio.to_thread(wait, r"(?m)^EXIT=0", 30)
+            await asyncio.to_thread(term.type, "stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo|opost)' | sort | "
+                                               "tr '\\n' ' '; echo")
+            await asyncio.to_thread(wait, r"(?m)^echo icanon opost\s*$", 30)  # cooked mode, as before
+        finally:
+            await asyncio.to_thread(term.close)

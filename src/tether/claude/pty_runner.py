@@ -9,7 +9,9 @@ real ``claude`` TUI this way).
 * :class:`PtyProcess` starts the program on a new pseudo-terminal as its controlling terminal, in a
   session of its own, with the real terminal's size and settings; copies its output to the real
   terminal; passes window-size changes on (``SIGWINCH``: the new size is set on the pty, and the
-  kernel signals the program's foreground process group).
+  kernel signals the program's foreground process group). Ctrl-Z suspends the program and this
+  process together (:meth:`PtyProcess.pause`, :meth:`Terminal.suspend`, :meth:`PtyProcess.resume`):
+  the shell's ``fg`` brings both back.
 """
 
 from __future__ import annotations
@@ -106,6 +108,20 @@ class Terminal:
     def write(self, data: bytes) -> None:
         with contextlib.suppress(OSError):
             write_all(self.stdout, data)
+
+    def suspend(self) -> None:
+        """Job control (Ctrl-Z): the terminal as it was, this process stopped until the shell's
+        ``fg``; then raw mode again. Returns once continued (at once when nothing can stop us: an
+        orphaned process group)."""
+        saved = self._saved
+        if saved is None:
+            return
+        with contextlib.suppress(OSError, termios.error):
+            write_all(self.stdout, RESET_MODES)
+            termios.tcsetattr(self.stdin, termios.TCSADRAIN, saved)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        with contextlib.suppress(termios.error):
+            tty.setraw(self.stdin, termios.TCSANOW)
 
     def say(self, text: str) -> None:
         """A line of ``tether claude``'s own (raw mode: no automatic carriage return)."""
@@ -212,6 +228,22 @@ class PtyProcess:
             rows, cols = self.terminal.size()
             with contextlib.suppress(OSError):
                 set_window_size(self.master, rows, cols)
+
+    def pause(self) -> None:
+        """Stop the program (its whole process group) while ``tether claude`` is suspended. SIGSTOP:
+        a stop request from the terminal (SIGTSTP) is discarded for a process group without a job
+        control shell, as the program's is."""
+        if self.running and self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Continue the program and have it redraw at the terminal's current size."""
+        if self.running and self.proc is not None:
+            self.resize()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGCONT)
+                os.killpg(self.proc.pid, signal.SIGWINCH)
 
     def terminate(self) -> None:
         """SIGTERM: the program ends cleanly (the ``claude`` TUI writes its last records and exits)."""

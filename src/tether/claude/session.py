@@ -59,6 +59,7 @@ from tether.protocol.repl_bridge import RETURN_TO_TERMINAL, TAKE_OVER, is_eligib
 log = logging.getLogger("tether.claude")
 TRANSCRIPT_LIMIT: Final = 10_000
 CTRL_C: Final = b"\x03"
+CTRL_Z: Final = b"\x1a"
 ESC: Final = b"\x1b"
 TERMINAL_EVENT: Final = "tether_terminal"
 
@@ -224,7 +225,7 @@ class ClaudeSession:
             self._apply(self.machine.tui_exited(127))
             return
         self.tui = pty
-        self.terminal.listen(pty.write)
+        self.terminal.listen(self._tui_keys)
         if self.machine.mode == "handing_off" and not self.machine.local_turn:
             pty.terminate()  # a client took the session over while the TUI was starting
         try:
@@ -234,6 +235,22 @@ class ClaudeSession:
             self.tui = None
         self._drain(final=True)  # the TUI's last records (mirrored: it was still local)
         self._apply(self.machine.tui_exited(code if code >= 0 else 128 - code))
+
+    def _tui_keys(self, data: bytes) -> None:
+        """Keys for the TUI as typed; Ctrl-Z suspends it and ``tether claude`` together (the shell's
+        job control), ``fg`` brings both back."""
+        tui = self.tui
+        if tui is None:
+            return
+        before, ctrl_z, after = data.partition(CTRL_Z)
+        if before:
+            tui.write(before)
+        if ctrl_z:
+            tui.pause()
+            self.terminal.suspend()
+            tui.resume()
+            if after:
+                self._tui_keys(after)
 
     def _restart_tui(self) -> None:
         self.terminal.say(console.notice("back at the terminal"))
