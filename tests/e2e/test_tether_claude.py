@@ -282,3 +282,49 @@ async def test_job_control_and_the_terminal_left_as_found(fake: FakeAnthropic, t
             await asyncio.to_thread(wait, r"(?m)^echo icanon opost\s*$", 30)  # cooked mode, as before
         finally:
             await asyncio.to_thread(term.close)
+
+
+async def test_continue_flushes_the_conversation_so_far(fake: FakeAnthropic, tmp_path: pathlib.Path) -> None:
+    """`tether claude --continue`: the TUI picks the session (its SessionStart hook tells Tether which);
+    the conversation so far reaches the session before the next turn, which is mirrored."""
+    with ServerProcess(tmp_path / "srv", worker_transport="v2", limits={"rate_per_second": 0}) as server:
+        token = await asyncio.to_thread(mint_token, server.data_dir)
+        project, home = tmp_path / "project", tmp_path / "home"
+        project.mkdir()
+        seed_claude_home(home, project)
+        env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=server.url, token=token,
+                                anthropic_url=fake.url)
+        first = tmp_path / "first"
+        first.mkdir()
+        term = await asyncio.to_thread(TmuxTerminal, tether_claude_argv(log_file=first / "tc.log"), project, env, first,
+                                       140, 50)
+        try:  # an earlier conversation (`claude -p` sessions are not offered to --continue)
+            await asyncio.to_thread(term.wait_for, TUI_READY, 60)
+            await asyncio.to_thread(term.type, "an earlier question")
+            await asyncio.to_thread(term.wait_for, r"Hello from the fake model\.", 60)
+            # the TUI writes a new session's first turn a little later than it shows it
+            await eventually(lambda: "Hello from the fake model." in "".join(
+                p.read_text() for p in _transcripts(home, project).values()), 30, message="the first turn on disk")
+            await asyncio.to_thread(term.type, "/exit")
+            assert await asyncio.to_thread(term.wait_exit, 60) == 0
+        finally:
+            await asyncio.to_thread(term.close)
+        term = await asyncio.to_thread(TmuxTerminal, tether_claude_argv("--continue", log_file=tmp_path / "tc.log"),
+                                       project, env, tmp_path, 140, 50)
+        try:
+            sid = (await asyncio.to_thread(term.wait_for, r"Remote Control active · \S+/code/(session_[0-9a-z]+)",
+                                           60)).group(1)
+            await asyncio.to_thread(term.wait_for, TUI_READY, 60)
+            sub = await subscribe(server.ws_url, sid, token, 0)
+            await asyncio.to_thread(term.type, "a later question")
+            await answered(sub, "a later question", "Hello from the fake model.")
+            model = [m for m in conversation(sub) if m[0] == "user" or m[1] == "Hello from the fake model."]
+            assert model == [  # (the first run's /exit and its goodbye may come between, as the TUI wrote them)
+                ("user", "an earlier question"), ("assistant", "Hello from the fake model."),
+                ("user", "a later question"), ("assistant", "Hello from the fake model.")]
+            assert len(_transcripts(home, project)) == 1  # the same Claude Code session, continued
+            await asyncio.to_thread(term.type, "/exit")
+            assert await asyncio.to_thread(term.wait_exit, 60) == 0
+            await sub.close()
+        finally:
+            await asyncio.to_thread(term.close)

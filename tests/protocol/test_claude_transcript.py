@@ -22,6 +22,7 @@ from tether.protocol.claude_transcript import (
     parse_line,
     project_slug,
     reading_plan,
+    record_time,
     transcript_path,
 )
 
@@ -255,3 +256,9 @@ def test_slash_and_shell_commands_typed_in_the_tui_are_local_commands_not_prompt
     assert texts == ["/exit", "Bye!", "! ls", "a.txt"]
     empty = rec("user", "b3", None, message={"role": "user", "content": "<bash-stdout></bash-stdout>"})
     assert map_record(empty).kind == "skip"
+
+
+def test_record_time() -> None:
+    assert record_time({"timestamp": "2026-12-03T13:46:14.212Z"}) == 1796305574.212
+    assert record_time({"timestamp": "yesterday"}) is None
+    assert record_time({"type": "mode"}) is None

@@ -52,9 +52,10 @@ from tether.protocol.claude_transcript import (
     is_prompt,
     map_record,
     parse_hook_event,
+    record_time,
     transcript_path,
 )
-from tether.protocol.repl_bridge import RETURN_TO_TERMINAL, TAKE_OVER, is_eligible
+from tether.protocol.repl_bridge import RETURN_TO_TERMINAL, TAKE_OVER, is_eligible, select_history
 
 log = logging.getLogger("tether.claude")
 TRANSCRIPT_LIMIT: Final = 10_000
@@ -111,6 +112,7 @@ class ClaudeSession:
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._clock = time.monotonic
+        self._tui_started_at: float | None = None  # wall clock: transcript records carry wall-clock times
 
     # ---- paths -------------------------------------------------------------------------------------
 
@@ -218,6 +220,7 @@ class ClaudeSession:
 
     async def _run_tui(self, argv: Sequence[str]) -> None:
         pty = PtyProcess([self.settings.claude, *argv], str(self.settings.cwd), child_environment(), self.terminal)
+        self._tui_started_at = time.time()
         try:
             await pty.start()
         except OSError as exc:
@@ -379,12 +382,21 @@ class ClaudeSession:
 
     # ---- following the transcript and the hooks ---------------------------------------------------------
 
-    def _load_history(self) -> None:
-        """The conversation so far (``--resume``): the history flushed when remote control connects."""
+    def _load_history(self, before: float | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The conversation so far (``--resume``): the history flushed when remote control connects;
+        and the records written at or after ``before`` (wall clock), which are not history."""
+        history: list[dict[str, Any]] = []
+        since: list[dict[str, Any]] = []
         for record in self.reader.read(self._clock(), final=True):
+            stamp = record_time(record)
+            if since or (before is not None and stamp is not None and stamp >= before):
+                since.append(record)
+                continue
             mapped = map_record(record)
             if mapped.message is not None:
-                self.conversation.append(mapped.message)
+                history.append(mapped.message)
+        self.conversation.extend(history)
+        return history, since
 
     async def _poll_loop(self) -> None:
         while True:
@@ -404,13 +416,21 @@ class ClaudeSession:
                 self._publish_status()
 
     def _switch_session(self, session_id: str, path: str | None, source: str | None) -> None:
-        """The TUI writes another session (``--continue``, the picker, ``/clear``): follow it; what it
-        already holds is history."""
+        """The TUI writes another session: a resumed one (``--continue``, the picker), whose file so far
+        is history; or a new one (``/clear``), mirrored from its first record."""
         log.info("the TUI's session is now %s (%s)", session_id, source)
         self._drain(final=True)
         self.session_uuid = session_id
         self.reader.switch(pathlib.Path(path) if path else self._path_of(session_id))
-        self._load_history()
+        if source != "resume":
+            return
+        # the hook may come after the first prompt typed: what the TUI wrote since it started is not history
+        history, since = self._load_history(before=self._tui_started_at)
+        core = self.core
+        if core is not None:  # remote control is up already: this conversation so far goes first
+            core.write_messages(select_history(history, core.history_cap))
+        for record in since:
+            self._on_record(record)
 
     def _drain(self, *, final: bool = False) -> None:
         for record in self.reader.read(self._clock(), final=final):

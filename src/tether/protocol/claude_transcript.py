@@ -34,6 +34,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, Literal
 
 from tether.protocol.uuid_ring import BoundedUUIDSet
@@ -116,6 +117,17 @@ def _skip(reason: str) -> Mapped:
 def record_uuid(record: Mapping[str, Any]) -> str | None:
     uid = record.get("uuid")
     return uid if isinstance(uid, str) and uid else None
+
+
+def record_time(record: Mapping[str, Any]) -> float | None:
+    """A record's ``timestamp`` (ISO 8601, UTC) as seconds since the epoch, or None."""
+    stamp = record.get("timestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _text_of(content: object) -> str:
