@@ -42,6 +42,7 @@ from tether.bridge.session_host import SessionHost, SessionOutcome
 from tether.claude import console
 from tether.claude.args import ClaudeArgs
 from tether.claude.follower import LineFollower, TranscriptReader
+from tether.claude.mirror import TranscriptMirror
 from tether.claude.pty_runner import PtyProcess, Terminal
 from tether.claude.remote import CoreLink, own_request
 from tether.protocol import claude_handoff as h
@@ -49,13 +50,9 @@ from tether.protocol import messages as m
 from tether.protocol.bridge_state import BridgeStatus
 from tether.protocol.claude_transcript import (
     interrupted_result,
-    is_prompt,
-    map_record,
-    parse_hook_event,
-    record_time,
     transcript_path,
 )
-from tether.protocol.repl_bridge import RETURN_TO_TERMINAL, TAKE_OVER, is_eligible, select_history
+from tether.protocol.repl_bridge import RETURN_TO_TERMINAL, TAKE_OVER
 
 log = logging.getLogger("tether.claude")
 TRANSCRIPT_LIMIT: Final = 10_000
@@ -87,7 +84,7 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-class ClaudeSession:
+class ClaudeSession(TranscriptMirror):
     def __init__(self, settings: ClaudeSettings, terminal: Terminal) -> None:
         self.settings = settings
         self.args = settings.args
@@ -101,6 +98,7 @@ class ClaudeSession:
             self.session_uuid = self._first_session_id = str(uuidlib.uuid4())
         self.reader = TranscriptReader(self._path_of(self.session_uuid))
         self.hooks = LineFollower(settings.hooks_file)
+        self.poll_s = settings.poll_s
         self.tui: PtyProcess | None = None
         self.host: SessionHost | None = None
         self.link: CoreLink | None = None
@@ -111,7 +109,6 @@ class ClaudeSession:
         self._done: asyncio.Future[int] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._clock = time.monotonic
         self._tui_started_at: float | None = None  # wall clock: transcript records carry wall-clock times
 
     # ---- paths -------------------------------------------------------------------------------------
@@ -379,88 +376,6 @@ class ClaudeSession:
         self._published, self._published_core = status, core
         core.relay({"type": m.SYSTEM, "subtype": TERMINAL_EVENT, "uuid": str(uuidlib.uuid4()), "session_id": "",
                     **status.to_json()})
-
-    # ---- following the transcript and the hooks ---------------------------------------------------------
-
-    def _load_history(self, before: float | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The conversation so far (``--resume``): the history flushed when remote control connects;
-        and the records written at or after ``before`` (wall clock), which are not history."""
-        history: list[dict[str, Any]] = []
-        since: list[dict[str, Any]] = []
-        for record in self.reader.read(self._clock(), final=True):
-            stamp = record_time(record)
-            if since or (before is not None and stamp is not None and stamp >= before):
-                since.append(record)
-                continue
-            mapped = map_record(record)
-            if mapped.message is not None:
-                history.append(mapped.message)
-        self.conversation.extend(history)
-        return history, since
-
-    async def _poll_loop(self) -> None:
-        while True:
-            self._poll_hooks()
-            self._drain()
-            await asyncio.sleep(self.settings.poll_s)
-
-    def _poll_hooks(self) -> None:
-        for line in self.hooks.poll():
-            event = parse_hook_event(line)
-            if event is None:
-                continue
-            if event.name == "SessionStart" and event.session_id and event.session_id != self.session_uuid:
-                self._switch_session(event.session_id, event.transcript_path, event.source)
-            elif event.name == "PermissionRequest" and self.machine.mode in ("local", "handing_off"):
-                self.machine.permission_at_terminal(event.tool_name or "a tool")
-                self._publish_status()
-
-    def _switch_session(self, session_id: str, path: str | None, source: str | None) -> None:
-        """The TUI writes another session: a resumed one (``--continue``, the picker), whose file so far
-        is history; or a new one (``/clear``), mirrored from its first record."""
-        log.info("the TUI's session is now %s (%s)", session_id, source)
-        self._drain(final=True)
-        self.session_uuid = session_id
-        self.reader.switch(pathlib.Path(path) if path else self._path_of(session_id))
-        if source != "resume":
-            return
-        # the hook may come after the first prompt typed: what the TUI wrote since it started is not history
-        history, since = self._load_history(before=self._tui_started_at)
-        core = self.core
-        if core is not None:  # remote control is up already: this conversation so far goes first
-            core.write_messages(select_history(history, core.history_cap))
-        for record in since:
-            self._on_record(record)
-
-    def _drain(self, *, final: bool = False) -> None:
-        for record in self.reader.read(self._clock(), final=final):
-            self._on_record(record)
-        self._publish_status()
-
-    def _on_record(self, record: dict[str, Any]) -> None:
-        mapped = map_record(record)
-        mirror = self.machine.mode in ("local", "handing_off")
-        core = self.core if mirror else None
-        if mapped.message is not None:
-            msg = mapped.message
-            self.conversation.append(msg)
-            if core is not None:
-                if is_eligible(msg):
-                    core.write_messages([msg])
-                else:
-                    core.relay(msg)
-            if mirror:
-                self.machine.permission_at_terminal(None)
-                if (is_prompt(msg) or msg.get("type") == m.ASSISTANT) and not self.machine.local_turn:
-                    self._apply(self.machine.local_turn_changed(True))  # a prompt command starts with the answer
-        if not mirror or not (mapped.kind == "turn_end" or mapped.ends_turn):
-            return
-        if core is not None:
-            if mapped.interrupted:
-                core.relay(interrupted_result("", str(uuidlib.uuid4())))
-            else:
-                core.send_result()
-        self._apply(self.machine.local_turn_changed(False))
 
     # ---- FrontEnd (what the bridge core calls) -----------------------------------------------------------
 
