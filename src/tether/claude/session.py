@@ -375,7 +375,7 @@ class ClaudeSession(TranscriptMirror):
             return
         self._published, self._published_core = status, core
         core.relay({"type": m.SYSTEM, "subtype": TERMINAL_EVENT, "uuid": str(uuidlib.uuid4()), "session_id": "",
-                    **status.to_json()})
+                    **status.to_json(), "can_take_over": not core.mirror})
 
     # ---- FrontEnd (what the bridge core calls) -----------------------------------------------------------
 

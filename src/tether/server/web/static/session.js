@@ -788,10 +788,12 @@ function updateTerminal() {
   terminalBar.hidden = !t || archived || t.state === 'ended';
   if (terminalBar.hidden) return;
   terminalBar.dataset.state = t.waiting_at_terminal ? 'waiting' : t.state;
-  const text = t.state === 'local' && !t.waiting_at_terminal ? `${t.detail} · a prompt from here takes it over` : t.detail;
+  const movable = CAN_WRITE && t.can_take_over !== false; // a mirror is watched, never taken over
+  const text = movable && t.state === 'local' && !t.waiting_at_terminal
+    ? `${t.detail} · a prompt from here takes it over` : t.detail;
   terminalBar.querySelector('.text').textContent = text || t.state;
-  takeOverBtn.hidden = !CAN_WRITE || t.state !== 'local';
-  returnBtn.hidden = !CAN_WRITE || t.state !== 'remote';
+  takeOverBtn.hidden = !movable || t.state !== 'local';
+  returnBtn.hidden = !movable || t.state !== 'remote';
   takeOverBtn.disabled = returnBtn.disabled = Boolean(state.terminalAsk);
 }
 
