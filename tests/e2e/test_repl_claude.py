@@ -18,7 +18,7 @@ from tests.support.api import mint_token
 from tests.support.bridge import claude_bin
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.server import ServerProcess
-from tests.support.tmux import TmuxTerminal
+from tests.support.tmux_pane import PaneTerminal
 from tests.support.waiting import eventually
 from tests.support.worker import auth, subscribe, user_message
 
@@ -42,7 +42,7 @@ async def test_repl_over_the_stock_cli(fake: FakeAnthropic, tmp_path: pathlib.Pa
                "ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": "dummy", "DISABLE_TELEMETRY": "1",
                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
         argv = [sys.executable, "-m", "tether.cli.main", "--agent", str(claude_bin())]
-        term = await asyncio.to_thread(TmuxTerminal, argv, project, env, tmp_path)
+        term = await asyncio.to_thread(PaneTerminal, argv, project, env, tmp_path)
         try:
             await asyncio.to_thread(term.wait_for, r"/help for commands", 60)
             await asyncio.to_thread(term.type, "hello there")

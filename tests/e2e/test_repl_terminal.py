@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.api import mint_token
 from tests.support.server import ServerProcess
-from tests.support.tmux import TmuxTerminal
+from tests.support.tmux_pane import PaneTerminal
 from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, subscribe, user_message
 
@@ -59,7 +59,7 @@ def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 @dataclass
 class Repl:
-    term: TmuxTerminal
+    term: PaneTerminal
     server: ServerProcess
     token: str
     http: httpx.AsyncClient
@@ -96,7 +96,7 @@ class Repl:
 @pytest.fixture
 async def repl_factory(srv: tuple[ServerProcess, str], tmp_path: pathlib.Path) -> AsyncIterator[Any]:
     server, token = srv
-    terms: list[TmuxTerminal] = []
+    terms: list[PaneTerminal] = []
 
     async def start(*args: str, knobs: dict[str, float] | None = None) -> Repl:
         project, home = tmp_path / "project", tmp_path / "home"
@@ -109,7 +109,7 @@ async def repl_factory(srv: tuple[ServerProcess, str], tmp_path: pathlib.Path) -
                "TETHER_REPL_BRIDGE_JSON": json.dumps({**TERMINAL_KNOBS, **(knobs or {})}), "PYTHONUNBUFFERED": "1"}
         argv = [sys.executable, "-m", "tether.cli.main", "--agent",
                 f"tether agent --backend scripted --scenario {scenario}", *args]
-        term = await asyncio.to_thread(TmuxTerminal, argv, project, env, tmp_path)
+        term = await asyncio.to_thread(PaneTerminal, argv, project, env, tmp_path)
         terms.append(term)
         repl = Repl(term, server, token, http)
         await repl.wait(r"/help for commands")

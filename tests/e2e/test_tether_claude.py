@@ -38,7 +38,7 @@ from tests.support.fake_anthropic import (
     user_text,
 )
 from tests.support.server import ServerProcess
-from tests.support.tmux import TmuxTerminal
+from tests.support.tmux_pane import PaneTerminal
 from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, subscribe, user_message
 from tether.protocol.claude_transcript import ChainOrder, map_record, project_slug
@@ -91,7 +91,7 @@ async def test_desk_phone_desk(fake: FakeAnthropic, tmp_path: pathlib.Path) -> N
         env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=server.url, token=token,
                                 anthropic_url=fake.url)
         argv = tether_claude_argv(log_file=tmp_path / "tether-claude.log")
-        term = await asyncio.to_thread(TmuxTerminal, argv, project, env, tmp_path, 140, 50)
+        term = await asyncio.to_thread(PaneTerminal, argv, project, env, tmp_path, 140, 50)
         wait = term.wait_for
         try:
             match = await asyncio.to_thread(wait, r"Remote Control active · \S+/code/(session_[0-9a-z]+)", 60)
@@ -201,7 +201,7 @@ async def test_stop_from_a_client_and_clear_at_the_terminal(tmp_path: pathlib.Pa
         seed_claude_home(home, project)
         env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=server.url, token=token,
                                 anthropic_url=fake.url)
-        term = await asyncio.to_thread(TmuxTerminal, tether_claude_argv(log_file=tmp_path / "tether-claude.log"),
+        term = await asyncio.to_thread(PaneTerminal, tether_claude_argv(log_file=tmp_path / "tether-claude.log"),
                                        project, env, tmp_path, 140, 50)
         wait = term.wait_for
         try:
@@ -260,7 +260,7 @@ async def test_job_control_and_the_terminal_left_as_found(fake: FakeAnthropic, t
         env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=server.url, token=token,
                                 anthropic_url=fake.url, PS1="SHELL$ ")
         shell = ["bash", "--norc", "--noprofile", "-i"]
-        term = await asyncio.to_thread(TmuxTerminal, shell, project, env, tmp_path, 140, 50)
+        term = await asyncio.to_thread(PaneTerminal, shell, project, env, tmp_path, 140, 50)
         wait = term.wait_for
         try:
             await asyncio.to_thread(wait, r"SHELL\$", 30)
@@ -296,7 +296,7 @@ async def test_continue_flushes_the_conversation_so_far(fake: FakeAnthropic, tmp
                                 anthropic_url=fake.url)
         first = tmp_path / "first"
         first.mkdir()
-        term = await asyncio.to_thread(TmuxTerminal, tether_claude_argv(log_file=first / "tc.log"), project, env, first,
+        term = await asyncio.to_thread(PaneTerminal, tether_claude_argv(log_file=first / "tc.log"), project, env, first,
                                        140, 50)
         try:  # an earlier conversation (`claude -p` sessions are not offered to --continue)
             await asyncio.to_thread(term.wait_for, TUI_READY, 60)
@@ -309,7 +309,7 @@ async def test_continue_flushes_the_conversation_so_far(fake: FakeAnthropic, tmp
             assert await asyncio.to_thread(term.wait_exit, 60) == 0
         finally:
             await asyncio.to_thread(term.close)
-        term = await asyncio.to_thread(TmuxTerminal, tether_claude_argv("--continue", log_file=tmp_path / "tc.log"),
+        term = await asyncio.to_thread(PaneTerminal, tether_claude_argv("--continue", log_file=tmp_path / "tc.log"),
                                        project, env, tmp_path, 140, 50)
         try:
             sid = (await asyncio.to_thread(term.wait_for, r"Remote Control active · \S+/code/(session_[0-9a-z]+)",

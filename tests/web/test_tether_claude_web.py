@@ -14,21 +14,21 @@ from playwright.sync_api import expect
 from tests.support.claude_home import seed_claude_home, tether_claude_argv, tether_claude_env
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.server import ServerProcess
-from tests.support.tmux import TmuxTerminal
+from tests.support.tmux_pane import PaneTerminal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 TUI_READY = r"\? for shortcuts"
 
 
 @pytest.fixture
-def desk(web_server: ServerProcess, owner: str, tmp_path: pathlib.Path) -> Iterator[TmuxTerminal]:
+def desk(web_server: ServerProcess, owner: str, tmp_path: pathlib.Path) -> Iterator[PaneTerminal]:
     with FakeAnthropic() as fake:
         project, home = tmp_path / "project", tmp_path / "home"
         project.mkdir()
         seed_claude_home(home, project)
         env = tether_claude_env(home=home, tether_home=tmp_path / "tether-home", server_url=web_server.url,
                                 token=owner, anthropic_url=fake.url)
-        term = TmuxTerminal(tether_claude_argv(log_file=tmp_path / "tether-claude.log"), project, env, tmp_path,
+        term = PaneTerminal(tether_claude_argv(log_file=tmp_path / "tether-claude.log"), project, env, tmp_path,
                             140, 50)
         try:
             yield term
@@ -36,7 +36,7 @@ def desk(web_server: ServerProcess, owner: str, tmp_path: pathlib.Path) -> Itera
             term.close()
 
 
-def test_take_over_and_return_to_terminal(page: Any, desk: TmuxTerminal) -> None:
+def test_take_over_and_return_to_terminal(page: Any, desk: PaneTerminal) -> None:
     sid = desk.wait_for(r"Remote Control active · \S+/code/(session_[0-9a-z]+)", 60).group(1)
     desk.wait_for(TUI_READY, 60)
     page.goto(f"/code/{sid}")

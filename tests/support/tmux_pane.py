@@ -1,5 +1,8 @@
 """Drive a terminal program in tmux (its own server socket): type with send-keys, read with
-capture-pane, wait for text to appear (a condition wait with a timeout, never a fixed sleep)."""
+capture-pane, wait for text to appear (a condition wait with a timeout, never a fixed sleep).
+
+The program runs under a shell, not as the pane's own process: tmux sends SIGCONT to a pane
+process that stops, and the REPL's laptop-sleep test must keep the program stopped (SIGSTOP)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ def tmux_bin() -> str:
     return found
 
 
-class TmuxTerminal:
+class PaneTerminal:
     """One tmux session running ``argv`` in ``cwd`` with exactly ``env`` (plus PATH/HOME defaults)."""
 
     def __init__(self, argv: list[str], cwd: pathlib.Path, env: Mapping[str, str], workdir: pathlib.Path,
