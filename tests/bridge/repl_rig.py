@@ -8,7 +8,7 @@ import contextlib
 import pathlib
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,8 @@ class ScriptedFront:
     status: BridgeStatus | None = None
     title_answer: str | None = None
     title_requests: list[list[str]] = field(default_factory=list)
+    terminal_requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    terminal_answer: str | None = None
 
     def transcript(self) -> Sequence[Message]:
         return self.conversation
@@ -76,6 +78,10 @@ class ScriptedFront:
     def set_permission_mode(self, mode: str) -> str | None:
         self.modes.append(mode)
         return None if mode != "bypassPermissions" else "bypass is not allowed here"
+
+    def terminal_request(self, subtype: str, request: Mapping[str, Any]) -> str | None:
+        self.terminal_requests.append((subtype, dict(request)))
+        return self.terminal_answer
 
     def bridge_changed(self, status: BridgeStatus | None, info: BridgeInfo | None) -> None:
         self.status = status

@@ -249,3 +249,42 @@ async def test_failed_start_counts_and_three_strikes_disable(tmp_path: pathlib.P
             assert r.front.notices[0].startswith("Remote Control failed · disabled by your organisation's policy")
             assert not r.rc.start(r.tg)
             assert "disabled after 3 failed attempts" in r.front.notices[-1]
+
+
+async def test_relay_and_terminal_requests(srv: tuple[ServerProcess, str], tmp_path: pathlib.Path) -> None:
+    """What `tether claude` adds to the core: an agent's output relayed as is (results, system
+    messages, stream events live only), each conversation message once even when the mirror hands
+    it again; Tether's terminal requests go to the front end, whose verdict the client gets."""
+    server, token = srv
+    async with rig(server, token, tmp_path / "home") as r:
+        await r.start()
+        await r.connected()
+        core = r.rc.core
+        assert core is not None
+        sub = await r.subscribe(from_seq=0)
+        answer = reply("Relayed answer.")
+        core.relay({"type": "stream_event", "uuid": "se-1", "event": {"type": "message_start"}})
+        core.relay(answer)
+        core.relay({"type": "system", "subtype": "tether_terminal", "uuid": "tt-1", "state": "remote"})
+        core.relay({"type": "result", "subtype": "success", "is_error": False, "uuid": "res-1", "result": "done"})
+        await sub.wait_for(lambda f: f.get("uuid") == "res-1", 20)
+        r.say(answer)  # the mirror reads the same message from the transcript: not sent again
+        core.relay(answer)
+        r.say(prompt("after"))
+        await sub.wait_for(lambda f: f.get("type") == "user", 20)
+        stored = [f.get("uuid") for f in sub.frames if not f.get("ephemeral") and f.get("type") != "session_update"]
+        assert stored.count(answer["uuid"]) == 1 and "tt-1" in stored
+        assert any(f.get("ephemeral") and f.get("type") == "stream_event" for f in sub.frames)
+        r.front.terminal_answer = "Already at the terminal."
+        for rid, subtype in (("t1", "tether_take_over"), ("t2", "tether_return_to_terminal")):
+            await sub.ws.send(json.dumps({"type": "control_request", "request_id": rid,
+                                          "request": {"subtype": subtype, "interrupt": True}}))
+        await eventually(lambda: len(r.front.terminal_requests) == 2, 20, message="the terminal requests")
+        assert r.front.terminal_requests == [("tether_take_over", {"subtype": "tether_take_over", "interrupt": True}),
+                                             ("tether_return_to_terminal",
+                                              {"subtype": "tether_return_to_terminal", "interrupt": True})]
+        errors = await eventually(lambda: [f for f in sub.frames if f.get("type") == "control_response"
+                                           and f["response"].get("subtype") == "error"
+                                           and f["response"].get("request_id") in ("t1", "t2")], 20)
+        assert errors[0]["response"]["error"] == "Already at the terminal."
+        await sub.close()

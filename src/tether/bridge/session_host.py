@@ -249,6 +249,11 @@ class SessionHost:
             self._stop_notice = notice
         self._stop.set()
 
+    def end_input(self) -> None:
+        """End the agent's input: it finishes what it was given and exits (``tether claude`` hands
+        the session back to the terminal this way); the session then ends as the agent's exit says."""
+        self._agent.end_input()
+
     async def wait_started(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):

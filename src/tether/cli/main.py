@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from tether import __version__
-from tether.cli import admin, auth, chat, remote_control, runner, server, sessions, up
+from tether.cli import admin, auth, chat, claude, remote_control, runner, server, sessions, up
 from tether.cli.usage import command
 
 app = typer.Typer(
@@ -32,6 +32,11 @@ sessions.register(app)  # sessions, attach
 runner.register(app)
 app.command("chat", **command(help="Talk to a coding agent in this directory (also: `tether` alone).",
                               short_help="Talk to a coding agent here (also: `tether` alone)."))(chat.chat)
+app.command("claude", **command(
+    help="The real Claude Code terminal here, shared with your Tether server (phone, browser, other terminals).",
+    short_help="The real Claude Code terminal, shared with Tether.",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                      "allow_interspersed_args": False}))(claude.claude)
 
 
 def _version(value: bool) -> None:

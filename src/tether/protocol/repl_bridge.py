@@ -36,6 +36,11 @@ MIRROR_TAG: Final = "ccr-mirror"
 DELEGATED_SUBTYPES: Final[frozenset[str]] = frozenset(
     {m.INTERRUPT, m.SET_MODEL, m.SET_PERMISSION_MODE, m.SET_MAX_THINKING_TOKENS}
 )
+TAKE_OVER: Final = "tether_take_over"
+RETURN_TO_TERMINAL: Final = "tether_return_to_terminal"
+TERMINAL_SUBTYPES: Final[frozenset[str]] = frozenset({TAKE_OVER, RETURN_TO_TERMINAL})
+"""Tether's own client requests for a session whose terminal can hand it over (``tether claude``,
+docs/protocol.md §15): the front end answers them."""
 LOCAL_COMMAND: Final = "local_command"
 
 
@@ -201,8 +206,9 @@ def initialize_payload(pid: int) -> dict[str, Any]:
 
 def plan_control_request(msg: Mapping[str, Any], *, outbound_only: bool, pid: int) -> ControlPlan:
     """``handleServerControlRequest``: ``initialize`` is always answered here; in outbound-only
-    mode everything else is refused; ``interrupt``, ``set_model``, ``set_permission_mode`` and
-    ``set_max_thinking_tokens`` go to the front end; any other subtype is refused."""
+    mode everything else is refused; ``interrupt``, ``set_model``, ``set_permission_mode``,
+    ``set_max_thinking_tokens`` and Tether's terminal hand-over requests go to the front end; any
+    other subtype is refused."""
     rid = m.request_id_of(msg)
     if rid is None:
         return ControlPlan("ignore")
@@ -212,7 +218,7 @@ def plan_control_request(msg: Mapping[str, Any], *, outbound_only: bool, pid: in
         return ControlPlan("reply", rid, subtype, request, m.control_success(rid, initialize_payload(pid)))
     if outbound_only:
         return ControlPlan("reply", rid, subtype, request, m.control_error(rid, OUTBOUND_ONLY_ERROR))
-    if subtype in DELEGATED_SUBTYPES:
+    if subtype in DELEGATED_SUBTYPES or subtype in TERMINAL_SUBTYPES:
         return ControlPlan("delegate", rid, subtype, request)
     return ControlPlan("reply", rid, subtype, request,
                        m.control_error(rid, f"REPL bridge does not handle control_request subtype: {subtype}"))

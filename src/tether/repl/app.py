@@ -283,6 +283,9 @@ class Repl(SlashCommands):
         except AgentRequestFailed as exc:
             self.show(render.notice(f"{subtype} failed: {exc}", "red"))
 
+    def terminal_request(self, subtype: str, request: Mapping[str, Any]) -> str | None:
+        return "This session runs in the tether REPL: it has no terminal to hand over (see `tether claude`)."
+
     def bridge_changed(self, status: BridgeStatus | None, info: BridgeInfo | None) -> None:
         self.bridge = (status, info if info is not None or status is None else self.bridge[1])
         url = info.session_url if info is not None else None

@@ -87,7 +87,9 @@ def _check_event(obj: Any, max_bytes: int, depth_room: int | None = None) -> tup
 
 
 CLIENT_CONTROL_SUBTYPES = ("interrupt", "set_model", "set_permission_mode", "set_max_thinking_tokens",
-                           "end_session")
+                           "end_session", "tether_take_over", "tether_return_to_terminal")
+# tether_take_over / tether_return_to_terminal: move a `tether claude` session between its terminal
+# and remote clients (docs/protocol.md §15); a worker without a terminal answers them with an error.
 
 
 def check_client_event(obj: dict[str, Any]) -> None:

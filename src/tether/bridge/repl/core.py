@@ -46,6 +46,7 @@ from tether.protocol.flush_gate import FlushGate
 from tether.protocol.permission_race import PermissionRace
 from tether.protocol.permissions import AlreadyResolved
 from tether.protocol.repl_bridge import (
+    TERMINAL_SUBTYPES,
     InboundFilter,
     is_eligible,
     message_uuid,
@@ -191,6 +192,19 @@ class ReplBridgeCore:
         if msg is not None:
             self._send(msg)
 
+    def relay(self, message: Mapping[str, Any]) -> None:
+        """An agent's output as it is (``tether claude``'s headless run, driven for remote clients:
+        stream events, ``system`` messages, its own results): to the transport, or behind the gate.
+        Conversation messages are remembered as sent, so a mirror never sends them again; a stream
+        event is not queued while the gate holds writes (it is ephemeral)."""
+        msg = dict(message)
+        uid = message_uuid(msg)
+        if is_eligible(msg) and uid is not None and self.filter.already_sent(uid):
+            return
+        if m.is_ephemeral(msg) and self.gate.active:
+            return
+        self._send(msg)
+
     def send_result(self, agent_result: Mapping[str, Any] | None = None) -> None:
         """A turn ended (``sendResult``): clients stop showing it as running."""
         self._send(turn_result(self.session_id or "", str(uuidlib.uuid4()), agent_result))
@@ -287,6 +301,8 @@ class ReplBridgeCore:
             elif plan.subtype == m.SET_MODEL:
                 model = plan.request.get("model")
                 error = self.front.set_model(model if isinstance(model, str) else None)
+            elif plan.subtype in TERMINAL_SUBTYPES:
+                error = self.front.terminal_request(plan.subtype, plan.request)
             elif plan.subtype == m.SET_PERMISSION_MODE:
                 mode = plan.request.get("mode")
                 error = (self.front.set_permission_mode(mode) if isinstance(mode, str)

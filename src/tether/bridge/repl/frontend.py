@@ -129,6 +129,11 @@ class FrontEnd(Protocol):
     def set_permission_mode(self, mode: str) -> str | None:
         """A remote client changed the permission mode; the error text, or None when applied."""
 
+    def terminal_request(self, subtype: str, request: Mapping[str, Any]) -> str | None:
+        """A client asks to move the session between the terminal and remote clients
+        (``tether_take_over``, ``tether_return_to_terminal`` with an optional ``interrupt``:
+        docs/protocol.md §15); the error text, or None when it was accepted."""
+
     def bridge_changed(self, status: BridgeStatus | None, info: BridgeInfo | None) -> None:
         """The state, the title or the session changed (redraw the footer); ``None``: remote control is off."""
 

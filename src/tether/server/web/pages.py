@@ -401,6 +401,9 @@ async def session_page(session_id: str, request: Request) -> Response:
 <button type="button" id="jump" class="jump" hidden>↓ New messages</button>
 <p id="ended" class="ended" role="note" hidden></p>
 <form id="composer" class="composer" aria-label="Send a prompt">
+ <div id="terminal" class="terminal-bar" role="status" aria-live="polite" hidden><span class="text"></span>
+  <button type="button" id="take-over" hidden>Take over</button>
+  <button type="button" id="return-terminal" hidden>Return to terminal</button></div>
  <ul id="attachments" class="attachments" aria-label="Attachments"></ul>
  <div class="composer-row">
   <label class="attach" title="Attach images or files">{_ICON_CLIP}<span class="sr-only">Attach files</span>

@@ -27,6 +27,9 @@ const stopBtn = $('stop');
 const fileInput = $('file');
 const attachList = $('attachments');
 const jumpBtn = $('jump');
+const terminalBar = $('terminal');
+const takeOverBtn = $('take-over');
+const returnBtn = $('return-terminal');
 const earlierBtn = $('load-earlier');
 
 const PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('page_size')) || 300));
@@ -61,6 +64,9 @@ const state = {
   interrupts: new Set(),
   attachments: [], // {id, file_uuid, file_name, status, node}
   model: '',
+  terminal: null, // the last system/tether_terminal event: who drives a `tether claude` session
+  terminalSeq: 0,
+  terminalAsk: null, // request_id of a Take over / Return to terminal not settled yet
 };
 
 // ---- scrolling -----------------------------------------------------------------------------
@@ -340,6 +346,10 @@ function renderResult(f, ctx) {
 }
 
 function renderSystem(f, ctx) {
+  if (f.subtype === 'tether_terminal') {
+    onTerminal(f);
+    return;
+  }
   if (f.subtype === 'init') {
     state.model = f.model || state.model;
     updateInfo();
@@ -370,6 +380,12 @@ function renderControlResponse(f, ctx) {
   const resp = f.response || {};
   const rid = resp.request_id || resp.requestId || f.request_id;
   if (!rid) return;
+  if (rid === state.terminalAsk) {
+    state.terminalAsk = null;
+    updateTerminal();
+    if (resp.subtype === 'error') toast(resp.error || 'The terminal refused that.', 'error');
+    return;
+  }
   const decision = resp.response || {};
   const outcome = resp.subtype === 'success' ? (decision.behavior === 'allow' ? 'allowed' : 'denied') : 'error';
   const perm = state.perms.get(rid);
@@ -619,6 +635,10 @@ function onErrorFrame(f) {
     state.interrupts.delete(rid);
     setStopping(false);
   }
+  if (rid && rid === state.terminalAsk) {
+    state.terminalAsk = null;
+    updateTerminal();
+  }
   toast(err.message || 'The server refused that.', 'error');
 }
 
@@ -726,6 +746,9 @@ function healthOf() {
   if (online === false) {
     return ['bad', status === 'running' ? 'Machine offline · your prompt waits for it' : 'Machine offline'];
   }
+  const t = state.terminal;
+  if (t && t.waiting_at_terminal && t.state !== 'ended') return ['attn', 'Waiting at the terminal'];
+  if (t && t.state === 'local') return status === 'running' ? ['busy', 'Working at the terminal…'] : ['ok', 'At the terminal'];
   if (status === 'running') return connected ? ['busy', 'Working…'] : ['warn', 'Queued · waiting for the worker'];
   if (connected) return ['ok', 'Worker connected · idle'];
   return ['idle', online ? 'Machine online · the worker starts with your next prompt' : 'No worker connected'];
@@ -761,6 +784,7 @@ function updateHeader() {
     }
     showEnded(s);
   }
+  updateTerminal();
 }
 
 function showOffline(offline) {
@@ -811,6 +835,48 @@ function watchSuccessor() {
     await refreshSession();
   }, 5000);
 }
+
+// ---- a `tether claude` session: the terminal or this page drives it -----------------------------
+function onTerminal(f) {
+  const seq = typeof f.sequence_num === 'number' ? f.sequence_num : 0;
+  if (state.terminal && seq < state.terminalSeq) return; // from an earlier page of the history
+  state.terminal = f;
+  state.terminalSeq = seq;
+  state.terminalAsk = null;
+  updateHeader();
+}
+
+function updateTerminal() {
+  const t = state.terminal;
+  const archived = state.session && state.session.session_status === 'archived';
+  terminalBar.hidden = !t || archived || t.state === 'ended';
+  if (terminalBar.hidden) return;
+  terminalBar.dataset.state = t.waiting_at_terminal ? 'waiting' : t.state;
+  const movable = CAN_WRITE && t.can_take_over !== false; // a mirror is watched, never taken over
+  const text = movable && t.state === 'local' && !t.waiting_at_terminal
+    ? `${t.detail} · a prompt from here takes it over` : t.detail;
+  terminalBar.querySelector('.text').textContent = text || t.state;
+  takeOverBtn.hidden = !movable || t.state !== 'local';
+  returnBtn.hidden = !movable || t.state !== 'remote';
+  takeOverBtn.disabled = returnBtn.disabled = Boolean(state.terminalAsk);
+}
+
+async function terminalRequest(subtype) {
+  const rid = newUuid();
+  const frame = { type: 'control_request', request_id: rid, request: { subtype } };
+  state.terminalAsk = rid;
+  updateTerminal();
+  if (sendFrame(frame)) return;
+  try {
+    await api(`/v1/sessions/${SID}/events`, { method: 'POST', json: { events: [{ ...frame, uuid: newUuid() }] } });
+  } catch (err) {
+    state.terminalAsk = null;
+    updateTerminal();
+    toast(err.message, 'error');
+  }
+}
+takeOverBtn.addEventListener('click', () => terminalRequest('tether_take_over'));
+returnBtn.addEventListener('click', () => terminalRequest('tether_return_to_terminal'));
 
 function updateInfo() {
   const info = $('env-info');
