@@ -1,8 +1,9 @@
 """Decisions of the standalone bridge (``tether remote-control``; reference §5.2–§5.11). Pure.
 
 Everything here is a plain function or class fed with ``now`` (and a random source where
-jitter is involved); the bridge's adapter (:mod:`tether.bridge.loop`) owns the sockets,
-processes and timers and asks these for each decision:
+jitter is involved); the bridge's adapters (:mod:`tether.bridge.loop` and the parts it composes)
+own the sockets, processes and timers and ask these for each decision (what to do with a polled
+work item is :func:`tether.protocol.work_intake.classify_work`):
 
 * :func:`resolve_spawn_mode`, :func:`max_sessions_for`: spawn-mode precedence and capacity;
 * :func:`plan_next_poll`: how long to wait before the next work poll (idle / partial /
