@@ -39,6 +39,7 @@ import httpx
 import orjson
 
 from tether import __version__
+from tether.client import acklog
 from tether.client.hybrid import boot_clock
 from tether.errors import TetherError
 from tether.protocol import backoff as backoff_presets
@@ -193,6 +194,7 @@ class CCRClient:
         self._ack_progress = asyncio.Event()
         self.restored: dict[str, Any] = {}
         self.stats = CCRStats()
+        self._ack_log = acklog.from_env()
 
     # -- views -------------------------------------------------------------------------
 
@@ -493,6 +495,9 @@ class CCRClient:
                 answer = await self._send("POST", "/worker/events",
                                           {"worker_epoch": self.epoch, "events": envelopes}, backoff)
                 if answer.verdict == "ok":
+                    if self._ack_log is not None:
+                        self._ack_log.record(self.session_id, [e["payload"] for e in envelopes
+                                                               if not e.get("ephemeral")])
                     ephemeral = sum(1 for e in envelopes if e.get("ephemeral"))
                     self.stats.event_posts += 1
                     self.stats.events_posted += len(batch)

@@ -41,6 +41,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from tether import __version__
+from tether.client import acklog
 from tether.client.transport import Message, TransportClosed, TransportError, TransportState
 from tether.protocol import backoff as backoff_presets
 from tether.protocol.backoff import Backoff
@@ -217,6 +218,7 @@ class HybridTransport:
         self._last_sent_uuid: str | None = None
         self._carry: Message | None = None  # read from a socket that dropped before it was handed over
         self.stats = TransportStats()
+        self._ack_log = acklog.from_env()
 
     # -- views -------------------------------------------------------------------------
 
@@ -622,6 +624,8 @@ class HybridTransport:
             verdict = classify_post_status(status)
             if verdict == "ok":
                 self._replay.ack(uuids)
+                if self._ack_log is not None:
+                    self._ack_log.record(self.session_id, [m for m in batch if not is_ephemeral(m)])
                 self._post_backoff.success(self._clock())
                 self.stats.posts += 1
                 self.stats.events_posted += len(batch)
