@@ -119,6 +119,10 @@ class CutProxy(LoopbackServer):
                 tg.create_task(self._pipe(conn, up_reader, writer, "down"))
         except* (ConnectionError, OSError):
             pass
+        except* asyncio.CancelledError:
+            # the proxy is closing: end quietly (asyncio's stream callback would log a cancelled
+            # handler as an error on Python 3.11)
+            return
         finally:
             conn.dead = True
             self.live.pop(conn.id, None)

@@ -42,12 +42,16 @@ from tether.bridge.startup import StartupError
 from tether.bridge.status import BridgeSnapshot, BridgeState, EventSink, connect_url, session_url
 from tether.bridge.worktree import WorktreeError, create_worktree, remove_worktree
 from tether.client.api import ApiClient, BridgeConfig, WorkItem
+from tether.client.ccr import CCRConfig
 from tether.client.factory import make_transport
 from tether.client.hybrid import HybridConfig, boot_clock
+from tether.client.sse import SSEConfig
 from tether.client.transport import SessionTransport
+from tether.client.v2 import V2Config
 from tether.errors import ApiError, ApiUnavailable, BridgeFatalError, ProtocolError, TetherError
 from tether.protocol.bridge_policy import (
     SHUTDOWN_GRACE_S,
+    TOKEN_EXPIRY_GRACE_S,
     ActiveWork,
     ErrorKind,
     PollBackoff,
@@ -102,7 +106,7 @@ class Bridge:
                  clock: Callable[[], float] = boot_clock, wall: Callable[[], float] = time.time,
                  rnd: random.Random | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  transport_factory: TransportFactory = make_transport, hybrid_config: HybridConfig | None = None,
-                 host_config: HostConfig | None = None) -> None:
+                 v2_config: V2Config | None = None, host_config: HostConfig | None = None) -> None:
         self.api = api
         self.options = options
         self.config = config
@@ -112,7 +116,11 @@ class Bridge:
         self._rnd = rnd or random.Random()
         self._sleep = sleep
         self._transport_factory = transport_factory
-        self._hybrid_config = hybrid_config
+        # The bridge rotates its workers' tokens (E7): a token that expired while the refresh could
+        # not get through is waited for, not the end of the session (docs/protocol.md §9.3).
+        self._hybrid_config = hybrid_config or HybridConfig(expired_token_grace_s=TOKEN_EXPIRY_GRACE_S)
+        self._v2_config = v2_config or V2Config(sse=SSEConfig(expired_token_grace_s=TOKEN_EXPIRY_GRACE_S),
+                                                ccr=CCRConfig(expired_token_grace_s=TOKEN_EXPIRY_GRACE_S))
         self._host_config = host_config or HostConfig(term_grace=options.shutdown_grace_s)
         self.spawn_mode: SpawnMode = options.spawn_mode
         self.max_sessions = options.max_sessions
@@ -518,7 +526,8 @@ class Bridge:
             cwd = worktree.path
         try:
             transport = await self._transport_factory(secret, base_url=self.server, session_id=sid,
-                                                      hybrid_config=self._hybrid_config)
+                                                      hybrid_config=self._hybrid_config,
+                                                      v2_config=self._v2_config)
         except (TetherError, ValueError) as exc:
             if worktree is not None:
                 await self._remove_worktree(worktree)

@@ -2,7 +2,9 @@
 
 With ``TETHER_ACK_LOG=<path>`` in a worker process's environment (the bridge, ``tether agent
 --sdk-url``), both transports append one JSON line per *stored* event that the server answered
-2xx: ``{"s": <session id as the transport names it>, "u": <uuid>, "t": <type>}``. Ephemeral
+2xx: ``{"s": <session id as the transport names it>, "u": <uuid>, "t": <type>}``, plus ``"r": <request
+id>`` on a ``control_response`` (the server consumes a worker's answer to its own ``initialize``
+without storing it, docs/protocol.md §4.4: the audit tells those apart by the request id). Ephemeral
 events (``stream_event``, v2 ``ephemeral``) are not stored by the server, so they are not
 recorded. An audit then checks that every recorded uuid is in the session's log exactly once.
 
@@ -21,6 +23,8 @@ from typing import Any, Final
 
 import orjson
 
+from tether.protocol.messages import CONTROL_RESPONSE, response_request_id
+
 log = logging.getLogger("tether.client.acklog")
 
 ENV_VAR: Final = "TETHER_ACK_LOG"
@@ -36,8 +40,7 @@ class AckLog:
         acknowledged (2xx) by the server for ``session_id``."""
         if self._fd is None:
             return
-        lines = b"".join(
-            orjson.dumps({"s": session_id, "u": m.get("uuid"), "t": m.get("type")}) + b"\n" for m in messages)
+        lines = b"".join(orjson.dumps(_row(session_id, m)) + b"\n" for m in messages)
         if not lines:
             return
         try:
@@ -45,6 +48,13 @@ class AckLog:
         except OSError as exc:
             log.warning("the ack log %s cannot be written (%s); no longer recording", self.path, exc)
             self._fd = None
+
+
+def _row(session_id: str, message: Mapping[str, Any]) -> dict[str, Any]:
+    row = {"s": session_id, "u": message.get("uuid"), "t": message.get("type")}
+    if row["t"] == CONTROL_RESPONSE:
+        row["r"] = response_request_id(message)
+    return row
 
 
 _from_env: AckLog | None = None

@@ -55,6 +55,7 @@ from tether.protocol.ccr import (
     RequestHealth,
     Verdict,
     WorkerStateQueue,
+    awaiting_fresh_token,
     event_envelope,
     heartbeat_delay,
     session_id_of_url,
@@ -103,6 +104,7 @@ class CCRConfig:
     internal_capacity: int = 10_000
     max_delivery_batch: int = MAX_DELIVERY_BATCH
     max_auth_failures: int = 10
+    expired_token_grace_s: float = 0.0  # > 0: an expired token waits this long for set_token() instead of stopping
     max_not_found: int = 3
     close_grace: float = 3.0
     ack_barrier: float = 1.0  # an event batch waits at most this long for the delivery acks queued before it
@@ -343,11 +345,12 @@ class CCRClient:
         except (httpx.HTTPError, OSError, TimeoutError) as exc:
             detail = f"{type(exc).__name__}: {exc}"
         self.stats.record(f"{method} {path} {status}")
-        expired = False
+        expired = awaiting = False
         if status in (401, 403):
             exp = token_expiry(token)
             expired = exp is not None and exp < self._wall_clock()
-        verdict = self._health.observe(status, token_expired=expired)
+            awaiting = awaiting_fresh_token(token, self._wall_clock(), self._cfg.expired_token_grace_s)
+        verdict = self._health.observe(status, token_expired=expired, awaiting_token=awaiting)
         if verdict != "ok":
             log.log(logging.INFO if verdict == "retry" and status is None else logging.WARNING,
                     "session %s: %s %s → %s (%s) %s", self.session_id, method, path, status, verdict, detail)

@@ -45,6 +45,7 @@ from tether.client import acklog
 from tether.client.transport import Message, TransportClosed, TransportError, TransportState
 from tether.protocol import backoff as backoff_presets
 from tether.protocol.backoff import Backoff
+from tether.protocol.ccr import awaiting_fresh_token
 from tether.protocol.ids import is_valid_id
 from tether.protocol.messages import KEEP_ALIVE, MessageError, is_ephemeral, parse_line
 from tether.protocol.reconnect import (
@@ -121,6 +122,7 @@ class HybridConfig:
     replay_capacity: int = 1000
     post_timeout: float = 15.0
     close_grace: float = 3.0
+    expired_token_grace_s: float = 0.0  # > 0: a 4003 for an expired token waits for set_token (retried)
     reconnect_backoff: Callable[[], Backoff] = backoff_presets.ws_reconnect
     post_backoff: Callable[[], Backoff] = backoff_presets.hybrid_post
 
@@ -426,7 +428,9 @@ class HybridTransport:
                 code, detail, opened = await self._connect_once(token)
             if self._closing.is_set():
                 return
-            changed = token is not None and self._safe_token() != token
+            changed = token is not None and (self._safe_token() != token or (
+                code == CLOSE_UNAUTHORIZED
+                and awaiting_fresh_token(token, time.time(), self._cfg.expired_token_grace_s)))
             decision = self._policy.closed(code, self._clock(), self._rnd, token_changed=changed)
             if decision.give_up:
                 log.warning("session %s: socket closed for good (%s, code %s: %s)",
