@@ -114,21 +114,23 @@ class CutProxy(LoopbackServer):
         conn = _Conn(next(self._ids), writer, up_writer)
         self.live[conn.id] = conn
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._pipe(conn, reader, up_writer, "up"))
-                tg.create_task(self._pipe(conn, up_reader, writer, "down"))
-        except* (ConnectionError, OSError):
-            pass
-        except* asyncio.CancelledError:
-            # the proxy is closing: end quietly (asyncio's stream callback would log a cancelled
-            # handler as an error on Python 3.11)
-            return
+            await self._pipes(conn, reader, up_reader)
+        except asyncio.CancelledError:
+            pass  # the proxy is closing: end quietly (Python 3.11's stream callback logs a cancelled handler)
         finally:
             conn.dead = True
             self.live.pop(conn.id, None)
             for w in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     w.close()
+
+    async def _pipes(self, conn: _Conn, reader: asyncio.StreamReader, up_reader: asyncio.StreamReader) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._pipe(conn, reader, conn.upstream, "up"))
+                tg.create_task(self._pipe(conn, up_reader, conn.client, "down"))
+        except* (ConnectionError, OSError):
+            pass
 
     async def _pipe(self, conn: _Conn, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
                     direction: Direction) -> None:
