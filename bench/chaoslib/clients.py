@@ -124,8 +124,8 @@ class Subscriber:
     def _observe(self, frame: dict[str, Any], seq: int) -> None:
         track = self.track
         kind = frame.get("type")
-        if kind == "user" and frame.get("uuid") in track.acked_prompts:
-            track.prompt_seq.setdefault(str(frame["uuid"]), seq)
+        if kind == "user" and not frame.get("isReplay"):  # (its POST may not have returned yet)
+            track.prompt_seq.setdefault(str(frame.get("uuid")), seq)
         elif kind == "result":
             track.last_result_seq = max(track.last_result_seq, seq)
         elif kind in ("control_response", "control_cancel_request"):

@@ -102,6 +102,9 @@ class BridgeSlot:
         return self.ack_dir / f"bridge{self.index}-{self.generation}.jsonl"
 
 
+REFRESH_AHEAD_S = 8.0  # the soak's short-lived tokens are refreshed this long before they expire
+
+
 class CodeWorker:
     """A code session and the `tether agent --sdk-url` worker that currently runs it."""
 
@@ -115,6 +118,8 @@ class CodeWorker:
         self.epoch = 0
         self.generation = 0
         self.exits: Counter[str] = Counter()  # why earlier workers exited
+        self.expires_at = 0.0  # loop time when the current worker's token expires
+        self.skip_refresh = False  # a token-expiry fault: let the current token run out
         self._lock = asyncio.Lock()
 
     async def replace(self, reason: str) -> None:
@@ -124,6 +129,7 @@ class CodeWorker:
             old = self.proc
             self.generation += 1
             self.epoch = int(body["worker_epoch"])
+            self.expires_at = asyncio.get_running_loop().time() + float(body.get("expires_in") or 3600)
             self.proc = await self._spawn(str(body["worker_jwt"]), self.epoch)
             self.world.notes[f"code_worker_started:{reason}"] += 1
             if old is not None:
@@ -161,19 +167,28 @@ class CodeWorker:
                 proc.kill()
 
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Like the REPL bridge: a worker that exits by itself (an expired token: 4003) is replaced."""
+        """Like the env-less REPL bridge (docs/protocol.md §9.3): a fresh token and epoch by C2
+        shortly before the token expires, and a new worker when one exits by itself (4003 after a
+        token ran out, 4090 …)."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             proc = self.proc
             assert proc is not None
             waiter = asyncio.ensure_future(proc.wait())
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            refresh_in = max(0.5, self.expires_at - REFRESH_AHEAD_S - loop.time())
+            await asyncio.wait({waiter, stopper}, timeout=None if self.skip_refresh else refresh_in,
+                               return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if stop.is_set():
                 waiter.cancel()
                 return
-            if proc is self.proc:  # not a takeover of ours: the worker stopped by itself
+            if not waiter.done():  # the token is due for a refresh
+                waiter.cancel()
+                await self.world.retrying(lambda: self.replace("token refresh"))
+            elif proc is self.proc:  # not a takeover of ours: the worker stopped by itself
                 self.exits[f"exit {proc.returncode}"] += 1
+                self.skip_refresh = False
                 await self.world.retrying(lambda: self.replace("recovery"))
 
     async def stop(self) -> None:
@@ -337,8 +352,11 @@ class World:
         await worker.replace("takeover")
 
     def block_token_refresh(self, seconds: float) -> None:
-        """The bridges cannot reach `bridge/reconnect` (E7) for a while: their worker tokens expire mid-turn."""
+        """Worker tokens expire mid-turn: the bridges cannot reach `bridge/reconnect` (E7) for a
+        while, and the code sessions' current tokens are left to run out."""
         self.bridge_proxy.refuse_requests(b"/bridge/reconnect", seconds)
+        for worker in self.code_workers:
+            worker.skip_refresh = True
 
     # -- health -------------------------------------------------------------------------------------
 

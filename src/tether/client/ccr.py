@@ -194,6 +194,9 @@ class CCRClient:
         self._acks_added = 0  # delivery acks queued so far …
         self._acks_done = 0  # … and answered (or dropped): the queue is FIFO, so done ≥ n covers the first n
         self._ack_progress = asyncio.Event()
+        self._events_added = 0  # events queued so far …
+        self._events_done = 0  # … and answered (ok or dropped): FIFO, so done ≥ n covers the first n
+        self._after_events: deque[tuple[int, str, DeliveryStatus]] = deque()  # acks waiting for events
         self.restored: dict[str, Any] = {}
         self.stats = CCRStats()
         self._ack_log = acklog.from_env()
@@ -251,6 +254,7 @@ class CCRClient:
             self._events.add(message, self._clock(), size)
         except BatcherFull as exc:
             raise CCRError(str(exc)) from None
+        self._events_added += 1
         self._wake["events"].set()
 
     def write_internal_event(self, payload: dict[str, Any], *, is_compaction: bool = False,
@@ -293,6 +297,21 @@ class CCRClient:
             self._acks_added += 1
             self._acks_done += self._deliveries.dropped - dropped
             self._wake["delivery"].set()
+
+    def ack_delivery_after_events(self, event_id: str, status: DeliveryStatus) -> None:
+        """Queue a delivery ack once every event written before it was answered: a prompt is
+        reported ``processed`` only after its turn's output is stored. Sent at once, a worker that
+        dies before its last POST got through would leave a processed prompt without its answer,
+        and the next worker would not run it again."""
+        if self._events_done >= self._events_added:
+            self.ack_delivery(event_id, status)
+        elif not self._stopped.is_set():
+            self._after_events.append((self._events_added, event_id, status))
+
+    def _release_after_events(self) -> None:
+        while self._after_events and self._after_events[0][0] <= self._events_done:
+            _, event_id, status = self._after_events.popleft()
+            self.ack_delivery(event_id, status)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -511,6 +530,9 @@ class CCRClient:
                     self.stats.dropped_events += len(batch)
                     log.error("session %s: %d event(s) dropped (HTTP %s: %s)", self.session_id, len(batch),
                               answer.status, answer.detail)
+                if answer.verdict in ("ok", "drop"):
+                    self._events_done += len(batch)
+                    self._release_after_events()
             finally:
                 self._busy["events"] = False
 
