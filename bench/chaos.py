@@ -41,7 +41,7 @@ import httpx  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench.chaoslib.audit import Findings, audit_world  # noqa: E402
+from bench.chaoslib.audit import Findings, audit_world, read_logs  # noqa: E402
 from bench.chaoslib.clients import Prompter, SessionTrack, Subscriber  # noqa: E402
 from bench.chaoslib.faults import Schedule  # noqa: E402
 from bench.chaoslib.world import World, WorldConfig  # noqa: E402
@@ -129,6 +129,7 @@ class Run:
             w.check_bridges()
             await w.revive_bridges()
         await self._quiet(self.args.quiet_timeout or (60.0 if self.quick else 120.0))
+        quiet_logs = {w.name: read_logs(w.db_path)[0] for w in self.worlds}  # before the shutdown ends turns
         stop_subs.set()
         await asyncio.gather(*clients, return_exceptions=True)
         for http in https:
@@ -137,7 +138,8 @@ class Run:
         await asyncio.gather(*(w.stop() for w in self.worlds))
         findings = Findings()
         for w in self.worlds:
-            audit_world(w.db_path, w.ack_dir, self.tracks[w.name], self.subscribers[w.name], findings)
+            audit_world(w.db_path, w.ack_dir, self.tracks[w.name], self.subscribers[w.name], quiet_logs[w.name],
+                        findings)
             self.problems.update(w.problems)
             self.notes.update(w.notes)
         return findings

@@ -9,7 +9,8 @@ acknowledged and what was delivered.
 * no uuid twice in a log; sequence numbers 1..N without a gap;
 * each subscribe connection delivered a gap-free run of the log from its ``from_sequence_num``
   on, matching the log's uuid at every sequence number, nothing twice;
-* every acknowledged prompt has a ``result`` after it in the log.
+* every acknowledged prompt has a ``result`` after it in the log as it was once the faults had
+  stopped and the quiet phase ended (before the shutdown, whose interruptions end turns too).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def read_acks(ack_dir: pathlib.Path) -> dict[str, dict[str, tuple[str, str | Non
 
 
 def audit_world(db: pathlib.Path, ack_dir: pathlib.Path, tracks: list[SessionTrack],
-                subscribers: list[Subscriber], out: Findings) -> None:
+                subscribers: list[Subscriber], quiet_logs: dict[str, Log], out: Findings) -> None:
+    """``quiet_logs``: the logs as they were at the end of the quiet phase (:func:`read_logs`)."""
     logs, requests = read_logs(db)
     acks = read_acks(ack_dir)
     for track in tracks:
@@ -100,8 +102,7 @@ def audit_world(db: pathlib.Path, ack_dir: pathlib.Path, tracks: list[SessionTra
         _check_log(key, log, out)
         present = Counter(u for _, u, _ in log)
         seq_of = {u: s for s, u, _ in log}
-        results = [s for s, _, k in log if k == "result"]
-        last_result = max(results, default=0)
+        last_result = max((s for s, _, k in quiet_logs.get(key, []) if k == "result"), default=0)
         out.prompts_acked += len(track.acked_prompts)
         for u in track.acked_prompts:
             if present[u] == 0:
