@@ -66,7 +66,8 @@ class Run:
         self.args = args
         self.quick = args.quick
         self.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
-        self.rnd = random.Random(self.seed)
+        self.rnd = random.Random(self.seed)  # the fault schedule's own: the clients' draws do not shift it
+        self.client_rnd = random.Random(self.seed + 1)
         self.root = root
         self.faults: Counter[str] = Counter()
         self.duration = args.duration if args.duration is not None else (45.0 if self.quick else 420.0)
@@ -110,10 +111,11 @@ class Run:
                 w.tracks[s.sid] = track
                 self.tracks[w.name].append(track)
                 for n in ("a", "b"):
-                    sub = Subscriber(f"{w.name}/{s.sid}/{n}", ws_base, w.token, track, self.rnd, self.notes)
+                    sub = Subscriber(f"{w.name}/{s.sid}/{n}", ws_base, w.token, track, self.client_rnd,
+                                     self.notes)
                     self.subscribers[w.name].append(sub)
                     clients.append(asyncio.ensure_future(sub.run(stop_subs)))
-                prompter = Prompter(http, track, self.rnd, self.notes, self.problems, turn_timeout=30.0)
+                prompter = Prompter(http, track, self.client_rnd, self.notes, self.problems, turn_timeout=30.0)
                 self.prompters.append(prompter)
                 clients.append(asyncio.ensure_future(prompter.run(stop_prompts)))
         health = asyncio.ensure_future(self._health(stop_faults))

@@ -265,6 +265,21 @@ class World:
                            env={"TETHER_ACK_LOG": str(slot.ack_log())})
 
     async def _start_bridge(self, slot: BridgeSlot, *, resume: bool) -> None:
+        """Start a bridge; a ``--continue`` that cannot reach the server (an injected fault) is run
+        again, as its user would, for up to a minute."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60.0
+        while True:
+            try:
+                await self._start_bridge_once(slot, resume=resume)
+                return
+            except AssertionError as exc:
+                if not resume or "Cannot reach" not in str(exc) or loop.time() > deadline:
+                    raise
+                self.notes["`tether rc --continue` could not reach the server; run again"] += 1
+                await asyncio.sleep(2.0)  # the user's pause before running the command again
+
+    async def _start_bridge_once(self, slot: BridgeSlot, *, resume: bool) -> None:
         slot.generation += 1
         bridge = self._bridge(slot, resume)
         slot.bridge = bridge
