@@ -363,3 +363,31 @@ async def test_an_oversized_permission_request_is_denied_by_the_host(
         assert (stats.oversize_lines, stats.answered_for_agent, stats.shortened_lines) == (3, 1, 2)
         assert rig.host.state == "idle"
         assert "Too large to relay: Write permission request (1.5 MiB)" in [a.summary for a in rig.host.activities]
+
+
+async def test_a_permission_request_expired_by_a_lapsed_lease_is_denied_to_the_agent(tmp_path: pathlib.Path) -> None:
+    """A laptop sleeps past the work lease with a permission prompt open: the server expires the
+    request and re-dispatches the session; the same host adopts the re-dispatch, and its agent,
+    still waiting for that answer, gets a deny from the host instead of waiting for ever."""
+    srv = ServerProcess(tmp_path / "srv", limits={"rate_per_second": 0}, lease_ttl_s=1.0,
+                        lease_check_interval_s=0.2).start()
+    try:
+        owner = srv.token()
+        async with hosted(srv, owner, tmp_path) as rig:
+            await rig.prompt("TOOL while the laptop sleeps")
+            ask = await rig.sub.wait_for(lambda f: f.get("type") == "control_request")
+            _, token = await take_work(rig.client, rig.env)  # delivered, then nobody heartbeats: it lapses
+            cancel = await rig.sub.wait_for(lambda f: f.get("type") == "control_cancel_request", timeout=15)
+            assert (cancel["request_id"], cancel["reason"]) == (ask["request_id"], "lease_lapsed")
+            _, token = await take_work(rig.client, rig.env)  # the machine wakes: the bridge adopts the re-dispatch
+            rig.host.set_token(token)
+            result = await rig.result()
+            assert len(result["permission_denials"]) == 1
+            tool = next(f for f in rig.sub.frames if f.get("type") == "user" and f.get("tool_use_result"))
+            assert tool["message"]["content"][0]["is_error"] is True
+            assert "expired on the server (lease_lapsed)" in tool["message"]["content"][0]["content"]
+            assert rig.host.state == "idle" and rig.host.stats.answered_for_agent == 1
+            perms = (await rig.client.get(f"/v1/sessions/{rig.sid}/permissions", headers=auth(rig.owner))).json()
+            assert [p["status"] for p in perms["data"]] == ["expired"]
+    finally:
+        srv.stop()
