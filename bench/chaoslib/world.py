@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import pathlib
 import signal
@@ -391,8 +392,12 @@ class World:
         """The bridge's JSON events and stderr, for the post-mortem (kept with --keep)."""
         b = slot.bridge
         if b is not None:
+            with b._changed:
+                events = [json.dumps(e) for e in b.events]
+                err = list(b.stderr)
             with contextlib.suppress(OSError):
-                (self.root / f"bridge{slot.index}-{slot.generation}.log").write_text(b.describe())
+                (self.root / f"bridge{slot.index}-{slot.generation}.log").write_text(
+                    "\n".join(["--- events ---", *events, "--- stderr ---", *err, ""]))
 
     async def revive_bridges(self) -> None:
         """Restart a bridge that exited by itself (with --continue) so the soak goes on."""
