@@ -51,8 +51,9 @@ console = Console(highlight=False)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--duration", type=float, default=None, help="seconds of faults (default 420; --quick 45)")
-    p.add_argument("--faults", type=int, default=None, help="stop injecting after this many faults")
+    p.add_argument("--duration", type=float, default=None, help="seconds of faults (default 420; --quick 40)")
+    p.add_argument("--faults", type=int, default=None,
+                   help="stop injecting after this many faults (default: none; --quick 120)")
     p.add_argument("--seed", type=int, default=None, help="RNG seed (printed; default: random)")
     p.add_argument("--quick", action="store_true", help="the short variant (CI): one bridge per world")
     p.add_argument("--keep", action="store_true", help="keep the run's directory (logs, databases, ack logs)")
@@ -70,7 +71,8 @@ class Run:
         self.client_rnd = random.Random(self.seed + 1)
         self.root = root
         self.faults: Counter[str] = Counter()
-        self.duration = args.duration if args.duration is not None else (45.0 if self.quick else 420.0)
+        self.duration = args.duration if args.duration is not None else (40.0 if self.quick else 420.0)
+        self.target = args.faults if args.faults is not None else (120 if self.quick else None)
         self.token_ttl = 25.0 if self.quick else 40.0
         self.lease_ttl = 12.0 if self.quick else 20.0
         bridges = 1 if self.quick else 2
@@ -94,7 +96,7 @@ class Run:
 
     async def main(self) -> Findings:
         self.log(f"chaos soak: seed {self.seed}, {self.duration:.0f} s of faults"
-                 f"{f', at most {self.args.faults}' if self.args.faults else ''}; run directory {self.root}")
+                 f"{f', at most {self.target}' if self.target else ''}; run directory {self.root}")
         await asyncio.gather(*(w.start() for w in self.worlds))
         self.log("worlds up: " + ", ".join(f"{w.name}: {len(w.sessions)} sessions" for w in self.worlds))
         stop_prompts, stop_subs, stop_faults = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -119,11 +121,11 @@ class Run:
                 self.prompters.append(prompter)
                 clients.append(asyncio.ensure_future(prompter.run(stop_prompts)))
         health = asyncio.ensure_future(self._health(stop_faults))
-        schedule = Schedule(self.worlds, self.rnd, self.faults, self.log, net_rate=2.6 if self.quick else 2.8,
+        schedule = Schedule(self.worlds, self.rnd, self.faults, self.log, net_rate=6.0 if self.quick else 5.5,
                             process_every=5.0 if self.quick else 7.0, lease_ttl_s=self.lease_ttl,
                             token_ttl_s=self.token_ttl)
         loop = asyncio.get_running_loop()
-        await schedule.run(stop_faults, loop.time() + self.duration, self.args.faults)
+        await schedule.run(stop_faults, loop.time() + self.duration, self.target)
         await health
         self.log(f"faults stopped: {sum(self.faults.values())} injected; waiting for every prompt's answer")
         stop_prompts.set()

@@ -23,7 +23,7 @@ NET_WEIGHTS = (3, 2, 1, 2)
 def random_fault(rnd: random.Random) -> Fault:
     kind = rnd.choices(NET_KINDS, NET_WEIGHTS)[0]
     direction = rnd.choice(("up", "down"))
-    after = None if rnd.random() < 0.4 else rnd.randrange(0, 6000)
+    after = None if rnd.random() < 0.4 else rnd.randrange(0, 4000)
     if kind == "stall":
         return Fault("stall", direction, after, rnd.uniform(0.5, 6.0),
                      rnd.choices(("resume", "reset", "close"), (6, 2, 1))[0])
@@ -96,6 +96,8 @@ class Schedule:
             if not queue:
                 queue = self._process_menu()
                 self.rnd.shuffle(queue)
+                # popped from the end: the long laptop sleeps come last in a round
+                queue.sort(key=lambda entry: not entry[0].startswith("laptop sleep"))
             label, world, action = queue.pop()
             if world.process_lock.locked():
                 queue.insert(0, (label, world, action))
