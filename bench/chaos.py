@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop injecting after this many faults (default: none; --quick 120)")
     p.add_argument("--seed", type=int, default=None, help="RNG seed (printed; default: random)")
     p.add_argument("--quick", action="store_true", help="the short variant (CI): one bridge per world")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="process faults whose name contains TEXT only (repeatable; e.g. --only sleep)")
     p.add_argument("--keep", action="store_true", help="keep the run's directory (logs, databases, ack logs)")
     p.add_argument("--quiet-timeout", type=float, default=None,
                    help="seconds for every acknowledged prompt to be answered once faults stop")
@@ -123,7 +125,7 @@ class Run:
         health = asyncio.ensure_future(self._health(stop_faults))
         schedule = Schedule(self.worlds, self.rnd, self.faults, self.log, net_rate=6.0 if self.quick else 5.5,
                             process_every=5.0 if self.quick else 7.0, lease_ttl_s=self.lease_ttl,
-                            token_ttl_s=self.token_ttl)
+                            token_ttl_s=self.token_ttl, only=self.args.only)
         loop = asyncio.get_running_loop()
         await schedule.run(stop_faults, loop.time() + self.duration, self.target)
         await health

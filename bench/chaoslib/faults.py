@@ -33,7 +33,7 @@ def random_fault(rnd: random.Random) -> Fault:
 class Schedule:
     def __init__(self, worlds: Sequence[World], rnd: random.Random, faults: Counter[str],
                  log: Callable[[str], None], *, net_rate: float, process_every: float, lease_ttl_s: float,
-                 token_ttl_s: float) -> None:
+                 token_ttl_s: float, only: Sequence[str] = ()) -> None:
         self.worlds = worlds
         self.rnd = rnd
         self.faults = faults
@@ -43,6 +43,7 @@ class Schedule:
         self.lease_ttl_s = lease_ttl_s
         self.token_ttl_s = token_ttl_s
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.only = tuple(only)  # process-fault labels must contain one of these (none: every kind)
 
     def count(self, label: str) -> None:
         self.faults[label] += 1
@@ -80,7 +81,7 @@ class Schedule:
             if w.slots:
                 menu.append((f"laptop sleep > lease {tag}", w,
                              lambda w=w: w.sleep_bridge(self.rnd.choice(w.slots), self.lease_ttl_s + 5)))
-        return menu
+        return [entry for entry in menu if not self.only or any(o in entry[0] for o in self.only)]
 
     async def _expire_tokens(self, world: World) -> None:
         world.block_token_refresh(self.token_ttl_s + 5)  # the proxy refuses E7 until then

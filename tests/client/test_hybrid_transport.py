@@ -186,6 +186,26 @@ async def test_an_expired_token_waits_for_a_fresh_one_within_the_grace(tmp_path:
                 assert init["request"]["subtype"] == "initialize"
 
 
+async def test_control_messages_are_confirmed_by_a_receipt(server: ServerProcess, owner_token: str) -> None:
+    """The worker confirms a control message it read with a receipt on its socket (docs/protocol.md
+    §4.4): the server marks it processed though the worker posted nothing."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        sid, token, _ = await new_session(client, owner_token)
+        sub = await subscribe(server.ws_url, sid, owner_token)
+        transport = HybridTransport(server.url, sid, token, config=FAST)
+        async with running(transport):
+            assert (await next_message(transport.incoming()))["request"]["subtype"] == "initialize"
+            interrupt = {"type": "control_request", "request_id": "i-1", "request": {"subtype": "interrupt"}}
+            r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [interrupt]},
+                                  headers=auth(owner_token))
+            assert r.status_code == 200, r.text
+            got = await asyncio.wait_for(next_message(transport.incoming()), 10)
+            assert got["request_id"] == "i-1"
+            await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f.get("uuid") == got["uuid"]
+                               and f.get("status") == "processed")
+        await sub.close()
+
+
 async def test_archiving_the_session_closes_for_good(server: ServerProcess, owner_token: str) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
         sid, token, _ = await new_session(client, owner_token)

@@ -47,7 +47,15 @@ from tether.protocol import backoff as backoff_presets
 from tether.protocol.backoff import Backoff
 from tether.protocol.ccr import awaiting_fresh_token
 from tether.protocol.ids import is_valid_id
-from tether.protocol.messages import KEEP_ALIVE, MessageError, is_ephemeral, parse_line
+from tether.protocol.messages import (
+    KEEP_ALIVE,
+    RECEIPT_FIELD,
+    RECEIPTS_HEADER,
+    USER,
+    MessageError,
+    is_ephemeral,
+    parse_line,
+)
 from tether.protocol.reconnect import (
     CLOSE_ABNORMAL,
     CLOSE_PROTOCOL_ERROR,
@@ -455,6 +463,7 @@ class HybridTransport:
         }
         if self._last_sent_uuid is not None and self.stats.connects:
             headers["X-Last-Request-Id"] = self._last_sent_uuid
+        headers[RECEIPTS_HEADER] = "1"  # we confirm control messages explicitly (see _receipt)
         return headers
 
     async def _connect_once(self, token: str) -> tuple[int | None, str, bool]:
@@ -561,6 +570,18 @@ class HybridTransport:
                         continue
                     self.stats.received += 1
                     await self._hand_over(message)
+                    await self._receipt(ws, message)
+
+    async def _receipt(self, ws: ClientConnection, message: Message) -> None:
+        """Tell the server a control message reached this worker (a ``keep_alive`` frame with
+        ``tether_received``; servers that do not know the field ignore the frame). Only this
+        proves it: output the worker posts meanwhile may predate it, and a socket that dies
+        takes the frames it had not read with it (docs/protocol.md §4.4)."""
+        uuid = message_uuid(message)
+        if message.get("type") == USER or uuid is None:
+            return  # a prompt is confirmed by the agent's echo
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(orjson.dumps({"type": KEEP_ALIVE, RECEIPT_FIELD: [uuid]}).decode() + "\n")
 
     def _bad_frame(self, why: str) -> None:
         self.stats.bad_frames += 1
