@@ -124,7 +124,7 @@ class Run:
                 clients.append(asyncio.ensure_future(prompter.run(stop_prompts)))
         health = asyncio.ensure_future(self._health(stop_faults))
         schedule = Schedule(self.worlds, self.rnd, self.faults, self.log, net_rate=6.0 if self.quick else 5.5,
-                            process_every=5.0 if self.quick else 7.0, lease_ttl_s=self.lease_ttl,
+                            process_every=4.0 if self.quick else 7.0, lease_ttl_s=self.lease_ttl,
                             token_ttl_s=self.token_ttl, only=self.args.only)
         loop = asyncio.get_running_loop()
         await schedule.run(stop_faults, loop.time() + self.duration, self.target)

@@ -16,6 +16,8 @@ from tests.support.cut_proxy import Fault
 
 from bench.chaoslib.world import World
 
+FIRST_ROUND = ("server SIGKILL + restart", "v2 epoch takeover", "bridge SIGKILL + --continue",
+               "worker token expiry mid-turn", "laptop sleep > lease")  # popped from the end: reversed
 NET_KINDS = ("reset", "close", "half_close", "stall")
 NET_WEIGHTS = (3, 2, 1, 2)
 
@@ -87,9 +89,10 @@ class Schedule:
         world.block_token_refresh(self.token_ttl_s + 5)  # the proxy refuses E7 until then
 
     async def _processes(self, stop: asyncio.Event, deadline: float) -> None:
-        """Every kind in turn (a seeded shuffle per round), one at a time per world."""
+        """Every kind in turn, one at a time per world: the first round in a fixed order (a short
+        run still sees each kind), later rounds in a seeded shuffle."""
         loop = asyncio.get_running_loop()
-        queue: list[tuple[str, World, Any]] = []
+        queue = sorted(self._process_menu(), key=lambda entry: -FIRST_ROUND.index(entry[0].split(" (")[0]))
         while not stop.is_set() and loop.time() < deadline:
             await asyncio.sleep(self.rnd.uniform(0.5, 1.5) * self.process_every)  # the next fault's random time
             if stop.is_set():

@@ -25,5 +25,6 @@ def test_chaos_quick_loses_and_duplicates_nothing() -> None:
     assert verdict is not None, text[-4000:]
     faults, acknowledged = (int(g.replace(",", "")) for g in verdict.groups())
     assert faults >= 100 and acknowledged > 0, text[-4000:]
-    for kind in ("server SIGKILL + restart", "bridge SIGKILL + --continue", "v2 epoch takeover", "net reset"):
+    for kind in ("server SIGKILL + restart", "v2 epoch takeover", "bridge SIGKILL + --continue",
+                 "worker token expiry mid-turn", "net reset", "net stall"):
         assert kind in text, f"no {kind!r} fault was injected:\n{text[-4000:]}"
