@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from tests.support.bridge import BridgeProcess
 from tests.support.cut_proxy import CutProxy
-from tests.support.server import ROOT, ServerProcess
+from tests.support.server import ServerProcess
 
 from tether.protocol.ids import id_body
 
@@ -66,7 +66,7 @@ class Session:
 
 
 class ChaosBridge(BridgeProcess):
-    """`tether rc` in its own process group (a "laptop sleep" stops the bridge and its agent)."""
+    """`tether rc` in its own process group (a "laptop sleep" stops it and its agents' groups)."""
 
     def start(self) -> ChaosBridge:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -101,6 +101,15 @@ class BridgeSlot:
 
     def ack_log(self) -> pathlib.Path:
         return self.ack_dir / f"bridge{self.index}-{self.generation}.jsonl"
+
+
+def _child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid``, whichever of its threads started them (Linux /proc)."""
+    children: list[int] = []
+    for task in pathlib.Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return children
 
 
 REFRESH_AHEAD_S = 8.0  # the soak's short-lived tokens are refreshed this long before they expire
@@ -353,14 +362,16 @@ class World:
                         await track.changed.wait()
             except TimeoutError:
                 self.notes["laptop sleep without an open permission prompt"] += 1
-        pgid = bridge.proc.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGSTOP)
+        groups = [bridge.proc.pid, *_child_pids(bridge.proc.pid)]  # agents run in process groups of their own
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGSTOP)
         try:
             await asyncio.sleep(seconds)  # the injected sleep itself
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGCONT)
+            for pgid in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGCONT)
             if track is not None:
                 track.hold_answers = False
 
@@ -433,7 +444,3 @@ class World:
     @property
     def db_path(self) -> pathlib.Path:
         return self.server.data_dir / "tether.db"
-
-    @property
-    def root_repo(self) -> pathlib.Path:
-        return ROOT
