@@ -181,7 +181,8 @@ def report(run: Run, findings: Findings, wall: float) -> None:
     audit.add_column("count", justify="right")
     rows = [
         ("sessions", findings.sessions), ("events in the logs", findings.events_in_logs),
-        ("events acknowledged", findings.acknowledged), ("  prompts (client 2xx)", findings.prompts_acked),
+        ("events acknowledged", findings.acknowledged), ("  distinct uuids", findings.distinct),
+        ("  prompts (client 2xx)", findings.prompts_acked),
         ("  worker events (server 2xx)", findings.worker_events_acked),
         ("  of which initialize answers (consumed, not stored)", findings.consumed),
         ("subscribe connections checked", findings.connections), ("frames checked", findings.frames_checked),

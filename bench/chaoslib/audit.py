@@ -32,6 +32,7 @@ class Findings:
     prompts_acked: int = 0
     worker_events_acked: int = 0
     consumed: int = 0  # acknowledged answers to the server's own initialize (not stored, by design)
+    distinct: int = 0  # distinct uuids acknowledged (an agent's echo of a prompt shares the prompt's uuid)
     lost: int = 0
     duplicated: int = 0
     gaps: int = 0
@@ -113,6 +114,7 @@ def audit_world(db: pathlib.Path, ack_dir: pathlib.Path, tracks: list[SessionTra
                 out.note(f"{key}: prompt {u} (seq {seq_of[u]}) has no result after it")
         worker_acks = acks.get(key, {})
         out.worker_events_acked += len(worker_acks)
+        out.distinct += len(set(track.acked_prompts) | set(worker_acks))
         for u, (kind, request_id) in worker_acks.items():
             if present[u] == 0 and kind == "control_response" and request_id not in requests.get(key, set()):
                 out.consumed += 1
