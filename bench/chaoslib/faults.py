@@ -102,10 +102,10 @@ class Schedule:
                 self.rnd.shuffle(queue)
                 # popped from the end: the long laptop sleeps come last in a round
                 queue.sort(key=lambda entry: not entry[0].startswith("laptop sleep"))
-            label, world, action = queue.pop()
-            if world.process_lock.locked():
-                queue.insert(0, (label, world, action))
-                continue
+            ready = [i for i, (_, w, _) in enumerate(queue) if not w.process_lock.locked()]
+            if not ready:
+                continue  # both worlds are busy with a process fault: try again at the next tick
+            label, world, action = queue.pop(ready[-1])  # the next in line whose world is free
             task = asyncio.ensure_future(self._run_process_fault(label, world, action))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
