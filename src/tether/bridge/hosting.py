@@ -32,6 +32,7 @@ from tether.bridge.worktree import Worktree, WorktreeError, create_worktree
 from tether.client.api import WorkItem
 from tether.client.hybrid import HybridConfig
 from tether.client.transport import SessionTransport
+from tether.client.v2 import V2Config
 from tether.errors import TetherError
 from tether.protocol.ids import to_compat_session_id
 from tether.protocol.work_intake import Placement
@@ -54,12 +55,13 @@ class _WorkDir:
 class Hosting:
     def __init__(self, ctx: BridgeContext, calls: ServerCalls, maintenance: Maintenance, *,
                  transport_factory: TransportFactory, hybrid_config: HybridConfig | None,
-                 host_config: HostConfig) -> None:
+                 v2_config: V2Config | None = None, host_config: HostConfig) -> None:
         self._ctx = ctx
         self._calls = calls
         self._maintenance = maintenance
         self._transport_factory = transport_factory
         self._hybrid_config = hybrid_config
+        self._v2_config = v2_config
         self._host_config = host_config
         self.task_group: asyncio.TaskGroup | None = None
         """The sessions task group (the bridge sets it while it runs)."""
@@ -114,7 +116,7 @@ class Hosting:
 
     async def _transport(self, secret: WorkSecret, sid: str) -> SessionTransport:
         return await self._transport_factory(secret, base_url=self._ctx.server, session_id=sid,
-                                             hybrid_config=self._hybrid_config)
+                                             hybrid_config=self._hybrid_config, v2_config=self._v2_config)
 
     def _host(self, sid: str, secret: WorkSecret, transport: SessionTransport, where: _WorkDir) -> SessionHost:
         o, workspace = self._ctx.options, where.workspace

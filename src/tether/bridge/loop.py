@@ -38,9 +38,12 @@ from tether.bridge.startup import StartupError, start_bridge
 from tether.bridge.status import BridgeSnapshot, BridgeState, EventSink, connect_url
 from tether.bridge.teardown import Teardown
 from tether.client.api import ApiClient, BridgeConfig
+from tether.client.ccr import CCRConfig
 from tether.client.factory import make_transport
 from tether.client.hybrid import HybridConfig, boot_clock
-from tether.protocol.bridge_policy import SpawnMode
+from tether.client.sse import SSEConfig
+from tether.client.v2 import V2Config
+from tether.protocol.bridge_policy import TOKEN_EXPIRY_GRACE_S, SpawnMode
 
 __all__ = ["Bridge", "BridgeOptions", "TransportFactory"]
 
@@ -52,7 +55,7 @@ class Bridge:
                  clock: Callable[[], float] = boot_clock, wall: Callable[[], float] = time.time,
                  rnd: random.Random | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  transport_factory: TransportFactory = make_transport, hybrid_config: HybridConfig | None = None,
-                 host_config: HostConfig | None = None) -> None:
+                 v2_config: V2Config | None = None, host_config: HostConfig | None = None) -> None:
         self.api = api
         self.options = options
         self.config = config
@@ -61,8 +64,13 @@ class Bridge:
                                         spawn_mode=options.spawn_mode, max_sessions=options.max_sessions)
         calls = ServerCalls(ctx)
         self._maintenance = Maintenance(ctx)
+        # The bridge rotates its workers' tokens (E7): a token that expired while the refresh could
+        # not get through is waited for, not the end of the session (docs/protocol.md §9.3).
+        grace = TOKEN_EXPIRY_GRACE_S
         self._hosting = Hosting(ctx, calls, self._maintenance, transport_factory=transport_factory,
-                                hybrid_config=hybrid_config,
+                                hybrid_config=hybrid_config or HybridConfig(expired_token_grace_s=grace),
+                                v2_config=v2_config or V2Config(sse=SSEConfig(expired_token_grace_s=grace),
+                                                                ccr=CCRConfig(expired_token_grace_s=grace)),
                                 host_config=host_config or HostConfig(term_grace=options.shutdown_grace_s))
         self._intake = Intake(ctx, calls, self._hosting, self._maintenance)
         self._teardown = Teardown(ctx, calls, self._hosting)

@@ -184,6 +184,12 @@ def stop_work_retry() -> Backoff:
 
 # ---- worker token refresh -----------------------------------------------------------------------
 
+TOKEN_EXPIRY_GRACE_S: Final = 600.0
+"""How long a session's transport waits for a fresh token after its worker token expired (the
+refresh could not get through: E7 failed, the server was down) before it gives up; the same
+budget as the other give-ups (docs/protocol.md §10)."""
+
+
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim (Unix seconds) of a JWT, unverified (reference §4.2); an optional
     ``sk-ant-si-`` prefix is stripped. None when the token is not a decodable JWT with ``exp``."""

@@ -217,12 +217,18 @@ class Hub:
     async def expire_permissions(self, tx: Tx, session: dict[str, Any], reason: str) -> list[StoredEvent]:
         """Settle the pending permission requests of a worker that is gone (lease lapsed, work
         stopped, session archived): each becomes ``expired`` and a ``control_cancel_request``
-        is logged and fanned out, so no client is left with a prompt nobody will ever read."""
+        is logged and fanned out, so no client is left with a prompt nobody will ever read.
+
+        After a lapsed lease the cancel is also delivered to the worker: the same worker may come
+        back (a laptop that slept past the lease adopts the re-dispatch) with its agent still
+        waiting for that answer, and its session host answers the agent instead
+        (docs/protocol.md §4.6)."""
         expired = await tx.expire_pending_permissions(session["id"], now())
         if not expired:
             return []
+        to_worker = reason == "lease_lapsed"
         cancels = [self.server_event({"type": "control_cancel_request", "request_id": row["request_id"],
-                                      "reason": reason}, to_worker=False) for row in expired]
+                                      "reason": reason}, to_worker=to_worker) for row in expired]
         stored = await tx.append_events(session, cancels, now())
         if session["status"] == "requires_action":
             session["status"] = "idle" if reason != "archived" else session["status"]

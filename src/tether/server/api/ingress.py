@@ -24,6 +24,7 @@ from tether.errors import (
     TetherError,
 )
 from tether.protocol.access import role_fell
+from tether.protocol.messages import KEEP_ALIVE, RECEIPTS_HEADER, receipt_uuids
 from tether.server import jsonio
 from tether.server.api.common import JSONResponse, bearer, ctx_of, parse_session_id, rate_limit, read_object
 from tether.server.api.direct import frames_first
@@ -152,11 +153,17 @@ async def post_events(session_id: str, request: Request) -> Response:
 
 
 class WorkerConnection:
-    """One open worker socket: what it was sent that only later worker output confirms."""
+    """One open worker socket: the control messages sent on it that are not confirmed yet.
 
-    def __init__(self, body: str, caller: Caller) -> None:
+    A worker that sent ``X-Tether-Receipts`` at the upgrade (Tether's transport) confirms each one
+    with a receipt frame; for the others (the stock CLI) the legacy rule applies: confirmed once
+    the worker speaks after it was sent — unsound when the socket dies with the frame unread
+    (output posted meanwhile may predate it), which is why Tether's workers send receipts."""
+
+    def __init__(self, body: str, caller: Caller, receipts: bool = False) -> None:
         self.body = body
         self.caller = caller
+        self.receipts = receipts
         self.unconfirmed: list[str] = []  # uuids of control messages sent on this socket
 
 
@@ -166,11 +173,26 @@ def _connections(ctx: ServerContext) -> dict[str, set[WorkerConnection]]:
 
 
 async def confirm_sent_controls(ctx: ServerContext, body: str) -> None:
-    """v1 rule: a control message is confirmed once the worker speaks after it was sent."""
+    """Legacy v1 rule (workers without receipts): a control message is confirmed once the
+    worker speaks after it was sent."""
     uuids: list[str] = []
     for conn in _connections(ctx).get(body, ()):
-        uuids += conn.unconfirmed
-        conn.unconfirmed = []
+        if not conn.receipts:
+            uuids += conn.unconfirmed
+            conn.unconfirmed = []
+    await _mark_processed(ctx, body, uuids)
+
+
+async def confirm_receipts(ctx: ServerContext, conn: WorkerConnection, uuids: list[str]) -> None:
+    """The worker confirmed reading these control messages (a receipt frame on this socket)."""
+    sent = set(conn.unconfirmed)
+    confirmed = [u for u in uuids if u in sent]
+    if confirmed:
+        conn.unconfirmed = [u for u in conn.unconfirmed if u not in set(confirmed)]
+        await _mark_processed(ctx, conn.body, confirmed)
+
+
+async def _mark_processed(ctx: ServerContext, body: str, uuids: list[str]) -> None:
     if uuids:
         async with ctx.store.write() as tx:
             moved = await tx.set_delivery(body, uuids=uuids, status="processed")
@@ -190,7 +212,7 @@ async def worker_socket(ws: WebSocket, session_id: str) -> None:
         return
     await ws.accept()
     sock = Socket(ws)
-    conn = WorkerConnection(body, caller)
+    conn = WorkerConnection(body, caller, receipts=ws.headers.get(RECEIPTS_HEADER) == "1")
     _connections(ctx).setdefault(body, set()).add(conn)
     await _set_worker_status(ctx, body, "connected")
     ctx.metrics.add_gauge("worker_sockets", 1)
@@ -254,15 +276,20 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
         if len(text) > limit:
             raise _Closed(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
         events: list[Any] = []
+        receipts: list[str] = []
         for line in text.split("\n"):
             if not line.strip():
                 continue
             try:
-                events.append(jsonio.parse(line, "A frame"))
+                event = jsonio.parse(line, "A frame")
             except InvalidRequest as exc:
                 reason = exc.message if isinstance(exc, jsonio.TooDeep) else "frames must be newline-delimited JSON"
                 raise _Closed(CLOSE_INVALID_DATA, reason) from None
-        if any(not isinstance(e, dict) or e.get("type") != "keep_alive" for e in events):
+            if isinstance(event, dict) and event.get("type") == KEEP_ALIVE:
+                receipts += receipt_uuids(event)
+                continue
+            events.append(event)
+        if events:
             await recheck(ctx, conn.caller, conn.body)
         if events:
             try:
@@ -273,6 +300,8 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
                 if exc.error_type == "already_archived":
                     raise _Closed(CLOSE_NOT_FOUND, "session archived") from None
                 raise _Closed(CLOSE_INVALID_DATA, exc.message) from None
+        if receipts:
+            await confirm_receipts(ctx, conn, receipts)
         await confirm_sent_controls(ctx, conn.body)
 
 
