@@ -31,9 +31,10 @@ from tether.server.api.common import (
 from tether.server.api.environments import environment_json, is_online
 from tether.server.auth.secrets import kind_of
 from tether.server.auth.service import Principal
+from tether.server.broker import SessionClosed
 from tether.server.clock import iso, now
 from tether.server.context import ServerContext
-from tether.server.hub import Ingest, SessionClosed, session_json
+from tether.server.hub import Ingest, session_json
 from tether.server.store import EventIn, Tx
 
 router = APIRouter()
