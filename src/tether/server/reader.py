@@ -148,6 +148,10 @@ class LogReader:
             finally:
                 self._sub = None
 
+    async def _resync(self) -> None:
+        self.ctx.metrics.inc("stream_resyncs_total")
+        await self._catch_up(self.feed.resync)
+
     async def _catch_up(self, view: LogView) -> None:
         """Send what the log holds after the last event sent, a page at a time (no long backlog
         is ever held in memory at once)."""
@@ -174,7 +178,7 @@ class LogReader:
         except Overflowed:
             self.waiting = False
             sub.reset()
-            await self._catch_up(self.feed.resync)
+            await self._resync()
             return self._stopping()
         self.waiting = False
         queued = 0
@@ -185,7 +189,7 @@ class LogReader:
                     await self._send(item)
                     queued += 1
                 elif verdict == "resync":  # (the log holds this event too)
-                    await self._catch_up(self.feed.resync)
+                    await self._resync()
             elif isinstance(item, Live):
                 await self.feed.send_live(item)
                 queued += 1
