@@ -37,7 +37,13 @@ from tether.server.api.common import error_response, internal_error_response, te
 from tether.server.api.openapi import document_responses
 from tether.server.config import Config
 from tether.server.context import ServerContext
-from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, WORKER_STREAM_GET, TetherApp
+from tether.server.fastpath import (
+    CLIENT_EVENTS_POST,
+    INGRESS_POST,
+    WORKER_EVENTS_POST,
+    WORKER_STREAM_GET,
+    TetherApp,
+)
 from tether.server.loopwatch import REPORT_NAME, LoopWatch
 from tether.server.web import api as web_api
 from tether.server.web import pages
@@ -92,7 +98,8 @@ def create_app(config: Config) -> FastAPI:
         return document_responses(FastAPI.openapi(app))
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events))
+    app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events),
+                      (*CLIENT_EVENTS_POST, sessions.post_events))
     app.fast_gets = ((*WORKER_STREAM_GET, worker.stream),)
     app.fast_socket = subscribe.subscribe
     app.body_budget = ctx.body_budget

@@ -220,7 +220,7 @@ class LogReader:
     def _offer(self, item: Any) -> bool:
         """The broker's synchronous path (only while nothing is queued): True when the item was
         handled here — written, or skipped as already sent."""
-        if not self.waiting:
+        if not self.waiting or self.revoked:
             return False
         if isinstance(item, StoredEvent):
             verdict = self.cursor.live(item.seq, ephemeral=item.ephemeral)
