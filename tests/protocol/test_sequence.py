@@ -124,3 +124,16 @@ def test_log_sequencer_is_gap_free(start: int, batches: list[int]) -> None:
         issued.extend(s.take(n))
     assert issued == list(range(start + 1, start + 1 + len(issued)))
     assert s.last_seq == start + len(issued)
+
+
+def test_advance_to_collapses_a_filtered_readers_skips_into_the_floor() -> None:
+    t = SequenceTracker()
+    t.observe(2)  # a hole at 1: held individually
+    assert len(t) == 1
+    t.advance_to(7)  # an in-order reader of a filtered log: nothing at or below 7 is still to come
+    assert (t.floor, t.high_water, len(t)) == (7, 7, 0)
+    assert t.observe(5) == "duplicate" and t.observe(8) == "new"
+    t.advance_to(3)  # never backwards
+    assert (t.floor, t.high_water) == (8, 8)
+    with pytest.raises(ValueError):
+        t.advance_to(-1)

@@ -10,6 +10,7 @@ from tether.server.auth.ratelimit import RateLimiter
 from tether.server.auth.service import Auth
 from tether.server.broker import SERVER_CLOSING, Broker
 from tether.server.config import Config
+from tether.server.delivery import DeliveryRecorder
 from tether.server.dispatch import Dispatcher
 from tether.server.hub import Hub
 from tether.server.metrics import Metrics
@@ -29,6 +30,7 @@ class ServerContext:
     limiter: RateLimiter
     login_limiter: RateLimiter
     streams: OpenStreams
+    deliveries: DeliveryRecorder
     metrics: Metrics = field(default_factory=lambda: Metrics())
     renderer: Renderer = field(default_factory=lambda: Renderer())
     body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 << 20))
@@ -57,8 +59,10 @@ class ServerContext:
         hub = Hub(config, store, broker, dispatcher)
         dispatcher.on_worker_gone = hub.expire_permissions
         limits = config.limits
+        metrics = Metrics()
         return cls(
             config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub,
+            deliveries=DeliveryRecorder(store, broker, metrics, config.delivery_flush_s), metrics=metrics,
             limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
             login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
             streams=streams,

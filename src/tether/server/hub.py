@@ -8,7 +8,6 @@ import logging
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import orjson
@@ -17,39 +16,15 @@ from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, P
 from tether.protocol import json_depth, titles
 from tether.protocol.ids import new_id
 from tether.server import jsonio
-from tether.server.broker import Broker
+from tether.server.broker import Broker, Live, SessionClosed, client_topic, inbound_topic
+from tether.server.broker import delivery_frame as _delivery_frame
 from tether.server.clock import iso, now
 from tether.server.config import Config
 from tether.server.dispatch import Dispatcher
 from tether.server.store import EventIn, Store, StoredEvent, Tx
-from tether.server.store.records import ws_text_frame
 
 log = logging.getLogger("tether.server.hub")
 
-
-
-def session_topic(body: str) -> str:
-    return f"s:{body}"
-
-
-@dataclass(frozen=True)
-class SessionClosed:
-    """Published on a session topic when it is archived: worker sockets close with 4001."""
-
-    reason: str = "archived"
-
-
-@dataclass(frozen=True)
-class Live:
-    """A non-log frame for subscribers (session_update, delivery_update, ephemeral events)."""
-
-    frame: bytes
-    to_worker: bool = False
-
-    @cached_property
-    def ws_frame(self) -> bytes:
-        """``frame`` as a complete WebSocket text frame (built once for all subscribers)."""
-        return ws_text_frame(self.frame)
 
 
 @dataclass
@@ -156,12 +131,18 @@ class Hub:
 
     # ---- fan-out --------------------------------------------------------------------------
     def publish(self, body: str, result: Ingest) -> None:
-        topic = session_topic(body)
+        """Every event to the session's subscribers; the inbound ones (with a delivery state)
+        also to its worker streams, which read nothing else (broker/items.py)."""
+        clients, inbound, broker = client_topic(body), inbound_topic(body), self.broker
         for ev in result.ordered if result.ordered is not None else result.stored:
-            self.broker.publish(topic, ev)
+            broker.publish(clients, ev)
+            if ev.delivery is not None and not ev.ephemeral:
+                broker.publish(inbound, ev)
         extra = [ev for ev in result.stored if ev.source == "server"] if result.ordered is not None else []
         for ev in extra:
-            self.broker.publish(topic, ev)
+            broker.publish(clients, ev)
+            if ev.delivery is not None:
+                broker.publish(inbound, ev)
         if result.stored:
             if len(self.hwm) > 100_000:
                 self.hwm.clear()
@@ -238,19 +219,23 @@ class Hub:
         tx.after_commit(lambda: self.publish(body, result))
         return stored
 
-    def publish_frames(self, body: str, frames: Sequence[Any]) -> None:
-        topic = session_topic(body)
+    def publish_frames(self, body: str, frames: Sequence[Live | SessionClosed]) -> None:
+        """``Live`` frames to the session's subscribers, ``SessionClosed`` to its worker streams."""
+        clients = client_topic(body)
         for frame in frames:
-            if isinstance(frame, Live) and frame.frame.startswith(b'{"type":"session_update"'):
+            if isinstance(frame, SessionClosed):
+                self.broker.publish(inbound_topic(body), frame)
+                continue
+            if frame.frame.startswith(b'{"type":"session_update"'):
                 if self.last_update.get(body) == frame.frame:
                     continue  # the same state again says nothing new
                 if len(self.last_update) > 100_000:
                     self.last_update.clear()
                 self.last_update[body] = frame.frame
-            self.broker.publish(topic, frame)
+            self.broker.publish(clients, frame)
 
     def publish_ephemeral(self, body: str, hwm: int, payloads: Sequence[tuple[dict[str, Any], str]]) -> None:
-        topic = session_topic(body)
+        topic = client_topic(body)
         t = now()
         for payload, text in payloads:
             ev = StoredEvent(body, hwm, "", payload.get("uuid", ""), "worker", payload["type"], text, t,
@@ -495,14 +480,11 @@ class Hub:
         async with self.store.read() as tx:
             session = await tx.get_session(body)
         if session is not None:
-            self.broker.publish(session_topic(body), self.session_update_frame(session))
+            self.broker.publish(client_topic(body), self.session_update_frame(session))
 
 
 def delivery_frame(ev: StoredEvent) -> Live:
-    return Live(orjson.dumps({
-        "type": "delivery_update", "event_id": ev.event_id, "uuid": ev.uuid, "sequence_num": ev.seq,
-        "status": ev.delivery,
-    }))
+    return _delivery_frame(ev.event_id, ev.uuid, ev.seq, ev.delivery or "pending")
 
 
 def worker_connected(session: dict[str, Any], heartbeat_ttl_s: float = 60.0) -> bool:

@@ -31,6 +31,7 @@ from tether.server.api.direct import frames_first
 from tether.server.api.sockets import (
     CLOSE_INVALID_DATA,
     CLOSE_NOT_FOUND,
+    CLOSE_POLICY,
     CLOSE_RESTART,
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHORIZED,
@@ -42,10 +43,9 @@ from tether.server.api.sockets import (
 from tether.server.auth.secrets import kind_of
 from tether.server.auth.service import Principal
 from tether.server.auth.worker_jwt import WorkerClaims
-from tether.server.broker import Overflowed, ServerClosing
 from tether.server.clock import now
 from tether.server.context import ServerContext
-from tether.server.hub import SessionClosed, delivery_frame, session_topic
+from tether.server.reader import End, Feed, LogReader, LogView, Start
 from tether.server.store import StoredEvent
 from tether.server.streams import token_key, user_key, work_key
 
@@ -147,7 +147,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     jsonio.check_batch(payload, events)
     ctx.metrics.inc("worker_events_total", len(events))
     await ctx.hub.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST)
-    await confirm_sent_controls(ctx, body)
+    confirm_sent_controls(ctx, body)
     await frames_first(len(events))
     return JSONResponse({})
 
@@ -164,7 +164,7 @@ class WorkerConnection:
         self.body = body
         self.caller = caller
         self.receipts = receipts
-        self.unconfirmed: list[str] = []  # uuids of control messages sent on this socket
+        self.unconfirmed: list[StoredEvent] = []  # control messages sent on this socket
 
 
 def _connections(ctx: ServerContext) -> dict[str, set[WorkerConnection]]:
@@ -172,32 +172,24 @@ def _connections(ctx: ServerContext) -> dict[str, set[WorkerConnection]]:
     return registry
 
 
-async def confirm_sent_controls(ctx: ServerContext, body: str) -> None:
-    """Legacy v1 rule (workers without receipts): a control message is confirmed once the
-    worker speaks after it was sent."""
-    uuids: list[str] = []
+def confirm_sent_controls(ctx: ServerContext, body: str) -> None:
+    """Legacy v1 rule (workers without receipts): a control message is confirmed once the worker
+    speaks after it was sent (written with the next batch of delivery states, server/delivery.py)."""
     for conn in _connections(ctx).get(body, ()):
         if not conn.receipts:
-            uuids += conn.unconfirmed
-            conn.unconfirmed = []
-    await _mark_processed(ctx, body, uuids)
+            sent, conn.unconfirmed = conn.unconfirmed, []
+            for ev in sent:
+                ctx.deliveries.moved(ev, "processed")
 
 
-async def confirm_receipts(ctx: ServerContext, conn: WorkerConnection, uuids: list[str]) -> None:
+def confirm_receipts(ctx: ServerContext, conn: WorkerConnection, uuids: list[str]) -> None:
     """The worker confirmed reading these control messages (a receipt frame on this socket)."""
-    sent = set(conn.unconfirmed)
-    confirmed = [u for u in uuids if u in sent]
+    wanted = set(uuids)
+    confirmed = [ev for ev in conn.unconfirmed if ev.uuid in wanted]
     if confirmed:
-        conn.unconfirmed = [u for u in conn.unconfirmed if u not in set(confirmed)]
-        await _mark_processed(ctx, conn.body, confirmed)
-
-
-async def _mark_processed(ctx: ServerContext, body: str, uuids: list[str]) -> None:
-    if uuids:
-        async with ctx.store.write() as tx:
-            moved = await tx.set_delivery(body, uuids=uuids, status="processed")
-            frames = [delivery_frame(ev) for ev in moved]
-            tx.after_commit(lambda: ctx.hub.publish_frames(body, frames))
+        conn.unconfirmed = [ev for ev in conn.unconfirmed if ev.uuid not in wanted]
+        for ev in confirmed:
+            ctx.deliveries.moved(ev, "processed")
 
 
 @router.websocket("/v1/session_ingress/ws/{session_id}")
@@ -246,11 +238,24 @@ async def _serve(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_
     try:
         async with asyncio.TaskGroup() as tg:
             sender = tg.create_task(_send_loop(ctx, sock, conn, init_id))
+            deadline = tg.create_task(_initialize_deadline(ctx, init_id))
             await _receive_loop(ctx, sock, conn)
             sender.cancel()
+            deadline.cancel()
     except* _Closed as group:
         code, reason = group.exceptions[0].args
         await sock.close(code, reason)
+
+
+async def _initialize_deadline(ctx: ServerContext, init_id: str) -> None:
+    """A worker must answer the server's ``initialize`` promptly (Claude Code's service drops it
+    after 10–14 s, reference §3.3): one that has not within ``initialize_timeout_s`` is closed
+    1008 (docs/protocol.md §8.1, §8.5) and reconnects to get a fresh one. The answer, on the
+    socket or by POST, takes ``init_id`` out of the hub's open server requests."""
+    await asyncio.sleep(ctx.config.initialize_timeout_s)  # a deadline, not a wait for a condition
+    if init_id in ctx.hub.server_request_ids:
+        ctx.metrics.inc("worker_initialize_timeouts_total")
+        raise _Closed(CLOSE_POLICY, f"initialize not answered within {ctx.config.initialize_timeout_s:g} s")
 
 
 async def _set_worker_status(ctx: ServerContext, body: str, status: str) -> None:
@@ -301,52 +306,47 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
                     raise _Closed(CLOSE_NOT_FOUND, "session archived") from None
                 raise _Closed(CLOSE_INVALID_DATA, exc.message) from None
         if receipts:
-            await confirm_receipts(ctx, conn, receipts)
-        await confirm_sent_controls(ctx, conn.body)
+            confirm_receipts(ctx, conn, receipts)
+        confirm_sent_controls(ctx, conn.body)
+
+
+class _WorkerFeed(Feed):
+    """A v1 worker's view of the log (docs/protocol.md §4.4, §8.1): ``initialize`` first, then
+    every inbound event it has not confirmed, then live inbound events, one newline-terminated
+    JSON object per frame. Sending an event moves it to ``received``; a control message waits in
+    the connection for the worker's next words (``confirm_sent_controls``)."""
+
+    inbound = True
+    resync = LogView.UNDELIVERED
+
+    def __init__(self, ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_id: str) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.conn = conn
+        self.init_id = init_id
+
+    async def open(self) -> Start:
+        await self.sock.send_text(orjson.dumps({
+            "type": "control_request", "request_id": self.init_id, "request": {"subtype": "initialize"},
+        }).decode() + "\n")
+        return Start(0, LogView.UNDELIVERED)
+
+    def wants(self, ev: StoredEvent) -> bool:
+        return self.ctx.deliveries.state(ev) != "processed"  # (confirmed, not yet written)
+
+    async def send(self, ev: StoredEvent) -> None:
+        await self.sock.send_text(ev.worker_text)
+
+    def sent(self, ev: StoredEvent) -> None:
+        if ev.event_type != "user":
+            self.conn.unconfirmed.append(ev)
+        self.ctx.deliveries.moved(ev, "received")
 
 
 async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_id: str) -> None:
-    body = conn.body
-    with ctx.broker.subscribe(session_topic(body)) as sub:
-        await sock.send_text(orjson.dumps({
-            "type": "control_request", "request_id": init_id, "request": {"subtype": "initialize"},
-        }).decode() + "\n")
-        sent = -1
-        while True:
-            sent = await _deliver_backlog(ctx, sock, conn, sent)
-            try:
-                while True:
-                    item = await sub.get()
-                    if isinstance(item, SessionClosed):
-                        raise _Closed(CLOSE_NOT_FOUND, "session archived")
-                    if isinstance(item, ServerClosing):
-                        raise _Closed(CLOSE_RESTART, "server restarting")
-                    if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
-                        if item.seq > sent:
-                            sent = await _deliver(ctx, sock, conn, item)
-            except Overflowed:
-                sub.reset()
-
-
-async def _deliver_backlog(ctx: ServerContext, sock: Socket, conn: WorkerConnection, sent: int) -> int:
-    """Every inbound event the worker has not confirmed, after ``sent``, a page at a time."""
-    while True:
-        async with ctx.store.read() as tx:
-            page = await tx.undelivered_inbound(conn.body, after_seq=max(sent, 0),
-                                                max_bytes=ctx.config.limits.max_page_bytes)
-        if not page:
-            return sent
-        for ev in page:
-            sent = await _deliver(ctx, sock, conn, ev)
-
-
-async def _deliver(ctx: ServerContext, sock: Socket, conn: WorkerConnection, ev: StoredEvent) -> int:
-    await sock.send_text(ev.worker_text)
-    if ev.event_type != "user":
-        conn.unconfirmed.append(ev.uuid)
-    if ev.delivery == "pending":
-        async with ctx.store.write() as tx:
-            moved = await tx.set_delivery(ev.session_id, uuids=[ev.uuid], status="received")
-            frames = [delivery_frame(m) for m in moved]
-            tx.after_commit(lambda: ctx.hub.publish_frames(ev.session_id, frames))
-    return ev.seq
+    end = await LogReader(ctx, conn.body, _WorkerFeed(ctx, sock, conn, init_id)).run()
+    if end is End.ARCHIVED:
+        raise _Closed(CLOSE_NOT_FOUND, "session archived")
+    if end is End.REVOKED:  # (not reached: revocation cancels this task, streams.py)
+        raise _Closed(CLOSE_UNAUTHORIZED, "credential revoked")
+    raise _Closed(CLOSE_RESTART, "server restarting")

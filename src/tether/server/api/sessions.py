@@ -28,12 +28,14 @@ from tether.server.api.common import (
     read_object,
     user,
 )
+from tether.server.api.direct import frames_first
 from tether.server.api.environments import environment_json, is_online
 from tether.server.auth.secrets import kind_of
 from tether.server.auth.service import Principal
+from tether.server.broker import SessionClosed
 from tether.server.clock import iso, now
 from tether.server.context import ServerContext
-from tether.server.hub import Ingest, SessionClosed, session_json
+from tether.server.hub import Ingest, session_json
 from tether.server.store import EventIn, Tx
 
 router = APIRouter()
@@ -274,6 +276,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     body = await read_object(request, allow_empty=False)
     events = _events_list(body, ctx.config.limits.max_v1_batch)
     result = await ctx.hub.post_client_events(sbody, principal.org_id, principal.user_id, events)
+    await frames_first(len(events))  # a prompt's frames (SSE, subscribers) before this answer
     return JSONResponse({
         "events": [{"uuid": e.uuid, "event_id": e.event_id, "sequence_num": e.seq} for e in result.stored],
     })

@@ -10,6 +10,7 @@ import orjson
 from websockets.frames import Frame, Opcode
 
 from tether.server import jsonio
+from tether.server.clock import iso
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -74,6 +75,14 @@ class StoredEvent:
     @cached_property
     def worker_text(self) -> str:
         return self.payload_json + "\n"
+
+    @cached_property
+    def worker_sse_frame(self) -> bytes:
+        """The v2 worker stream's ``client_event`` frame (docs/protocol.md §8.3), built once for
+        every stream that sends it."""
+        data = {"event_id": self.event_id, "sequence_num": self.seq, "event_type": self.event_type,
+                "source": self.source, "payload": self.payload, "created_at": iso(self.created_at)}
+        return b"event: client_event\nid: %d\ndata: %s\n\n" % (self.seq, jsonio.dumps(data))
 
     @cached_property
     def worker_frame(self) -> bytes:
