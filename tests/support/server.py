@@ -99,12 +99,12 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.overrides.get("loop_monitor_s"):
             STALL_REPORTS.add(self.stall_report)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tether.cli.main", "server", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--log-level", "warning", *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=ROOT,
-        )
+        with open(self.log_path, "ab") as log:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tether.cli.main", "server", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port), "--log-level", "warning", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=ROOT,
+            )
 
         def ready() -> bool:
             assert self.proc is not None
