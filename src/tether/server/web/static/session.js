@@ -684,6 +684,7 @@ function connect() {
     state.wsState = 'open';
     document.body.dataset.connects = String(Number(document.body.dataset.connects || 0) + 1);
     state.policy.opened();
+    delete document.body.dataset.attempt;
     state.lastFrameAt = Date.now();
     for (const frame of state.answers.values()) ws.send(JSON.stringify(frame));
     sendHeldPrompts();
@@ -719,7 +720,7 @@ function connect() {
   };
 }
 
-// The countdown of the waiting reconnect, in the health line (0: none waits).
+// The waiting reconnect's countdown under the health line (0: none waits).
 function waitForRetry(ms) {
   clearInterval(state.retryTicker);
   state.retryTicker = null;
