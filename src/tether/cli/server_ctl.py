@@ -136,8 +136,8 @@ def login_line(log_path: pathlib.Path, offset: int = 0) -> str | None:
 async def online_bridges(cfg: Config, exclude: frozenset[str] = frozenset()) -> list[dict[str, Any]] | None:
     """Environments (of every organisation) that polled lately, read from the server's database;
     None when the database cannot be read (then nobody can say)."""
-    from tether.server.api.environments import is_online
     from tether.server.store import Store
+    from tether.server.views import is_online
 
     if cfg.database_url is None and not (cfg.data_dir / "tether.db").exists():
         return None  # never create a database just to look into it

@@ -1,7 +1,7 @@
 """create_app(config) → the ASGI app. Nothing happens at import time.
 
 Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
-reaper in a task group; on shutdown: stop accepting (readyz 503), close sockets with
+reaper and the worker-presence sweep in a task group; on shutdown: stop accepting (readyz 503), close sockets with
 1012, stop background tasks, stop the render process, close the store — in that order, each
 with a deadline.
 """
@@ -58,9 +58,10 @@ def create_app(config: Config) -> FastAPI:
         ctx.loop = asyncio.get_running_loop()
         await ctx.store.open()
         await ctx.auth.open()
-        await _reset_worker_presence(ctx)
+        await ctx.workers.reset_presence()
         async with asyncio.TaskGroup() as tg:
             reaper = tg.create_task(ctx.dispatcher.run_reaper(), name="lease-reaper")
+            sweeper = tg.create_task(ctx.workers.run_presence_sweep(), name="presence-sweep")
             checkpointer = tg.create_task(ctx.store.run_checkpointer(), name="wal-checkpointer")
             # What start-up made lives as long as the process: out of the collector's sight,
             # a full collection no longer walks it (a multi-millisecond pause otherwise).
@@ -76,6 +77,7 @@ def create_app(config: Config) -> FastAPI:
                     watch.cancel()
                 ctx.begin_shutdown()
                 reaper.cancel()
+                sweeper.cancel()
                 checkpointer.cancel()
         await ctx.renderer.close()
         await ctx.broker.close()
@@ -131,9 +133,3 @@ async def _watch_loop(ctx: ServerContext) -> None:
     watch = LoopWatch(config.loop_monitor_s, config.loop_stall_threshold_s, ctx.metrics,
                       config.data_dir / REPORT_NAME)
     await watch.run()
-
-
-async def _reset_worker_presence(ctx: ServerContext) -> None:
-    """v1 worker sockets do not survive a restart: nobody is connected at start."""
-    async with ctx.store.write() as tx:
-        await tx.disconnect_all_workers()

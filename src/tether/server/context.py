@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from tether.protocol.body_budget import BodyBudget
 from tether.server.auth.ratelimit import RateLimiter
 from tether.server.auth.service import Auth
 from tether.server.broker import SERVER_CLOSING, Broker
 from tether.server.config import Config
-from tether.server.dispatch import Dispatcher
 from tether.server.hub import Hub
 from tether.server.metrics import Metrics
+from tether.server.service.accounts import Accounts
+from tether.server.service.dispatch import Dispatcher
+from tether.server.service.effects import expire_pending
+from tether.server.service.environments import Environments
+from tether.server.service.files import Files
+from tether.server.service.log import EventLog
+from tether.server.service.permissions import Permissions
+from tether.server.service.sessions import Sessions
+from tether.server.service.workers import Workers
 from tether.server.store import Store
 from tether.server.streams import OpenStreams
 from tether.server.web.renderer import Renderer
@@ -26,6 +35,13 @@ class ServerContext:
     auth: Auth
     dispatcher: Dispatcher
     hub: Hub
+    log: EventLog
+    sessions: Sessions
+    permissions: Permissions
+    workers: Workers
+    environments: Environments
+    accounts: Accounts
+    files: Files
     limiter: RateLimiter
     login_limiter: RateLimiter
     streams: OpenStreams
@@ -54,11 +70,19 @@ class ServerContext:
         auth = Auth(config, store)
         streams = OpenStreams()
         dispatcher = Dispatcher(config, store, broker, auth, streams)
-        hub = Hub(config, store, broker, dispatcher)
-        dispatcher.on_worker_gone = hub.expire_permissions
+        hub = Hub(broker)
+
+        async def worker_gone(tx: Any, session: Any, reason: str) -> None:
+            await expire_pending(tx, hub, session, reason)
+
+        dispatcher.on_worker_gone = worker_gone
+        log = EventLog(config, store, hub, dispatcher)
         limits = config.limits
         return cls(
-            config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub,
+            config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub, log=log,
+            sessions=Sessions(config, store, hub, log, dispatcher), permissions=Permissions(store, log),
+            workers=Workers(config, store, hub, auth, dispatcher), environments=Environments(config, store, dispatcher),
+            accounts=Accounts(config, store, auth, streams), files=Files(store),
             limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
             login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
             streams=streams,

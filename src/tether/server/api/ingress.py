@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -15,7 +14,6 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
 from tether.errors import (
-    AuthenticationFailed,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -38,15 +36,11 @@ from tether.server.api.sockets import (
     reject,
     uncancel,
 )
-from tether.server.auth.secrets import kind_of
-from tether.server.auth.service import Principal
-from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.broker import Overflowed, ServerClosing
-from tether.server.clock import now
 from tether.server.context import ServerContext
 from tether.server.hub import SessionClosed, delivery_frame, session_topic
+from tether.server.service.workers import Caller, WorkerConnection
 from tether.server.store import StoredEvent
-from tether.server.streams import token_key, user_key, work_key
 
 router = APIRouter()
 log = logging.getLogger("tether.server.ingress")
@@ -54,62 +48,6 @@ log = logging.getLogger("tether.server.ingress")
 
 class _Closed(Exception):
     """(close code, reason): end this worker socket."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who holds a session-ingress connection: a worker token, or a person (REPL v1 bridge)."""
-
-    secret: str
-    claims: WorkerClaims | None = None
-    principal: Principal | None = None
-
-    @property
-    def actor(self) -> str:
-        return self.principal.user_id if self.principal is not None else "worker"
-
-    def keys(self) -> list[str]:
-        """What revokes it (streams.py): the token and its user, or the worker's work item."""
-        if self.principal is not None:
-            return [token_key(self.principal.token_id), user_key(self.principal.user_id)]
-        if self.claims is not None and self.claims.work_id:
-            return [work_key(self.claims.work_id)]
-        return []
-
-
-async def authorize_worker(ctx: ServerContext, token: str | None, body: str, *, write: bool,
-                           check_session: bool = True) -> Caller:
-    """A worker token of this session whose work is live, or a user credential of its org.
-
-    A worker token is signed for exactly one session, so the hot write path skips the
-    session lookup (``check_session=False``): appending finds a missing or archived session
-    anyway, and the work check is a cached look-up (dispatch.py).
-    """
-    if not token:
-        raise AuthenticationFailed("Session ingress needs 'Authorization: Bearer <token>'.")
-    if kind_of(token) == "jwt" or token.startswith("sk-ant-si-"):
-        claims = ctx.auth.worker_for_session(token, body)
-        if write:
-            await ctx.dispatcher.check_worker_write(claims)
-        else:
-            await ctx.dispatcher.check_worker_read(claims)
-        caller = Caller(token, claims=claims)
-        if not check_session:
-            return caller
-        org_id = claims.org_id
-    else:
-        principal = await ctx.auth.principal(token)
-        org_id = principal.org_id
-        caller = Caller(token, principal=principal)
-    async with ctx.store.read() as tx:
-        session = await tx.get_session(body)
-    if session is None or session["org_id"] != org_id:
-        raise NotFound("No such session.")  # before any role check: no existence oracle
-    if session["archived_at"]:
-        raise NotFound("The session is archived.")
-    if caller.principal is not None:
-        caller.principal.require_writer()
-    return caller
 
 
 async def recheck(ctx: ServerContext, caller: Caller, body: str) -> None:
@@ -135,7 +73,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     body = parse_session_id(session_id)
     token = bearer(request)
-    await authorize_worker(ctx, token, body, write=True, check_session=False)
+    await ctx.workers.caller(token, body, write=True, check_session=False)
     rate_limit(ctx, f"worker:{body}")
     payload = await read_object(request, allow_empty=False, check_depth=False)  # checked by part:
     events = payload.get("events")
@@ -145,37 +83,10 @@ async def post_events(session_id: str, request: Request) -> Response:
         raise PayloadTooLarge(f"At most {ctx.config.limits.max_v1_batch} events per request.")
     jsonio.check_batch(payload, events)
     ctx.metrics.inc("worker_events_total", len(events))
-    await ctx.hub.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST)
-    await confirm_sent_controls(ctx, body)
+    await ctx.log.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST)
+    await ctx.workers.confirm_sent_controls(body)
     await frames_first(len(events))
     return JSONResponse({})
-
-
-class WorkerConnection:
-    """One open worker socket: what it was sent that only later worker output confirms."""
-
-    def __init__(self, body: str, caller: Caller) -> None:
-        self.body = body
-        self.caller = caller
-        self.unconfirmed: list[str] = []  # uuids of control messages sent on this socket
-
-
-def _connections(ctx: ServerContext) -> dict[str, set[WorkerConnection]]:
-    registry: dict[str, set[WorkerConnection]] = ctx.hub.__dict__.setdefault("worker_connections", {})
-    return registry
-
-
-async def confirm_sent_controls(ctx: ServerContext, body: str) -> None:
-    """v1 rule: a control message is confirmed once the worker speaks after it was sent."""
-    uuids: list[str] = []
-    for conn in _connections(ctx).get(body, ()):
-        uuids += conn.unconfirmed
-        conn.unconfirmed = []
-    if uuids:
-        async with ctx.store.write() as tx:
-            moved = await tx.set_delivery(body, uuids=uuids, status="processed")
-            frames = [delivery_frame(ev) for ev in moved]
-            tx.after_commit(lambda: ctx.hub.publish_frames(body, frames))
 
 
 @router.websocket("/v1/session_ingress/ws/{session_id}")
@@ -184,18 +95,17 @@ async def worker_socket(ws: WebSocket, session_id: str) -> None:
     ctx = ctx_of(ws)
     try:
         body = parse_session_id(session_id)
-        caller = await authorize_worker(ctx, bearer(ws), body, write=False)
+        caller = await ctx.workers.caller(bearer(ws), body, write=False)
     except TetherError as exc:
         await reject(ws, exc)
         return
     await ws.accept()
     sock = Socket(ws)
     conn = WorkerConnection(body, caller)
-    _connections(ctx).setdefault(body, set()).add(conn)
-    await _set_worker_status(ctx, body, "connected")
+    await ctx.workers.socket_opened(conn)
     ctx.metrics.add_gauge("worker_sockets", 1)
     init_id = str(uuidlib.uuid4())
-    ctx.hub.server_request_ids.add(init_id)
+    ctx.log.server_request_ids.add(init_id)
     try:
         with ctx.streams.hold(cancelling_holder(caller.principal.role if caller.principal else ""),
                               caller.keys()) as holder:
@@ -207,14 +117,9 @@ async def worker_socket(ws: WebSocket, session_id: str) -> None:
                 uncancel()
                 await sock.close(*holder.closed)
     finally:
-        ctx.hub.server_request_ids.discard(init_id)
-        conns = _connections(ctx).get(body)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
-                _connections(ctx).pop(body, None)
-                with contextlib.suppress(Exception):
-                    await _set_worker_status(ctx, body, "disconnected")
+        ctx.log.server_request_ids.discard(init_id)
+        with contextlib.suppress(Exception):
+            await ctx.workers.socket_closed(conn)
         ctx.metrics.add_gauge("worker_sockets", -1)
         if ctx.closing:
             await sock.close(CLOSE_RESTART, "server restarting")
@@ -229,17 +134,6 @@ async def _serve(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_
     except* _Closed as group:
         code, reason = group.exceptions[0].args
         await sock.close(code, reason)
-
-
-async def _set_worker_status(ctx: ServerContext, body: str, status: str) -> None:
-    async with ctx.store.write() as tx:
-        session = await tx.get_session(body)
-        if session is None:
-            return
-        await tx.update_session(body, worker_status=status, worker_last_seen=now())
-        session.update(worker_status=status)
-        frame = ctx.hub.session_update_frame(session)
-        tx.after_commit(lambda: ctx.hub.publish_frames(body, [frame]))
 
 
 async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection) -> None:
@@ -266,14 +160,14 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
             await recheck(ctx, conn.caller, conn.body)
         if events:
             try:
-                await ctx.hub.post_worker_events(conn.body, events)
+                await ctx.log.post_worker_events(conn.body, events)
             except NotFound:
                 raise _Closed(CLOSE_NOT_FOUND, "session not found") from None
             except TetherError as exc:
                 if exc.error_type == "already_archived":
                     raise _Closed(CLOSE_NOT_FOUND, "session archived") from None
                 raise _Closed(CLOSE_INVALID_DATA, exc.message) from None
-        await confirm_sent_controls(ctx, conn.body)
+        await ctx.workers.confirm_sent_controls(conn.body)
 
 
 async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_id: str) -> None:

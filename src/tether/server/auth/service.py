@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, PolicyDenied
+from tether.protocol.access import credential_verdict
 from tether.protocol.last_used import LastUsedThrottle
 from tether.server.auth import secrets as sec
 from tether.server.auth.worker_jwt import KeyRing, WorkerClaims
@@ -164,9 +165,10 @@ class Auth:
         row = await tx.token_by_hash(sec.hash_secret(secret))
         if row is None or row["kind"] != kind:
             raise AuthenticationFailed("The credential is not recognised.")
-        if row["revoked"]:
+        verdict = credential_verdict(bool(row["revoked"]), row["expires_at"], time.time())
+        if verdict == "revoked":
             raise AuthenticationFailed("The credential has been revoked.")
-        if row["expires_at"] is not None and row["expires_at"] <= time.time():
+        if verdict == "expired":
             raise AuthenticationFailed("The credential has expired; refresh it or log in again.")
         return row
 

@@ -128,6 +128,12 @@ class Tx:
         await self.conn.execute(t.users.insert(), row)
         return row
 
+    async def users_with_orgs(self) -> list[Row]:
+        """Every user with ``org`` (its organisation's name), oldest first."""
+        return await self._all(
+            sa.select(t.users.c.email, t.users.c.role, t.orgs.c.name.label("org"), t.users.c.id)
+            .join(t.orgs, t.orgs.c.id == t.users.c.org_id).order_by(t.users.c.created_at))
+
     async def update_user(self, user_id: str, **values: Any) -> None:
         await self._update(t.users, {"id": user_id}, values)
 
@@ -249,6 +255,13 @@ class Tx:
             stmt = stmt.where(t.sessions.c.status == status)
         return await self._all(stmt.order_by(t.sessions.c.created_at.desc()).limit(limit))
 
+    async def sessions_with_silent_workers(self, since: float, until: float) -> list[Row]:
+        """Live sessions whose v2 worker was last heard of in [``since``, ``until``)."""
+        s = t.sessions
+        return await self._all(sa.select(s).where(
+            s.c.archived_at.is_(None), s.c.worker_status.in_(("idle", "running", "requires_action")),
+            s.c.worker_last_seen >= since, s.c.worker_last_seen < until))
+
     async def disconnect_all_workers(self) -> None:
         await self.conn.execute(
             t.sessions.update().where(t.sessions.c.worker_status == "connected").values(worker_status="disconnected")
@@ -265,18 +278,9 @@ class Tx:
             ).order_by(t.work_items.c.created_at.desc()).limit(1)
         )
 
-    async def supersede_work(self, session_id: str) -> list[str]:
-        rows = await self._all(
-            sa.select(t.work_items.c.id).where(
-                t.work_items.c.session_id == session_id, t.work_items.c.state.in_(LIVE_WORK_STATES)
-            )
-        )
-        ids = [r["id"] for r in rows]
-        if ids:
-            await self.conn.execute(
-                t.work_items.update().where(t.work_items.c.id.in_(ids)).values(state="superseded")
-            )
-        return ids
+    async def live_work_items(self, session_id: str) -> list[Row]:
+        return await self._all(sa.select(t.work_items).where(
+            t.work_items.c.session_id == session_id, t.work_items.c.state.in_(LIVE_WORK_STATES)))
 
     async def insert_work(self, **row: Any) -> Row:
         await self.conn.execute(t.work_items.insert(), row)

@@ -1,4 +1,8 @@
-"""Work dispatch: the queue of work items, long polls, leases and re-dispatch (PROTOCOL.md §4.1)."""
+"""Work dispatch: the queue of work items, long polls, leases and re-dispatch (docs/protocol.md §4.1).
+
+The lease rules are :mod:`tether.protocol.leases`: SQL selects the candidates, the rules decide
+which item a poll delivers, what an ack or heartbeat does and which lease has lapsed, and this
+module writes their answer."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.errors import AuthenticationFailed, Conflict, Gone, NotFound
+from tether.protocol import leases
 from tether.protocol.access import LIVE_WORK_STATES, NO_SUCCESSOR, WorkVerdict, work_verdict
 from tether.protocol.ids import new_id
 from tether.protocol.runner_policy import secret_fields
@@ -90,25 +95,13 @@ class Dispatcher:
             if await tx.live_work_for_session(session["id"]) is None:
                 await self.queue_work(tx, session)
 
-    def work_json(self, row: dict[str, Any], session_kind: str | None = None) -> dict[str, Any]:
-        body = row["session_id"]
-        v2 = session_kind == "code" or self.config.worker_transport == "v2"
-        return {
-            "id": row["id"],
-            "type": "work",
-            "environment_id": row["environment_id"],
-            "state": row["state"],
-            "data": {"type": row["kind"], "id": f"cse_{body}" if v2 else f"session_{body}"},
-            "secret": row["secret"],
-            "created_at": iso(row["created_at"]),
-        }
-
-    async def poll(self, env: dict[str, Any], reclaim_older_than_ms: int) -> dict[str, Any] | None:
-        """Long poll: the next work item, or None after ``poll_timeout_s``."""
+    async def poll(self, env: dict[str, Any], reclaim_older_than_ms: int) -> tuple[dict[str, Any], bool] | None:
+        """Long poll: the next work item and whether its session speaks v2, or None after
+        ``poll_timeout_s``."""
         deadline = asyncio.get_running_loop().time() + self.config.poll_timeout_s
         with self.broker.subscribe(work_topic(env["id"]), maxsize=16) as sub:
             while True:
-                item = await self._take_work(env["id"], reclaim_older_than_ms)
+                item = await self._take_work(env["id"], reclaim_older_than_ms / 1000.0)
                 if item is not None:
                     return item
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -119,21 +112,26 @@ class Dispatcher:
                         return None
                 sub.reset()
 
-    async def _take_work(self, env_id: str, reclaim_older_than_ms: int) -> dict[str, Any] | None:
+    async def _take_work(self, env_id: str, reclaim_s: float) -> tuple[dict[str, Any], bool] | None:
         t = now()
         async with self.store.read() as rtx:
-            candidate = await rtx.next_work(env_id, t, t - reclaim_older_than_ms / 1000.0)
+            candidate = await rtx.next_work(env_id, t, t - reclaim_s)
         if candidate is None:
             return None
         async with self.store.write() as tx:
             row = await tx.get_work(candidate["id"])
-            if row is None or row["state"] not in ("queued", "delivered"):
-                return None
+            if row is None or not leases.deliverable(_lease(row), t, reclaim_s):
+                return None  # another poll took it meanwhile
+            delivered = leases.deliver(_lease(row), t, self.config.lease_ttl_s)
+            await self._write_lease(tx, row, delivered)
             session = await tx.get_session(row["session_id"])
-            await tx.update_work(row["id"], state="delivered", delivered_at=t,
-                                 lease_expires_at=t + self.config.lease_ttl_s)
-            row.update(state="delivered", delivered_at=t)
-        return self.work_json(row, session["kind"] if session else None)
+        return row, session is not None and self.uses_v2(session)
+
+    async def _write_lease(self, tx: Tx, row: dict[str, Any], lease: leases.Lease, **values: Any) -> None:
+        await tx.update_work(row["id"], state=lease.state, delivered_at=lease.delivered_at,
+                             lease_expires_at=lease.lease_expires_at, **values)
+        row.update(state=lease.state, delivered_at=lease.delivered_at, lease_expires_at=lease.lease_expires_at,
+                   **values)
 
     async def live_work(self, env_id: str, work_id: str, session_body: str) -> dict[str, Any]:
         async with self.store.read() as tx:
@@ -149,23 +147,24 @@ class Dispatcher:
     async def ack(self, row: dict[str, Any]) -> None:
         t = now()
         async with self.store.write() as tx:
-            await tx.update_work(row["id"], state="acked", acked_at=t, last_heartbeat_at=t,
-                                 lease_expires_at=t + self.config.lease_ttl_s)
+            current = await tx.get_work(row["id"]) or row
+            acked = _apply(leases.ack, _lease(current), t, self.config.lease_ttl_s)
+            await self._write_lease(tx, current, acked, acked_at=t, last_heartbeat_at=t)
 
     async def heartbeat(self, row: dict[str, Any]) -> dict[str, Any]:
         t = now()
-        state = "acked" if row["state"] in ("acked", "delivered") else row["state"]
         async with self.store.write() as tx:
-            await tx.update_work(row["id"], state=state, last_heartbeat_at=t,
-                                 lease_expires_at=t + self.config.lease_ttl_s)
+            current = await tx.get_work(row["id"]) or row
+            beat = _apply(leases.heartbeat, _lease(current), t, self.config.lease_ttl_s)
+            await self._write_lease(tx, current, beat, last_heartbeat_at=t)
             # A bridge at capacity polls rarely (600 s) but heartbeats its work: that is
             # liveness too, for the online dot and for environment expiry.
             await tx.update_environment(row["environment_id"], last_poll_at=t)
-        return {"lease_extended": True, "state": state, "last_heartbeat": iso(t),
+        return {"lease_extended": True, "state": beat.state, "last_heartbeat": iso(t),
                 "ttl_seconds": int(self.config.lease_ttl_s)}
 
     async def stop(self, tx: Tx, row: dict[str, Any], force: bool) -> None:
-        await self.end_work(tx, row, "stopped", lease_expires_at=None)
+        await self.end_work(tx, row, "stopped")
         session = await tx.get_session(row["session_id"], for_update=True)
         await self.worker_gone(tx, session, "work_stopped")
         if force:
@@ -174,14 +173,19 @@ class Dispatcher:
             await self.queue_work(tx, session)
 
     # ---- ending work, and what a worker token may still do -------------------------------------
-    async def end_work(self, tx: Tx, row: dict[str, Any], state: str, **values: Any) -> None:
+    async def end_work(self, tx: Tx, row: dict[str, Any], state: str) -> None:
         """Move a work item to ``stopped``/``superseded`` (every such move goes through here)."""
-        await tx.update_work(row["id"], state=state, **values)
+        ended = _apply(leases.stop if state == "stopped" else leases.supersede, _lease(row))
+        await self._write_lease(tx, row, ended)
         self._ended(tx, [row["id"]], row["session_id"], state)
 
     async def supersede(self, tx: Tx, session_id: str, *, close_streams: bool = True) -> None:
         """``close_streams=False``: the caller closes them itself (archive: 4001)."""
-        self._ended(tx, await tx.supersede_work(session_id), session_id, "superseded", close_streams)
+        ended = []
+        for row in await tx.live_work_items(session_id):
+            await self._write_lease(tx, row, leases.supersede(_lease(row)))
+            ended.append(row["id"])
+        self._ended(tx, ended, session_id, "superseded", close_streams)
 
     def _ended(self, tx: Tx, work_ids: list[str], session_id: str, state: str, close_streams: bool = True) -> None:
         if work_ids and not tx.ended_work:
@@ -264,10 +268,8 @@ class Dispatcher:
         for row in lapsed:
             async with self.store.write() as tx:
                 current = await tx.get_work(row["id"])
-                if current is None or current["state"] not in ("delivered", "acked"):
-                    continue
-                if (current["lease_expires_at"] or 0) >= t:
-                    continue
+                if current is None or not leases.lease_expired(_lease(current), t):
+                    continue  # acked or heartbeating meanwhile, or ended
                 await self.end_work(tx, current, "stopped")
                 session = await tx.get_session(row["session_id"], for_update=True)
                 await self.worker_gone(tx, session, "lease_lapsed")
@@ -284,3 +286,17 @@ class Dispatcher:
                 await self.reap_lapsed_leases()
             except Exception:  # the reaper must outlive one bad pass
                 log.exception("lease reaper pass failed")
+
+
+def _lease(row: dict[str, Any]) -> leases.Lease:
+    return leases.Lease(row["id"], row["state"], row["delivered_at"], row["lease_expires_at"])
+
+
+def _apply(rule: Callable[..., leases.Lease], lease: leases.Lease, *args: float) -> leases.Lease:
+    """A lease rule's answer; a move it refuses is the caller's conflict (410 for ended work)."""
+    try:
+        return rule(lease, *args)
+    except leases.LeaseGone as exc:
+        raise Gone(f"{exc}.", error_type="work_gone") from None
+    except leases.LeaseStateError as exc:
+        raise Conflict(f"{exc}.") from None
