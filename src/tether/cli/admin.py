@@ -101,8 +101,7 @@ def users(
     """List users of every organisation."""
 
     async def body(accounts: Accounts) -> list[dict[str, Any]]:
-        return [{"email": r["email"], "role": r["role"], "org": r["org"], "id": r["id"]}
-                for r in await accounts.everyone()]
+        return [{"email": r.email, "role": r.role, "org": r.org, "id": r.id} for r in await accounts.everyone()]
 
     rows = _run(_config(data_dir, database_url), body)
     if as_json:

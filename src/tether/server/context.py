@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from tether.protocol.body_budget import BodyBudget
 from tether.server.auth.ratelimit import RateLimiter
@@ -22,7 +21,8 @@ from tether.server.service.log import EventLog
 from tether.server.service.permissions import Permissions
 from tether.server.service.sessions import Sessions
 from tether.server.service.workers import Workers
-from tether.server.store import Store
+from tether.server.store import Store, Tx
+from tether.server.store.records import SessionRecord
 from tether.server.streams import OpenStreams
 from tether.server.web.renderer import Renderer
 
@@ -72,8 +72,8 @@ class ServerContext:
         dispatcher = Dispatcher(config, store, broker, auth, streams)
         hub = Hub(broker)
 
-        async def worker_gone(tx: Any, session: Any, reason: str) -> None:
-            await expire_pending(tx, hub, session, reason)
+        async def worker_gone(tx: Tx, session: SessionRecord, reason: str) -> SessionRecord:
+            return await expire_pending(tx, hub, session, reason)
 
         dispatcher.on_worker_gone = worker_gone
         log = EventLog(config, store, hub, dispatcher)

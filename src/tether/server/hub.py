@@ -56,6 +56,7 @@ class Ingest:
     ordered: list[StoredEvent] | None = None  # stored + ephemeral in input order, when there are both
     live: list[Any] = field(default_factory=list)
     status: SessionStatus | None = None  # the session's status after the write
+    title: str | None = None  # its title after the write (None: as it was)
     replies: list[dict[str, Any]] = field(default_factory=list)  # server → worker control responses
 
 

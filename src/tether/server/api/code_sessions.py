@@ -62,8 +62,8 @@ async def teleport_events(session_id: str, request: Request) -> Response:
     limit = query_int(request, "limit", 500, lo=1, hi=1000) or 500
     page, more = await ctx.sessions.transcript(body, principal.org_id, cursor, limit)
     out: dict[str, object] = {"data": [{
-        "event_id": r["event_id"], "event_type": r["event_type"], "is_compaction": r["is_compaction"],
-        "payload": orjson.loads(r["payload"]), "created_at": iso(r["created_at"])} for r in page]}
+        "event_id": r.event_id, "event_type": r.event_type, "is_compaction": r.is_compaction,
+        "payload": orjson.loads(r.payload), "created_at": iso(r.created_at)} for r in page]}
     if more:
-        out["next_cursor"] = str(page[-1]["pk"])
+        out["next_cursor"] = str(page[-1].pk)
     return JSONResponse(out)

@@ -21,7 +21,9 @@ from tether.server.api.common import (
     user,
 )
 from tether.server.auth.service import Principal
-from tether.server.clock import now
+from tether.server.clock import iso, now
+from tether.server.service.environments import Registration
+from tether.server.store.records import EnvironmentRecord, WorkItem
 from tether.server.views import environment_json, work_json
 
 router = APIRouter()
@@ -39,7 +41,7 @@ def _str_field(body: dict[str, Any], name: str, *, max_len: int = 4096, required
     return value
 
 
-def _registration(body: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+def _registration(body: dict[str, Any], max_bytes: int) -> Registration:
     max_sessions = body.get("max_sessions", 1)
     if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or not 1 <= max_sessions <= 1000:
         raise InvalidRequest("'max_sessions' must be an integer from 1 to 1000.")
@@ -54,16 +56,10 @@ def _registration(body: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     kind = body.get("kind", "bridge")
     if kind not in ENVIRONMENT_KINDS:
         raise InvalidRequest("'kind' must be 'bridge' (a developer's machine) or 'cloud' (a runner).")
-    return {
-        "kind": kind,
-        "machine_name": _str_field(body, "machine_name", max_len=300) or "",
-        "directory": _str_field(body, "directory") or "",
-        "branch": _str_field(body, "branch", max_len=300),
-        "git_repo_url": _str_field(body, "git_repo_url"),
-        "max_sessions": max_sessions,
-        "worker_type": worker_type,
-        "metadata": metadata,
-    }
+    return Registration(kind=kind, machine_name=_str_field(body, "machine_name", max_len=300) or "",
+                        directory=_str_field(body, "directory") or "", branch=_str_field(body, "branch", max_len=300),
+                        git_repo_url=_str_field(body, "git_repo_url"), max_sessions=max_sessions,
+                        worker_type=worker_type, metadata=metadata)
 
 
 @router.post("/v1/environments/bridge")
@@ -81,13 +77,13 @@ async def register(request: Request) -> Response:
     return JSONResponse({"environment_id": env_id, "environment_secret": secret})
 
 
-async def _environment_of_secret(request: Request, env_id: str) -> dict[str, Any]:
+async def _environment_of_secret(request: Request, env_id: str) -> EnvironmentRecord:
     ctx = ctx_of(request)
     token = bearer(request)
     if not token:
         raise AuthenticationFailed("Polling needs 'Authorization: Bearer <environment_secret>'.")
     env = await ctx.auth.environment(token)
-    if env["id"] != env_id:
+    if env.id != env_id:
         raise NotFound("No such environment.")
     rate_limit(ctx, env_id)
     return env
@@ -111,7 +107,7 @@ async def poll(env_id: str, request: Request) -> Response:
     return JSONResponse(work_json(*found) if found is not None else None)
 
 
-async def _work_for_worker(request: Request, env_id: str, work_id: str) -> dict[str, Any]:
+async def _work_for_worker(request: Request, env_id: str, work_id: str) -> WorkItem:
     ctx = ctx_of(request)
     parse_prefixed(env_id, "env", "environment")
     parse_prefixed(work_id, "work", "work item")
@@ -139,10 +135,12 @@ async def heartbeat(env_id: str, work_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     row = await _work_for_worker(request, env_id, work_id)
     await read_object(request)
-    return JSONResponse(await ctx.dispatcher.heartbeat(row))
+    lease, at = await ctx.dispatcher.heartbeat(row)
+    return JSONResponse({"lease_extended": True, "state": lease.state, "last_heartbeat": iso(at),
+                         "ttl_seconds": int(ctx.config.lease_ttl_s)})
 
 
-async def _own_environment(request: Request, env_id: str) -> tuple[Principal, dict[str, Any]]:
+async def _own_environment(request: Request, env_id: str) -> tuple[Principal, EnvironmentRecord]:
     parse_prefixed(env_id, "env", "environment")
     principal = await user(request, write=True)
     return principal, await ctx_of(request).environments.own(principal, env_id)
@@ -150,32 +148,32 @@ async def _own_environment(request: Request, env_id: str) -> tuple[Principal, di
 
 @router.post("/v1/environments/{env_id}/work/{work_id}/stop")
 async def stop(env_id: str, work_id: str, request: Request) -> Response:
-    await _own_environment(request, env_id)
+    _, env = await _own_environment(request, env_id)
     parse_prefixed(work_id, "work", "work item")
     body = await read_object(request)
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise InvalidRequest("'force' must be a boolean.")
-    await ctx_of(request).environments.stop_work(env_id, work_id, force)
+    await ctx_of(request).environments.stop_work(env, work_id, force)
     return JSONResponse({})
 
 
 @router.delete("/v1/environments/bridge/{env_id}")
 async def deregister(env_id: str, request: Request) -> Response:
-    principal, _ = await _own_environment(request, env_id)
-    await ctx_of(request).environments.deregister(principal, env_id)
+    principal, env = await _own_environment(request, env_id)
+    await ctx_of(request).environments.deregister(principal, env)
     return JSONResponse({})
 
 
 @router.post("/v1/environments/{env_id}/bridge/reconnect")
 async def reconnect(env_id: str, request: Request) -> Response:
-    principal, _ = await _own_environment(request, env_id)
+    principal, env = await _own_environment(request, env_id)
     principal.require_policy()
     body = await read_object(request)
     raw = body.get("session_id")
     if not isinstance(raw, str):
         raise InvalidRequest("'session_id' is required.")
-    await ctx_of(request).environments.reconnect(principal, env_id, parse_session_id(raw))
+    await ctx_of(request).environments.reconnect(principal, env, parse_session_id(raw))
     return JSONResponse({})
 
 

@@ -197,7 +197,7 @@ async def _deliver_backlog(ctx: ServerContext, sock: Socket, conn: WorkerConnect
     """Every inbound event the worker has not confirmed, after ``sent``, a page at a time."""
     while True:
         async with ctx.store.read() as tx:
-            page = await tx.undelivered_inbound(conn.body, after_seq=max(sent, 0),
+            page = await tx.events.undelivered_inbound(conn.body, after_seq=max(sent, 0),
                                                 max_bytes=ctx.config.limits.max_page_bytes)
         if not page:
             return sent
@@ -211,7 +211,7 @@ async def _deliver(ctx: ServerContext, sock: Socket, conn: WorkerConnection, ev:
         conn.unconfirmed.append(ev.uuid)
     if ev.delivery == "pending":
         async with ctx.store.write() as tx:
-            moved = await tx.set_delivery(ev.session_id, uuids=[ev.uuid], status="received")
+            moved = await tx.events.set_delivery(ev.session_id, uuids=[ev.uuid], status="received")
             frames = [delivery_frame(m) for m in moved]
             tx.after_commit(lambda: ctx.hub.publish_frames(ev.session_id, frames))
     return ev.seq

@@ -37,4 +37,4 @@ async def create_login_link(request: Request) -> Response:
     issued = await ctx.accounts.create_login_link(principal, next_path)
     path = login_path(issued.secret, next_path)
     return JSONResponse({"url": f"{ctx.config.url}{path}", "path": path, "next": next_path,
-                         "expires_in": int(ttl), "expires_at": iso(issued.row["expires_at"])})
+                         "expires_in": int(ttl), "expires_at": iso(issued.row.expires_at)})

@@ -23,6 +23,7 @@ from tether.server.api.common import (
 )
 from tether.server.auth.secrets import kind_of
 from tether.server.clock import iso
+from tether.server.store.records import TokenRecord
 
 router = APIRouter()
 
@@ -34,10 +35,10 @@ async def me(request: Request) -> Response:
     org = await ctx.accounts.org(principal.org_id)
     return JSONResponse({
         "user": {"id": principal.user_id, "email": principal.email, "role": principal.role},
-        "organization": {"uuid": principal.org_id, "name": org["name"]},
+        "organization": {"uuid": principal.org_id, "name": org.name},
         "organization_uuid": principal.org_id,
         "role": principal.role,
-        "policy": {"allow_remote_control": bool(org["allow_remote_control"])},
+        "policy": {"allow_remote_control": org.allow_remote_control},
         "credential": principal.kind,
     })
 
@@ -89,14 +90,9 @@ async def bridge_config(request: Request) -> Response:
     })
 
 
-def _token_json(row: dict[str, object]) -> dict[str, object]:
-    return {
-        "id": row["id"], "name": row["name"], "kind": row["kind"],
-        "created_at": iso(row["created_at"]),  # type: ignore[arg-type]
-        "expires_at": iso(row["expires_at"]),  # type: ignore[arg-type]
-        "last_used_at": iso(row.get("last_used_at")),  # type: ignore[arg-type]
-        "revoked": bool(row["revoked"]),
-    }
+def _token_json(row: TokenRecord) -> dict[str, object]:
+    return {"id": row.id, "name": row.name, "kind": row.kind, "created_at": iso(row.created_at),
+            "expires_at": iso(row.expires_at), "last_used_at": iso(row.last_used_at), "revoked": row.revoked}
 
 
 @router.get("/v1/tokens")
@@ -137,8 +133,8 @@ async def audit(request: Request) -> Response:
     limit = query_int(request, "limit", 100, lo=1, hi=1000) or 100
     before = query_int(request, "before", None, lo=1, hi=2**62)
     rows = await ctx.accounts.audit(principal, limit + 1, before)
-    data = [{"id": r["pk"], "actor": r["actor"], "action": r["action"], "target": r["target"],
-             "detail": r["detail"], "at": iso(r["at"])} for r in rows[:limit]]
+    data = [{"id": r.pk, "actor": r.actor, "action": r.action, "target": r.target, "detail": r.detail,
+             "at": iso(r.at)} for r in rows[:limit]]
     return JSONResponse({"data": data, "has_more": len(rows) > limit,
                          "next_before": data[-1]["id"] if len(rows) > limit else None})
 
@@ -216,8 +212,8 @@ async def download(file_uuid: str, request: Request) -> Response:
     else:
         row = await ctx.files.for_user(await user(request), file_uuid)
     # (sanitised again: rows stored before uploads were checked may hold anything)
-    return Response(row["content"], media_type=safe_content_type(row["content_type"]),
-                    headers={"content-disposition": f'attachment; filename="{row["name"]}"',
+    return Response(row.content, media_type=safe_content_type(row.content_type),
+                    headers={"content-disposition": f'attachment; filename="{row.name}"',
                              "x-content-type-options": "nosniff"})
 
 

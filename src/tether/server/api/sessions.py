@@ -53,7 +53,7 @@ async def create_session(request: Request) -> Response:
     items = ctx.log.client_items(_initial_events(body))  # checked before anything is created
     new = NewSession.from_body(body, ctx.config.limits.max_event_bytes)
     row = await ctx.sessions.create(principal, new, kind="env", initial=items)
-    return await session_response(ctx, row["id"], principal.org_id)
+    return await session_response(ctx, row.id, principal.org_id)
 
 
 @router.get("/v1/sessions/{session_id}")

@@ -196,15 +196,15 @@ async def _first_frames(ctx: ServerContext, sock: Socket, body: str, from_seq: i
     sequence number live delivery continues after. (A helper, so the long-lived send loop
     keeps no rows alive.)"""
     async with ctx.store.read() as tx:
-        session = await tx.get_session(body)
-        pending = await tx.list_permissions(body, "pending")
-    last = int(session["last_seq"]) if session else 0
+        session = await tx.sessions.get(body)
+        pending = await tx.permissions.of_session(body, "pending")
+    last = session.last_seq if session else 0
     if from_seq is not None:
         last = await _replay(ctx, sock, body, from_seq)
-        pending = [p for p in pending if p["seq"] is None or p["seq"] <= from_seq]
+        pending = [p for p in pending if p.seq is None or p.seq <= from_seq]
     for perm in pending:
-        frame = orjson.loads(perm["request"])
-        frame["sequence_num"] = perm["seq"]
+        frame = orjson.loads(perm.request)
+        frame["sequence_num"] = perm.seq
         await sock.send_json(frame)
     return last
 
@@ -213,7 +213,7 @@ async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> in
     """Send every stored event after ``after``; return the last sequence number sent."""
     while True:
         async with ctx.store.read() as tx:
-            page = await tx.events_after(body, after, limit=500, max_bytes=ctx.config.limits.max_page_bytes)
+            page = await tx.events.after(body, after, limit=500, max_bytes=ctx.config.limits.max_page_bytes)
         if not page:
             return after
         for ev in page:

@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge
 from tether.protocol.epochs import EpochInvalid, parse_epoch
-from tether.protocol.ids import new_id
+from tether.protocol.ids import SessionId, new_id
 from tether.server import jsonio
 from tether.server.api.common import (
     JSONResponse,
@@ -38,6 +38,7 @@ from tether.server.context import ServerContext
 from tether.server.hub import SessionClosed, session_topic
 from tether.server.service.workers import DELIVERY_STATES, parse_state
 from tether.server.store import StoredEvent
+from tether.server.store.records import InternalEvent
 from tether.server.streams import Holder, work_key
 
 router = APIRouter()
@@ -109,11 +110,11 @@ async def get_worker(session_id: str, request: Request) -> Response:
     session = await ctx.workers.session_of(body, claims)
     await ctx.dispatcher.check_worker_read(claims)
     return JSONResponse({"worker": {
-        "external_metadata": session["external_metadata"] or {},
-        "internal_metadata": session["internal_metadata"] or {},
-        "worker_status": session["worker_status"],
-        "worker_epoch": session["worker_epoch"],
-        "last_heartbeat": iso(session["worker_last_seen"]),
+        "external_metadata": session.external_metadata or {},
+        "internal_metadata": session.internal_metadata or {},
+        "worker_status": session.worker_status,
+        "worker_epoch": session.worker_epoch,
+        "last_heartbeat": iso(session.worker_last_seen),
     }})
 
 
@@ -163,10 +164,9 @@ async def post_internal_events(session_id: str, request: Request) -> Response:
         uid = event.get("uuid") if isinstance(event.get("uuid"), str) else str(uuidlib.uuid4())
         agent = item.get("agent_id")
         raw = jsonio.check_size(event, ctx.config.limits.max_event_bytes, "An internal event")
-        rows.append({"session_id": body, "event_id": new_id("evt"), "uuid": uid, "event_type": kind,
-                     "payload": raw.decode(), "is_compaction": bool(item.get("is_compaction")),
-                     "agent_id": agent if isinstance(agent, str) else None, "created_at": t})
-    await ctx.workers.append_internal(body, rows)
+        rows.append(InternalEvent(0, SessionId(body), new_id("evt"), uid, kind, raw.decode(), bool(item.get("is_compaction")),
+                                  agent if isinstance(agent, str) else None, t))
+    await ctx.workers.append_internal(rows)
     return JSONResponse({})
 
 
@@ -178,12 +178,12 @@ async def get_internal_events(session_id: str, request: Request) -> Response:
     cursor = parse_count(request.query_params.get("cursor"), "cursor") or 0
     subagents = request.query_params.get("subagents") in ("true", "1")
     page, more = await ctx.workers.internal_events(body, cursor, subagents)
-    data = [{"event_id": r["event_id"], "event_type": r["event_type"], "payload": orjson.loads(r["payload"]),
-             "event_metadata": None, "is_compaction": r["is_compaction"], "created_at": iso(r["created_at"]),
-             **({"agent_id": r["agent_id"]} if r["agent_id"] else {})} for r in page]
+    data = [{"event_id": r.event_id, "event_type": r.event_type, "payload": orjson.loads(r.payload),
+             "event_metadata": None, "is_compaction": r.is_compaction, "created_at": iso(r.created_at),
+             **({"agent_id": r.agent_id} if r.agent_id else {})} for r in page]
     out: dict[str, Any] = {"data": data}
     if more:
-        out["next_cursor"] = str(page[-1]["pk"])
+        out["next_cursor"] = str(page[-1].pk)
     return JSONResponse(out)
 
 
@@ -218,7 +218,7 @@ def sse_frame(ev: StoredEvent) -> bytes:
 async def stream(session_id: str, request: Request) -> Response:
     ctx, body, claims = _claims(request, session_id)
     session = await ctx.workers.session_of(body, claims)
-    if session["archived_at"]:
+    if session.archived_at:
         raise NotFound("The session is archived.")
     await ctx.dispatcher.check_worker_read(claims)
     after = _resume_point(request)
@@ -234,8 +234,8 @@ async def _backlog(ctx: ServerContext, body: str, after: int, undelivered: bool)
     max_bytes = ctx.config.limits.max_page_bytes
     while True:
         async with ctx.store.read() as tx:
-            page = await (tx.undelivered_inbound(body, after_seq=after, max_bytes=max_bytes) if undelivered
-                          else tx.inbound_after(body, after, max_bytes=max_bytes))
+            page = await (tx.events.undelivered_inbound(body, after_seq=after, max_bytes=max_bytes) if undelivered
+                          else tx.events.inbound_after(body, after, max_bytes=max_bytes))
         if not page:
             return
         for ev in page:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, TetherError
@@ -17,6 +17,7 @@ from tether.server.auth.service import Auth, IssuedToken, Principal
 from tether.server.clock import now
 from tether.server.config import Config
 from tether.server.store import Store, Tx
+from tether.server.store.records import AuditEntry, MemberRecord, OrgRecord, TokenRecord, UserRecord
 from tether.server.streams import OpenStreams, token_key
 
 __all__ = ["Accounts", "DeviceGrant", "oauth_error", "open_accounts"]
@@ -50,9 +51,9 @@ class Accounts:
             tx.after_commit(lambda: [self.streams.close_key(k, CLOSE_UNAUTHORIZED, reason) for k in keys])
 
     # ---- the organisation -----------------------------------------------------------------
-    async def org(self, org_id: str) -> dict[str, Any]:
+    async def org(self, org_id: str) -> OrgRecord:
         async with self.store.read() as tx:
-            org = await tx.get_org(org_id)
+            org = await tx.orgs.get(org_id)
         if org is None:
             raise NotFound("No such organisation.")
         return org
@@ -60,74 +61,74 @@ class Accounts:
     async def set_policy(self, principal: Principal, allow_remote_control: bool) -> None:
         principal.require_owner()
         async with self.store.write() as tx:
-            await tx.set_org_policy(principal.org_id, allow_remote_control)
-            await tx.insert_audit(principal.org_id, principal.user_id, "org.policy", principal.org_id,
+            await tx.orgs.set_policy(principal.org_id, allow_remote_control)
+            await tx.audit.insert(principal.org_id, principal.user_id, "org.policy", principal.org_id,
                                   {"allow_remote_control": allow_remote_control}, now())
 
-    async def audit(self, principal: Principal, limit: int, before: int | None) -> list[dict[str, Any]]:
+    async def audit(self, principal: Principal, limit: int, before: int | None) -> list[AuditEntry]:
         principal.require_owner()
         async with self.store.read() as tx:
-            return await tx.list_audit(principal.org_id, limit, before)
+            return await tx.audit.of_org(principal.org_id, limit, before)
 
     # ---- members --------------------------------------------------------------------------
-    async def members(self, org_id: str) -> list[dict[str, Any]]:
+    async def members(self, org_id: str) -> list[UserRecord]:
         async with self.store.read() as tx:
-            return await tx.list_users(org_id)
+            return await tx.users.of_org(org_id)
 
-    async def add_member(self, principal: Principal, email: str, role: str) -> tuple[dict[str, Any], str]:
+    async def add_member(self, principal: Principal, email: str, role: str) -> tuple[UserRecord, str]:
         """A new person of the owner's organisation, and a one-time login link for them."""
         principal.require_owner()
         t = now()
         async with self.store.write() as tx:
-            if await tx.get_user_by_email(email) is not None:
+            if await tx.users.by_email(email) is not None:
                 raise Conflict("A person with that email already has an account.")
-            row = await tx.insert_user(principal.org_id, email, role, t)
+            row = await tx.users.insert(principal.org_id, email, role, t)
             link = await self.auth.login_link(tx, row)
-            await tx.insert_audit(principal.org_id, principal.user_id, "member.add", row["id"],
+            await tx.audit.insert(principal.org_id, principal.user_id, "member.add", row.id,
                                   {"email": email, "role": role}, t)
         return row, link
 
-    async def set_role(self, principal: Principal, user_id: str, role: str) -> dict[str, Any]:
+    async def set_role(self, principal: Principal, user_id: str, role: str) -> UserRecord:
         """A member's new role; sockets holding more than it close once committed (4003)."""
         principal.require_owner()
         async with self.store.write() as tx:
-            rows = await tx.list_users(principal.org_id)
-            target = next((r for r in rows if r["id"] == user_id), None)
+            rows = await tx.users.of_org(principal.org_id)
+            target = next((r for r in rows if r.id == user_id), None)
             if target is None:
                 raise NotFound("No such member.")
-            owners = [r for r in rows if r["role"] == "owner"]
-            if target["role"] == "owner" and role != "owner" and len(owners) <= 1:
+            owners = [r for r in rows if r.role == "owner"]
+            if target.role == "owner" and role != "owner" and len(owners) <= 1:
                 raise Conflict("The organisation needs at least one owner.")
-            await tx.update_user(user_id, role=role)
-            await tx.insert_audit(principal.org_id, principal.user_id, "member.role", user_id, {"role": role}, now())
+            await tx.users.update(user_id, role=role)
+            await tx.audit.insert(principal.org_id, principal.user_id, "member.role", user_id, {"role": role}, now())
             tx.after_commit(lambda: self.streams.role_changed(user_id, role, CLOSE_UNAUTHORIZED,
                                                               "Your role changed; reconnect."))
-        return {**target, "role": role}
+        return replace(target, role=role)
 
     # ---- personal tokens ------------------------------------------------------------------
-    async def tokens(self, user_id: str) -> list[dict[str, Any]]:
+    async def tokens(self, user_id: str) -> list[TokenRecord]:
         async with self.store.read() as tx:
-            return [r for r in await tx.list_tokens(user_id, "personal") if not r["revoked"]]
+            return [r for r in await tx.tokens.of_user(user_id, "personal") if not r.revoked]
 
     async def create_token(self, principal: Principal, name: str, ttl_s: float | None) -> IssuedToken:
         async with self.store.write() as tx:
             account = await self._user(tx, principal.user_id)
             issued = await self.auth.issue(tx, "personal", account, ttl=ttl_s, name=name)
-            await tx.insert_audit(principal.org_id, principal.user_id, "token.create", issued.row["id"],
+            await tx.audit.insert(principal.org_id, principal.user_id, "token.create", issued.row.id,
                                   {"name": name}, now())
         return issued
 
     async def revoke_token(self, principal: Principal, token_id: str) -> None:
         async with self.store.write() as tx:
-            row = await tx.get_token(token_id)
-            if row is None or row["user_id"] != principal.user_id or row["kind"] != "personal":
+            row = await tx.tokens.get(token_id)
+            if row is None or row.user_id != principal.user_id or row.kind != "personal":
                 raise NotFound("No such token.")
-            await tx.update_token(token_id, revoked=True)
-            await tx.insert_audit(principal.org_id, principal.user_id, "token.revoke", token_id, None, now())
+            await tx.tokens.update(token_id, revoked=True)
+            await tx.audit.insert(principal.org_id, principal.user_id, "token.revoke", token_id, None, now())
             self._close_after_commit(tx, [token_id], "The token was revoked.")
 
-    async def _user(self, tx: Tx, user_id: str) -> dict[str, Any]:
-        account = await tx.get_user(user_id)
+    async def _user(self, tx: Tx, user_id: str) -> UserRecord:
+        account = await tx.users.get(user_id)
         if account is None:
             raise AuthenticationFailed("The credential's user no longer exists.")
         return account
@@ -138,7 +139,7 @@ class Accounts:
         async with self.store.write() as tx:
             account = await self._user(tx, principal.user_id)
             issued = await self.auth.issue(tx, "login_link", account, ttl=self.config.shared_login_link_ttl_s)
-            await tx.insert_audit(principal.org_id, principal.user_id, "login_link.create", issued.row["id"],
+            await tx.audit.insert(principal.org_id, principal.user_id, "login_link.create", issued.row.id,
                                   {"next": next_path, "credential": principal.kind}, now())
         return issued
 
@@ -149,40 +150,42 @@ class Accounts:
             return None
         t = now()
         async with self.store.write() as tx:
-            row = await tx.token_by_hash(sec.hash_secret(secret))
-            if row is None or row["kind"] != "login_link" or credential_verdict(
-                    row["revoked"], row["expires_at"] or 0, t) != "valid":
+            row = await tx.tokens.by_hash(sec.hash_secret(secret))
+            if row is None or row.kind != "login_link" or credential_verdict(
+                    row.revoked, row.expires_at or 0, t) != "valid":
                 return None
-            await tx.update_token(row["id"], revoked=True, last_used_at=t)
-            return await self._web_session(tx, row["user_id"])
+            await tx.tokens.update(row.id, revoked=True, last_used_at=t)
+            if row.user_id is None:
+                return None
+            return await self._web_session(tx, row.user_id)
 
     async def password_login(self, email: str, password: str) -> IssuedToken | None:
         """A web session for the right email and password, else None."""
         async with self.store.read() as tx:
-            account = await tx.get_user_by_email(email)
-        if account is None or not sec.verify_password(password, account["password_hash"]):
+            account = await tx.users.by_email(email)
+        if account is None or not sec.verify_password(password, account.password_hash):
             return None
         async with self.store.write() as tx:
-            return await self._web_session(tx, account["id"])
+            return await self._web_session(tx, account.id)
 
     async def _web_session(self, tx: Tx, user_id: str) -> IssuedToken:
-        account = await tx.get_user(user_id)
+        account = await tx.users.get(user_id)
         if account is None:
             raise AuthenticationFailed("No such user.")
         issued = await self.auth.issue(tx, "web_session", account, ttl=self.config.web_session_ttl_s)
-        await tx.insert_audit(account["org_id"], user_id, "web.login", None, None, now())
+        await tx.audit.insert(account.org_id, user_id, "web.login", None, None, now())
         return issued
 
     async def logout(self, principal: Principal) -> None:
         async with self.store.write() as tx:
-            await tx.update_token(principal.token_id, revoked=True)
+            await tx.tokens.update(principal.token_id, revoked=True)
             self._close_after_commit(tx, [principal.token_id], "Logged out.")
 
     # ---- the device flow (RFC 8628) and refresh-token rotation ----------------------------
     async def device_code(self, client_id: str) -> DeviceGrant:
         code = sec.user_code()
         async with self.store.write() as tx:
-            issued = await self.auth.issue(tx, "device_code", {}, ttl=self.config.device_code_ttl_s,
+            issued = await self.auth.issue(tx, "device_code", None, ttl=self.config.device_code_ttl_s,
                                            extra={"status": "pending", "client_id": client_id, "last_poll": 0},
                                            lookup=code.replace("-", ""))
         return DeviceGrant(issued.secret, code)
@@ -190,17 +193,17 @@ class Accounts:
     async def approve_device(self, user_id: str, code: str, approve: bool) -> None:
         lookup = code.strip().upper().replace("-", "").replace(" ", "")
         async with self.store.write() as tx:
-            row = await tx.token_by_lookup("device_code", lookup)
-            if row is None or credential_verdict(row["revoked"], row["expires_at"] or 0, now()) != "valid":
+            row = await tx.tokens.by_lookup("device_code", lookup)
+            if row is None or credential_verdict(row.revoked, row.expires_at or 0, now()) != "valid":
                 raise InvalidRequest("That code is unknown or expired; run `tether login` again.")
-            extra = dict(row["extra"] or {})
+            extra = dict(row.extra or {})
             if extra.get("status") != "pending":
                 raise InvalidRequest("That code was already used.")
             extra.update(status="approved" if approve else "denied", user_id=user_id)
-            await tx.update_token(row["id"], extra=extra)
-            user = await tx.get_user(user_id)
+            await tx.tokens.update(row.id, extra=extra)
+            user = await tx.users.get(user_id)
             if user:
-                await tx.insert_audit(user["org_id"], user_id, "device.approve" if approve else "device.deny",
+                await tx.audit.insert(user.org_id, user_id, "device.approve" if approve else "device.deny",
                                       None, {"client_id": extra.get("client_id")}, now())
 
     async def device_grant(self, code: str) -> dict[str, Any]:
@@ -210,17 +213,17 @@ class Accounts:
         t = now()
         interval = self.config.limits.device_poll_interval_s
         async with self.store.write() as tx:
-            row = await tx.token_by_hash(sec.hash_secret(code))
-            if row is None or row["kind"] != "device_code" or row["revoked"]:
+            row = await tx.tokens.by_hash(sec.hash_secret(code))
+            if row is None or row.kind != "device_code" or row.revoked:
                 raise oauth_error("invalid_grant", "Unknown or used device_code.")
-            if credential_verdict(False, row["expires_at"], t) == "expired":
+            if credential_verdict(False, row.expires_at, t) == "expired":
                 raise oauth_error("expired_token", "The device code expired; start `tether login` again.")
-            extra = dict(row["extra"] or {})
+            extra = dict(row.extra or {})
             too_fast = False
             if extra.get("status") == "pending":
                 too_fast = t - float(extra.get("last_poll", 0)) < interval * 0.8
                 extra["last_poll"] = t
-                await tx.update_token(row["id"], extra=extra)
+                await tx.tokens.update(row.id, extra=extra)
         # raised after the commit: an exception inside the transaction would roll back last_poll
         if too_fast:
             raise oauth_error("slow_down", f"Poll at most every {interval} s.")
@@ -230,11 +233,11 @@ class Accounts:
         if status == "denied":
             raise oauth_error("access_denied", "The request was denied.")
         async with self.store.write() as tx:
-            row = await tx.token_by_hash(sec.hash_secret(code))
-            if row is None or row["revoked"]:
+            row = await tx.tokens.by_hash(sec.hash_secret(code))
+            if row is None or row.revoked:
                 raise oauth_error("invalid_grant", "The device_code was already used.")
-            await tx.update_token(row["id"], revoked=True)
-            user = await tx.get_user(extra["user_id"])
+            await tx.tokens.update(row.id, revoked=True)
+            user = await tx.users.get(extra["user_id"])
             if user is None:
                 raise oauth_error("invalid_grant", "The approving user no longer exists.")
             return await self.auth.issue_session_pair(tx, user)
@@ -244,23 +247,23 @@ class Accounts:
         if sec.kind_of(refresh) != "refresh":
             raise oauth_error("invalid_grant", "Unknown refresh_token.")
         async with self.store.write() as tx:
-            row = await tx.token_by_hash(sec.hash_secret(refresh))
-            if row is None or row["kind"] != "refresh":
+            row = await tx.tokens.by_hash(sec.hash_secret(refresh))
+            if row is None or row.kind != "refresh":
                 raise oauth_error("invalid_grant", "Unknown refresh_token.")
-            family = (row["extra"] or {}).get("family")
-            reused = bool(row["revoked"])
-            rotated = row["last_used_at"] is not None  # revoked by rotation, not by /oauth/revoke
+            family = row.family
+            reused = bool(row.revoked)
+            rotated = row.last_used_at is not None  # revoked by rotation, not by /oauth/revoke
             if reused:
                 # A rotated refresh token used again: someone copied it. Revoke the whole family
                 # (and commit that: the error is raised after the transaction, not inside it).
                 if family:
-                    self._close_after_commit(tx, await tx.revoke_token_family(family),
+                    self._close_after_commit(tx, await tx.tokens.revoke_family(family),
                                              "The login was revoked (a refresh token was reused).")
             else:
-                if credential_verdict(False, row["expires_at"], now()) == "expired":
+                if credential_verdict(False, row.expires_at, now()) == "expired":
                     raise oauth_error("invalid_grant", "The refresh token expired; log in again.")
-                await tx.update_token(row["id"], revoked=True, last_used_at=now())
-                user = await tx.get_user(row["user_id"])
+                await tx.tokens.update(row.id, revoked=True, last_used_at=now())
+                user = await tx.users.get(row.user_id) if row.user_id else None
                 if user is None:
                     raise oauth_error("invalid_grant", "The user no longer exists.")
                 return await self.auth.issue_session_pair(tx, user, family=family)
@@ -271,12 +274,12 @@ class Accounts:
     async def revoke(self, secret: str) -> None:
         """RFC 7009: revoke a token (and its login's family); unknown tokens change nothing."""
         async with self.store.write() as tx:
-            row = await tx.token_by_hash(sec.hash_secret(secret))
-            if row is not None and row["kind"] in ("access", "refresh", "personal"):
-                family = (row["extra"] or {}).get("family")
-                revoked = await tx.revoke_token_family(family) if family else []
-                await tx.update_token(row["id"], revoked=True)
-                self._close_after_commit(tx, [*revoked, row["id"]], "The token was revoked.")
+            row = await tx.tokens.by_hash(sec.hash_secret(secret))
+            if row is not None and row.kind in ("access", "refresh", "personal"):
+                family = row.family
+                revoked = await tx.tokens.revoke_family(family) if family else []
+                await tx.tokens.update(row.id, revoked=True)
+                self._close_after_commit(tx, [*revoked, row.id], "The token was revoked.")
 
     # ---- on the server's machine (tether admin) -------------------------------------------
     async def admin_token(self, org: str, email: str, role: str, name: str) -> str:
@@ -284,14 +287,14 @@ class Accounts:
         async with self.store.write() as tx:
             _org, user, _ = await self.auth.ensure_owner(tx, org_name=org, email=email, role=role)
             issued = await self.auth.issue(tx, "personal", user, ttl=None, name=name)
-            await tx.insert_audit(user["org_id"], "admin", "token.create", issued.row["id"], {"name": name}, 0.0)
+            await tx.audit.insert(user.org_id, "admin", "token.create", issued.row.id, {"name": name}, 0.0)
         return issued.secret
 
     async def admin_login_link(self, email: str | None) -> str:
         """A one-time login URL for ``email`` (None: the first owner, created on first start)."""
         if email:
             async with self.store.read() as tx:
-                user = await tx.get_user_by_email(email)
+                user = await tx.users.by_email(email)
             if user is None:
                 raise NotFound(f"no user {email}")
         else:
@@ -299,28 +302,47 @@ class Accounts:
         async with self.store.write() as tx:
             return await self.auth.login_link(tx, user)
 
-    async def everyone(self) -> list[dict[str, Any]]:
+    async def owner_login_link(self) -> tuple[str, bool]:
+        """A one-time login URL for the first owner, and whether this start created them."""
+        _org, owner, created = await self.auth.bootstrap()
+        async with self.store.write() as tx:
+            return await self.auth.login_link(tx, owner), created
+
+    async def owner_token(self, name: str, *, replace_named: bool = False) -> str:
+        """A new personal token of the first owner; ``replace_named`` revokes the owner's earlier
+        tokens of that name first (a restart does not pile them up)."""
+        _org, owner, _ = await self.auth.bootstrap()
+        async with self.store.write() as tx:
+            if replace_named:
+                for old in await tx.tokens.of_user(owner.id, "personal"):
+                    if old.name == name and not old.revoked:
+                        await tx.tokens.update(old.id, revoked=True)
+            issued = await self.auth.issue(tx, "personal", owner, ttl=None, name=name)
+            await tx.audit.insert(owner.org_id, "admin", "token.create", issued.row.id, {"name": name}, now())
+        return issued.secret
+
+    async def everyone(self) -> list[MemberRecord]:
         """Users of every organisation with their organisation's name."""
         async with self.store.read() as tx:
-            return await tx.users_with_orgs()
+            return await tx.users.everyone()
 
     async def set_password(self, email: str, password: str) -> None:
         async with self.store.write() as tx:
-            user = await tx.get_user_by_email(email)
+            user = await tx.users.by_email(email)
             if user is None:
                 raise NotFound(f"no user {email}")
-            await tx.update_user(user["id"], password_hash=sec.hash_password(password))
+            await tx.users.update(user.id, password_hash=sec.hash_password(password))
 
     async def org_policy(self, org: str, allow_remote_control: bool | None) -> bool:
         """The named organisation's ``allow_remote_control``, changed first when a value is given."""
         async with self.store.write() as tx:
-            row = await tx.get_org_by_name(org)
+            row = await tx.orgs.by_name(org)
             if row is None:
                 raise NotFound(f"no organisation {org!r}")
             if allow_remote_control is not None:
-                await tx.set_org_policy(row["id"], allow_remote_control)
+                await tx.orgs.set_policy(row.id, allow_remote_control)
                 return allow_remote_control
-            return bool(row["allow_remote_control"])
+            return bool(row.allow_remote_control)
 
 
 

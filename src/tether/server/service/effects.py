@@ -2,13 +2,15 @@
 §4.6): the status moves by :mod:`tether.protocol.session_status`, permission requests by
 :mod:`tether.protocol.permissions`; this module only reads and writes the rows they decide about.
 
-Every function takes the open transaction; the caller (``log.EventLog``) writes the session row
-once at the end and fans out after the commit.
+Every function takes the open transaction and the session as read in it; what the session's row
+should become goes into the ``Ingest`` (``status``, ``title``), which the caller (``log.EventLog``)
+writes once at the end before it fans out after the commit.
 """
 
 from __future__ import annotations
 
 import uuid as uuidlib
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,12 +18,14 @@ import orjson
 from tether.errors import PermissionDenied
 from tether.protocol import event_rules, titles
 from tether.protocol import messages as m
+from tether.protocol.ids import SessionId
 from tether.protocol.messages import MessageError
 from tether.protocol.permissions import AlreadyResolved, Settlement, parse_answer, settle
 from tether.protocol.session_status import Cue, SessionStatus, next_status, outbound_cue, settled_cue
 from tether.server.clock import now
 from tether.server.hub import Hub, Ingest, delivery_frame
 from tether.server.store import EventIn, StoredEvent, Tx
+from tether.server.store.records import PermissionRecord, SessionRecord
 
 __all__ = ["apply_client_events", "apply_worker_events", "expire_pending", "refuse_mirror_input",
            "server_event", "settle_answer"]
@@ -36,53 +40,54 @@ def server_event(payload: dict[str, Any], *, to_worker: bool = True) -> EventIn:
                    delivery="pending" if to_worker else None)
 
 
-def refuse_mirror_input(session: dict[str, Any]) -> None:
-    if not event_rules.clients_may_drive(session.get("tags")):
+def refuse_mirror_input(session: SessionRecord) -> None:
+    if not event_rules.clients_may_drive(session.tags):
         raise PermissionDenied("This session is a mirror (outbound only): clients can watch it but not send "
                                "prompts, answer permissions or interrupt. Use the terminal it runs in.")
 
 
-async def apply_client_events(tx: Tx, session: dict[str, Any], result: Ingest, actor: str) -> None:
+async def apply_client_events(tx: Tx, session: SessionRecord, result: Ingest, actor: str) -> None:
     """Prompts move the status and may name an untitled session; every client action is audited."""
-    status: SessionStatus = result.status or session["status"]
+    status: SessionStatus = result.status or session.status
+    title = result.title if result.title is not None else session.title
+    target = f"session_{session.id}"
     for ev in result.stored:
-        target = f"session_{session['id']}"
         if ev.event_type == m.USER:
             status = next_status(status, "prompt")
-            if not session["title_explicit"] and not session["title"]:
-                session["title"] = titles.derive_title(ev.payload) or session["title"]
-            await tx.insert_audit(session["org_id"], actor, "session.prompt", target, {"uuid": ev.uuid}, now())
+            if not session.title_explicit and not title:
+                title = titles.derive_title(ev.payload) or title
+            await tx.audit.insert(session.org_id, actor, "session.prompt", target, {"uuid": ev.uuid}, now())
         elif ev.event_type == m.CONTROL_REQUEST:
             subtype = m.control_subtype(ev.payload)
-            await tx.insert_audit(session["org_id"], actor, f"session.{subtype or 'control'}", target,
+            await tx.audit.insert(session.org_id, actor, f"session.{subtype or 'control'}", target,
                                   {"request_id": ev.payload.get("request_id")}, now())
-    result.status = status
+    result.status, result.title = status, title
 
 
-async def apply_worker_events(tx: Tx, session: dict[str, Any], result: Ingest, echoed: list[str]) -> None:
+async def apply_worker_events(tx: Tx, session: SessionRecord, result: Ingest, echoed: list[str]) -> None:
     """Worker output: the status cue of each event, the permission requests it opens or settles, the
     server's answer to control requests it cannot serve, and prompts its echoes confirm (v1)."""
-    status: SessionStatus = result.status or session["status"]
+    status: SessionStatus = result.status or session.status
     for ev in result.stored:
         cue = outbound_cue(ev.payload)
         if cue == "permission_asked":
-            await _record_request(tx, session["id"], ev)
+            await _record_request(tx, session.id, ev)
         elif ev.event_type == m.CONTROL_REQUEST:
             _decline(ev, result)
         elif ev.event_type == m.CONTROL_CANCEL_REQUEST:
-            cue = await _withdraw(tx, session["id"], ev.payload)
+            cue = await _withdraw(tx, session.id, ev.payload)
         elif ev.event_type == m.CONTROL_RESPONSE:
-            cue = await _answered_locally(tx, session["id"], ev.payload)
+            cue = await _answered_locally(tx, session.id, ev.payload)
         status = next_status(status, cue)
     result.status = status
     if echoed:
-        moved = await tx.set_delivery(session["id"], uuids=echoed, status="processed")
+        moved = await tx.events.set_delivery(session.id, uuids=echoed, status="processed")
         result.live.extend(delivery_frame(ev) for ev in moved)
 
 
-async def _record_request(tx: Tx, body: str, ev: StoredEvent) -> None:
+async def _record_request(tx: Tx, body: SessionId, ev: StoredEvent) -> None:
     req = m.request_payload(ev.payload) or {}
-    await tx.insert_permission(
+    await tx.permissions.insert(
         session_id=body, request_id=m.request_id_of(ev.payload), tool_name=str(req.get("tool_name", "")),
         input=req.get("input") if isinstance(req.get("input"), dict) else {},
         tool_use_id=req.get("tool_use_id") if isinstance(req.get("tool_use_id"), str) else None,
@@ -106,12 +111,12 @@ async def _withdraw(tx: Tx, body: str, payload: dict[str, Any]) -> Cue | None:
     rid = m.request_id_of(payload)
     if rid is None:
         return None
-    perm = await tx.get_permission(body, rid)
-    if perm is None or perm["status"] != "pending":
+    perm = await tx.permissions.get(body, rid)
+    if perm is None or perm.status != "pending":
         return None
-    await tx.update_permission(body, rid, status=settle(rid, "pending", "cancel"), answered_by="worker",
-                               answered_at=now())
-    return settled_cue(len(await tx.list_permissions(body, "pending")))
+    await tx.permissions.update(body, rid, status=settle(rid, "pending", "cancel"), answered_by="worker",
+                                answered_at=now())
+    return settled_cue(await tx.permissions.pending_count(body))
 
 
 async def _answered_locally(tx: Tx, body: str, payload: dict[str, Any]) -> Cue | None:
@@ -124,7 +129,7 @@ async def _answered_locally(tx: Tx, body: str, payload: dict[str, Any]) -> Cue |
         return None
     if answer.decision is None:  # an error reply is no decision of the terminal's
         return None
-    perm = await tx.get_permission(body, answer.request_id)
+    perm = await tx.permissions.get(body, answer.request_id)
     if perm is None:
         return None
     try:
@@ -133,31 +138,29 @@ async def _answered_locally(tx: Tx, body: str, payload: dict[str, Any]) -> Cue |
         return None
 
 
-async def settle_answer(tx: Tx, body: str, perm: dict[str, Any], how: Settlement, decision: dict[str, Any] | None,
-                        actor: str) -> Cue | None:
+async def settle_answer(tx: Tx, body: str, perm: PermissionRecord, how: Settlement,
+                        decision: dict[str, Any] | None, actor: str) -> Cue | None:
     """Record an answer (raises ``AlreadyResolved`` when the request is not pending); the status cue."""
-    status = settle(perm["request_id"], perm["status"], how)
-    await tx.update_permission(body, perm["request_id"], status=status, answered_by=actor, answered_at=now(),
-                               decision=decision)
-    return settled_cue(len(await tx.list_permissions(body, "pending")))
+    status = settle(perm.request_id, perm.status, how)
+    await tx.permissions.update(body, perm.request_id, status=status, answered_by=actor, answered_at=now(),
+                                decision=decision)
+    return settled_cue(await tx.permissions.pending_count(body))
 
 
-async def expire_pending(tx: Tx, hub: Hub, session: dict[str, Any], reason: str) -> list[StoredEvent]:
+async def expire_pending(tx: Tx, hub: Hub, session: SessionRecord, reason: str) -> SessionRecord:
     """Settle the pending permission requests of a worker that is gone (lease lapsed, work stopped,
     session archived): each becomes ``expired`` and a ``control_cancel_request`` is logged and fanned
-    out, so no client is left with a prompt nobody will ever read."""
-    expired = await tx.expire_pending_permissions(session["id"], now())
+    out, so no client is left with a prompt nobody will ever read. The session as it is now."""
+    expired = await tx.permissions.expire_pending(session.id, now())
     if not expired:
-        return []
-    cancels = [server_event({"type": m.CONTROL_CANCEL_REQUEST, "request_id": row["request_id"],
-                             "reason": reason}, to_worker=False) for row in expired]
-    stored = await tx.append_events(session, cancels, now())
-    if reason != "archived":
-        status = next_status(session["status"], "worker_gone")
-        if status != session["status"]:
-            session["status"] = status
-            await tx.update_session(session["id"], status=status)
+        return session
+    cancels = [server_event({"type": m.CONTROL_CANCEL_REQUEST, "request_id": perm.request_id,
+                             "reason": reason}, to_worker=False) for perm in expired]
+    stored = await tx.events.append(session.id, session.last_seq, cancels, now())
+    status = session.status if reason == "archived" else next_status(session.status, "worker_gone")
+    if status != session.status:
+        await tx.sessions.update(session.id, status=status)
     result = Ingest(stored=stored)
-    body = session["id"]
+    body = session.id
     tx.after_commit(lambda: hub.publish(body, result))
-    return stored
+    return replace(session, status=status, last_seq=stored[-1].seq if stored else session.last_seq)

@@ -4,13 +4,13 @@ worker of a session whose prompts attached it, download it."""
 from __future__ import annotations
 
 import uuid as uuidlib
-from typing import Any
 
 from tether.errors import NotFound
 from tether.server.auth.service import Principal
 from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.clock import now
 from tether.server.store import Store
+from tether.server.store.records import FileRecord
 
 __all__ = ["Files"]
 
@@ -24,23 +24,23 @@ class Files:
         principal.require_writer()
         file_uuid = str(uuidlib.uuid4())
         async with self.store.write() as tx:
-            await tx.insert_file(id=file_uuid, org_id=principal.org_id, user_id=principal.user_id, name=name,
-                                 content_type=content_type, size=len(content), content=content, created_at=now())
+            await tx.files.insert(FileRecord(file_uuid, principal.org_id, principal.user_id, name, content_type,
+                                             len(content), content, now()))
         return file_uuid
 
-    async def for_user(self, principal: Principal, file_uuid: str) -> dict[str, Any]:
+    async def for_user(self, principal: Principal, file_uuid: str) -> FileRecord:
         async with self.store.read() as tx:
-            row = await tx.get_file(file_uuid)
-        if row is None or row["org_id"] != principal.org_id:
+            row = await tx.files.get(file_uuid)
+        if row is None or row.org_id != principal.org_id:
             raise NotFound("No such file.")
         return row
 
-    async def for_worker(self, claims: WorkerClaims, file_uuid: str) -> dict[str, Any]:
+    async def for_worker(self, claims: WorkerClaims, file_uuid: str) -> FileRecord:
         """The session host downloads attachments with the token it holds (reference §3.1)."""
         async with self.store.read() as tx:
-            row = await tx.get_file(file_uuid)
-            allowed = (row is not None and row["org_id"] == claims.org_id
-                       and await tx.session_attaches_file(claims.session_body, file_uuid))
+            row = await tx.files.get(file_uuid)
+            allowed = (row is not None and row.org_id == claims.org_id
+                       and await tx.events.attaches_file(claims.session_body, file_uuid))
         if row is None or not allowed:
             raise NotFound("No such file.")
         return row

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from tether.protocol import messages as m
 from tether.server import jsonio
 from tether.server.clock import now
 from tether.server.config import Config
-from tether.server.hub import Hub, Ingest
+from tether.server.hub import Hub, Ingest, Live
 from tether.server.service.dispatch import Dispatcher
 from tether.server.service.effects import (
     apply_client_events,
@@ -25,19 +26,20 @@ from tether.server.service.effects import (
     server_event,
 )
 from tether.server.store import EventIn, Store, StoredEvent, Tx
+from tether.server.store.records import SessionRecord
 from tether.server.views import session_update_frame
 
 __all__ = ["EventLog", "load_session"]
 
-Effects = Callable[[Tx, dict[str, Any], Ingest], Awaitable[None]]
+Effects = Callable[[Tx, SessionRecord, Ingest], Awaitable[None]]
 Ordered = EventIn | tuple[dict[str, Any], str]  # a durable event, or an ephemeral one (payload, text)
 
 
 async def load_session(tx: Tx, body: str, org_id: str | None = None, *,
-                       for_update: bool = False) -> dict[str, Any]:
+                       for_update: bool = False) -> SessionRecord:
     """The session, in the caller's organisation (another's is 404: no existence oracle)."""
-    session = await tx.get_session(body, for_update=for_update)
-    if session is None or (org_id is not None and session["org_id"] != org_id):
+    session = await tx.sessions.get(body, for_update=for_update)
+    if session is None or (org_id is not None and session.org_id != org_id):
         raise NotFound("No such session.")
     return session
 
@@ -78,23 +80,26 @@ class EventLog:
         result = Ingest()
         async with self.store.write() as tx:
             session = await load_session(tx, body, org_id, for_update=True)
-            if session["archived_at"]:
+            if session.archived_at:
                 raise Conflict("The session is archived.", error_type="already_archived")
-            before = (session["status"], session["title"])
-            result.stored = await tx.append_events(session, items, now())
+            result.stored = await tx.events.append(session.id, session.last_seq, items, now())
             if effects is not None:
                 await effects(tx, session, result)
-            session["status"] = result.status or session["status"]
-            if (session["status"], session["title"]) != before:
-                await tx.update_session(body, status=session["status"], title=session["title"], updated_at=now())
-                result.live.append(self.update_frame(session))
-            result.status = session["status"]
+            last_seq = result.stored[-1].seq if result.stored else session.last_seq
+            status, title = result.status or session.status, result.title or session.title
+            if (status, title) != (session.status, session.title):
+                await tx.sessions.update(session.id, status=status, title=title, updated_at=now())
+                result.live.append(self.update_frame(replace(session, status=status, title=title,
+                                                             last_seq=last_seq)))
+            result.status = status
             for reply in result.replies:
-                result.stored.extend(await tx.append_events(session, [server_event(reply)], now()))
+                replied = await tx.events.append(session.id, last_seq, [server_event(reply)], now())
+                result.stored.extend(replied)
+                last_seq = replied[-1].seq if replied else last_seq
             tx.after_commit(lambda: self.hub.publish(body, result))
         return result
 
-    def update_frame(self, session: dict[str, Any]) -> Any:
+    def update_frame(self, session: SessionRecord) -> Live:
         return session_update_frame(session, now(), self.config.worker_heartbeat_ttl_s)
 
     # ---- client writes --------------------------------------------------------------------
@@ -112,7 +117,7 @@ class EventLog:
             items.append(EventIn(obj["uuid"], "client", obj["type"], obj, text, delivery="pending"))
         return items
 
-    async def client_effects(self, tx: Tx, session: dict[str, Any], result: Ingest, actor: str) -> None:
+    async def client_effects(self, tx: Tx, session: SessionRecord, result: Ingest, actor: str) -> None:
         await apply_client_events(tx, session, result, actor)
         await self.dispatcher.ensure_worker(tx, session)
 
@@ -122,7 +127,7 @@ class EventLog:
             raise InvalidRequest("Answer permission requests on the subscribe socket "
                                  "or with a worker token (control_response).")
 
-        async def effects(tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+        async def effects(tx: Tx, session: SessionRecord, result: Ingest) -> None:
             refuse_mirror_input(session)
             await self.client_effects(tx, session, result, actor)
 
@@ -158,8 +163,8 @@ class EventLog:
         # v2 workers report delivery themselves (W9), so there the echo moves nothing.
         echoed = [i.uuid for i in durable if v1 and i.event_type == m.USER and i.payload.get("isReplay")]
 
-        async def effects(tx: Tx, session: dict[str, Any], res: Ingest) -> None:
-            base = res.stored[0].seq - 1 if res.stored else int(session["last_seq"])
+        async def effects(tx: Tx, session: SessionRecord, res: Ingest) -> None:
+            base = res.stored[0].seq - 1 if res.stored else session.last_seq
             await apply_worker_events(tx, session, res, echoed)
             res.ordered = self.interleave(body, base, order, res.stored)
 
@@ -197,4 +202,4 @@ class EventLog:
             return cached
         async with self.store.read() as tx:
             session = await load_session(tx, body)
-        return int(session["last_seq"])
+        return session.last_seq

@@ -18,6 +18,7 @@ from tether.server.hub import Ingest
 from tether.server.service.effects import refuse_mirror_input, settle_answer
 from tether.server.service.log import EventLog, check_event, load_session
 from tether.server.store import EventIn, Store, Tx
+from tether.server.store.records import PermissionRecord, SessionRecord
 
 __all__ = ["Permissions"]
 
@@ -27,10 +28,10 @@ class Permissions:
         self.store = store
         self.log = log
 
-    async def of_session(self, body: str, org_id: str, status: str | None) -> list[dict[str, Any]]:
+    async def of_session(self, body: str, org_id: str, status: str | None) -> list[PermissionRecord]:
         async with self.store.read() as tx:
             await load_session(tx, body, org_id)
-            return await tx.list_permissions(body, status)
+            return await tx.permissions.of_session(body, status)
 
     async def answer(self, body: str, org_id: str | None, actor: str, message: dict[str, Any]) -> Ingest:
         """``actor`` answers with ``message`` (a ``control_response``); ``org_id`` None: a worker token."""
@@ -45,25 +46,25 @@ class Permissions:
             text = orjson.dumps(obj).decode()
         item = EventIn(obj["uuid"], "client", "control_response", obj, text, delivery="pending")
 
-        async def effects(tx: Tx, session: dict[str, Any], result: Ingest) -> None:
+        async def effects(tx: Tx, session: SessionRecord, result: Ingest) -> None:
             refuse_mirror_input(session)
-            perm = await tx.get_permission(session["id"], answer.request_id)
+            perm = await tx.permissions.get(session.id, answer.request_id)
             if perm is None:
                 raise NotFound(f"No permission request {answer.request_id} in this session.")
             if result.stored:  # (a resent answer, by uuid, is already logged: nothing to settle)
                 try:
-                    cue = await settle_answer(tx, session["id"], perm, answer.how, answer.decision, actor)
+                    cue = await settle_answer(tx, session.id, perm, answer.how, answer.decision, actor)
                 except AlreadyResolved as exc:
                     raise _already(answer.request_id, exc.status) from None
-                result.status = next_status(result.status or session["status"], cue)
-                await tx.insert_audit(session["org_id"], actor, "permission.answer", f"session_{session['id']}",
+                result.status = next_status(result.status or session.status, cue)
+                await tx.audit.insert(session.org_id, actor, "permission.answer", f"session_{session.id}",
                                       {"request_id": answer.request_id, "behavior": answer.how}, now())
             await self.log.dispatcher.ensure_worker(tx, session)
 
         async with self.store.read() as rtx:  # a late answer is refused before anything is written
-            perm = await rtx.get_permission(body, answer.request_id)
-        if perm is not None and perm["status"] != "pending":
-            raise _already(answer.request_id, perm["status"])
+            perm = await rtx.permissions.get(body, answer.request_id)
+        if perm is not None and perm.status != "pending":
+            raise _already(answer.request_id, perm.status)
         return await self.log.append(body, [item], org_id=org_id, effects=effects)
 
 

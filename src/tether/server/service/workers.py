@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
@@ -21,10 +21,11 @@ from tether.server.auth.service import Auth, Principal
 from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.clock import now
 from tether.server.config import Config
-from tether.server.hub import Hub, delivery_frame
+from tether.server.hub import Hub, Live, delivery_frame
 from tether.server.service.dispatch import Dispatcher
 from tether.server.service.log import load_session
 from tether.server.store import Store, StoredEvent
+from tether.server.store.records import InternalEvent, SessionRecord
 from tether.server.streams import token_key, user_key, work_key
 from tether.server.views import session_update_frame
 
@@ -112,11 +113,11 @@ class Workers:
         self.dispatcher = dispatcher
         self.connections = WorkerConnections()
 
-    def _frame(self, session: dict[str, Any]) -> Any:
+    def _frame(self, session: SessionRecord) -> Live:
         return session_update_frame(session, now(), self.config.worker_heartbeat_ttl_s)
 
     # ---- who is calling ---------------------------------------------------------------------
-    async def session_of(self, body: str, claims: WorkerClaims) -> dict[str, Any]:
+    async def session_of(self, body: str, claims: WorkerClaims) -> SessionRecord:
         """The session a worker token names (in its organisation)."""
         async with self.store.read() as tx:
             return await load_session(tx, body, claims.org_id)
@@ -146,7 +147,7 @@ class Workers:
             caller = Caller(token, principal=principal)
         async with self.store.read() as tx:
             session = await load_session(tx, body, org_id)  # before any role check: no existence oracle
-        if session["archived_at"]:
+        if session.archived_at:
             raise NotFound("The session is archived.")
         if caller.principal is not None:
             caller.principal.require_writer()
@@ -156,7 +157,7 @@ class Workers:
     async def reset_presence(self) -> None:
         """At start: v1 worker sockets do not survive a restart, so nobody is connected."""
         async with self.store.write() as tx:
-            await tx.disconnect_all_workers()
+            await tx.sessions.disconnect_all_workers()
 
     async def run_presence_sweep(self) -> None:
         """Until cancelled: every ``lease_check_interval_s``, tell clients of workers that fell silent."""
@@ -179,12 +180,12 @@ class Workers:
 
     async def _set_presence(self, body: str, status: str) -> None:
         async with self.store.write() as tx:
-            session = await tx.get_session(body)
+            session = await tx.sessions.get(body)
             if session is None:
                 return
-            await tx.update_session(body, worker_status=status, worker_last_seen=now())
-            session.update(worker_status=status, worker_last_seen=now())
-            frame = self._frame(session)
+            t = now()
+            await tx.sessions.update(session.id, worker_status=status, worker_last_seen=t)
+            frame = self._frame(replace(session, worker_status=status, worker_last_seen=t))
             tx.after_commit(lambda: self.hub.publish_frames(body, [frame]))
 
     async def confirm_sent_controls(self, body: str) -> None:
@@ -197,26 +198,26 @@ class Workers:
             await self._move_deliveries(body, {"processed": uuids})
 
     # ---- v2 ---------------------------------------------------------------------------------
-    def check_epoch(self, session: dict[str, Any], epoch: int) -> None:
+    def check_epoch(self, session: SessionRecord, epoch: int) -> None:
         """Only the current worker writes (409 ``epoch_superseded``), and never to an archived session."""
         try:
-            epochs.check_epoch(int(session["worker_epoch"]), epoch)
+            epochs.check_epoch(session.worker_epoch, epoch)
         except epochs.EpochSuperseded as exc:
             raise Conflict(f"A newer worker (epoch {exc.current}) superseded epoch {exc.presented}.",
                            error_type="epoch_superseded") from None
-        if session["archived_at"]:
+        if session.archived_at:
             raise Conflict("The session is archived.", error_type="already_archived")
 
     async def register(self, body: str) -> int:
         """A new worker of the session (W1, C2): the next epoch, which supersedes the last one."""
         async with self.store.write() as tx:
             session = await load_session(tx, body, for_update=True)
-            if session["archived_at"]:
+            if session.archived_at:
                 raise Conflict("The session is archived.", error_type="already_archived")
-            epoch = epochs.next_epoch(int(session["worker_epoch"]))
-            await tx.update_session(body, worker_epoch=epoch, worker_last_seen=now(), worker_status="idle")
-            session.update(worker_epoch=epoch, worker_status="idle", worker_last_seen=now())
-            frame = self._frame(session)
+            epoch = epochs.next_epoch(session.worker_epoch)
+            t = now()
+            await tx.sessions.update(session.id, worker_epoch=epoch, worker_last_seen=t, worker_status="idle")
+            frame = self._frame(replace(session, worker_epoch=epoch, worker_status="idle", worker_last_seen=t))
             tx.after_commit(lambda: self.hub.publish_frames(body, [frame]))
         return epoch
 
@@ -229,10 +230,10 @@ class Workers:
         epoch = await self.register(body)
         assert self.auth.keys is not None
         token, _ = self.auth.keys.mint(session_body=body, org_id=principal.org_id,
-                                       environment_id=session["environment_id"], epoch=epoch, work_id=None,
+                                       environment_id=session.environment_id, epoch=epoch, work_id=None,
                                        now=now(), ttl=self.config.worker_token_ttl_s)
         async with self.store.write() as tx:
-            await tx.insert_audit(principal.org_id, principal.user_id, "session.bridge", f"cse_{body}",
+            await tx.audit.insert(principal.org_id, principal.user_id, "session.bridge", f"cse_{body}",
                                   {"epoch": epoch}, now())
         return token, epoch
 
@@ -242,19 +243,18 @@ class Workers:
             session = await load_session(tx, body, for_update=True)
             self.check_epoch(session, state.epoch)
             updates: dict[str, Any] = {"worker_last_seen": now()}
-            for key, patch in (("external_metadata", state.external_metadata),
-                               ("internal_metadata", state.internal_metadata)):
+            for key, patch, current in (("external_metadata", state.external_metadata, session.external_metadata),
+                                        ("internal_metadata", state.internal_metadata, session.internal_metadata)):
                 if patch is not None:
-                    updates[key] = merge_one_level(session[key], dict(patch))
+                    updates[key] = merge_one_level(current, dict(patch))
                     jsonio.check_size(updates[key], self.config.limits.max_event_bytes, f"'{key}' (merged)")
-            updates["worker_status"] = presence.presence_on_report(session["worker_status"], state.status,
+            updates["worker_status"] = presence.presence_on_report(session.worker_status, state.status,
                                                                    state.disconnecting)
-            updates["status"] = presence.reported_status(session["status"], state.status)
-            changed = any(session[k] != updates[k] for k in ("status", "worker_status"))
-            await tx.update_session(body, **updates, updated_at=now())
-            session.update(updates)
+            updates["status"] = presence.reported_status(session.status, state.status)
+            changed = (updates["status"], updates["worker_status"]) != (session.status, session.worker_status)
+            await tx.sessions.update(session.id, **updates, updated_at=now())
             if changed:
-                frame = self._frame(session)
+                frame = self._frame(replace(session, **updates))
                 tx.after_commit(lambda: self.hub.publish_frames(body, [frame]))
 
     async def heartbeat(self, body: str, epoch: int) -> None:
@@ -262,18 +262,16 @@ class Workers:
             session = await load_session(tx, body, for_update=True)
             self.check_epoch(session, epoch)
             values: dict[str, Any] = {"worker_last_seen": now()}
-            revived = presence.presence_on_heartbeat(session["worker_status"])
-            was_connected = self._connected(session)
+            revived = presence.presence_on_heartbeat(session.worker_status)
             if revived is not None:
                 values["worker_status"] = revived
-            await tx.update_session(body, **values)
-            session.update(values)
-            if revived is not None or not was_connected:  # back from silence: tell the clients
-                frame = self._frame(session)
+            await tx.sessions.update(session.id, **values)
+            if revived is not None or not self._connected(session):  # back from silence: tell the clients
+                frame = self._frame(replace(session, **values))
                 tx.after_commit(lambda: self.hub.publish_frames(body, [frame]))
 
-    def _connected(self, session: dict[str, Any]) -> bool:
-        return presence.worker_connected(session["worker_status"], session["worker_last_seen"], now(),
+    def _connected(self, session: SessionRecord) -> bool:
+        return presence.worker_connected(session.worker_status, session.worker_last_seen, now(),
                                          self.config.worker_heartbeat_ttl_s)
 
     async def sweep_presence(self, lookback_s: float) -> int:
@@ -282,9 +280,9 @@ class Workers:
         t = now()
         ttl = self.config.worker_heartbeat_ttl_s
         async with self.store.read() as tx:
-            lapsed = await tx.sessions_with_silent_workers(t - ttl - lookback_s, t - ttl)
+            lapsed = await tx.sessions.with_silent_workers(t - ttl - lookback_s, t - ttl)
         for session in lapsed:
-            self.hub.publish_frames(session["id"], [self._frame(session)])
+            self.hub.publish_frames(session.id, [self._frame(session)])
         return len(lapsed)
 
     async def deliveries(self, body: str, updates: Mapping[str, list[str]]) -> None:
@@ -297,19 +295,19 @@ class Workers:
             for status in DELIVERY_STATES:  # in order, so a batch may carry received then processed
                 ids = by_status.get(status)
                 if ids:
-                    moved += await tx.set_delivery(body, uuids=ids, event_ids=ids, status=status)
+                    moved += await tx.events.set_delivery(body, uuids=ids, event_ids=ids, status=status)
             frames = [delivery_frame(ev) for ev in moved]
             if frames:
                 tx.after_commit(lambda: self.hub.publish_frames(body, frames))
 
-    async def append_internal(self, body: str, rows: list[dict[str, Any]]) -> None:
+    async def append_internal(self, rows: list[InternalEvent]) -> None:
         """W7: v2 transcript rows (deduplicated by uuid)."""
         async with self.store.write() as tx:
-            await tx.append_internal_events(body, rows)
+            await tx.internal_events.append(rows)
 
-    async def internal_events(self, body: str, cursor: int, subagents: bool) -> tuple[list[dict[str, Any]], bool]:
+    async def internal_events(self, body: str, cursor: int, subagents: bool) -> tuple[list[InternalEvent], bool]:
         async with self.store.read() as tx:
-            return await tx.internal_events_after(body, cursor, 500, subagents, self.config.limits.max_page_bytes)
+            return await tx.internal_events.after(body, cursor, 500, subagents, self.config.limits.max_page_bytes)
 
 
 def parse_state(payload: Mapping[str, Any], epoch: int) -> WorkerState:

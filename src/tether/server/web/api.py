@@ -29,6 +29,7 @@ from tether.server.api.common import (
     user,
 )
 from tether.server.clock import iso
+from tether.server.store.records import UserRecord
 from tether.server.web.assets import load
 
 router = APIRouter()
@@ -66,13 +67,13 @@ async def undelivered(session_id: str, request: Request) -> Response:
     body = parse_session_id(session_id)
     principal = await user(request)
     rows = await ctx.sessions.undelivered(body, principal.org_id, 1000)
-    return JSONResponse({"data": [{"uuid": r["uuid"], "sequence_num": r["seq"], "status": r["delivery"]}
+    return JSONResponse({"data": [{"uuid": r.uuid, "sequence_num": r.seq, "status": r.delivery}
                                   for r in rows]})
 
 
-def _member_json(row: dict[str, Any], me: str) -> dict[str, Any]:
-    return {"id": row["id"], "email": row["email"], "role": row["role"], "created_at": iso(row["created_at"]),
-            "has_password": bool(row.get("password_hash")), "you": row["id"] == me}
+def _member_json(row: UserRecord, me: str) -> dict[str, Any]:
+    return {"id": row.id, "email": row.email, "role": row.role, "created_at": iso(row.created_at),
+            "has_password": bool(row.password_hash), "you": row.id == me}
 
 
 @router.get("/web/members")

@@ -356,7 +356,7 @@ async def session_page(session_id: str, request: Request) -> Response:
                 'another organisation.</p><p><a href="/code">Back to your sessions</a></p></section>')
         return page("Not found", body, 404, csrf=csrf_for(ctx, cookie), principal=principal)
     sid = f"session_{body_id}"
-    title = row["title"] or "Untitled session"
+    title = row.title or "Untitled session"
     body = f"""{_NOSCRIPT}
 <div class="session-view">
 <div class="session-head">
