@@ -21,8 +21,8 @@ def ask(rid: str | None = "r1") -> dict[str, Any]:
 def test_a_turn_with_a_permission() -> None:
     status: s.SessionStatus = "idle"
     for cue, expected in [("prompt", "running"), ("agent_output", "running"), ("permission_asked", "requires_action"),
-                          ("prompt", "requires_action"), ("permissions_settled", "running"),
-                          ("turn_ended", "idle"), ("archived", "archived")]:
+                          ("permissions_settled", "running"), ("permission_asked", "requires_action"),
+                          ("prompt", "running"), ("turn_ended", "idle"), ("archived", "archived")]:
         status = s.next_status(status, cue)  # type: ignore[arg-type]
         assert status == expected, cue
     assert s.next_status("running", None) == "running"

@@ -41,6 +41,7 @@ WORKER_STATUSES: Final[tuple[WorkerStatus, ...]] = ("idle", "running", "requires
 
 TRANSITIONS: Final[Mapping[tuple[SessionStatus, Cue], SessionStatus]] = {
     ("idle", "prompt"): "running",
+    ("requires_action", "prompt"): "running",  # docs/protocol.md §4.2: a delivered prompt → running
     ("idle", "agent_output"): "running",
     ("idle", "permission_asked"): "requires_action",
     ("running", "permission_asked"): "requires_action",

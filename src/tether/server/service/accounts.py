@@ -18,11 +18,10 @@ from tether.server.clock import now
 from tether.server.config import Config
 from tether.server.store import Store, Tx
 from tether.server.store.records import AuditEntry, MemberRecord, OrgRecord, TokenRecord, UserRecord
-from tether.server.streams import OpenStreams, token_key
+from tether.server.streams import CLOSE_UNAUTHORIZED, OpenStreams, token_key
 
 __all__ = ["Accounts", "DeviceGrant", "oauth_error", "open_accounts"]
 
-CLOSE_UNAUTHORIZED = 4003
 
 
 def oauth_error(code: str, message: str, status: int = 400) -> TetherError:

@@ -25,7 +25,7 @@ from tether.server.clock import now
 from tether.server.config import Config
 from tether.server.store import Store, Tx
 from tether.server.store.records import EnvironmentRecord, SessionRecord, WorkItem
-from tether.server.streams import OpenStreams, work_key
+from tether.server.streams import CLOSE_UNAUTHORIZED, OpenStreams, work_key
 
 log = logging.getLogger("tether.server.dispatch")
 
@@ -34,8 +34,6 @@ def work_topic(env_id: str) -> str:
     return f"w:{env_id}"
 
 
-# A worker socket whose token's work ended with nothing after it (docs/protocol.md §4.4, §4.7).
-CLOSE_UNAUTHORIZED = 4003
 MAX_CACHED_WORK = 100_000
 
 
