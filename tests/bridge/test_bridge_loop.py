@@ -395,3 +395,31 @@ async def test_a_fresh_start_replaces_the_session_the_last_bridge_left(tmp_path:
     assert found is not None and found.pointer.session_id == SID
     bridge.request_shutdown("SIGTERM")
     assert await task == 0
+
+
+async def test_items_that_start_no_agent(tmp_path: pathlib.Path) -> None:
+    """Each row of classify_work as the adapter applies it: an unknown type is acknowledged and
+    skipped, an invalid session id released, the hosted session's item again acknowledged once
+    more (its first ack was lost), never a second agent."""
+    api = FakeApi()
+    transports: list[FakeTransport] = []
+    bridge, sink = make_bridge(api, tmp_path, transports=transports)
+    task = asyncio.create_task(bridge.run())
+    api.work.put_nowait(work("work_future", kind="future_thing"))
+    api.work.put_nowait(work("work_bad_id", "../etc/passwd"))
+    api.work.put_nowait(work("work_1"))
+    await eventually(lambda: "session_started" in sink.names(), timeout=10)
+    api.work.put_nowait(work("work_1"))
+    await eventually(lambda: api.named("ack").count(("ack", "work_1")) == 2, timeout=10)
+    api.work.put_nowait(work("work_bad_id", "../etc/passwd"))  # released before: ignored
+    polls = len(api.named("poll"))
+    await eventually(lambda: len(api.named("poll")) > polls + 1, timeout=10)
+    bridge.request_shutdown("test")
+    assert await task == 0
+    assert ("ack", "work_future") in api.calls
+    assert api.named("stop")[0] == ("stop", "work_bad_id", False) and ("ack", "work_bad_id") not in api.calls
+    assert api.named("stop").count(("stop", "work_bad_id", False)) == 1
+    rejected = [m for n, m, _ in sink.events if n == "work_rejected"]
+    assert rejected == ["Work work_bad_id names an invalid session id; releasing it."]
+    assert len(transports) == 1 and sink.names().count("session_started") == 1
+    assert "token_refreshed" not in sink.names()

@@ -22,9 +22,11 @@ from tests.support.worker import Receiver, auth, create_session, register, subsc
 from tether.bridge.agent_process import AgentSpec
 from tether.bridge.attachments import AttachmentFetcher
 from tether.bridge.session_host import HostConfig, SessionHost, SessionOutcome, exit_status, initialize_reply
+from tether.client.factory import make_transport
 from tether.client.hybrid import HybridConfig, HybridTransport
 from tether.client.transport import TransportState
 from tether.protocol.backoff import Backoff
+from tether.protocol.work_secret import decode_work_secret
 
 pytestmark = pytest.mark.anyio
 
@@ -82,9 +84,11 @@ async def hosted(server: ServerProcess, owner: str, tmp_path: pathlib.Path) -> A
     async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
         env = await register(client, owner)
         sid = await create_session(client, owner, env["environment_id"])
-        _, token = await take_work(client, env)
+        item, token = await take_work(client, env)
         agent_log = tmp_path / "agent-stdin.jsonl"
-        transport = HybridTransport(server.url, sid, token, config=FAST)
+        # v1 (HybridTransport) unless the server hands out v2 work (V2Transport)
+        transport = await make_transport(decode_work_secret(item["secret"]), base_url=server.url,
+                                         session_id=item["data"]["id"], hybrid_config=FAST)
         spec = AgentSpec([sys.executable, str(STUB)], cwd=str(tmp_path), include_partial_messages=True,
                          env={"STUB_AGENT_LOG": str(agent_log)})
         fetcher = AttachmentFetcher(server.url, token, str(tmp_path), sid)
@@ -415,3 +419,35 @@ async def test_an_attachment_that_cannot_be_had_is_a_warning_not_a_lost_prompt(
         path = tmp_path / ".tether" / "attachments" / rig.sid / f"{good[:8]}-good.txt"
         assert sent[0]["message"]["content"] == f'@"{path}" two files'
         assert rig.host.stats.attachments_stored == 1 and rig.host.stats.attachments_skipped == 1
+
+
+@pytest.mark.parametrize("transport", ["v1", "v2"])
+async def test_a_permission_request_expired_by_a_lapsed_lease_is_denied_to_the_agent(
+        tmp_path: pathlib.Path, transport: str) -> None:
+    """A laptop sleeps past the work lease with a permission prompt open: the server expires the
+    request and re-dispatches the session; the same host adopts the re-dispatch, and its agent,
+    still waiting for that answer, gets a deny from the host instead of waiting for ever."""
+    srv = ServerProcess(tmp_path / "srv", limits={"rate_per_second": 0}, lease_ttl_s=1.0,
+                        lease_check_interval_s=0.2, worker_transport=transport).start()
+    try:
+        owner = srv.token()
+        async with hosted(srv, owner, tmp_path) as rig:
+            await rig.prompt("TOOL while the laptop sleeps")
+            ask = await rig.sub.wait_for(lambda f: f.get("type") == "control_request")
+            queued = await rig.prompt("a prompt queued behind the open permission")
+            _, token = await take_work(rig.client, rig.env)  # delivered, then nobody heartbeats: it lapses
+            cancel = await rig.sub.wait_for(lambda f: f.get("type") == "control_cancel_request", timeout=15)
+            assert (cancel["request_id"], cancel["reason"]) == (ask["request_id"], "lease_lapsed")
+            _, token = await take_work(rig.client, rig.env)  # the machine wakes: the bridge adopts the re-dispatch
+            rig.host.set_token(token)
+            result = await rig.result()
+            assert len(result["permission_denials"]) == 1
+            await rig.result(result=f"echo: {queued['message']['content']}")
+            tool = next(f for f in rig.sub.frames if f.get("type") == "user" and f.get("tool_use_result"))
+            assert tool["message"]["content"][0]["is_error"] is True
+            assert "expired on the server (lease_lapsed)" in tool["message"]["content"][0]["content"]
+            assert rig.host.state == "idle" and rig.host.stats.answered_for_agent == 1
+            perms = (await rig.client.get(f"/v1/sessions/{rig.sid}/permissions", headers=auth(rig.owner))).json()
+            assert [p["status"] for p in perms["data"]] == ["expired"]
+    finally:
+        srv.stop()

@@ -17,6 +17,7 @@ import pytest
 from tests.support.api import mint_token
 from tests.support.fake_http import FakeHTTP, Reply, Request
 from tests.support.server import ServerProcess
+from tests.support.waiting import eventually
 from tests.support.worker import auth
 
 from tether.client.ccr import CCRClient, CCRConfig, CCRError, CCRInitError, CCRStopped
@@ -283,3 +284,55 @@ async def test_a_heartbeat_lapse_marks_the_worker_disconnected_and_a_heartbeat_r
             finally:
                 await ccr.close(1.0)
                 await task
+
+
+async def test_an_expired_token_waits_for_a_fresh_one_when_its_owner_refreshes_it() -> None:
+    """A bridge rotates its workers' tokens: a token that expired while the refresh could not get
+    through is retried until the fresh one arrives, instead of ending the session (4003)."""
+    fresh = jwt(time.time() + 3600)
+
+    async def events(req: Request) -> Reply:
+        return Reply(200, {}) if req.headers.get("authorization") == f"Bearer {fresh}" else Reply(401, {})
+
+    cfg = CCRConfig(heartbeat_interval=3600.0, retry_backoff=lambda: Backoff(0.01, 0.05), init_state_wait=1.0,
+                    expired_token_grace_s=600.0)
+    async with FakeHTTP(ok_handler({"POST /worker/events": events})) as server, \
+            ccr_running(server, config=cfg, token=jwt(time.time() - 10)) as (ccr, task):
+        ccr.write_event(assistant(1))
+        await eventually(lambda: len(server.matching("POST", "/worker/events")) > 12, message="retries")
+        assert not task.done(), "an expired token within the grace does not stop the client"
+        ccr.set_token(fresh)
+        assert await ccr.flush(10)
+        assert posted_events(server)[-1]["payload"]["uuid"] == "a1"
+        assert not task.done()
+
+
+async def test_processed_is_reported_only_after_the_events_before_it_were_stored() -> None:
+    """A turn's ``processed`` ack waits for the turn's output: a worker that dies before its last
+    event POST got through leaves the prompt unprocessed, so the next worker runs it again."""
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def events(req: Request) -> Reply:
+        await gate.wait()
+        order.append("events")
+        return Reply(200, {})
+
+    async def delivery(req: Request) -> Reply:
+        order.extend(f"{u['event_id']}:{u['status']}" for u in req.json()["updates"])
+        return Reply(200, {})
+
+    handlers = {"POST /worker/events": events, "POST /worker/events/delivery": delivery}
+    async with FakeHTTP(ok_handler(handlers)) as server, ccr_running(server) as (ccr, _):
+        ccr.ack_delivery("p1", "processing")
+        ccr.write_event({"type": "result", "uuid": "r1", "subtype": "success"})
+        ccr.ack_delivery_after_events("p1", "processed")
+        await eventually(lambda: "p1:processing" in order, message="the processing ack")
+        await eventually(lambda: server.matching("POST", "/worker/events"), message="the event POST")
+        assert "p1:processed" not in order, "processed went out before the result was stored"
+        gate.set()
+        assert await ccr.flush(10)
+        assert order == ["p1:processing", "events", "p1:processed"]
+        ccr.ack_delivery_after_events("p2", "processed")  # nothing pending: at once
+        assert await ccr.flush(10)
+        assert order[-1] == "p2:processed"

@@ -161,6 +161,51 @@ async def test_4003_is_retried_once_the_token_changed(server: ServerProcess, own
         assert transport.stats.reconnect_attempts == 1 and transport.stats.connects == 2
 
 
+async def test_an_expired_token_waits_for_a_fresh_one_within_the_grace(tmp_path: Any) -> None:
+    """The bridge's transport (expired_token_grace_s > 0): a socket refused (4003) because its token
+    expired keeps reconnecting until the bridge's refresh hands over a fresh token; without the
+    grace the refusal is permanent."""
+    from tests.support.rotation import jwt_exp, redispatch
+
+    with ServerProcess(tmp_path / "srv", worker_token_ttl_s=2, limits={"rate_per_second": 0}) as srv:
+        owner = srv.token()
+        async with httpx.AsyncClient(base_url=srv.url, timeout=15) as client:
+            sid, token, env = await new_session(client, owner)
+            await eventually(lambda: jwt_exp(token) < time.time() - 1, 10, message="the token to expire")
+            closed = await asyncio.wait_for(HybridTransport(srv.url, sid, token, config=FAST).run(), 10)
+            assert (closed.reason, closed.code) == ("permanent", 4003)
+            graceful = HybridConfig(ping_interval=0.5, reconnect_backoff=FAST.reconnect_backoff,
+                                    post_backoff=FAST.post_backoff, expired_token_grace_s=600.0)
+            transport = HybridTransport(srv.url, sid, token, config=graceful)
+            async with running(transport) as task:
+                await eventually(lambda: transport.stats.reconnect_attempts >= 3, 10, message="retries")
+                assert not task.done()
+                fresh = await redispatch(client, env, sid, owner)
+                transport.set_token(fresh)
+                init = await asyncio.wait_for(next_message(transport.incoming()), 10)
+                assert init["request"]["subtype"] == "initialize"
+
+
+async def test_control_messages_are_confirmed_by_a_receipt(server: ServerProcess, owner_token: str) -> None:
+    """The worker confirms a control message it read with a receipt on its socket (docs/protocol.md
+    §4.4): the server marks it processed though the worker posted nothing."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        sid, token, _ = await new_session(client, owner_token)
+        sub = await subscribe(server.ws_url, sid, owner_token)
+        transport = HybridTransport(server.url, sid, token, config=FAST)
+        async with running(transport):
+            assert (await next_message(transport.incoming()))["request"]["subtype"] == "initialize"
+            interrupt = {"type": "control_request", "request_id": "i-1", "request": {"subtype": "interrupt"}}
+            r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [interrupt]},
+                                  headers=auth(owner_token))
+            assert r.status_code == 200, r.text
+            got = await asyncio.wait_for(next_message(transport.incoming()), 10)
+            assert got["request_id"] == "i-1"
+            await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f.get("uuid") == got["uuid"]
+                               and f.get("status") == "processed")
+        await sub.close()
+
+
 async def test_archiving_the_session_closes_for_good(server: ServerProcess, owner_token: str) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
         sid, token, _ = await new_session(client, owner_token)

@@ -4,10 +4,13 @@ cuts at random points (clean close, reset, client drop, server restart) against 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import pathlib
 import random
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -169,6 +172,37 @@ async def test_an_auth_failure_is_retried_when_the_token_changed_meanwhile() -> 
         async with running(sse):
             assert await sse.wait_connected(10)
         assert [r.headers["authorization"] for r in server.requests] == ["Bearer old", "Bearer new"]
+
+
+def expired_jwt() -> str:
+    def part(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'HS256'})}.{part({'exp': time.time() - 30})}.sig"
+
+
+async def test_an_expired_token_waits_for_a_fresh_one_within_the_grace() -> None:
+    """The bridge's transports (expired_token_grace_s > 0): a refusal of an expired token is
+    retried until the owner hands over a fresh token; without the grace it is permanent."""
+    stale = expired_jwt()
+
+    async def handler(req: Request) -> Reply:
+        if req.headers["authorization"] == f"Bearer {stale}":
+            if len(server.requests) >= 4:
+                sse.set_token("fresh")  # the bridge's refresh got through at last
+            return Reply(401, {})
+        return Reply(stream=hold())
+
+    cfg = SSEConfig(reconnect_backoff=FAST.reconnect_backoff, expired_token_grace_s=600.0)
+    async with FakeHTTP(handler) as server:
+        sse = SSETransport(f"{server.url}/s", stale, config=cfg)
+        async with running(sse):
+            assert await sse.wait_connected(10)
+        assert [r.headers["authorization"] for r in server.requests][-1] == "Bearer fresh"
+        assert len(server.requests) == 5
+    async with FakeHTTP(handler) as server:
+        sse = SSETransport(f"{server.url}/s", stale, config=FAST)
+        closed = await asyncio.wait_for(sse.run(), 10)
+        assert (closed.reason, closed.code, len(server.requests)) == ("permanent", 401, 1)
 
 
 async def test_the_reconnect_budget_runs_out() -> None:

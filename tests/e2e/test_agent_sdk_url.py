@@ -110,6 +110,9 @@ async def test_v2_code_session_and_takeover(server: ServerProcess, owner_token: 
                                        CLAUDE_CODE_ENVIRONMENT_KIND="bridge"))
     try:
         prompt = await drive_turn(client, owner_token, sid, sub, tmp_path)
+        # `processed` goes out once the turn's output (the result included) was stored
+        await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f["uuid"] == prompt["uuid"]
+                           and f["status"] == "processed", TURN)
         states = [f["status"] for f in sub.frames if f.get("type") == "delivery_update"
                   and f["uuid"] == prompt["uuid"]]
         assert states == ["received", "processing", "processed"]

@@ -40,6 +40,9 @@ async def test_bridge_serves_a_v2_session(tmp_path: pathlib.Path) -> None:
                     "response": {"behavior": "allow", "updatedInput": ask["request"]["input"]}}}))
                 result = await sub.wait_for(lambda f: f.get("type") == "result", 30)
                 assert "File created successfully" in result["result"]
+                # `processed` goes out once the turn's output (the result included) was stored
+                await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f["uuid"] == prompt["uuid"]
+                                   and f["status"] == "processed", 30)
                 states = [f["status"] for f in sub.frames
                           if f.get("type") == "delivery_update" and f["uuid"] == prompt["uuid"]]
                 assert states == ["received", "processing", "processed"]

@@ -18,6 +18,7 @@ from tether.protocol.ccr import (
     WorkerStateQueue,
     WorkerStatusTracker,
     api_base_of_session_url,
+    awaiting_fresh_token,
     event_envelope,
     heartbeat_delay,
     is_ephemeral_event,
@@ -65,6 +66,23 @@ def test_request_health_classification() -> None:
     assert h.observe(400) == h.observe(413) == h.observe(422) == "drop"
     assert h.observe(409) == "superseded"
     assert h.observe(410) == "gone"  # the worker token's work was stopped: stop at once
+    assert h.observe(401, token_expired=True) == "unauthorized"
+
+
+def test_an_expired_token_is_awaited_only_within_the_grace() -> None:
+    token = jwt({"exp": 1000})
+    assert not awaiting_fresh_token(token, 1010.0, 0.0), "no grace: a worker nobody refreshes stops"
+    assert awaiting_fresh_token(token, 1010.0, 600.0)
+    assert awaiting_fresh_token(token, 996.0, 600.0), "within the clock skew of its exp"
+    assert not awaiting_fresh_token(token, 900.0, 600.0), "a live token refused is not an expiry"
+    assert not awaiting_fresh_token(token, 1600.0, 600.0), "the grace ran out"
+    assert not awaiting_fresh_token("opaque", 1010.0, 600.0)
+
+
+def test_an_awaited_token_refusal_is_retried_without_counting() -> None:
+    h = RequestHealth()
+    assert [h.observe(401, token_expired=True, awaiting_token=True) for _ in range(50)] == ["retry"] * 50
+    assert h.auth_failures == 0
     assert h.observe(401, token_expired=True) == "unauthorized"
 
 

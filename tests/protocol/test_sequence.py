@@ -97,3 +97,16 @@ def test_unbounded_window_accepts_every_number_once(order: list[int]) -> None:
     assert "duplicate" not in results
     assert all(t.observe(s) == "duplicate" for s in order)
     assert t.floor == 59 and len(t) == 0
+
+
+def test_advance_to_collapses_a_filtered_readers_skips_into_the_floor() -> None:
+    t = SequenceTracker()
+    t.observe(2)  # a hole at 1: held individually
+    assert len(t) == 1
+    t.advance_to(7)  # an in-order reader of a filtered log: nothing at or below 7 is still to come
+    assert (t.floor, t.high_water, len(t)) == (7, 7, 0)
+    assert t.observe(5) == "duplicate" and t.observe(8) == "new"
+    t.advance_to(3)  # never backwards
+    assert (t.floor, t.high_water) == (8, 8)
+    with pytest.raises(ValueError):
+        t.advance_to(-1)

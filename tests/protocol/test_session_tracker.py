@@ -88,3 +88,14 @@ def test_agent_output_while_idle_means_running() -> None:
     assert tr.observe_outbound({"type": "assistant", "message": {"content": "odd"}}, 0)
     assert tr.state == "running"
     assert not tr.observe_outbound({"type": "system", "subtype": "init"}, 0)
+
+
+def test_pending_tool_names_the_open_permission_requests() -> None:
+    t = SessionTracker()
+    t.observe_outbound({"type": "control_request", "request_id": "r1",
+                        "request": {"subtype": "can_use_tool", "tool_name": "Write", "input": {}}}, 1.0)
+    assert t.pending_tool("r1") == "Write"
+    assert t.pending_tool("r2") is None and t.pending_tool(None) is None
+    t.observe_inbound({"type": "control_response", "response": {"subtype": "success", "request_id": "r1",
+                                                                 "response": {"behavior": "deny", "message": "no"}}}, 2.0)
+    assert t.pending_tool("r1") is None

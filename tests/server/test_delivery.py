@@ -4,14 +4,17 @@ unconfirmed inbound events, leases, and durability across SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
 
 import httpx
 import pytest
+import websockets
 from tests.support.server import ServerProcess, wait_until
 from tests.support.worker import (
+    Receiver,
     auth,
     connect_worker,
     create_session,
@@ -22,6 +25,8 @@ from tests.support.worker import (
     user_message,
     worker_post,
 )
+
+from tether.protocol.messages import RECEIPT_FIELD, RECEIPTS_HEADER
 
 pytestmark = pytest.mark.anyio
 
@@ -117,6 +122,52 @@ async def test_worker_reconnect_gets_unconfirmed_inbound_again(server: ServerPro
         await worker.wait_for(lambda f: f.get("uuid") == probe["uuid"])
         assert early["uuid"] not in [f.get("uuid") for f in worker.frames], "confirmed prompts are not re-sent"
         await worker.close()
+
+
+async def test_a_worker_with_receipts_confirms_control_messages_only_by_receipt(
+        server: ServerProcess, owner_token: str) -> None:
+    """A permission answer sent on a socket that died unread is sent again, even though the worker
+    posted output meanwhile (it may predate the read); a receipt frame confirms it."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        env = await register(client, owner_token)
+        sid = await create_session(client, owner_token, env["environment_id"])
+        _, wtoken = await take_work(client, env)
+
+        async def connect() -> Receiver:
+            ws = await websockets.connect(f"{server.ws_url}/v1/session_ingress/ws/{sid}",
+                                          additional_headers={**auth(wtoken), RECEIPTS_HEADER: "1"})
+            receiver = Receiver(ws, newline=True)
+            await receiver.wait_for(lambda f: f.get("type") == "control_request")  # initialize
+            return receiver
+
+        def is_answer(f: dict[str, object]) -> bool:
+            return f.get("type") == "control_response"
+
+        worker = await connect()
+        await worker_post(client, sid, wtoken, {"type": "control_request", "request_id": "perm-1", "uuid": str(uuid.uuid4()),
+                                                "request": {"subtype": "can_use_tool", "tool_name": "Write",
+                                                            "input": {}, "tool_use_id": "toolu_1"}})
+        sub = await subscribe(server.ws_url, sid, owner_token)
+        await sub.wait_for(lambda f: f.get("request_id") == "perm-1")
+        await sub.ws.send(json.dumps({"type": "control_response", "response": {
+            "subtype": "success", "request_id": "perm-1", "response": {"behavior": "allow", "updatedInput": {}}}}))
+        sent = await worker.wait_for(is_answer)
+        await worker_post(client, sid, wtoken, assistant("output that may predate the read"))
+        await worker.close()  # the socket dies without a receipt
+        worker = await connect()
+        again = await worker.wait_for(is_answer)
+        assert again["uuid"] == sent["uuid"], "an unconfirmed answer is sent again"
+        await worker.ws.send(json.dumps({"type": "keep_alive", RECEIPT_FIELD: [again["uuid"]]}) + "\n")
+        await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f.get("uuid") == sent["uuid"]
+                           and f.get("status") == "processed")
+        await worker.close()
+        worker = await connect()
+        probe = user_message("after the receipt")
+        await client.post(f"/v1/sessions/{sid}/events", json={"events": [probe]}, headers=auth(owner_token))
+        await worker.wait_for(lambda f: f.get("uuid") == probe["uuid"])
+        assert sent["uuid"] not in [f.get("uuid") for f in worker.frames], "a confirmed answer is not sent again"
+        await worker.close()
+        await sub.close()
 
 
 async def test_lease_lapse_redispatches_and_old_work_is_gone(tmp_path: object) -> None:

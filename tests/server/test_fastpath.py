@@ -13,7 +13,14 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tether.errors import Conflict, NotFound, RateLimited
-from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp, path_param
+from tether.server.fastpath import (
+    CLIENT_EVENTS_POST,
+    INGRESS_POST,
+    WORKER_EVENTS_POST,
+    WORKER_STREAM_GET,
+    TetherApp,
+    path_param,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -70,7 +77,9 @@ async def fast_socket(ws: WebSocket, param: str) -> None:
 def make_app(*, fast: bool = True) -> TetherApp:
     app = TetherApp()
     if fast:
-        app.fast_posts = ((*INGRESS_POST, fast_http), (*WORKER_EVENTS_POST, fast_http))
+        app.fast_posts = ((*INGRESS_POST, fast_http), (*WORKER_EVENTS_POST, fast_http),
+                          (*CLIENT_EVENTS_POST, fast_http))
+        app.fast_gets = ((*WORKER_STREAM_GET, fast_http),)
         app.fast_socket = fast_socket
 
     @app.get("/v1/session_ingress/session/{sid}/events")
@@ -99,6 +108,18 @@ async def test_worker_events_paths_are_fast_too() -> None:
         for prefix in WORKER_EVENTS_POST[0]:
             resp = await c.post(f"{prefix}cse_1/worker/events", content=b"{}")
             assert resp.status_code == 200 and resp.json()["fast"] == "cse_1"
+
+
+async def test_client_prompt_posts_and_worker_streams_are_fast() -> None:
+    async with client(make_app()) as c:
+        resp = await c.post("/v1/sessions/session_1/events", content=b"{}")
+        assert resp.status_code == 200 and resp.json()["fast"] == "session_1"
+        for prefix in WORKER_STREAM_GET[0]:
+            resp = await c.get(f"{prefix}cse_1/worker/events/stream")
+            assert resp.status_code == 200 and resp.json()["fast"] == "cse_1"
+        # a POST to the stream's path, a GET to the prompt path: the framework's routes (none here)
+        assert (await c.post("/v1/code/sessions/cse_1/worker/events/stream")).status_code == 404
+        assert (await c.get("/v1/sessions/session_1/events")).status_code in (404, 405)
 
 
 async def test_fast_endpoint_gets_the_segment_and_the_body() -> None:

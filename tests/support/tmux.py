@@ -7,10 +7,10 @@ last screen and exit status can be read.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,7 +34,8 @@ class TmuxTerminal:
         self.argv = list(argv)
         self.cwd = cwd
         self.size = (width, height)
-        self._conf = ""
+        self._status_dir = tempfile.mkdtemp(prefix="tmux-status-")
+        self._status_file = pathlib.Path(self._status_dir) / "status"
 
     def _tmux(self, *args: str, check: bool = True) -> str:
         out = subprocess.run([tmux_bin(), "-L", self.socket, *args], capture_output=True, text=True,
@@ -45,12 +46,17 @@ class TmuxTerminal:
 
     def start(self) -> TmuxTerminal:
         width, height = self.size
-        command = " ".join(_quote(a) for a in self.argv)
-        # Options in the server's config, so that they hold before the program can exit.
-        fd, self._conf = tempfile.mkstemp(prefix="tmux-", suffix=".conf")
-        with os.fdopen(fd, "w") as conf:
-            conf.write("set -g remain-on-exit on\nset -g history-limit 20000\n")
-        self._tmux("-f", self._conf, "new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), command)
+        wrapped = [sys.executable, str(pathlib.Path(__file__).with_name("exit_status.py")), str(self._status_file),
+                   *self.argv]
+        command = " ".join(_quote(a) for a in wrapped)
+        # The pane must outlive the program (remain-on-exit) even when it exits at once, and tmux may
+        # run a new session's command before it has read a config file: so the session starts with
+        # a placeholder that never exits, the options are set, and only then the program replaces it.
+        self._tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), "tail -f /dev/null")
+        self._tmux("set-option", "-g", "history-limit", "20000")
+        self._tmux("set-option", "-w", "-t", "t", "remain-on-exit", "on")
+        self._tmux("clear-history", "-t", "t")
+        self._tmux("respawn-pane", "-k", "-t", "t", command)
         return self
 
     def type(self, text: str) -> None:
@@ -74,10 +80,11 @@ class TmuxTerminal:
         return self._tmux("capture-pane", "-p", "-J", "-S", "-", "-t", "t")
 
     def exit_status(self) -> int | None:
-        """The program's exit status once it ended, else None."""
-        out = self._tmux("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}", check=False)
-        dead, _, status = out.strip().partition(" ")
-        return int(status) if dead == "1" and status.strip() else None
+        """The program's exit status once it ended, else None (recorded by exit_status.py)."""
+        try:
+            return int(self._status_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def wait_for(self, wanted: str | Callable[[str], bool], timeout: float = 30.0, *, everything: bool = True) -> str:
         """Wait until the output (all of it, or only the screen) contains ``wanted`` / satisfies it.
@@ -100,8 +107,7 @@ class TmuxTerminal:
 
     def kill(self) -> None:
         self._tmux("kill-server", check=False)
-        if self._conf:
-            pathlib.Path(self._conf).unlink(missing_ok=True)
+        shutil.rmtree(self._status_dir, ignore_errors=True)
 
     def __enter__(self) -> TmuxTerminal:
         return self.start()

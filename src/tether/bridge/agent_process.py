@@ -233,8 +233,15 @@ class AgentProcess:
         if code is not None:
             return code
         log.warning("agent pid %s ignored SIGTERM for %.0f s; killing it", proc.pid, grace)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         return await self.wait(5.0)
+
+
+def kill_group(pid: int | None) -> None:
+    """SIGKILL the process group an agent leads (it runs in its own session); gone already is fine."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

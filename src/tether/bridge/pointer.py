@@ -10,11 +10,12 @@ The bridge writes it after creating the initial session, refreshes it hourly
 pointer among the repository's other git worktrees (at most 50).
 
 Pure pieces (:func:`sanitise_path`, :func:`parse_pointer`, :func:`is_stale`) take no I/O;
-the rest does small file operations and is synchronous.
+the rest does small file operations and is synchronous, but for :func:`keep_pointer_fresh`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -22,6 +23,7 @@ import os
 import pathlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -158,6 +160,16 @@ def refresh_pointer(directory: pathlib.Path | str, home: pathlib.Path | None = N
         return True
     except FileNotFoundError:
         return False
+
+
+async def keep_pointer_fresh(directory: pathlib.Path | str, home: pathlib.Path | None,
+                             written: Callable[[], bool]) -> None:
+    """Refresh the pointer every :data:`REFRESH_INTERVAL_S` while ``written()`` says this bridge
+    wrote it (a bridge that runs for days keeps it younger than :data:`POINTER_TTL_S`)."""
+    while True:
+        await asyncio.sleep(REFRESH_INTERVAL_S)
+        if written():
+            refresh_pointer(directory, home)
 
 
 def clear_pointer(directory: pathlib.Path | str, home: pathlib.Path | None = None) -> bool:

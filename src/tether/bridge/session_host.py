@@ -370,6 +370,8 @@ class SessionHost:
             self.stats.duplicates_dropped += 1
             log.debug("session %s: dropping re-delivered %s %s", self.session_id, kind, uuid)
             return
+        if kind == m.CONTROL_CANCEL_REQUEST and await self._settled_elsewhere(msg):
+            return
         problem = inbound_problem(msg)
         if problem is not None:  # an agent ends its session on input it cannot read: keep it from the agent
             self.stats.rejected_inbound += 1
@@ -402,6 +404,27 @@ class SessionHost:
             log.warning("session %s: %s", self.session_id, warning["message"])
             self._write(warning)
         return resolved.message
+
+    async def _settled_elsewhere(self, msg: Message) -> bool:
+        """The server settled one of the agent's open permission requests without an answer (its
+        lease lapsed while this machine slept, docs/protocol.md §4.6): agents never read an
+        inbound cancel, so the agent gets a deny instead of waiting for ever."""
+        request_id = m.request_id_of(msg)
+        tool = self._tracker.pending_tool(request_id)
+        if request_id is None or tool is None:
+            return False
+        reason = msg.get("reason")
+        why = f"expired on the server ({reason})" if isinstance(reason, str) and reason else "was cancelled"
+        deny = m.PermissionDeny(f"The {tool or 'tool'} call was not approved: its permission request {why} "
+                                "before anyone answered it.")
+        reply = m.control_success(request_id, deny.to_json())
+        self.stats.answered_for_agent += 1
+        log.warning("session %s: the server settled permission request %s (%s); told the agent it was denied",
+                    self.session_id, request_id, reason)
+        self._tracker.observe_inbound(reply, self._clock())
+        if not await self._agent.send(reply):
+            log.warning("session %s: the agent takes no more input; dropped the answer", self.session_id)
+        return True
 
     def _answer_initialize(self, msg: Message) -> None:
         request_id = m.request_id_of(msg)

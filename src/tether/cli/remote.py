@@ -25,7 +25,7 @@ from rich.markup import escape
 from tether.bridge.startup import git_info
 from tether.bridge.status import session_url
 from tether.cli.sessions import Problem, _attach, _client, _explain
-from tether.client.api import ApiClient
+from tether.client.api import ApiClient, git_repository_source
 from tether.errors import BridgeFatalError, TetherError
 from tether.protocol.messages import user_message
 
@@ -41,10 +41,7 @@ async def source_for(repo: str | None, branch: str | None, cwd: pathlib.Path) ->
                 raise Problem("--branch needs --repo (this directory has no git remote 'origin').", 2)
             return None
         repo, branch = info.remote_url, branch or info.branch
-    source: dict[str, Any] = {"type": "git_repository", "url": repo}
-    if branch:
-        source["revision"] = branch
-    return source
+    return git_repository_source(repo, branch)
 
 
 def resolve_repo(repo: str | None) -> str | None:

@@ -110,6 +110,20 @@ class Registration:
         return self.requested_id is not None and self.requested_id == self.environment_id
 
 
+def git_repository_source(url: str, revision: str | None = None) -> dict[str, Any]:
+    """One ``session_context.sources`` entry of S1: a git repository, at ``revision`` when given."""
+    source: dict[str, Any] = {"type": "git_repository", "url": url}
+    if revision:
+        source["revision"] = revision
+    return source
+
+
+def repository_context(git_repo_url: str | None, branch: str | None) -> dict[str, Any]:
+    """S1's ``session_context`` for a session in a checkout: its remote (at ``branch``) as the
+    source; empty without a remote."""
+    return {"sources": [git_repository_source(git_repo_url, branch)]} if git_repo_url else {}
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """A ``WorkResponse`` (reference §1.2): ``data_type`` is ``session`` or ``healthcheck``."""

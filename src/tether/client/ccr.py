@@ -39,6 +39,7 @@ import httpx
 import orjson
 
 from tether import __version__
+from tether.client import acklog
 from tether.client.hybrid import boot_clock
 from tether.errors import TetherError
 from tether.protocol import backoff as backoff_presets
@@ -54,6 +55,7 @@ from tether.protocol.ccr import (
     RequestHealth,
     Verdict,
     WorkerStateQueue,
+    awaiting_fresh_token,
     event_envelope,
     heartbeat_delay,
     session_id_of_url,
@@ -102,6 +104,7 @@ class CCRConfig:
     internal_capacity: int = 10_000
     max_delivery_batch: int = MAX_DELIVERY_BATCH
     max_auth_failures: int = 10
+    expired_token_grace_s: float = 0.0  # > 0: an expired token waits this long for set_token() instead of stopping
     max_not_found: int = 3
     close_grace: float = 3.0
     ack_barrier: float = 1.0  # an event batch waits at most this long for the delivery acks queued before it
@@ -192,8 +195,12 @@ class CCRClient:
         self._acks_added = 0  # delivery acks queued so far …
         self._acks_done = 0  # … and answered (or dropped): the queue is FIFO, so done ≥ n covers the first n
         self._ack_progress = asyncio.Event()
+        self._events_added = 0  # events queued so far …
+        self._events_done = 0  # … and answered (ok or dropped): FIFO, so done ≥ n covers the first n
+        self._after_events: deque[tuple[int, str, DeliveryStatus]] = deque()  # acks waiting for events
         self.restored: dict[str, Any] = {}
         self.stats = CCRStats()
+        self._ack_log = acklog.from_env()
 
     # -- views -------------------------------------------------------------------------
 
@@ -253,6 +260,7 @@ class CCRClient:
             self._events.add(message, self._clock(), size)
         except BatcherFull as exc:
             raise CCRError(str(exc)) from None
+        self._events_added += 1
         self._wake["events"].set()
 
     def write_internal_event(self, payload: dict[str, Any], *, is_compaction: bool = False,
@@ -295,6 +303,21 @@ class CCRClient:
             self._acks_added += 1
             self._acks_done += self._deliveries.dropped - dropped
             self._wake["delivery"].set()
+
+    def ack_delivery_after_events(self, event_id: str, status: DeliveryStatus) -> None:
+        """Queue a delivery ack once every event written before it was answered: a prompt is
+        reported ``processed`` only after its turn's output is stored. Sent at once, a worker that
+        dies before its last POST got through would leave a processed prompt without its answer,
+        and the next worker would not run it again."""
+        if self._events_done >= self._events_added:
+            self.ack_delivery(event_id, status)
+        elif not self._stopped.is_set():
+            self._after_events.append((self._events_added, event_id, status))
+
+    def _release_after_events(self) -> None:
+        while self._after_events and self._after_events[0][0] <= self._events_done:
+            _, event_id, status = self._after_events.popleft()
+            self.ack_delivery(event_id, status)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -347,11 +370,12 @@ class CCRClient:
         except (httpx.HTTPError, OSError, TimeoutError) as exc:
             detail = f"{type(exc).__name__}: {exc}"
         self.stats.record(f"{method} {path} {status}")
-        expired = False
+        expired = awaiting = False
         if status in (401, 403):
             exp = token_expiry(token)
             expired = exp is not None and exp < self._wall_clock()
-        verdict = self._health.observe(status, token_expired=expired)
+            awaiting = awaiting_fresh_token(token, self._wall_clock(), self._cfg.expired_token_grace_s)
+        verdict = self._health.observe(status, token_expired=expired, awaiting_token=awaiting)
         if verdict != "ok":
             log.log(logging.INFO if verdict == "retry" and status is None else logging.WARNING,
                     "session %s: %s %s → %s (%s) %s", self.session_id, method, path, status, verdict, detail)
@@ -500,6 +524,9 @@ class CCRClient:
                 answer = await self._send("POST", "/worker/events",
                                           {"worker_epoch": self.epoch, "events": envelopes}, backoff)
                 if answer.verdict == "ok":
+                    if self._ack_log is not None:
+                        self._ack_log.record(self.session_id, [e["payload"] for e in envelopes
+                                                               if not e.get("ephemeral")])
                     ephemeral = sum(1 for e in envelopes if e.get("ephemeral"))
                     self.stats.event_posts += 1
                     self.stats.events_posted += len(batch)
@@ -510,6 +537,9 @@ class CCRClient:
                     self.stats.dropped_events += len(batch)
                     log.error("session %s: %d event(s) dropped (HTTP %s: %s)", self.session_id, len(batch),
                               answer.status, answer.detail)
+                if answer.verdict in ("ok", "drop"):
+                    self._events_done += len(batch)
+                    self._release_after_events()
             finally:
                 self._busy["events"] = False
                 self._in_flight = []

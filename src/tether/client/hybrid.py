@@ -41,11 +41,21 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from tether import __version__
+from tether.client import acklog
 from tether.client.transport import Message, TransportClosed, TransportError, TransportState
 from tether.protocol import backoff as backoff_presets
 from tether.protocol.backoff import Backoff
+from tether.protocol.ccr import awaiting_fresh_token
 from tether.protocol.ids import is_valid_id
-from tether.protocol.messages import KEEP_ALIVE, MessageError, is_ephemeral, parse_line
+from tether.protocol.messages import (
+    KEEP_ALIVE,
+    RECEIPT_FIELD,
+    RECEIPTS_HEADER,
+    USER,
+    MessageError,
+    is_ephemeral,
+    parse_line,
+)
 from tether.protocol.reconnect import (
     CLOSE_ABNORMAL,
     CLOSE_PROTOCOL_ERROR,
@@ -120,6 +130,7 @@ class HybridConfig:
     replay_capacity: int = 1000
     post_timeout: float = 15.0
     close_grace: float = 3.0
+    expired_token_grace_s: float = 0.0  # > 0: a 4003 for an expired token waits for set_token (retried)
     reconnect_backoff: Callable[[], Backoff] = backoff_presets.ws_reconnect
     post_backoff: Callable[[], Backoff] = backoff_presets.hybrid_post
 
@@ -217,6 +228,7 @@ class HybridTransport:
         self._last_sent_uuid: str | None = None
         self._carry: Message | None = None  # read from a socket that dropped before it was handed over
         self.stats = TransportStats()
+        self._ack_log = acklog.from_env()
 
     # -- views -------------------------------------------------------------------------
 
@@ -429,7 +441,9 @@ class HybridTransport:
                 code, detail, opened = await self._connect_once(token)
             if self._closing.is_set():
                 return
-            changed = token is not None and self._safe_token() != token
+            changed = token is not None and (self._safe_token() != token or (
+                code == CLOSE_UNAUTHORIZED
+                and awaiting_fresh_token(token, time.time(), self._cfg.expired_token_grace_s)))
             decision = self._policy.closed(code, self._clock(), self._rnd, token_changed=changed)
             if decision.give_up:
                 log.warning("session %s: socket closed for good (%s, code %s: %s)",
@@ -454,6 +468,7 @@ class HybridTransport:
         }
         if self._last_sent_uuid is not None and self.stats.connects:
             headers["X-Last-Request-Id"] = self._last_sent_uuid
+        headers[RECEIPTS_HEADER] = "1"  # we confirm control messages explicitly (see _receipt)
         return headers
 
     async def _connect_once(self, token: str) -> tuple[int | None, str, bool]:
@@ -560,6 +575,18 @@ class HybridTransport:
                         continue
                     self.stats.received += 1
                     await self._hand_over(message)
+                    await self._receipt(ws, message)
+
+    async def _receipt(self, ws: ClientConnection, message: Message) -> None:
+        """Tell the server a control message reached this worker (a ``keep_alive`` frame with
+        ``tether_received``; servers that do not know the field ignore the frame). Only this
+        proves it: output the worker posts meanwhile may predate it, and a socket that dies
+        takes the frames it had not read with it (docs/protocol.md §4.4)."""
+        uuid = message_uuid(message)
+        if message.get("type") == USER or uuid is None:
+            return  # a prompt is confirmed by the agent's echo
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(orjson.dumps({"type": KEEP_ALIVE, RECEIPT_FIELD: [uuid]}).decode() + "\n")
 
     def _bad_frame(self, why: str) -> None:
         self.stats.bad_frames += 1
@@ -627,6 +654,8 @@ class HybridTransport:
             verdict = classify_post_status(status)
             if verdict == "ok":
                 self._replay.ack(uuids)
+                if self._ack_log is not None:
+                    self._ack_log.record(self.session_id, [m for m in batch if not is_ephemeral(m)])
                 self._post_backoff.success(self._clock())
                 self.stats.posts += 1
                 self.stats.events_posted += len(batch)

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -34,6 +35,7 @@ from tether.client.hybrid import boot_clock
 from tether.client.transport import TransportState
 from tether.protocol import backoff as backoff_presets
 from tether.protocol.backoff import Backoff
+from tether.protocol.ccr import awaiting_fresh_token
 from tether.protocol.sequence import SequenceTracker
 from tether.protocol.sse import (
     CLIENT_EVENT,
@@ -67,6 +69,7 @@ class SSEConfig:
     connect_timeout: float = 15.0
     incoming_capacity: int = 1000
     reconnect_backoff: Callable[[], Backoff] = backoff_presets.sse_reconnect
+    expired_token_grace_s: float = 0.0  # > 0: a 401/403 for an expired token waits for set_token (retried)
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,8 @@ class SSETransport:
                 status, detail = await self._connection(http, token)
             if self._closing.is_set():
                 return
-            changed = token is not None and self._safe_token() != token
+            changed = token is not None and (self._safe_token() != token or (
+                status in (401, 403) and awaiting_fresh_token(token, time.time(), self._cfg.expired_token_grace_s)))
             decision = self._policy.ended(status, self._clock(), self._rnd, token_changed=changed)
             if decision.give_up:
                 log.warning("%s: stream closed for good (%s, HTTP %s: %s)", self.url, decision.reason, status, detail)

@@ -236,7 +236,10 @@ class V2Transport:
         if report is not None:
             self.ccr.report_state(*report)
         for uid, status in self._delivery.outbound(message):
-            self.ccr.ack_delivery(uid, status)
+            if status == "processed":  # after the turn's output (this message included) is stored
+                self.ccr.ack_delivery_after_events(uid, status)
+            else:
+                self.ccr.ack_delivery(uid, status)
 
     def write_many(self, messages: Iterable[Message]) -> None:
         for message in messages:

@@ -1,8 +1,9 @@
 """Decisions of the standalone bridge (``tether remote-control``; reference §5.2–§5.11). Pure.
 
 Everything here is a plain function or class fed with ``now`` (and a random source where
-jitter is involved); the bridge's adapter (:mod:`tether.bridge.loop`) owns the sockets,
-processes and timers and asks these for each decision:
+jitter is involved); the bridge's adapters (:mod:`tether.bridge.loop` and the parts it composes)
+own the sockets, processes and timers and ask these for each decision (what to do with a polled
+work item is :func:`tether.protocol.work_intake.classify_work`):
 
 * :func:`resolve_spawn_mode`, :func:`max_sessions_for`: spawn-mode precedence and capacity;
 * :func:`plan_next_poll`: how long to wait before the next work poll (idle / partial /
@@ -182,6 +183,12 @@ def stop_work_retry() -> Backoff:
 
 
 # ---- worker token refresh -----------------------------------------------------------------------
+
+TOKEN_EXPIRY_GRACE_S: Final = 600.0
+"""How long a session's transport waits for a fresh token after its worker token expired (the
+refresh could not get through: E7 failed, the server was down) before it gives up; the same
+budget as the other give-ups (docs/protocol.md §10)."""
+
 
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim (Unix seconds) of a JWT, unverified (reference §4.2); an optional

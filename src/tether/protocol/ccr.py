@@ -130,6 +130,20 @@ def token_expiry(token: str) -> float | None:
     return float(exp)
 
 
+EXPIRY_SKEW_S: Final = 5.0  # a token this close to its ``exp`` counts as expired (the server's clock may be ahead)
+
+
+def awaiting_fresh_token(token: str, now: float, grace_s: float) -> bool:
+    """True while ``token`` has expired (``now`` is wall-clock seconds) less than ``grace_s``
+    seconds ago. A worker whose owner rotates its token (the standalone bridge, docs/protocol.md
+    §9.3) treats an auth refusal then as a wait for the fresh token, not as the end of the
+    session; ``grace_s`` 0 (a worker nobody refreshes) never waits."""
+    if grace_s <= 0:
+        return False
+    exp = token_expiry(token)
+    return exp is not None and exp - EXPIRY_SKEW_S <= now < exp + grace_s
+
+
 # --- answers -------------------------------------------------------------------------
 
 Verdict = Literal["ok", "retry", "drop", "superseded", "unauthorized", "gone"]
@@ -155,8 +169,11 @@ class RequestHealth:
         self.auth_failures = 0
         self.not_found = 0
 
-    def observe(self, status: int | None, *, token_expired: bool = False) -> Verdict:
-        """Classify one answer (``None``: no answer at all)."""
+    def observe(self, status: int | None, *, token_expired: bool = False,
+                awaiting_token: bool = False) -> Verdict:
+        """Classify one answer (``None``: no answer at all). ``awaiting_token``: the token
+        expired and its owner is expected to hand over a fresh one (:func:`awaiting_fresh_token`),
+        so an auth refusal is retried without counting towards the streak."""
         if status is None:
             return "retry"
         if 200 <= status < 300:
@@ -168,6 +185,8 @@ class RequestHealth:
         if status == 410:  # the token's work item was stopped (docs/protocol.md §4.4): stop now
             return "gone"
         if status in (401, 403):
+            if awaiting_token:
+                return "retry"
             if token_expired:
                 return "unauthorized"
             self.auth_failures += 1

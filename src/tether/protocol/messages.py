@@ -41,6 +41,20 @@ CONTROL_REQUEST: Final = "control_request"
 CONTROL_RESPONSE: Final = "control_response"
 CONTROL_CANCEL_REQUEST: Final = "control_cancel_request"
 
+# Tether's explicit receipt on the v1 worker socket (docs/protocol.md §4.4): a worker that sends the
+# header at the upgrade confirms each control message it read with a keep_alive frame whose
+# RECEIPT_FIELD lists the uuids.
+RECEIPTS_HEADER: Final = "X-Tether-Receipts"
+RECEIPT_FIELD: Final = "tether_received"
+
+
+def receipt_uuids(m: Mapping[str, Any]) -> list[str]:
+    """The uuids a worker's ``keep_alive`` frame confirms (empty for anything else)."""
+    if m.get("type") != KEEP_ALIVE:
+        return []
+    value = m.get(RECEIPT_FIELD)
+    return [u for u in value if isinstance(u, str) and u] if isinstance(value, list) else []
+
 MessageType = Literal[
     "user",
     "assistant",

@@ -79,6 +79,19 @@ class SequenceTracker:
             self._prune()
         return result
 
+    def advance_to(self, seq: int) -> None:
+        """Count every number up to ``seq`` as seen.
+
+        For an in-order reader of a *filtered* log (a worker stream reads only the inbound
+        events): the numbers it skipped were never meant for it, and none below ``seq`` can
+        still come, so they collapse into the floor instead of filling the set."""
+        _check_seq(seq)
+        if seq > self._floor:
+            self._floor = seq
+            self._high_water = max(self._high_water, seq)
+            self._seen = {s for s in self._seen if s > seq} if self._seen else self._seen
+            self._advance_floor()
+
     def _advance_floor(self) -> None:
         while self._floor + 1 in self._seen:
             self._floor += 1

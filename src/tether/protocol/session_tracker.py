@@ -67,6 +67,10 @@ class SessionTracker:
     def title(self) -> str | None:
         return self._title.title
 
+    def pending_tool(self, request_id: str | None) -> str | None:
+        """The tool name of the agent's ``can_use_tool`` ``request_id`` while it is open, else None."""
+        return self._pending.get(request_id) if request_id is not None else None
+
     # -- inputs --------------------------------------------------------------
 
     def observe_inbound(self, msg: Mapping[str, Any], now: float) -> bool:

@@ -1,9 +1,10 @@
 """create_app(config) → the ASGI app. Nothing happens at import time.
 
 Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
-reaper and the worker-presence sweep in a task group; on shutdown: stop accepting (readyz 503), close sockets with
-1012, stop background tasks, stop the render process, close the store — in that order, each
-with a deadline.
+reaper, the worker-presence sweep, the WAL checkpointer and the delivery writer in a task group;
+on shutdown: stop accepting (readyz 503), close sockets with 1012, stop background tasks, stop
+the render process, write the last delivery states, close the store — in that order, each with
+a deadline.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from tether.server.api.common import error_response, internal_error_response, te
 from tether.server.api.openapi import document_responses
 from tether.server.config import Config
 from tether.server.context import ServerContext
-from tether.server.fastpath import INGRESS_POST, WORKER_EVENTS_POST, TetherApp
+from tether.server.fastpath import (
+    CLIENT_EVENTS_POST,
+    INGRESS_POST,
+    WORKER_EVENTS_POST,
+    WORKER_STREAM_GET,
+    TetherApp,
+)
 from tether.server.loopwatch import REPORT_NAME, LoopWatch
 from tether.server.web import api as web_api
 from tether.server.web import pages
@@ -63,6 +70,7 @@ def create_app(config: Config) -> FastAPI:
             reaper = tg.create_task(ctx.dispatcher.run_reaper(), name="lease-reaper")
             sweeper = tg.create_task(ctx.workers.run_presence_sweep(), name="presence-sweep")
             checkpointer = tg.create_task(ctx.store.run_checkpointer(), name="wal-checkpointer")
+            deliveries = tg.create_task(ctx.deliveries.run(), name="delivery-writer")
             # What start-up made lives as long as the process: out of the collector's sight,
             # a full collection no longer walks it (a multi-millisecond pause otherwise).
             gc.collect()
@@ -79,7 +87,9 @@ def create_app(config: Config) -> FastAPI:
                 reaper.cancel()
                 sweeper.cancel()
                 checkpointer.cancel()
+                deliveries.cancel()
         await ctx.renderer.close()
+        await _write_deliveries(ctx)
         await ctx.broker.close()
         await ctx.store.close()
 
@@ -91,7 +101,9 @@ def create_app(config: Config) -> FastAPI:
         return document_responses(FastAPI.openapi(app))
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events))
+    app.fast_posts = ((*INGRESS_POST, ingress.post_events), (*WORKER_EVENTS_POST, worker.post_events),
+                      (*CLIENT_EVENTS_POST, sessions.post_events))
+    app.fast_gets = ((*WORKER_STREAM_GET, worker.stream),)
     app.fast_socket = subscribe.subscribe
     app.body_budget = ctx.body_budget
     # Routes go straight onto the app, hot ones first: nested included routers cost a match
@@ -133,3 +145,13 @@ async def _watch_loop(ctx: ServerContext) -> None:
     watch = LoopWatch(config.loop_monitor_s, config.loop_stall_threshold_s, ctx.metrics,
                       config.data_dir / REPORT_NAME)
     await watch.run()
+
+
+async def _write_deliveries(ctx: ServerContext) -> None:
+    """The delivery states streams moved since the last batch, before the store closes."""
+    try:
+        async with asyncio.timeout(5):
+            await ctx.deliveries.flush()
+    except Exception:  # (they are re-sent after the restart: workers dedup by uuid)
+        log.exception("could not write the last delivery states")
+

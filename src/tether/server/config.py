@@ -67,7 +67,10 @@ class Config:
     shared_login_link_ttl_s: float = 600.0  # a link minted by a running client (a QR for a phone)
     device_code_ttl_s: float = 600.0
     web_session_ttl_s: float = 14 * 24 * 3600.0
-    initialize_timeout_s: float = 14.0
+    initialize_timeout_s: float = 14.0  # a v1 worker socket that leaves `initialize` unanswered is closed 1008
+    # delivery moves a stream causes (an event sent: received) reach subscribers at once and the
+    # store in one write per this interval (a crash re-sends those events; workers dedup by uuid)
+    delivery_flush_s: float = 0.05
     sse_keepalive_s: float = 15.0
     worker_transport: str = "v2"  # what env-based dispatch hands out: v2 (default) | v1
     broker_queue_size: int = 4096  # items a subscriber may lag behind before it re-reads the log

@@ -10,6 +10,7 @@ from tether.server.auth.ratelimit import RateLimiter
 from tether.server.auth.service import Auth
 from tether.server.broker import SERVER_CLOSING, Broker
 from tether.server.config import Config
+from tether.server.delivery import DeliveryRecorder
 from tether.server.hub import Hub
 from tether.server.metrics import Metrics
 from tether.server.service.accounts import Accounts
@@ -45,6 +46,7 @@ class ServerContext:
     limiter: RateLimiter
     login_limiter: RateLimiter
     streams: OpenStreams
+    deliveries: DeliveryRecorder
     metrics: Metrics = field(default_factory=lambda: Metrics())
     renderer: Renderer = field(default_factory=lambda: Renderer())
     body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 << 20))
@@ -78,11 +80,15 @@ class ServerContext:
         dispatcher.on_worker_gone = worker_gone
         log = EventLog(config, store, hub, dispatcher)
         limits = config.limits
+        metrics = Metrics()
+        deliveries = DeliveryRecorder(store, broker, metrics, config.delivery_flush_s)
         return cls(
             config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub, log=log,
             sessions=Sessions(config, store, hub, log, dispatcher), permissions=Permissions(store, log),
-            workers=Workers(config, store, hub, auth, dispatcher), environments=Environments(config, store, dispatcher),
+            workers=Workers(config, store, hub, auth, dispatcher, deliveries),
+            environments=Environments(config, store, dispatcher),
             accounts=Accounts(config, store, auth, streams), files=Files(store),
+            deliveries=deliveries, metrics=metrics,
             limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
             login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
             streams=streams,

@@ -1,14 +1,15 @@
 """The hot routes, served without the framework's routing and middleware layers.
 
-A worker's event POST (v1 I2, CCR v2 W6) and a client's subscribe socket carry almost all
-of a busy server's traffic. Through FastAPI each of them pays route matching over every route,
-dependency solving and four middleware layers (two of which wrap ``send`` per frame):
-≈ 25 % of a worker POST's CPU and ≈ 30 % of a subscriber frame's (bench/relay.py). Here
-``TetherApp.__call__`` recognises the two paths with string operations and calls the very
-same endpoint functions with a plain Starlette ``Request``/``WebSocket``; every other
-request, and these paths with another method, go through FastAPI as before. Errors keep
-the one JSON error shape; an unexpected exception is logged and answered 500 (1011 on a
-socket), as the framework would.
+A worker's event POST (v1 I2, CCR v2 W6), a client's prompt POST (S5), a client's subscribe
+socket and the v2 worker's SSE stream (W10) carry almost all of a busy server's traffic. Through
+FastAPI each of them pays route matching over every route, dependency solving and four middleware
+layers (two of which wrap ``send`` per frame): ≈ 25 % of a worker POST's CPU and ≈ 30 % of a
+subscriber frame's (bench/relay.py). Here ``TetherApp.__call__`` recognises those paths with
+string operations and calls the very same endpoint functions with a plain Starlette
+``Request``/``WebSocket`` and the server's own ``send`` (which the direct writes of api/direct.py
+need); every other request, and these paths with another method, go through FastAPI as before.
+Errors keep the one JSON error shape; an unexpected exception is logged and answered 500 (1011 on
+a socket), as the framework would.
 
 Every request with a body, fast or not, reads it through :class:`MeteredReceive`: the bytes of
 all bodies being read or handled at once are bounded by one budget (``limits.max_inflight_body_bytes``).
@@ -38,6 +39,9 @@ SocketEndpoint = Callable[[WebSocket, str], Awaitable[None]]
 INGRESS_POST = (("/v1/session_ingress/session/", "/v2/session_ingress/session/"), "/events")
 WORKER_EVENTS_POST = (("/v1/code/sessions/", "/v1/session_ingress/ws/", "/v2/session_ingress/ws/"),
                       "/worker/events")
+CLIENT_EVENTS_POST = (("/v1/sessions/",), "/events")  # S5: a client's prompts and control requests
+# the CCR v2 worker's SSE stream (W10): its response writes to the connection itself (api/direct.py)
+WORKER_STREAM_GET = (WORKER_EVENTS_POST[0], "/worker/events/stream")
 _SUBSCRIBE_PREFIX = "/v1/sessions/ws/"
 _SUBSCRIBE_SUFFIX = "/subscribe"
 
@@ -83,6 +87,7 @@ class TetherApp(FastAPI):
     """FastAPI, with the hot routes dispatched first (see the module docstring)."""
 
     fast_posts: tuple[tuple[tuple[str, ...], str, HttpEndpoint], ...] = ()  # (prefixes, suffix, endpoint)
+    fast_gets: tuple[tuple[tuple[str, ...], str, HttpEndpoint], ...] = ()
     fast_socket: SocketEndpoint | None = None
     body_budget: BodyBudget | None = None
 
@@ -98,8 +103,8 @@ class TetherApp(FastAPI):
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["method"] == "POST":
-            for prefixes, suffix, endpoint in self.fast_posts:
+        if kind == "http" and scope["method"] in ("POST", "GET"):
+            for prefixes, suffix, endpoint in self.fast_posts if scope["method"] == "POST" else self.fast_gets:
                 param = path_param(scope["path"], prefixes, suffix)
                 if param is not None:
                     scope["app"] = self

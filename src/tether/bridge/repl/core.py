@@ -29,10 +29,11 @@ import logging
 import os
 import random
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tether.bridge.aio import guarded as guarded_loop
 from tether.bridge.repl.frontend import BridgeInfo, FrontEnd, Message, ReplBridgeConfig, ReplBridgeOptions
 from tether.bridge.status import connect_url, session_url
 from tether.client.api import ApiClient
@@ -371,18 +372,10 @@ class ReplBridgeCore:
         if self._tg is None:
             coro.close()
             return
-        task = self._tg.create_task(self._guarded(coro, name) if guarded else coro, name=f"repl-bridge-{name}")
+        work = guarded_loop(coro, name, self._fail, log) if guarded else coro
+        task = self._tg.create_task(work, name=f"repl-bridge-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _guarded(self, coro: Awaitable[None], name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("the REPL bridge's %s failed", name)
-            self._fail(f"internal error in the {name}: {exc!r}")
 
     def _fail(self, detail: str) -> None:
         """Fatal: state ``failed`` and the ordered teardown."""

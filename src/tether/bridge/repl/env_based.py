@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.bridge import pointer as pointers
+from tether.bridge.aio import wait_event
 from tether.bridge.repl.core import InitFailed, ReplBridgeCore
-from tether.client.api import BridgeConfig, WorkItem
+from tether.client.api import BridgeConfig, WorkItem, repository_context
 from tether.client.factory import make_transport
 from tether.client.hybrid import HybridConfig, HybridTransport
 from tether.client.transport import SessionTransport, TransportClosed
@@ -113,13 +114,10 @@ class EnvBasedBridge(ReplBridgeCore):
 
     async def _create_session(self) -> None:
         o = self.options
-        context: dict[str, Any] = {}
-        if o.git_repo_url:
-            context["sources"] = [{"type": "git_repository", "url": o.git_repo_url,
-                                   **({"revision": o.branch} if o.branch else {})}]
         title = self.titles.title if self.titles.explicit else None
         session = await self.api.create_session(environment_id=self.environment_id, title=title,
-                                                permission_mode=o.permission_mode, session_context=context)
+                                                permission_mode=o.permission_mode,
+                                                session_context=repository_context(o.git_repo_url, o.branch))
         self.session_id = str(session["id"])
         self._notify()
 
@@ -137,7 +135,8 @@ class EnvBasedBridge(ReplBridgeCore):
     def _loops(self) -> list[tuple[str, Any]]:
         loops: list[tuple[str, Any]] = [("poll loop", self._poll_loop()), ("login", self._keep_login_fresh())]
         if self.options.perpetual:
-            loops.append(("pointer", self._pointer_loop()))
+            loops.append(("pointer", pointers.keep_pointer_fresh(self.options.directory, self.options.home,
+                                                                 lambda: self._pointer_written)))
         return loops
 
     async def _keep_login_fresh(self) -> None:
@@ -148,12 +147,6 @@ class EnvBasedBridge(ReplBridgeCore):
                 await self.api.access_token()
             except TetherError as exc:
                 log.warning("could not refresh the login: %s", exc)
-
-    async def _pointer_loop(self) -> None:
-        while True:
-            await asyncio.sleep(pointers.REFRESH_INTERVAL_S)
-            if self._pointer_written:
-                pointers.refresh_pointer(self.options.directory, self.options.home)
 
     async def _poll_loop(self) -> None:
         backoff = repl_poll_backoff(self.config.poll_sleep_threshold_s)
@@ -202,7 +195,7 @@ class EnvBasedBridge(ReplBridgeCore):
                 self._set_state("ready")
             if self._work is None:
                 interval = self._poll.poll_interval_ms_not_at_capacity / 1000.0
-                await _wait(self._wake, max(0.0, interval - (self._clock() - started)))
+                await wait_event(self._wake, max(0.0, interval - (self._clock() - started)))
 
     async def _at_capacity(self) -> bool:
         """Heartbeat the work until the at-capacity interval ends (False: poll now) or the work
@@ -211,7 +204,7 @@ class EnvBasedBridge(ReplBridgeCore):
         deadline = self._clock() + self._poll.poll_interval_ms_at_capacity / 1000.0
         while self._work is not None and self._clock() < deadline:
             before = self._clock()
-            if await _wait(self._wake, hb):
+            if await wait_event(self._wake, hb):
                 return True
             if overslept(hb, self._clock() - before, self.config.oversleep_s):
                 log.info("a %.0f s wait took %.0f s (the machine slept?): polling now", hb, self._clock() - before)
@@ -411,13 +404,3 @@ class EnvBasedBridge(ReplBridgeCore):
 
 async def _nothing() -> None:
     return None
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> bool:
-    """Wait for ``event`` at most ``timeout`` seconds; True if it was set."""
-    if event.is_set():
-        return True
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(max(0.0, timeout)):
-            await event.wait()
-    return event.is_set()

@@ -87,3 +87,57 @@ async def frames_first(events: int) -> None:
     """
     if events <= FRAMES_FIRST_MAX_EVENTS:
         await asyncio.sleep(0)
+
+
+_CYCLE_ATTRS = ("transport", "flow", "disconnected", "response_started", "response_complete", "chunked_encoding")
+
+
+class ChunkWriter:
+    """:class:`DirectWriter` for a chunked HTTP/1.1 response (the v2 worker's SSE stream).
+
+    On uvicorn's httptools protocol the ASGI ``send`` of a response is a method of its request
+    cycle, which holds the transport and the flow control. While the response is streaming and
+    the transport accepts writes, ready-made SSE frames (``StoredEvent.worker_sse_frame``, the
+    same bytes for every stream) are taken synchronously during the publish and written at the
+    end of the loop step, all frames of a batch as one chunk. The metrics
+    ``sse_frames_direct_total`` / ``sse_direct_writes_total`` count this path (tests/server/test_direct.py).
+    """
+
+    __slots__ = ("cycle", "on_flush", "pending")
+
+    def __init__(self, send: object, on_flush: Callable[[int], None] | None = None) -> None:
+        cycle: Any = getattr(send, "__self__", None)
+        supported = (type(cycle).__name__ == "RequestResponseCycle"
+                     and type(cycle).__module__.endswith("httptools_impl")
+                     and all(hasattr(cycle, name) for name in _CYCLE_ATTRS))
+        self.cycle: Any = cycle if supported else None
+        self.pending: list[bytes] = []
+        self.on_flush = on_flush
+
+    @property
+    def available(self) -> bool:
+        return self.cycle is not None
+
+    def _open(self) -> bool:
+        cycle = self.cycle
+        return not (cycle is None or not cycle.response_started or cycle.response_complete or cycle.disconnected
+                    or not cycle.chunked_encoding or cycle.transport.is_closing())
+
+    def write(self, frame: bytes) -> bool:
+        """Take ``frame`` and return True, or return False: send it the ordinary way."""
+        if not self._open() or self.cycle.flow.write_paused:
+            return False
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(frame)
+        return True
+
+    def flush(self) -> None:
+        """Write what is buffered as one chunk; a response that ended meanwhile drops it (its
+        worker resumes with ``Last-Event-ID``)."""
+        frames, self.pending = self.pending, []
+        if frames and self._open():
+            body = frames[0] if len(frames) == 1 else b"".join(frames)
+            self.cycle.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            if self.on_flush is not None:
+                self.on_flush(len(frames))

@@ -22,12 +22,14 @@ from tether.errors import (
     TetherError,
 )
 from tether.protocol.access import role_fell
+from tether.protocol.messages import KEEP_ALIVE, RECEIPTS_HEADER, receipt_uuids
 from tether.server import jsonio
 from tether.server.api.common import JSONResponse, bearer, ctx_of, parse_session_id, rate_limit, read_object
 from tether.server.api.direct import frames_first
 from tether.server.api.sockets import (
     CLOSE_INVALID_DATA,
     CLOSE_NOT_FOUND,
+    CLOSE_POLICY,
     CLOSE_RESTART,
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHORIZED,
@@ -36,9 +38,8 @@ from tether.server.api.sockets import (
     reject,
     uncancel,
 )
-from tether.server.broker import Overflowed, ServerClosing
 from tether.server.context import ServerContext
-from tether.server.hub import SessionClosed, delivery_frame, session_topic
+from tether.server.reader import End, Feed, LogReader, LogView, Start
 from tether.server.service.workers import Caller, WorkerConnection
 from tether.server.store import StoredEvent
 
@@ -84,7 +85,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     jsonio.check_batch(payload, events)
     ctx.metrics.inc("worker_events_total", len(events))
     await ctx.log.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST)
-    await ctx.workers.confirm_sent_controls(body)
+    ctx.workers.confirm_sent_controls(body)
     await frames_first(len(events))
     return JSONResponse({})
 
@@ -101,7 +102,7 @@ async def worker_socket(ws: WebSocket, session_id: str) -> None:
         return
     await ws.accept()
     sock = Socket(ws)
-    conn = WorkerConnection(body, caller)
+    conn = WorkerConnection(body, caller, receipts=ws.headers.get(RECEIPTS_HEADER) == "1")
     await ctx.workers.socket_opened(conn)
     ctx.metrics.add_gauge("worker_sockets", 1)
     init_id = str(uuidlib.uuid4())
@@ -129,11 +130,24 @@ async def _serve(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_
     try:
         async with asyncio.TaskGroup() as tg:
             sender = tg.create_task(_send_loop(ctx, sock, conn, init_id))
+            deadline = tg.create_task(_initialize_deadline(ctx, init_id))
             await _receive_loop(ctx, sock, conn)
             sender.cancel()
+            deadline.cancel()
     except* _Closed as group:
         code, reason = group.exceptions[0].args
         await sock.close(code, reason)
+
+
+async def _initialize_deadline(ctx: ServerContext, init_id: str) -> None:
+    """A worker must answer the server's ``initialize`` promptly (Claude Code's service drops it
+    after 10–14 s, reference §3.3): one that has not within ``initialize_timeout_s`` is closed
+    1008 (docs/protocol.md §8.1, §8.5) and reconnects to get a fresh one. The answer, on the
+    socket or by POST, takes ``init_id`` out of the event log's open server requests."""
+    await asyncio.sleep(ctx.config.initialize_timeout_s)  # a deadline, not a wait for a condition
+    if init_id in ctx.log.server_request_ids:
+        ctx.metrics.inc("worker_initialize_timeouts_total")
+        raise _Closed(CLOSE_POLICY, f"initialize not answered within {ctx.config.initialize_timeout_s:g} s")
 
 
 async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection) -> None:
@@ -148,15 +162,20 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
         if len(text) > limit:
             raise _Closed(CLOSE_TOO_BIG, f"frame larger than {limit} bytes")
         events: list[Any] = []
+        receipts: list[str] = []
         for line in text.split("\n"):
             if not line.strip():
                 continue
             try:
-                events.append(jsonio.parse(line, "A frame"))
+                event = jsonio.parse(line, "A frame")
             except InvalidRequest as exc:
                 reason = exc.message if isinstance(exc, jsonio.TooDeep) else "frames must be newline-delimited JSON"
                 raise _Closed(CLOSE_INVALID_DATA, reason) from None
-        if any(not isinstance(e, dict) or e.get("type") != "keep_alive" for e in events):
+            if isinstance(event, dict) and event.get("type") == KEEP_ALIVE:
+                receipts += receipt_uuids(event)
+                continue
+            events.append(event)
+        if events:
             await recheck(ctx, conn.caller, conn.body)
         if events:
             try:
@@ -167,51 +186,48 @@ async def _receive_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection
                 if exc.error_type == "already_archived":
                     raise _Closed(CLOSE_NOT_FOUND, "session archived") from None
                 raise _Closed(CLOSE_INVALID_DATA, exc.message) from None
-        await ctx.workers.confirm_sent_controls(conn.body)
+        if receipts:
+            ctx.workers.confirm_receipts(conn, receipts)
+        ctx.workers.confirm_sent_controls(conn.body)
+
+
+class _WorkerFeed(Feed):
+    """A v1 worker's view of the log (docs/protocol.md §4.4, §8.1): ``initialize`` first, then
+    every inbound event it has not confirmed, then live inbound events, one newline-terminated
+    JSON object per frame. Sending an event moves it to ``received``; a control message waits in
+    the connection for the worker's next words (``confirm_sent_controls``)."""
+
+    inbound = True
+    resync = LogView.UNDELIVERED
+
+    def __init__(self, ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_id: str) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.conn = conn
+        self.init_id = init_id
+
+    async def open(self) -> Start:
+        await self.sock.send_text(orjson.dumps({
+            "type": "control_request", "request_id": self.init_id, "request": {"subtype": "initialize"},
+        }).decode() + "\n")
+        return Start(0, LogView.UNDELIVERED)
+
+    def wants(self, ev: StoredEvent) -> bool:
+        return self.ctx.deliveries.state(ev) != "processed"  # (confirmed, not yet written)
+
+    async def send(self, ev: StoredEvent) -> None:
+        await self.sock.send_text(ev.worker_text)
+
+    def sent(self, ev: StoredEvent) -> None:
+        if ev.event_type != "user":
+            self.conn.unconfirmed.append(ev)
+        self.ctx.deliveries.moved(ev, "received")
 
 
 async def _send_loop(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_id: str) -> None:
-    body = conn.body
-    with ctx.broker.subscribe(session_topic(body)) as sub:
-        await sock.send_text(orjson.dumps({
-            "type": "control_request", "request_id": init_id, "request": {"subtype": "initialize"},
-        }).decode() + "\n")
-        sent = -1
-        while True:
-            sent = await _deliver_backlog(ctx, sock, conn, sent)
-            try:
-                while True:
-                    item = await sub.get()
-                    if isinstance(item, SessionClosed):
-                        raise _Closed(CLOSE_NOT_FOUND, "session archived")
-                    if isinstance(item, ServerClosing):
-                        raise _Closed(CLOSE_RESTART, "server restarting")
-                    if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral:
-                        if item.seq > sent:
-                            sent = await _deliver(ctx, sock, conn, item)
-            except Overflowed:
-                sub.reset()
-
-
-async def _deliver_backlog(ctx: ServerContext, sock: Socket, conn: WorkerConnection, sent: int) -> int:
-    """Every inbound event the worker has not confirmed, after ``sent``, a page at a time."""
-    while True:
-        async with ctx.store.read() as tx:
-            page = await tx.events.undelivered_inbound(conn.body, after_seq=max(sent, 0),
-                                                max_bytes=ctx.config.limits.max_page_bytes)
-        if not page:
-            return sent
-        for ev in page:
-            sent = await _deliver(ctx, sock, conn, ev)
-
-
-async def _deliver(ctx: ServerContext, sock: Socket, conn: WorkerConnection, ev: StoredEvent) -> int:
-    await sock.send_text(ev.worker_text)
-    if ev.event_type != "user":
-        conn.unconfirmed.append(ev.uuid)
-    if ev.delivery == "pending":
-        async with ctx.store.write() as tx:
-            moved = await tx.events.set_delivery(ev.session_id, uuids=[ev.uuid], status="received")
-            frames = [delivery_frame(m) for m in moved]
-            tx.after_commit(lambda: ctx.hub.publish_frames(ev.session_id, frames))
-    return ev.seq
+    end = await LogReader(ctx, conn.body, _WorkerFeed(ctx, sock, conn, init_id)).run()
+    if end is End.ARCHIVED:
+        raise _Closed(CLOSE_NOT_FOUND, "session archived")
+    if end is End.REVOKED:  # (not reached: revocation cancels this task, streams.py)
+        raise _Closed(CLOSE_UNAUTHORIZED, "credential revoked")
+    raise _Closed(CLOSE_RESTART, "server restarting")

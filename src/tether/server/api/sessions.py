@@ -19,6 +19,7 @@ from tether.server.api.common import (
     read_object,
     user,
 )
+from tether.server.api.direct import frames_first
 from tether.server.auth.secrets import kind_of
 from tether.server.clock import now
 from tether.server.context import ServerContext
@@ -115,6 +116,7 @@ async def post_events(session_id: str, request: Request) -> Response:
     body = await read_object(request, allow_empty=False)
     events = _events_list(body, ctx.config.limits.max_v1_batch)
     result = await ctx.log.post_client_events(sbody, principal.org_id, principal.user_id, events)
+    await frames_first(len(events))  # a prompt's frames (SSE, subscribers) before this answer
     return JSONResponse({
         "events": [{"uuid": e.uuid, "event_id": e.event_id, "sequence_num": e.seq} for e in result.stored],
     })

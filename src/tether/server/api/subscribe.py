@@ -27,10 +27,11 @@ from tether.server.api.sockets import (
     uncancel,
 )
 from tether.server.auth.service import Principal
-from tether.server.broker import Overflowed, ServerClosing
+from tether.server.broker import Live
 from tether.server.context import ServerContext
-from tether.server.hub import Live, session_topic
+from tether.server.reader import End, Feed, LogReader, LogView, Start
 from tether.server.store import StoredEvent
+from tether.server.store.records import PermissionRecord
 from tether.server.streams import token_key, user_key
 
 router = APIRouter()
@@ -122,103 +123,63 @@ class _Caller:
         return now_principal
 
 
-class _Stream:
-    """What one subscriber has been sent: the last sequence number, and whether its sender
-    task is parked (then a publish may write frames straight to the socket, see direct.py)."""
+class _SubscriberFeed(Feed):
+    """A subscriber's view of the log (docs/protocol.md §4.7): every event, replayed after
+    ``from_sequence_num`` when asked, then the pending permission requests, then live frames —
+    written straight to the socket while its sender is idle (api/direct.py)."""
 
-    __slots__ = ("idle", "last", "writer")
+    resync = LogView.ALL
+    queued_metric = "subscriber_frames_queued_total"
 
-    def __init__(self, writer: DirectWriter, last: int) -> None:
-        self.writer = writer
-        self.last = last
-        self.idle = False
+    def __init__(self, ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.body = body
+        self.from_seq = from_seq
+        self.pending: list[PermissionRecord] = []
+        self.writer = DirectWriter(sock.ws, self._count)
 
-    def wanted(self, item: StoredEvent | Live) -> bool:
-        """A frame to send (a logged event already sent, e.g. by a replay, is not)."""
-        return not isinstance(item, StoredEvent) or item.ephemeral or item.seq > self.last
+    def _count(self, frames: int) -> None:
+        self.ctx.metrics.inc("subscriber_frames_direct_total", frames)
+        self.ctx.metrics.inc("subscriber_direct_writes_total")
 
-    def sent(self, item: StoredEvent | Live) -> None:
-        if isinstance(item, StoredEvent) and not item.ephemeral:
-            self.last = max(self.last, item.seq)
+    async def open(self) -> Start:
+        async with self.ctx.store.read() as tx:
+            session = await tx.sessions.get(self.body)
+            pending = await tx.permissions.of_session(self.body, "pending")
+        if self.from_seq is None:
+            self.pending = pending
+            return Start(session.last_seq if session else 0)
+        # requests logged after from_seq arrive with the replay
+        self.pending = [p for p in pending if p.seq is None or p.seq <= self.from_seq]
+        return Start(self.from_seq, LogView.ALL)
 
-    def offer(self, item: Any) -> bool:
-        """The broker's synchronous path: handled (written or skipped) now, or False (queue it)."""
-        if not self.idle or not isinstance(item, StoredEvent | Live):
-            return False
-        if self.wanted(item):
-            if not self.writer.write(item.client_ws_frame if isinstance(item, StoredEvent) else item.ws_frame):
-                return False
-            self.sent(item)
-        return True
+    async def ready(self) -> None:
+        pending, self.pending = self.pending, []  # (the long-lived reader keeps no rows alive)
+        for perm in pending:
+            frame = orjson.loads(perm.request)
+            frame["sequence_num"] = perm.seq
+            await self.sock.send_json(frame)
+
+    async def send(self, ev: StoredEvent) -> None:
+        await self.sock.send_text(ev.client_text)
+
+    async def send_live(self, item: Live) -> None:
+        await self.sock.send_text(item.frame.decode())
+
+    @property
+    def writes_directly(self) -> bool:
+        return self.writer.available
+
+    def write(self, item: StoredEvent | Live) -> bool:
+        return self.writer.write(item.client_ws_frame if isinstance(item, StoredEvent) else item.ws_frame)
 
 
 async def _send_loop(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> None:
-    with ctx.broker.subscribe(session_topic(body)) as sub:
-        def count(frames: int) -> None:
-            ctx.metrics.inc("subscriber_frames_direct_total", frames)
-            ctx.metrics.inc("subscriber_direct_writes_total")
-
-        stream = _Stream(DirectWriter(sock.ws, count), await _first_frames(ctx, sock, body, from_seq))
-        if stream.writer.available:
-            sub.direct = stream.offer
-        while True:
-            stream.idle = True
-            try:
-                batch = await _next_batch(sub)
-            except Overflowed:
-                stream.idle = False
-                sub.reset()
-                stream.last = await _replay(ctx, sock, body, stream.last)
-                continue
-            stream.idle = False
-            for item in batch:
-                if isinstance(item, ServerClosing):
-                    raise _Closed(CLOSE_RESTART, "server restarting")
-                if isinstance(item, StoredEvent | Live) and stream.wanted(item):
-                    await sock.send_text(item.client_text if isinstance(item, StoredEvent) else item.frame.decode())
-                    stream.sent(item)
-                    ctx.metrics.inc("subscriber_frames_queued_total")
-
-
-async def _next_batch(sub: Any, limit: int = 256) -> list[Any]:
-    """Everything already queued, after waiting for the first item (one wake-up per burst)."""
-    batch = [await sub.get()]
-    while len(batch) < limit:
-        try:
-            batch.append(sub.get_nowait())
-        except (asyncio.QueueEmpty, Overflowed):
-            break
-    return batch
-
-
-async def _first_frames(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> int:
-    """Replay (with ``from_sequence_num``) and the pending permission requests; return the
-    sequence number live delivery continues after. (A helper, so the long-lived send loop
-    keeps no rows alive.)"""
-    async with ctx.store.read() as tx:
-        session = await tx.sessions.get(body)
-        pending = await tx.permissions.of_session(body, "pending")
-    last = session.last_seq if session else 0
-    if from_seq is not None:
-        last = await _replay(ctx, sock, body, from_seq)
-        pending = [p for p in pending if p.seq is None or p.seq <= from_seq]
-    for perm in pending:
-        frame = orjson.loads(perm.request)
-        frame["sequence_num"] = perm.seq
-        await sock.send_json(frame)
-    return last
-
-
-async def _replay(ctx: ServerContext, sock: Socket, body: str, after: int) -> int:
-    """Send every stored event after ``after``; return the last sequence number sent."""
-    while True:
-        async with ctx.store.read() as tx:
-            page = await tx.events.after(body, after, limit=500, max_bytes=ctx.config.limits.max_page_bytes)
-        if not page:
-            return after
-        for ev in page:
-            await sock.send_text(ev.client_text)
-            after = ev.seq
+    end = await LogReader(ctx, body, _SubscriberFeed(ctx, sock, body, from_seq)).run()
+    if end is End.SERVER_CLOSING:
+        raise _Closed(CLOSE_RESTART, "server restarting")
+    # (a revoked credential cancels this task instead: streams.py; subscribers outlive archiving)
 
 
 async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, caller: _Caller) -> None:

@@ -7,15 +7,13 @@ and ``/v2/…`` for loopback hosts).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PayloadTooLarge
 from tether.protocol.epochs import EpochInvalid, parse_epoch
@@ -31,15 +29,13 @@ from tether.server.api.common import (
     read_object,
 )
 from tether.server.api.direct import frames_first
+from tether.server.api.worker_stream import SseStream
 from tether.server.auth.worker_jwt import WorkerClaims
-from tether.server.broker import Overflowed, ServerClosing
 from tether.server.clock import iso, now
 from tether.server.context import ServerContext
-from tether.server.hub import SessionClosed, session_topic
 from tether.server.service.workers import DELIVERY_STATES, parse_state
-from tether.server.store import StoredEvent
 from tether.server.store.records import InternalEvent
-from tether.server.streams import Holder, work_key
+from tether.server.streams import work_key
 
 router = APIRouter()
 PREFIXES = ("/v1/code/sessions/{session_id}", "/v1/session_ingress/ws/{session_id}",
@@ -208,86 +204,14 @@ def _resume_point(request: Request) -> int | None:
     return parse_count(raw, "from_sequence_num")
 
 
-def sse_frame(ev: StoredEvent) -> bytes:
-    data = {"event_id": ev.event_id, "sequence_num": ev.seq, "event_type": ev.event_type, "source": ev.source,
-            "payload": ev.payload, "created_at": iso(ev.created_at)}
-    return b"event: client_event\nid: %d\ndata: %s\n\n" % (ev.seq, jsonio.dumps(data))
-
-
 @_route("GET", "/worker/events/stream")
 async def stream(session_id: str, request: Request) -> Response:
+    """W10: the SSE read stream (api/worker_stream.py). Served on the fast path (fastpath.py),
+    so its response writes to the connection itself."""
     ctx, body, claims = _claims(request, session_id)
     session = await ctx.workers.session_of(body, claims)
     if session.archived_at:
         raise NotFound("The session is archived.")
     await ctx.dispatcher.check_worker_read(claims)
-    after = _resume_point(request)
-    sub = ctx.broker.subscribe(session_topic(body))
     keys = [work_key(claims.work_id)] if claims.work_id else []
-    return StreamingResponse(_sse(ctx, body, after, sub, keys), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-
-
-async def _backlog(ctx: ServerContext, body: str, after: int, undelivered: bool) -> AsyncIterator[StoredEvent]:
-    """Inbound events after ``after`` (only those not yet processed, for a stream opened without
-    a resume point), read a page at a time: a long backlog is never held in memory at once."""
-    max_bytes = ctx.config.limits.max_page_bytes
-    while True:
-        async with ctx.store.read() as tx:
-            page = await (tx.events.undelivered_inbound(body, after_seq=after, max_bytes=max_bytes) if undelivered
-                          else tx.events.inbound_after(body, after, max_bytes=max_bytes))
-        if not page:
-            return
-        for ev in page:
-            yield ev
-        after = page[-1].seq
-
-
-class _WorkEnded:
-    """Wakes a stream whose token's work ended (streams.py); the stream then ends."""
-
-
-def _waker(sub: Any) -> Callable[[], None]:
-    def wake() -> None:
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue: the flag is seen at the next item
-            sub.queue.put_nowait(_WorkEnded())
-    return wake
-
-
-async def _sse(ctx: ServerContext, body: str, after: int | None, sub: Any, keys: list[str]) -> AsyncIterator[bytes]:
-    ctx.metrics.add_gauge("sse_streams", 1)
-    try:
-        with ctx.streams.hold(Holder(_waker(sub)), keys) as holder:
-            async for chunk in _sse_frames(ctx, body, after, sub, holder):
-                yield chunk
-    finally:
-        sub.close()
-        ctx.metrics.add_gauge("sse_streams", -1)
-
-
-async def _sse_frames(ctx: ServerContext, body: str, after: int | None, sub: Any,
-                      holder: Holder) -> AsyncIterator[bytes]:
-    sent = after if after is not None else -1
-    yield b": connected\n\n"
-    backlog: AsyncIterator[StoredEvent] | None = _backlog(ctx, body, max(sent, 0), undelivered=after is None)
-    while True:
-        if backlog is not None:
-            async for ev in backlog:
-                if ev.seq > sent:
-                    yield sse_frame(ev)
-                    sent = ev.seq
-            backlog = None
-        try:
-            item = await sub.get(timeout=ctx.config.sse_keepalive_s)
-        except TimeoutError:
-            yield b":keepalive\n\n"
-            continue
-        except Overflowed:
-            sub.reset()
-            backlog = _backlog(ctx, body, max(sent, 0), undelivered=False)
-            continue
-        if isinstance(item, SessionClosed | ServerClosing) or holder.closed is not None:
-            return  # (a reconnect with a gone token is answered 410)
-        if isinstance(item, StoredEvent) and item.delivery is not None and not item.ephemeral and item.seq > sent:
-            yield sse_frame(item)
-            sent = item.seq
+    return SseStream(ctx, body, _resume_point(request), keys)

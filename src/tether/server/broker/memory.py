@@ -1,52 +1,57 @@
-"""In-process broker: topics with bounded subscriber queues.
+"""In-process broker: typed topics with bounded subscriber queues.
 
 The broker carries notifications of *committed* events only (commit, then fan out). A
 subscriber that falls behind by more than its queue holds is not slowed down for
 everyone else: it is marked overflowed and must re-read what it missed from the store.
+What each topic carries is a closed set of types (broker/items.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from tether.server.broker.items import Revoked, ServerClosing, Topic
 
-class ServerClosing:
-    """Broadcast to every subscription when the server begins to shut down: streams end now
-    (clients resume elsewhere or after the restart) instead of holding up the graceful exit."""
-
-
-SERVER_CLOSING = ServerClosing()
+T = TypeVar("T")
 
 
 class Overflowed(Exception):
     """The subscriber's queue filled up; re-synchronise from the store."""
 
 
-class Subscription:
-    def __init__(self, broker: Broker, topic: str, maxsize: int) -> None:
+class Subscription(Generic[T]):
+    def __init__(self, broker: Broker, topic: Topic[T], maxsize: int) -> None:
         self.broker = broker
-        self.topic = topic
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.topic = topic.name
+        self.queue: asyncio.Queue[T | ServerClosing | Revoked] = asyncio.Queue(maxsize)
         self.overflowed = False
         self.closed = False
         # Optional synchronous consumer: ``direct(item)`` returns True when it handled the item
         # (e.g. wrote it to a socket); it is asked only while nothing is queued, so the order holds.
-        self.direct: Callable[[Any], bool] | None = None
+        self.direct: Callable[[T], bool] | None = None
 
-    def _offer(self, item: Any) -> None:
+    def _offer(self, item: T) -> None:
         if self.overflowed:
             return
         if self.direct is not None and not self.queue.qsize() and self.direct(item):
             return
+        self._put(item)
+
+    def _put(self, item: T | ServerClosing | Revoked) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             # the queue stays full; get() raises Overflowed once the backlog is drained
             self.overflowed = True
 
-    async def get(self, timeout: float | None = None) -> Any:
+    def interrupt(self, item: ServerClosing | Revoked) -> None:
+        """Queue an out-of-band item (never taken by ``direct``). On a full queue the subscriber
+        overflows instead: its reader re-reads the store and looks at why it was woken."""
+        self._put(item)
+
+    async def get(self, timeout: float | None = None) -> T | ServerClosing | Revoked:
         """The next item; raise TimeoutError on timeout, Overflowed once the backlog is drained."""
         if self.overflowed and self.queue.empty():
             raise Overflowed(self.topic)
@@ -55,7 +60,7 @@ class Subscription:
         async with asyncio.timeout(timeout):
             return await self.queue.get()
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> T | ServerClosing | Revoked:
         if self.overflowed and self.queue.empty():
             raise Overflowed(self.topic)
         return self.queue.get_nowait()
@@ -71,7 +76,7 @@ class Subscription:
             self.closed = True
             self.broker._remove(self)
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Subscription[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -83,33 +88,30 @@ class Broker:
         if queue_size < 1:  # asyncio.Queue(0) is unbounded: a slow subscriber would grow without end
             raise ValueError(f"broker_queue_size must be at least 1, got {queue_size}")
         self.queue_size = queue_size
-        self._topics: dict[str, set[Subscription]] = {}
+        self._topics: dict[str, set[Subscription[Any]]] = {}
 
-    def subscribe(self, topic: str, maxsize: int | None = None) -> Subscription:
+    def subscribe(self, topic: Topic[T], maxsize: int | None = None) -> Subscription[T]:
         sub = Subscription(self, topic, maxsize or self.queue_size)
-        self._topics.setdefault(topic, set()).add(sub)
+        self._topics.setdefault(topic.name, set()).add(sub)
         return sub
 
-    def publish(self, topic: str, item: Any) -> int:
-        subs = self._topics.get(topic)
+    def publish(self, topic: Topic[T], item: T) -> int:
+        subs = self._topics.get(topic.name)
         if not subs:
             return 0
         for sub in tuple(subs):
             sub._offer(item)
         return len(subs)
 
-    def broadcast(self, item: Any) -> None:
+    def broadcast(self, item: ServerClosing) -> None:
         for subs in tuple(self._topics.values()):
             for sub in tuple(subs):
-                try:
-                    sub.queue.put_nowait(item)
-                except asyncio.QueueFull:
-                    sub.overflowed = True
+                sub.interrupt(item)
 
-    def subscriber_count(self, topic: str) -> int:
-        return len(self._topics.get(topic, ()))
+    def subscriber_count(self, topic: Topic[Any]) -> int:
+        return len(self._topics.get(topic.name, ()))
 
-    def _remove(self, sub: Subscription) -> None:
+    def _remove(self, sub: Subscription[Any]) -> None:
         subs = self._topics.get(sub.topic)
         if subs is not None:
             subs.discard(sub)

@@ -20,7 +20,7 @@ from tether.protocol.runner_policy import secret_fields
 from tether.protocol.work_secret import WorkSecret, encode_work_secret
 from tether.server.auth.service import Auth
 from tether.server.auth.worker_jwt import WorkerClaims
-from tether.server.broker import Broker, ServerClosing
+from tether.server.broker import WORK_QUEUED, Broker, ServerClosing, work_topic
 from tether.server.clock import now
 from tether.server.config import Config
 from tether.server.store import Store, Tx
@@ -28,10 +28,6 @@ from tether.server.store.records import EnvironmentRecord, SessionRecord, WorkIt
 from tether.server.streams import CLOSE_UNAUTHORIZED, OpenStreams, work_key
 
 log = logging.getLogger("tether.server.dispatch")
-
-
-def work_topic(env_id: str) -> str:
-    return f"w:{env_id}"
 
 
 MAX_CACHED_WORK = 100_000
@@ -88,7 +84,7 @@ class Dispatcher:
         return item
 
     def _wake(self, env_id: str) -> None:
-        self.broker.publish(work_topic(env_id), True)
+        self.broker.publish(work_topic(env_id), WORK_QUEUED)
 
     async def ensure_worker(self, tx: Tx, session: SessionRecord) -> None:
         """Queue work when a session bound to an environment has no live work item."""

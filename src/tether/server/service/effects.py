@@ -150,12 +150,17 @@ async def settle_answer(tx: Tx, body: str, perm: PermissionRecord, how: Settleme
 async def expire_pending(tx: Tx, hub: Hub, session: SessionRecord, reason: str) -> SessionRecord:
     """Settle the pending permission requests of a worker that is gone (lease lapsed, work stopped,
     session archived): each becomes ``expired`` and a ``control_cancel_request`` is logged and fanned
-    out, so no client is left with a prompt nobody will ever read. The session as it is now."""
+    out, so no client is left with a prompt nobody will ever read. The session as it is now.
+
+    After a lapsed lease the cancel is also delivered to the worker: the same worker may come back
+    (a laptop that slept past the lease adopts the re-dispatch) with its agent still waiting for
+    that answer, and its session host answers the agent instead (docs/protocol.md §4.6)."""
     expired = await tx.permissions.expire_pending(session.id, now())
     if not expired:
         return session
+    to_worker = reason == "lease_lapsed"
     cancels = [server_event({"type": m.CONTROL_CANCEL_REQUEST, "request_id": perm.request_id,
-                             "reason": reason}, to_worker=False) for perm in expired]
+                             "reason": reason}, to_worker=to_worker) for perm in expired]
     stored = await tx.events.append(session.id, session.last_seq, cancels, now())
     status = session.status if reason == "archived" else next_status(session.status, "worker_gone")
     if status != session.status:

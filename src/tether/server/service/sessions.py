@@ -231,8 +231,8 @@ class Sessions:
             await self.dispatcher.supersede(tx, session.id, close_streams=False)  # SessionClosed closes: 4001
             await tx.audit.insert(principal.org_id, principal.user_id, "session.archive", f"session_{body}",
                                   {"reason": reason} if reason else None, t)
-            frames = [self._frame(replace(session, status=status, archived_at=t, archive_reason=reason)),
-                      SessionClosed()]
+            frames: list[Live | SessionClosed] = [
+                self._frame(replace(session, status=status, archived_at=t, archive_reason=reason)), SessionClosed()]
             tx.after_commit(lambda: self.hub.publish_frames(body, frames))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +21,8 @@ from tether.server.auth.service import Auth, Principal
 from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.clock import now
 from tether.server.config import Config
-from tether.server.hub import Hub, Live, delivery_frame
+from tether.server.delivery import DeliveryRecorder
+from tether.server.hub import Hub, Live
 from tether.server.service.dispatch import Dispatcher
 from tether.server.service.log import load_session
 from tether.server.store import Store, StoredEvent
@@ -58,12 +59,18 @@ class Caller:
 
 
 class WorkerConnection:
-    """One open v1 worker socket: what it was sent that only later worker output confirms."""
+    """One open v1 worker socket: the control messages sent on it that are not confirmed yet.
 
-    def __init__(self, body: str, caller: Caller) -> None:
+    A worker that sent ``X-Tether-Receipts`` at the upgrade (Tether's transport) confirms each one
+    with a receipt frame; for the others (the stock CLI) the legacy rule applies: confirmed once
+    the worker speaks after it was sent — unsound when the socket dies with the frame unread
+    (output posted meanwhile may predate it), which is why Tether's workers send receipts."""
+
+    def __init__(self, body: str, caller: Caller, receipts: bool = False) -> None:
         self.body = body
         self.caller = caller
-        self.unconfirmed: list[str] = []  # uuids of control messages sent on this socket
+        self.receipts = receipts
+        self.unconfirmed: list[StoredEvent] = []  # control messages sent on this socket
 
 
 class WorkerConnections:
@@ -89,8 +96,9 @@ class WorkerConnections:
         del self._by_session[conn.body]
         return True
 
-    def of(self, body: str) -> Iterator[WorkerConnection]:
-        return iter(tuple(self._by_session.get(body, ())))
+    def of(self, body: str) -> Collection[WorkerConnection]:
+        """The session's open sockets (the live set: iterate it without awaiting)."""
+        return self._by_session.get(body, ())
 
 
 @dataclass(frozen=True)
@@ -105,12 +113,14 @@ class WorkerState:
 
 
 class Workers:
-    def __init__(self, config: Config, store: Store, hub: Hub, auth: Auth, dispatcher: Dispatcher) -> None:
+    def __init__(self, config: Config, store: Store, hub: Hub, auth: Auth, dispatcher: Dispatcher,
+                 recorder: DeliveryRecorder) -> None:
         self.config = config
         self.store = store
         self.hub = hub
         self.auth = auth
         self.dispatcher = dispatcher
+        self.recorder = recorder
         self.connections = WorkerConnections()
 
     def _frame(self, session: SessionRecord) -> Live:
@@ -188,14 +198,23 @@ class Workers:
             frame = self._frame(replace(session, worker_status=status, worker_last_seen=t))
             tx.after_commit(lambda: self.hub.publish_frames(body, [frame]))
 
-    async def confirm_sent_controls(self, body: str) -> None:
-        """v1 rule: a control message is confirmed once the worker speaks after it was sent."""
-        uuids: list[str] = []
+    def confirm_sent_controls(self, body: str) -> None:
+        """Legacy v1 rule (workers without receipts): a control message is confirmed once the worker
+        speaks after it was sent (written with the next batch of delivery states, server/delivery.py)."""
         for conn in self.connections.of(body):
-            uuids += conn.unconfirmed
-            conn.unconfirmed = []
-        if uuids:
-            await self._move_deliveries(body, {"processed": uuids})
+            if not conn.receipts and conn.unconfirmed:
+                sent, conn.unconfirmed = conn.unconfirmed, []
+                for ev in sent:
+                    self.recorder.moved(ev, "processed")
+
+    def confirm_receipts(self, conn: WorkerConnection, uuids: list[str]) -> None:
+        """The worker confirmed reading these control messages (a receipt frame on this socket)."""
+        wanted = set(uuids)
+        confirmed = [ev for ev in conn.unconfirmed if ev.uuid in wanted]
+        if confirmed:
+            conn.unconfirmed = [ev for ev in conn.unconfirmed if ev.uuid not in wanted]
+            for ev in confirmed:
+                self.recorder.moved(ev, "processed")
 
     # ---- v2 ---------------------------------------------------------------------------------
     def check_epoch(self, session: SessionRecord, epoch: int) -> None:
@@ -285,20 +304,18 @@ class Workers:
             self.hub.publish_frames(session.id, [self._frame(session)])
         return len(lapsed)
 
-    async def deliveries(self, body: str, updates: Mapping[str, list[str]]) -> None:
+    async def deliveries(self, body: str, by_status: Mapping[str, list[str]]) -> None:
         """W9: inbound events move forward (received → processing → processed), never back."""
-        await self._move_deliveries(body, updates)
-
-    async def _move_deliveries(self, body: str, by_status: Mapping[str, list[str]]) -> None:
         async with self.store.write() as tx:
             moved: list[StoredEvent] = []
             for status in DELIVERY_STATES:  # in order, so a batch may carry received then processed
                 ids = by_status.get(status)
                 if ids:
                     moved += await tx.events.set_delivery(body, uuids=ids, event_ids=ids, status=status)
-            frames = [delivery_frame(ev) for ev in moved]
-            if frames:
-                tx.after_commit(lambda: self.hub.publish_frames(body, frames))
+            # written before the answer (the worker acknowledged them); subscribers hear of a move
+            # once, though a stream may have told them already (server/delivery.py)
+            if moved:
+                tx.after_commit(lambda: self.hub.publish_frames(body, self.recorder.saved(moved)))
 
     async def append_internal(self, rows: list[InternalEvent]) -> None:
         """W7: v2 transcript rows (deduplicated by uuid)."""

@@ -14,6 +14,7 @@ from tether.protocol.leases import LeaseState
 from tether.protocol.permissions import PermissionStatus
 from tether.protocol.session_status import SessionStatus
 from tether.server import jsonio
+from tether.server.clock import iso
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -78,6 +79,14 @@ class StoredEvent:
     @cached_property
     def worker_text(self) -> str:
         return self.payload_json + "\n"
+
+    @cached_property
+    def worker_sse_frame(self) -> bytes:
+        """The v2 worker stream's ``client_event`` frame (docs/protocol.md §8.3), built once for
+        every stream that sends it."""
+        data = {"event_id": self.event_id, "sequence_num": self.seq, "event_type": self.event_type,
+                "source": self.source, "payload": self.payload, "created_at": iso(self.created_at)}
+        return b"event: client_event\nid: %d\ndata: %s\n\n" % (self.seq, jsonio.dumps(data))
 
     @cached_property
     def worker_frame(self) -> bytes:

@@ -1,0 +1,64 @@
+"""The delivery ledger (tether.protocol.delivery): moves only go forward, each move is news once
+however many streams report it, and the moves not yet written come out in one batch."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.protocol.delivery import STATES, DeliveryLedger, rank
+
+
+def test_ten_streams_sending_one_event_make_one_move() -> None:
+    ledger = DeliveryLedger()
+    news = [ledger.move("s", "u1", "received", seen="pending") for _ in range(10)]
+    assert news == [True] + [False] * 9
+    assert ledger.state("s", "u1") == "received"
+    assert ledger.take_unsaved() == {"s": {"received": ["u1"]}}
+    assert ledger.take_unsaved() == {}, "a batch is handed out once"
+    assert not ledger.move("s", "u1", "received"), "still known after it was written"
+
+
+def test_moves_never_go_backwards() -> None:
+    ledger = DeliveryLedger()
+    assert not ledger.move("s", "u", "received", seen="processed"), "the row says it is further already"
+    assert ledger.move("s", "u", "processing")
+    assert not ledger.move("s", "u", "received")
+    assert ledger.move("s", "u", "processed")
+    assert ledger.take_unsaved() == {"s": {"processed": ["u"]}}, "only the furthest state is written"
+
+
+def test_a_saved_move_is_news_once_and_supersedes_an_unwritten_one() -> None:
+    ledger = DeliveryLedger()
+    assert ledger.move("s", "a", "received")
+    assert ledger.move("s", "b", "received")
+    assert ledger.saved("s", "a", "processed"), "the worker acknowledged it (written already)"
+    assert not ledger.saved("s", "a", "processed")
+    assert not ledger.saved("s", "b", "received"), "subscribers were told by the stream already"
+    assert ledger.take_unsaved() == {"s": {"received": ["b"]}}, "a is in the store already"
+
+
+def test_a_failed_batch_goes_back_behind_newer_moves() -> None:
+    ledger = DeliveryLedger()
+    ledger.move("s", "a", "received")
+    ledger.move("t", "b", "received")
+    batch = ledger.take_unsaved()
+    ledger.move("s", "a", "processed")
+    ledger.restore(batch)
+    assert ledger.take_unsaved() == {"s": {"processed": ["a"]}, "t": {"received": ["b"]}}
+
+
+def test_memory_is_bounded_and_a_forgotten_event_is_judged_by_what_its_caller_saw() -> None:
+    ledger = DeliveryLedger(max_known=3)
+    for i in range(5):
+        ledger.move("s", f"u{i}", "received")
+    assert ledger.state("s", "u0") is None and ledger.state("s", "u4") == "received"
+    assert not ledger.move("s", "u0", "received", seen="received")
+    assert ledger.unsaved_count == 5, "unwritten moves are never forgotten"
+
+
+def test_bad_states_and_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown delivery state"):
+        DeliveryLedger().move("s", "u", "delivered")
+    with pytest.raises(ValueError):
+        DeliveryLedger(max_known=0)
+    assert [rank(s) for s in STATES] == [0, 1, 2, 3] and rank(None) == 0
