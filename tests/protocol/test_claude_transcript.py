@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from tether.protocol.claude_transcript import (
     ChainOrder,
-    _base36,
     FileState,
+    _base36,
     clean_local_command,
     config_dir,
     interrupted_result,
