@@ -84,6 +84,15 @@ def test_round_trip_to_control_request() -> None:
     assert p.from_can_use_tool(pending().to_control_request(), "cse_abc", "2025-01-01T00:00:00Z") == pending()
 
 
+def test_a_minimal_question_round_trips_without_the_optional_fields() -> None:
+    minimal = control_request("can_use_tool", "r1", tool_name="Read", input={"file_path": "a"})
+    req = p.from_can_use_tool(minimal, "cse_abc", "2025-01-01T00:00:00Z")
+    assert (req.tool_use_id, req.description, req.permission_suggestions, req.extra) == (None, None, None, {})
+    rebuilt = req.to_control_request()
+    del rebuilt["session_id"]
+    assert rebuilt == minimal
+
+
 def test_resolve_allow_then_everything_else_fails() -> None:
     req = pending()
     res = p.resolve(req, "allow", "user_1", "t1", {"behavior": "allow", "updatedInput": {}})
