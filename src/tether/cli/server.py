@@ -81,27 +81,13 @@ def _check_redis_url(url: str) -> None:
 async def prepare(cfg: Config, *, runner_token: bool = False) -> tuple[str, bool, str | None]:
     """Migrate, bootstrap the owner, and mint a one-time login link (and, for ``--runner``, the
     runner's personal token: the previous one is revoked, so restarts do not pile tokens up)."""
-    from tether.server.auth.service import Auth
-    from tether.server.store import Store
+    from tether.server.service.accounts import open_accounts
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(cfg.db_url)
-    try:
-        await store.open()
-        auth = Auth(cfg, store)
-        await auth.open()
-        _org, owner, created = await auth.bootstrap()
-        token = None
-        async with store.write() as tx:
-            link = await auth.login_link(tx, owner)
-            if runner_token:
-                for old in await tx.list_tokens(owner["id"], "personal"):
-                    if old["name"] == RUNNER_TOKEN_NAME and not old["revoked"]:
-                        await tx.update_token(old["id"], revoked=True)
-                token = str((await auth.issue(tx, "personal", owner, ttl=None, name=RUNNER_TOKEN_NAME)).secret)
-        return link, created, token
-    finally:
-        await store.close()
+    async with open_accounts(cfg) as accounts:
+        link, created = await accounts.owner_login_link()
+        token = await accounts.owner_token(RUNNER_TOKEN_NAME, replace_named=True) if runner_token else None
+    return link, created, token
 
 
 DataDirOption = typer.Option(None, "--data-dir", metavar="DIR", help=f"Server data (default {default_home()}/server).")

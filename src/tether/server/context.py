@@ -11,10 +11,19 @@ from tether.server.auth.service import Auth
 from tether.server.broker import SERVER_CLOSING, Broker
 from tether.server.config import Config
 from tether.server.delivery import DeliveryRecorder
-from tether.server.dispatch import Dispatcher
 from tether.server.hub import Hub
 from tether.server.metrics import Metrics
-from tether.server.store import Store
+from tether.server.service.accounts import Accounts
+from tether.server.service.dispatch import Dispatcher
+from tether.server.service.effects import expire_pending
+from tether.server.service.environments import Environments
+from tether.server.service.files import Files
+from tether.server.service.log import EventLog
+from tether.server.service.permissions import Permissions
+from tether.server.service.sessions import Sessions
+from tether.server.service.workers import Workers
+from tether.server.store import Store, Tx
+from tether.server.store.records import SessionRecord
 from tether.server.streams import OpenStreams
 from tether.server.web.renderer import Renderer
 
@@ -27,6 +36,13 @@ class ServerContext:
     auth: Auth
     dispatcher: Dispatcher
     hub: Hub
+    log: EventLog
+    sessions: Sessions
+    permissions: Permissions
+    workers: Workers
+    environments: Environments
+    accounts: Accounts
+    files: Files
     limiter: RateLimiter
     login_limiter: RateLimiter
     streams: OpenStreams
@@ -56,13 +72,23 @@ class ServerContext:
         auth = Auth(config, store)
         streams = OpenStreams()
         dispatcher = Dispatcher(config, store, broker, auth, streams)
-        hub = Hub(config, store, broker, dispatcher)
-        dispatcher.on_worker_gone = hub.expire_permissions
+        hub = Hub(broker)
+
+        async def worker_gone(tx: Tx, session: SessionRecord, reason: str) -> SessionRecord:
+            return await expire_pending(tx, hub, session, reason)
+
+        dispatcher.on_worker_gone = worker_gone
+        log = EventLog(config, store, hub, dispatcher)
         limits = config.limits
         metrics = Metrics()
+        deliveries = DeliveryRecorder(store, broker, metrics, config.delivery_flush_s)
         return cls(
-            config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub,
-            deliveries=DeliveryRecorder(store, broker, metrics, config.delivery_flush_s), metrics=metrics,
+            config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub, log=log,
+            sessions=Sessions(config, store, hub, log, dispatcher), permissions=Permissions(store, log),
+            workers=Workers(config, store, hub, auth, dispatcher, deliveries),
+            environments=Environments(config, store, dispatcher),
+            accounts=Accounts(config, store, auth, streams), files=Files(store),
+            deliveries=deliveries, metrics=metrics,
             limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
             login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
             streams=streams,

@@ -25,6 +25,10 @@ from tether.server.broker.wire import Control, KeyClosed, RoleFell
 
 log = logging.getLogger("tether.server.streams")
 
+# The code a revoked credential's sockets close with (docs/protocol.md §8.5): the token was revoked,
+# the role fell, the user logged out, or the worker's work ended with nothing after it.
+CLOSE_UNAUTHORIZED = 4003
+
 
 class Holder:
     """One open socket or stream: the role it holds, and how to make it close."""

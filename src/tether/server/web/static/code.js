@@ -238,6 +238,7 @@ function openSocket(id, attempt) {
     if (f.type === 'session_update') {
       s.session_status = f.status;
       if (f.title) s.title = f.title;
+      if (f.worker) s.worker = { ...s.worker, ...f.worker };
       s.updated_at = new Date().toISOString();
       renderSessions();
     } else if (typeof f.sequence_num === 'number' && !f.ephemeral && f.type !== 'delivery_update') {

@@ -716,6 +716,7 @@ function onSessionUpdate(f) {
   if (!state.session) return;
   if (f.status) state.session.session_status = f.status;
   if (typeof f.title === 'string' && f.title) state.session.title = f.title;
+  if (f.worker) state.session.worker = { ...state.session.worker, ...f.worker };  // health: at once
   updateHeader();
   clearTimeout(onSessionUpdate.timer);
   onSessionUpdate.timer = setTimeout(refreshSession, 300);
