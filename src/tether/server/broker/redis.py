@@ -222,12 +222,16 @@ class RedisBroker(Broker):
             else:
                 await self._due.wait()
             self._due.clear()
-            while self._outbox or self._unsent:
-                batch = [*self._unsent, *self._outbox[:MAX_BATCH]]
-                self._unsent.clear()
-                del self._outbox[:MAX_BATCH]
-                if not await self._send(batch):
-                    break
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send everything queued now (at shutdown, after ``run`` was cancelled)."""
+        while self._outbox or self._unsent:
+            batch = [*self._unsent, *self._outbox[:MAX_BATCH]]
+            self._unsent.clear()
+            del self._outbox[:MAX_BATCH]
+            if not await self._send(batch):
+                return
 
     async def _send(self, batch: list[Any]) -> bool:
         self._numbered += 1
