@@ -86,3 +86,12 @@ def test_stale_publishers_are_pruned_when_full() -> None:
     assert gaps.entry("third", 1, 100.0)  # "old" pruned (stale), "new" kept
     assert gaps.entry("new", 2, 100.0)
     assert not gaps.entry("old", 2, 100.0)
+
+
+def test_knows_the_publishers_seen() -> None:
+    gaps = PublisherGaps()
+    assert not gaps.knows("p")
+    gaps.expect("p", 9, 0.0)
+    assert gaps.knows("p")
+    gaps.forget_all()
+    assert not gaps.knows("p")

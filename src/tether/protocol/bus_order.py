@@ -91,6 +91,9 @@ class PublisherGaps:
         self._last[publisher] = (number, now)
         return number == (seen[0] if seen is not None else 0) + 1
 
+    def knows(self, publisher: str) -> bool:
+        return publisher in self._last
+
     def forget_all(self) -> None:
         """Reading starts over from the bus's end (after an outage): nothing is expected."""
         self._last.clear()

@@ -33,14 +33,23 @@ class ScaleOut:
     limiter: SharedRateLimiter
     login_limiter: SharedRateLimiter
 
+    def __post_init__(self) -> None:
+        self._stop = asyncio.Event()
+
     async def run(self) -> None:
+        """Until :meth:`stop` (not cancelled: a redis-py call cancelled in flight can hang its pool)."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.broker.run(), name="bus")
-            tg.create_task(self.limiter.run(now), name="rate-limit-sync")
-            tg.create_task(self.login_limiter.run(now), name="login-limit-sync")
+            tg.create_task(self.limiter.run(now, self._stop), name="rate-limit-sync")
+            tg.create_task(self.login_limiter.run(now, self._stop), name="login-limit-sync")
+
+    def stop(self) -> None:
+        """``run`` ends within one bus read (broker/redis.py BLOCK_MS)."""
+        self._stop.set()
+        self.broker.stop()
 
     async def close(self) -> None:
-        """After ``run`` was cancelled: the last notices and revocations out, then disconnect."""
+        """After ``run`` ended: the last notices and revocations out, then disconnect."""
         try:
             async with asyncio.timeout(CLOSE_DEADLINE_S):
                 await self.broker.flush()

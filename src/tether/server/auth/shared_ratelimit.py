@@ -16,6 +16,7 @@ out once Redis is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -92,8 +93,9 @@ class SharedRateLimiter(RateLimiter):
         self.shared = True
         return True
 
-    async def run(self, clock: Callable[[], float]) -> None:
-        """Sync every ``sync_s`` for the server's lifetime."""
-        while True:
-            await asyncio.sleep(self.sync_s)
+    async def run(self, clock: Callable[[], float], stop: asyncio.Event) -> None:
+        """Sync every ``sync_s`` until ``stop`` (never cancelled mid-call: broker/redis.py)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.sync_s)
             await self.sync(clock())
