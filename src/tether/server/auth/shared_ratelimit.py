@@ -64,9 +64,10 @@ class SharedRateLimiter(RateLimiter):
 
     def check(self, key: str, now: float, cost: float = 1.0) -> int:
         wait = super().check(key, now, cost)
-        if wait == 0 and self.rate > 0:
-            if key in self._spent or len(self._spent) < self.max_keys:
-                self._spent[key] = self._spent.get(key, 0.0) + cost
+        if self.rate > 0 and (key in self._spent or len(self._spent) < self.max_keys):
+            # a refused request costs nothing but brings the key into the next sync: a client
+            # waiting here learns when the shared bucket allows it again
+            self._spent[key] = self._spent.get(key, 0.0) + (cost if wait == 0 else 0.0)
         return wait
 
     async def sync(self, now: float) -> bool:
