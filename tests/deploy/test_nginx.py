@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from tests.server.test_v2 import SSEReader, bridge, code_session
 from tests.support.server import ROOT, ServerProcess, free_port, wait_until
 from tests.support.worker import auth, subscribe, user_message
