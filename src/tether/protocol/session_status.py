@@ -31,6 +31,24 @@ from typing import Any, Final, Literal
 
 from tether.protocol import messages as m
 
+__all__ = [
+    "STATUSES",
+    "TRANSITIONS",
+    "WORKER_STATUSES",
+    "Cue",
+    "PresenceStatus",
+    "SessionStatus",
+    "WorkerStatus",
+    "inbound_cue",
+    "next_status",
+    "outbound_cue",
+    "presence_on_heartbeat",
+    "presence_on_report",
+    "reported_status",
+    "settled_cue",
+    "worker_connected",
+]
+
 SessionStatus = Literal["idle", "running", "requires_action", "archived"]
 WorkerStatus = Literal["idle", "running", "requires_action"]
 Cue = Literal["prompt", "agent_output", "permission_asked", "permissions_settled", "turn_ended",

@@ -12,9 +12,15 @@ from tether.protocol.leases import environment_online
 from tether.protocol.session_status import worker_connected
 from tether.server.clock import iso
 from tether.server.hub import Live
-from tether.server.store.records import EnvironmentRecord, PermissionRecord, SessionRecord, WorkItem
+from tether.server.store.records import (
+    EnvironmentRecord,
+    PermissionRecord,
+    SessionRecord,
+    UserRecord,
+    WorkItem,
+)
 
-__all__ = ["environment_json", "is_online", "permission_json", "session_json", "session_update_frame",
+__all__ = ["environment_json", "is_online", "member_json", "permission_json", "session_json", "session_update_frame",
            "work_json", "worker_json"]
 
 
@@ -117,3 +123,9 @@ def work_json(row: WorkItem, v2: bool) -> dict[str, Any]:
         "secret": row.secret,
         "created_at": iso(row.created_at),
     }
+
+
+def member_json(row: UserRecord, me: str) -> dict[str, Any]:
+    """A member of an organisation as the web client's settings page shows it (``you``: the caller)."""
+    return {"id": row.id, "email": row.email, "role": row.role, "created_at": iso(row.created_at),
+            "has_password": bool(row.password_hash), "you": row.id == me}

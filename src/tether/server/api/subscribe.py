@@ -144,12 +144,10 @@ class _SubscriberFeed(Feed):
         self.ctx.metrics.inc("subscriber_direct_writes_total")
 
     async def open(self) -> Start:
-        async with self.ctx.store.read() as tx:
-            session = await tx.sessions.get(self.body)
-            pending = await tx.permissions.of_session(self.body, "pending")
+        last_seq, pending = await self.ctx.permissions.open_at(self.body)
         if self.from_seq is None:
             self.pending = pending
-            return Start(session.last_seq if session else 0)
+            return Start(last_seq)
         # requests logged after from_seq arrive with the replay
         self.pending = [p for p in pending if p.seq is None or p.seq <= self.from_seq]
         return Start(self.from_seq, LogView.ALL)

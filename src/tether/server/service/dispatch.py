@@ -27,6 +27,8 @@ from tether.server.store import Store, Tx
 from tether.server.store.records import EnvironmentRecord, SessionRecord, WorkItem
 from tether.server.streams import CLOSE_UNAUTHORIZED, OpenStreams, work_key
 
+__all__ = ["MAX_CACHED_WORK", "Dispatcher"]
+
 log = logging.getLogger("tether.server.dispatch")
 
 

@@ -33,6 +33,14 @@ class Permissions:
             await load_session(tx, body, org_id)
             return await tx.permissions.of_session(body, status)
 
+    async def open_at(self, body: str) -> tuple[int, list[PermissionRecord]]:
+        """For a subscriber that opens now: the session's last sequence number (0 if it is gone) and
+        its pending requests, read together."""
+        async with self.store.read() as tx:
+            session = await tx.sessions.get(body)
+            pending = await tx.permissions.of_session(body, "pending")
+        return (session.last_seq if session else 0), pending
+
     async def answer(self, body: str, org_id: str | None, actor: str, message: dict[str, Any]) -> Ingest:
         """``actor`` answers with ``message`` (a ``control_response``); ``org_id`` None: a worker token."""
         obj, text = check_event(message, self.log.config.limits.max_event_bytes)

@@ -16,6 +16,10 @@ from tether.protocol.session_status import SessionStatus
 from tether.server import jsonio
 from tether.server.clock import iso
 
+__all__ = ["AuditEntry", "DeliveryState", "EnvironmentRecord", "EventIn", "FileRecord", "InternalEvent",
+           "MemberRecord", "OrgRecord", "PermissionRecord", "SessionRecord", "SigningKey", "StoredEvent",
+           "TokenRecord", "UserRecord", "WorkItem", "ws_text_frame"]
+
 
 def ws_text_frame(payload: bytes) -> bytes:
     """A complete unmasked server-to-client WebSocket text frame (RFC 6455 §5.2)."""

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -28,8 +27,7 @@ from tether.server.api.common import (
     read_object,
     user,
 )
-from tether.server.clock import iso
-from tether.server.store.records import UserRecord
+from tether.server.views import member_json
 from tether.server.web.assets import load
 
 router = APIRouter()
@@ -71,17 +69,12 @@ async def undelivered(session_id: str, request: Request) -> Response:
                                   for r in rows]})
 
 
-def _member_json(row: UserRecord, me: str) -> dict[str, Any]:
-    return {"id": row.id, "email": row.email, "role": row.role, "created_at": iso(row.created_at),
-            "has_password": bool(row.password_hash), "you": row.id == me}
-
-
 @router.get("/web/members")
 async def members(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await user(request)
     rows = await ctx.accounts.members(principal.org_id)
-    return JSONResponse({"data": [_member_json(r, principal.user_id) for r in rows]})
+    return JSONResponse({"data": [member_json(r, principal.user_id) for r in rows]})
 
 
 @router.post("/web/members")
@@ -96,7 +89,7 @@ async def add_member(request: Request) -> Response:
     if role not in ROLES:
         raise InvalidRequest(f"'role' must be one of {', '.join(ROLES)}.")
     row, link = await ctx.accounts.add_member(principal, email.strip(), role)
-    return JSONResponse({**_member_json(row, principal.user_id), "login_link": link})
+    return JSONResponse({**member_json(row, principal.user_id), "login_link": link})
 
 
 @router.patch("/web/members/{user_id}")
@@ -109,4 +102,4 @@ async def set_role(user_id: str, request: Request) -> Response:
     if role not in ROLES:
         raise InvalidRequest(f"'role' must be one of {', '.join(ROLES)}.")
     target = await ctx.accounts.set_role(principal, user_id, role)
-    return JSONResponse(_member_json(target, principal.user_id))
+    return JSONResponse(member_json(target, principal.user_id))
