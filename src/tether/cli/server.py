@@ -72,6 +72,12 @@ def _check_proxies(value: str) -> None:
                                      "(e.g. 127.0.0.1 or 10.0.0.0/8).") from None
 
 
+def _check_redis_url(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise typer.BadParameter(f"--redis-url: {url!r} is not a Redis URL (redis://HOST:PORT/DB, rediss://… or "
+                                 "unix:///path/to/redis.sock).")
+
+
 async def prepare(cfg: Config, *, runner_token: bool = False) -> tuple[str, bool, str | None]:
     """Migrate, bootstrap the owner, and mint a one-time login link (and, for ``--runner``, the
     runner's personal token: the previous one is revoked, so restarts do not pile tokens up)."""
@@ -94,6 +100,12 @@ def serve(
     port: int = typer.Option(None, "--port", metavar="PORT", help="Port to listen on (default 8787)."),
     data_dir: pathlib.Path = DataDirOption,
     database_url: str = typer.Option(None, "--database-url", metavar="URL", help="SQLAlchemy URL (default: SQLite in --data-dir)."),
+    redis_url: str = typer.Option(None, "--redis-url", metavar="URL",
+                                  help="Redis for several instances on one database (redis://HOST:PORT/DB; env "
+                                       "TETHER_REDIS_URL): fan-out, wake-ups, revocations and rate limits."),
+    check: bool = typer.Option(False, "--check", help="Check that the database and Redis are reachable and the "
+                                                      "schema is migrated, then exit (0 ok, 1 a check failed)."),
+    as_json: bool = typer.Option(False, "--json", help="With --check: print one JSON object."),
     public_url: str = typer.Option(None, "--public-url", metavar="URL", help="URL clients use, when behind a reverse proxy "
                                    "(then X-Forwarded-For from loopback is believed)."),
     trusted_proxy: str = typer.Option(None, "--trusted-proxy", metavar="ADDR[,ADDR]",
@@ -124,6 +136,16 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     cfg = build_config(host, port, data_dir, database_url, public_url, tls_cert, tls_key, trusted_proxy)
+    if redis_url is not None:
+        cfg.redis_url = redis_url
+    if cfg.redis_url:
+        _check_redis_url(cfg.redis_url)
+    if check:
+        from tether.cli.server_check import run_check
+
+        raise typer.Exit(run_check(cfg, as_json))
+    if as_json:
+        raise typer.BadParameter("--json goes with --check (or `tether server status --json`).")
     if worker_transport is not None:
         if worker_transport not in ("v1", "v2"):
             raise typer.BadParameter("--worker-transport must be v1 or v2.")

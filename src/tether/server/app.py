@@ -71,6 +71,8 @@ def create_app(config: Config) -> FastAPI:
             sweeper = tg.create_task(ctx.workers.run_presence_sweep(), name="presence-sweep")
             checkpointer = tg.create_task(ctx.store.run_checkpointer(), name="wal-checkpointer")
             deliveries = tg.create_task(ctx.deliveries.run(), name="delivery-writer")
+            if ctx.scale_out is not None:
+                tg.create_task(ctx.scale_out.run(), name="scale-out")
             # What start-up made lives as long as the process: out of the collector's sight,
             # a full collection no longer walks it (a multi-millisecond pause otherwise).
             gc.collect()
@@ -88,8 +90,12 @@ def create_app(config: Config) -> FastAPI:
                 sweeper.cancel()
                 checkpointer.cancel()
                 deliveries.cancel()
+                if ctx.scale_out is not None:
+                    ctx.scale_out.stop()  # (ends by itself, within half a second)
         await ctx.renderer.close()
         await _write_deliveries(ctx)
+        if ctx.scale_out is not None:
+            await ctx.scale_out.close()
         await ctx.broker.close()
         await ctx.store.close()
 

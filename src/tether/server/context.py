@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tether.protocol.body_budget import BodyBudget
 from tether.server.auth.ratelimit import RateLimiter
@@ -26,6 +27,9 @@ from tether.server.store import Store, Tx
 from tether.server.store.records import SessionRecord
 from tether.server.streams import OpenStreams
 from tether.server.web.renderer import Renderer
+
+if TYPE_CHECKING:  # (redis is imported only when --redis-url is set)
+    from tether.server.scaleout import ScaleOut
 
 
 @dataclass
@@ -53,6 +57,7 @@ class ServerContext:
     ready: bool = False
     closing: bool = False
     loop: asyncio.AbstractEventLoop | None = None
+    scale_out: ScaleOut | None = None  # --redis-url: the bus and the shared rate limits
 
     def begin_shutdown(self) -> None:
         """Stop accepting (readyz 503) and end every stream and long poll now (loop thread only)."""
@@ -68,9 +73,15 @@ class ServerContext:
     @classmethod
     def build(cls, config: Config) -> ServerContext:
         store = Store(config.db_url, background_checkpoints=True)
-        broker = Broker(config.broker_queue_size)
-        auth = Auth(config, store)
+        metrics = Metrics()
         streams = OpenStreams()
+        scale_out = None
+        if config.redis_url:
+            from tether.server.scaleout import build as build_scale_out
+
+            scale_out = build_scale_out(config, streams, metrics)
+        broker = scale_out.broker if scale_out is not None else Broker(config.broker_queue_size)
+        auth = Auth(config, store)
         dispatcher = Dispatcher(config, store, broker, auth, streams)
         hub = Hub(broker)
 
@@ -80,7 +91,6 @@ class ServerContext:
         dispatcher.on_worker_gone = worker_gone
         log = EventLog(config, store, hub, dispatcher)
         limits = config.limits
-        metrics = Metrics()
         deliveries = DeliveryRecorder(store, broker, metrics, config.delivery_flush_s)
         return cls(
             config=config, store=store, broker=broker, auth=auth, dispatcher=dispatcher, hub=hub, log=log,
@@ -89,8 +99,9 @@ class ServerContext:
             environments=Environments(config, store, dispatcher),
             accounts=Accounts(config, store, auth, streams), files=Files(store),
             deliveries=deliveries, metrics=metrics,
-            limiter=RateLimiter(limits.rate_per_second, limits.rate_burst),
-            login_limiter=RateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute),
-            streams=streams,
+            limiter=scale_out.limiter if scale_out else RateLimiter(limits.rate_per_second, limits.rate_burst),
+            login_limiter=scale_out.login_limiter if scale_out else RateLimiter(limits.login_per_minute / 60.0,
+                                                                                limits.login_per_minute),
+            streams=streams, scale_out=scale_out,
             body_budget=BodyBudget(max(limits.max_inflight_body_bytes, limits.max_file_bytes + (64 << 10))),
         )
