@@ -9,6 +9,9 @@ import pytest
 
 from tests.support.server import STALL_LIMIT_S, STALL_REPORTS, ServerProcess, read_stalls
 
+# postgres_url / module_postgres_url / shared_redis_url / redis_process (PostgreSQL and Redis on loopback)
+pytest_plugins = ["tests.support.services"]
+
 
 @pytest.fixture
 def anyio_backend() -> str:

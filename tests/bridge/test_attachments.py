@@ -12,6 +12,7 @@ from tests.support.fake_http import FakeHTTP, Reply, Request
 from tests.support.server import free_port
 
 from tether.bridge.attachments import AttachmentFetcher
+from tether.errors import ApiUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -71,3 +72,33 @@ async def test_a_file_that_cannot_be_saved_is_skipped(tmp_path: pathlib.Path) ->
     async with FakeHTTP(handler) as fake:
         out = await AttachmentFetcher(fake.url, "tok", str(tmp_path), "session_x").resolve(prompt(("a", "a.txt")))
     assert out.stored == () and out.skipped[0].reason.startswith("it could not be saved")
+
+
+async def test_a_token_source_is_read_per_prompt_and_a_missing_login_skips_the_files(tmp_path: pathlib.Path) -> None:
+    """The REPL bridge core downloads with the person's login, read (and refreshed) per prompt."""
+    tokens = iter(["login-1", "login-2"])
+
+    async def login() -> str:
+        return next(tokens)
+
+    async def handler(req: Request) -> Reply:
+        return Reply(200, req.headers["authorization"].encode())
+
+    async with FakeHTTP(handler) as fake:
+        fetcher = AttachmentFetcher(fake.url, login, str(tmp_path), "session_t")
+        first = await fetcher.resolve(prompt(("one", "1.txt")))
+        second = await fetcher.resolve(prompt(("two", "2.txt")))
+    folder = tmp_path / ".tether" / "attachments" / "session_t"
+    assert first.stored + second.stored == (str(folder / "one-1.txt"), str(folder / "two-2.txt"))
+    assert [(folder / n).read_text() for n in ("one-1.txt", "two-2.txt")] == ["Bearer login-1", "Bearer login-2"]
+    assert first.warning("session_t") is None
+
+    async def logged_out() -> str:
+        raise ApiUnavailable("the login could not be refreshed")
+
+    out = await AttachmentFetcher(fake.url, logged_out, str(tmp_path), "session_t").resolve(prompt(("a", "a.txt")))
+    assert out.stored == () and out.message["message"]["content"] == "look"
+    warning = out.warning("session_t")
+    assert warning is not None and warning["prompt_uuid"] == "u-1" and warning["session_id"] == "session_t"
+    assert warning["message"] == ("The attachment a.txt did not reach the agent: there is no credential to "
+                                  "download it with (the login could not be refreshed).")

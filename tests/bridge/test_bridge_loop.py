@@ -423,3 +423,88 @@ async def test_items_that_start_no_agent(tmp_path: pathlib.Path) -> None:
     assert rejected == ["Work work_bad_id names an invalid session id; releasing it."]
     assert len(transports) == 1 and sink.names().count("session_started") == 1
     assert "token_refreshed" not in sink.names()
+
+
+class FlakyReconnectApi(FakeApi):
+    """``bridge/reconnect`` fails with the scripted errors first (a server restarting), then works."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def reconnect_session(self, env: str, sid: str) -> str:
+        self.calls.append(("reconnect", sid))
+        if self.failures:
+            raise self.failures.pop(0)
+        return sid
+
+
+async def test_continue_retries_a_failed_reconnect_on_the_connection_budget(tmp_path: pathlib.Path) -> None:
+    """Issue: `--continue` exited 1 at once when E7 failed after registering. Now the start retries
+    it on the poll loop's connection track (2, 4, 8 s), shows reconnecting with a countdown while
+    it waits, and resumes the session once the server answers."""
+    from tether.errors import ApiError
+
+    api, ft = FlakyReconnectApi([ApiUnavailable("connection refused"), ApiUnavailable("connection refused"),
+                                 ApiError("busy", status=429)]), FakeTime()
+    bridge, sink = make_bridge(api, tmp_path, ft, resume_session_id=SID)
+    states: list[tuple[str, float | None]] = []
+    real_event = sink.event
+
+    def watch(name: str, message: str, /, **fields: Any) -> None:
+        real_event(name, message, **fields)
+        if name == "start_retry":
+            snap = bridge.snapshot()
+            states.append((snap.state, snap.retry_in))
+
+    sink.event = watch  # type: ignore[method-assign]
+    task = asyncio.create_task(bridge.run())
+    await eventually(lambda: bridge.state == "ready", timeout=10)
+    retries = [(m, f) for n, m, f in sink.events if n == "start_retry"]
+    assert [f["kind"] for _, f in retries] == ["connection", "connection", "general"]
+    assert [f["delay"] for _, f in retries] == [2.0, 4.0, 0.5]  # the general track starts at 500 ms
+    assert retries[0][0] == f"Resuming session {SID} failed (connection refused); retrying in 2.0 s."
+    assert states == [("reconnecting", 2.0), ("reconnecting", 4.0), ("reconnecting", 0.5)]
+    assert api.named("reconnect") == [("reconnect", SID)] * 4 and len(api.named("register")) == 1
+    names = sink.names()
+    assert names.index("reconnected") < names.index("session_resumed") and "failed" not in names
+    bridge.request_shutdown("test")
+    assert await task == 0
+
+
+async def test_continue_gives_up_after_the_budget_and_keeps_the_session(tmp_path: pathlib.Path) -> None:
+    api, ft = FlakyReconnectApi([ApiUnavailable("connection refused") for _ in range(40)]), FakeTime()
+    write_pointer(tmp_path, BridgePointer(SID, ENV), tmp_path / "home")
+    bridge, sink = make_bridge(api, tmp_path, ft, resume_session_id=SID)
+    assert await asyncio.wait_for(bridge.run(), 30) == 1
+    assert bridge.state == "failed"
+    assert 600 <= ft.now - 1000.0 < 800
+    failure = bridge.failure or ""
+    assert failure.startswith(f"Resuming session {SID} failed; gave up reaching the server after 6")
+    assert "`tether remote-control --continue` again once the server is back" in failure
+    found = read_pointer(tmp_path, tmp_path / "home")
+    assert found is not None and found.pointer.session_id == SID
+    assert not api.named("archive") and "session_resumed" not in sink.names()
+
+
+async def test_a_stop_while_the_start_waits_to_retry_ends_at_once(tmp_path: pathlib.Path) -> None:
+    api = FlakyReconnectApi([ApiUnavailable("connection refused") for _ in range(40)])
+    bridge, sink = make_bridge(api, tmp_path, resume_session_id=SID)  # the real clock: a 2 s wait
+    task = asyncio.create_task(bridge.run())
+    await eventually(lambda: "start_retry" in sink.names(), timeout=10)
+    started = time.monotonic()
+    bridge.request_shutdown("SIGINT")
+    assert await asyncio.wait_for(task, 10) == 0
+    assert time.monotonic() - started < 1.5
+    stopped = next(m for n, m, _ in sink.events if n == "stopped")
+    assert stopped.startswith("Stopped (SIGINT) before the bridge was up")
+
+
+async def test_continue_fails_at_once_when_the_server_refuses_the_reconnect(tmp_path: pathlib.Path) -> None:
+    from tether.errors import BridgeFatalError
+
+    api = FlakyReconnectApi([BridgeFatalError("Session is archived.", status=410)])
+    bridge, sink = make_bridge(api, tmp_path, resume_session_id=SID)
+    assert await asyncio.wait_for(bridge.run(), 10) == 1
+    assert bridge.failure == f"Cannot resume {SID}: Session is archived."
+    assert "start_retry" not in sink.names()

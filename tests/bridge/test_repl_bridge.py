@@ -89,6 +89,44 @@ async def test_a_client_prompt_reaches_the_front_end_once(srv: tuple[ServerProce
         await sub.close()
 
 
+async def test_a_client_prompt_with_attachments_names_the_downloaded_files(srv: tuple[ServerProcess, str],
+                                                                          tmp_path: pathlib.Path) -> None:
+    """docs/protocol.md §7.6 for the REPL front ends: the files a client uploaded (``POST /v1/files``)
+    are downloaded with the login into the conversation's directory and named in the prompt the
+    front end gets; one that cannot be had is a warning on the session and a notice here."""
+    server, token = srv
+    async with rig(server, token, tmp_path / "home") as r:
+        await r.start()
+        await r.connected()
+        sub = await r.subscribe(None)
+        notes = await _upload(r, "meeting notes.txt", b"NOTES-LINE-1\n")
+        data = await _upload(r, "data.csv", b"a,b\n1,2\n")
+        gone = {"file_uuid": "00000000-0000-4000-8000-000000000000", "file_name": "gone.txt"}
+        sent = {**prompt("Read these."), "file_attachments": [notes, data, gone]}
+        resp = await r.http.post(f"/v1/sessions/{r.session_id}/events", json={"events": [sent]}, headers=auth(token))
+        assert resp.status_code == 200, resp.text
+        await eventually(lambda: r.front.prompts, 20, message="the prompt")
+        folder = r.home / ".tether" / "attachments" / r.session_id
+        notes_path = folder / f"{notes['file_uuid'][:8]}-meeting_notes.txt"
+        data_path = folder / f"{data['file_uuid'][:8]}-data.csv"
+        [got] = r.front.prompts
+        assert got["uuid"] == sent["uuid"] and "file_attachments" not in got
+        assert got["message"]["content"] == f'@"{notes_path}" @"{data_path}" Read these.'
+        assert notes_path.read_bytes() == b"NOTES-LINE-1\n" and data_path.read_bytes() == b"a,b\n1,2\n"
+        warning = await sub.wait_for(lambda f: f.get("type") == "system" and f.get("subtype") == "warning", 20)
+        assert warning["prompt_uuid"] == sent["uuid"] and "gone.txt" in warning["message"]
+        assert [a["file_name"] for a in warning["attachments"]] == ["gone.txt"]
+        assert any("gone.txt" in n for n in r.front.notices)
+        assert r.rc.core is not None and r.rc.core.titles.title == "Read these."  # the title: the words typed
+        await sub.close()
+
+
+async def _upload(r: Any, name: str, content: bytes) -> dict[str, str]:
+    resp = await r.http.post("/v1/files", files={"file": (name, content, "text/plain")}, headers=auth(r.token))
+    assert resp.status_code == 200, resp.text
+    return {"file_uuid": resp.json()["file_uuid"], "file_name": resp.json()["file_name"]}
+
+
 async def test_an_interrupt_and_control_requests_from_a_client(srv: tuple[ServerProcess, str],
                                                                tmp_path: pathlib.Path) -> None:
     server, token = srv

@@ -18,6 +18,8 @@ import pytest
 from tests.support.server import ROOT, ServerProcess
 from tests.support.worker import auth, create_session, register, take_work, worker_post
 
+from tether.cli.sessions import shorten_left
+
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
 
@@ -67,6 +69,45 @@ async def test_sessions_shows_honest_states(org: tuple[dict[str, str], httpx.Asy
     table = tether(env, "sessions")
     assert table.returncode == 0
     assert "waiting for you" in table.stdout and "with a worker" in table.stdout and "laptop" in table.stdout
+
+
+async def test_sessions_table_is_readable_at_80_columns(org: tuple[dict[str, str], httpx.AsyncClient, str]) -> None:
+    """Reviewers found the directory column cut to a few letters at 80 columns. There, each session
+    takes two lines (id and title; state and last activity; machine and directory), nothing runs
+    past column 80, the id stays whole and a long directory keeps its end; a wide terminal keeps
+    one line per session."""
+    env, http, token = org
+    long_dir = "/home/someone/work/clients/acme/project/sub"
+    bridge = await register(http, token, machine_name="laptop.example.org", directory=long_dir)
+    sid = await create_session(http, token, bridge["environment_id"], title="fix the login flow on the settings page")
+    other = await create_session(http, token, None, title="no machine")
+
+    narrow = tether({**env, "COLUMNS": "80"}, "sessions")
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), narrow.stdout
+    assert lines[0].split() == ["ID", "/", "TITLE", "STATE", "/", "ACTIVE", "MACHINE", "/", "DIRECTORY"]
+    first = next(i for i, line in enumerate(lines) if sid in line)
+    assert lines[first].split()[1:] == ["idle", "laptop.example.org"]
+    assert "…/clients/acme/project/sub" in lines[first + 1]
+    assert "ago" in lines[first + 1] or "just now" in lines[first + 1]
+    title_lines = [line[:len(sid)].strip() for line in lines[first + 1:first + 3]]
+    assert " ".join(title_lines) == "fix the login flow on the settings page"  # wrapped under the id
+    assert other in narrow.stdout and "no machine" in narrow.stdout
+
+    wide = tether({**env, "COLUMNS": "200"}, "sessions")
+    row = next(line for line in wide.stdout.splitlines() if sid in line)
+    assert wide.stdout.splitlines()[0].split()[-2:] == ["LAST", "ACTIVITY"]
+    assert row.split()[:2] == [sid, "idle"] and "fix the login flow on the settings page" in row
+    assert "laptop.example.org" in row and "…/someone/work/clients/acme/project/sub" in row  # at most 40 wide
+
+
+def test_shorten_left_keeps_the_end_of_a_path() -> None:
+    assert shorten_left("/srv/app", 20) == "/srv/app"
+    assert shorten_left("/home/me/work/acme/project/sub", 16) == "…/project/sub"
+    assert shorten_left("/home/me/work/acme/project/sub", 12) == "…/sub"
+    assert shorten_left("/data/a-very-long-directory-name", 10) == "…tory-name"
+    assert all(len(shorten_left("/x/" + "y" * n, 9)) <= 9 for n in range(30))
 
 
 async def test_sessions_of_an_offline_machine(org: tuple[dict[str, str], httpx.AsyncClient, str]) -> None:

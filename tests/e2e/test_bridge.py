@@ -25,6 +25,7 @@ from tests.e2e.bridge_helpers import (
 )
 from tests.e2e.bridge_helpers import answer as answer_permission
 from tests.support.bridge import STUB_AGENT, BridgeProcess
+from tests.support.cut_proxy import CutProxy
 from tests.support.proxy import RecordingProxy
 from tests.support.server import ServerProcess
 from tether.bridge.pointer import read_pointer
@@ -231,6 +232,49 @@ async def test_server_down_then_back_bridge_reconnects_without_losing_the_sessio
             await sub.close()
     finally:
         assert bridge.stop() == 0
+
+
+async def test_continue_waits_for_a_server_that_restarts_while_it_resumes(
+        own_server: ServerProcess, dirs: tuple[pathlib.Path, pathlib.Path]) -> None:
+    """`tether rc --continue` registered, then its ``bridge/reconnect`` cannot get through (refused
+    by the proxy, then the server itself restarting): the bridge retries on its connection budget
+    with a countdown instead of exiting 1, and resumes the same session once the server is back."""
+    project, home = dirs
+    token = own_server.token()
+    first = BridgeProcess(own_server.url, token, project, home, "--spawn", "session").start()
+    second: BridgeProcess | None = None
+    try:
+        sid = (await in_thread(first.wait_for, "session_created"))["session_id"]
+        await in_thread(first.wait_for, "session_started", lambda e: e["session_id"] == sid)
+        first.kill()  # SIGKILL: the pointer stays for --continue
+        async with CutProxy(own_server.port) as proxy:
+            proxy.refuse_requests(b"/bridge/reconnect", 600.0)
+            second = BridgeProcess(proxy.url, token, project, home, "--continue").start()
+            assert (await in_thread(second.wait_for, "registered"))["reattached"] is True
+            refused = await in_thread(second.wait_for, "start_retry")
+            assert refused["kind"] == "connection" and refused["message"].startswith(f"Resuming session {sid} failed")
+            await in_thread(own_server.stop)  # the server restarts: the next attempts find nobody
+            proxy.refuse_requests(b"/bridge/reconnect", 0.0)
+            seen = len(second.events)
+            await in_thread(second.wait_for, "start_retry", after=seen, timeout=60)
+            await in_thread(own_server.start)
+            resumed = await in_thread(second.wait_for, "session_resumed", timeout=90)
+            assert resumed["session_id"] == sid
+            assert second.proc is not None and second.proc.poll() is None and not second.all("failed")
+            retries = second.all("start_retry")
+            assert len(retries) >= 2 and [e["attempt"] for e in retries] == list(range(1, len(retries) + 1))
+            assert second.all("reconnected")
+            await in_thread(second.wait_for, "session_started", lambda e: e["session_id"] == sid, timeout=60)
+            async with open_api(own_server, token) as client:
+                api = Api(own_server, token, client)
+                sub, result = await turn_with_permission(api, sid, "write a note after the restart", timeout=90)
+                assert result["subtype"] == "success"
+                await sub.close()
+            assert second.stop() == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 @pytest.mark.parametrize("own_server", [{"worker_token_ttl_s": 303.0, "lease_ttl_s": 3.0,

@@ -1,6 +1,7 @@
 """The REPL over the STOCK `claude` CLI (stream-json, installed by scripts/install-test-deps), offline
 against the fake Messages API, in tmux, with remote control: a turn at the terminal, `/rc` (the
-history reaches a subscriber), a prompt from the web that needs permission, answered on the web."""
+history reaches a subscriber), a prompt from the web that needs permission, answered on the web, and
+a prompt with a file attached on the web, whose content reaches the model."""
 
 from __future__ import annotations
 
@@ -68,6 +69,22 @@ async def test_repl_over_the_stock_cli(fake: FakeAnthropic, tmp_path: pathlib.Pa
                 await sub.wait_for(lambda f: f.get("type") == "result" and "TOOL_RESULT" in str(f.get("result")), 60)
                 assert (project / "hello.txt").read_text() == "hello from fake model\n"
                 await asyncio.to_thread(term.wait_for, r"remote ❯ please TOOLWRITE", 5)
+
+                # a file attached on the web: downloaded with the login, named in the prompt, read by claude
+                up = await http.post("/v1/files", files={"file": ("notes.txt", b"REPL-ATTACHED-4417\n", "text/plain")},
+                                     headers=auth(token))
+                assert up.status_code == 200, up.text
+                attached = {"file_uuid": up.json()["file_uuid"], "file_name": "notes.txt"}
+                msg = {**user_message("what does the file say?"), "file_attachments": [attached]}
+                before = len(sub.frames)
+                r = await http.post(f"/v1/sessions/{sid}/events", json={"events": [msg]}, headers=auth(token))
+                assert r.status_code == 200, r.text
+                stored = project / ".tether" / "attachments" / sid / f"{attached['file_uuid'][:8]}-notes.txt"
+                await asyncio.to_thread(term.wait_for, r'remote ❯ @"/', 30)  # (the long path wraps)
+                await sub.wait_for(lambda f: f.get("type") == "result" and sub.frames.index(f) >= before, 60)
+                assert stored.read_bytes() == b"REPL-ATTACHED-4417\n"
+                assert any("REPL-ATTACHED-4417" in json.dumps(q.body) for q in fake.message_requests()), \
+                    "the model never saw the attached file's content"
             await sub.close()
             await asyncio.to_thread(term.keys, "C-d")
             assert await asyncio.to_thread(term.wait_exit, 60) == 0

@@ -3,8 +3,8 @@ scripts/install-test-deps) in tmux, offline against the fake Messages API, share
 `tether server` (v2 env-less core, the product default), watched and driven by a subscriber:
 
 desk → two turns typed in the TUI (the second asks permission at the terminal: clients see "waiting
-at the terminal") appear once each → phone: a prompt hands off, is answered by the headless run and
-streams; a permission asked remotely is answered from the subscriber → desk: a key takes it back,
+at the terminal") appear once each → phone: a prompt with a file attached hands off, is answered by
+the headless run (whose model reads the file) and streams; a permission asked remotely is answered from the subscriber → desk: a key takes it back,
 the TUI restarts with --resume and shows the remote turns, a third turn typed there is mirrored →
 /exit. Finally the transcript file and the session's event log hold the same messages, each once,
 in the same order."""
@@ -117,14 +117,22 @@ async def test_desk_phone_desk(fake: FakeAnthropic, tmp_path: pathlib.Path) -> N
 
             # ---- from the phone: a prompt hands off and streams; a permission answered remotely ------------
             async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
-                async def post(text: str) -> None:
-                    r = await http.post(f"/v1/sessions/{sid}/events", json={"events": [user_message(text)]},
-                                        headers=auth(token))
+                async def post(text: str, **fields: Any) -> None:
+                    r = await http.post(f"/v1/sessions/{sid}/events", json={"events": [
+                        {**user_message(text), **fields}]}, headers=auth(token))
                     assert r.status_code == 200, r.text
 
-                await post("remote hello")
+                up = await http.post("/v1/files", files={"file": ("notes.txt", b"PHONE-ATTACHED-2291\n", "text/plain")},
+                                     headers=auth(token))
+                assert up.status_code == 200, up.text
+                attached = {"file_uuid": up.json()["file_uuid"], "file_name": "notes.txt"}
+                await post("remote hello", file_attachments=[attached])
                 await asyncio.to_thread(wait, r"continues on another device", 60)
                 await answered(sub, "remote hello", "Hello from the fake model.")
+                stored = project / ".tether" / "attachments" / sid / f"{attached['file_uuid'][:8]}-notes.txt"
+                assert stored.read_bytes() == b"PHONE-ATTACHED-2291\n"
+                assert any("PHONE-ATTACHED-2291" in json.dumps(q.body) for q in fake.message_requests()), \
+                    "the headless run's model never saw the file attached on the phone"
                 prompt_seq = next(f["sequence_num"] for f in sub.frames if text_of(f) == "remote hello")
                 assert any(f.get("type") == "stream_event" and f.get("ephemeral") and f["sequence_num"] >= prompt_seq
                            for f in sub.frames), "the headless turn streams"
@@ -144,7 +152,7 @@ async def test_desk_phone_desk(fake: FakeAnthropic, tmp_path: pathlib.Path) -> N
             await eventually(lambda: terminal_states(sub)[-1]["state"] == "local", 60, message="back at the terminal")
             await asyncio.to_thread(wait, TUI_BACK, 60)
             await asyncio.to_thread(wait, r"(?m)^❯ please TOOLWRITE", 30)  # the TUI shows the remote turns
-            await asyncio.to_thread(wait, r"(?m)^❯ remote hello", 5)
+            await asyncio.to_thread(wait, r'(?m)^❯ @"[^"]+-notes\.txt"\s+remote hello', 5)  # (with its reference)
             await asyncio.to_thread(term.type, "hello three")
             await answered(sub, "hello three", "Hello from the fake model.")
 

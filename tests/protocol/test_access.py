@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.protocol.access import NO_SUCCESSOR, role_fell, role_rank, work_verdict
+from tether.protocol.access import NO_SUCCESSOR, credential_verdict, role_fell, role_rank, work_verdict
 
 
 @pytest.mark.parametrize(("held", "now", "fell"), [
@@ -43,3 +43,10 @@ def test_ended_work_is_handed_over_then_replaced(state: str) -> None:
     # acked 30 s ago or more: replaced
     assert work_verdict(state, successor_acked_at=970.0, now=1000.0, handover_s=30) == "replaced"
     assert work_verdict(state, successor_acked_at=1000.0, now=1000.0, handover_s=0) == "replaced"
+
+
+def test_credential_verdict() -> None:
+    assert credential_verdict(False, None, 1e12) == "valid"  # no expiry
+    assert credential_verdict(False, 100.0, 99.9) == "valid"
+    assert credential_verdict(False, 100.0, 100.0) == "expired"  # from its expiry on
+    assert credential_verdict(True, 100.0, 200.0) == "revoked"  # revoked wins

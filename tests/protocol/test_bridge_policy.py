@@ -236,3 +236,8 @@ def test_teardown_keeping_the_directory_session() -> None:
     only = plan_teardown(active=[], archive=["session_01a"], environment_id="env_x", pointer=True,
                          keep_session="cse_01a")
     assert [s.action for s in only] == ["stop_polling", "terminate_agents", "deregister"]
+
+
+def test_teardown_before_registration_has_nothing_to_deregister() -> None:
+    plan = plan_teardown(active=[], archive=["session_init"], environment_id=None, pointer=True)
+    assert [s.action for s in plan] == ["stop_polling", "terminate_agents", "archive", "clear_pointer"]

@@ -103,6 +103,13 @@ def test_three_consecutive_404s_mean_the_session_is_gone() -> None:
         CLOSE_EPOCH_SUPERSEDED, CLOSE_UNAUTHORIZED, CLOSE_SESSION_GONE)
 
 
+
+@pytest.mark.parametrize(("auth", "not_found"), [(0, 3), (10, 0)])
+def test_request_health_limits_must_be_positive(auth: int, not_found: int) -> None:
+    with pytest.raises(ValueError):
+        RequestHealth(auth, not_found)
+
+
 def test_heartbeat_delay_is_twenty_seconds_plus_minus_ten_percent() -> None:
     rnd = random.Random(3)
     delays = [heartbeat_delay(20.0, 0.1, rnd) for _ in range(500)]
@@ -151,6 +158,22 @@ def test_worker_state_queue_one_in_flight_one_pending() -> None:
     assert q.report_state("requires_action", {"tool_name": "Bash", "request_id": "other"})  # new details
     with pytest.raises(ValueError):
         q.report_state("bogus")
+
+
+
+def test_worker_state_queue_failure_without_a_patch_in_flight_is_a_bug() -> None:
+    q = WorkerStateQueue()
+    q.report_state("running")
+    with pytest.raises(RuntimeError, match="no patch in flight"):
+        q.failed()
+    assert q.take() is not None and q.failed() == {"worker_status": "running", "requires_action_details": None}
+
+
+def test_empty_metadata_reports_queue_nothing() -> None:
+    q = WorkerStateQueue()
+    q.report_metadata()
+    q.report_metadata(external={}, internal={})
+    assert q.idle and q.take() is None
 
 
 @settings(deadline=None, max_examples=80)
@@ -226,6 +249,23 @@ def test_delivery_queue_batches_dedup_and_put_back() -> None:
     assert small.dropped == 1 and [u["event_id"] for u in small.take()] == ["b", "c"]
 
 
+
+def test_delivery_queue_put_back_never_duplicates_an_update_queued_again() -> None:
+    q = DeliveryQueue()
+    q.add("a", "received")
+    q.add("b", "received")
+    batch = q.take()
+    q.add("b", "received")  # reported again while the failed batch was in flight
+    q.put_back(batch)
+    assert q.take() == [{"event_id": "a", "status": "received"}, {"event_id": "b", "status": "received"}]
+    assert len(q) == 0
+
+
+def test_delivery_queue_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        DeliveryQueue(capacity=0)
+
+
 def test_delivery_tracker_processing_and_processed() -> None:
     t = DeliveryTracker()
     p1 = {"type": "user", "uuid": "p1", "message": {"role": "user", "content": "a"}}
@@ -245,6 +285,17 @@ def test_delivery_tracker_processing_and_processed() -> None:
     assert t.outbound({"type": "result"}) == []
 
 
+
+def test_delivery_tracker_a_prompt_redelivered_while_it_runs_stays_started() -> None:
+    t = DeliveryTracker()
+    p1 = {"type": "user", "uuid": "p1", "message": {"role": "user", "content": "a"}}
+    t.inbound(p1)
+    assert t.outbound({**p1, "isReplay": True}) == [("p1", "processing")]
+    assert t.inbound(p1) == [], "not acknowledged twice, not waiting again"
+    assert t.waiting == () and t.started == ("p1",)
+    assert t.outbound({"type": "result"}) == [("p1", "processed")]
+
+
 def test_worker_status_tracker() -> None:
     s = WorkerStatusTracker()
     assert s.outbound({"type": "user", "isReplay": True}) == ("running", None)
@@ -261,6 +312,35 @@ def test_worker_status_tracker() -> None:
     assert s.outbound({"type": "control_cancel_request", "request_id": "r1"}) == ("running", None)
     assert s.outbound({"type": "result"}) == ("idle", None)
     assert s.outbound({"type": "result"}) is None
+
+
+
+def test_worker_status_tracker_ignores_what_does_not_change_the_status() -> None:
+    s = WorkerStatusTracker()
+    s.outbound({"type": "user", "isReplay": True})
+    assert s.outbound({"type": "assistant", "message": {}}) is None
+    assert s.outbound({"type": "control_request", "request": {"subtype": "can_use_tool", "tool_name": "Bash"}}) is None, \
+        "a question without a request_id cannot be answered, so it does not wait for one"
+    assert s.outbound({"type": "control_request", "request_id": "r", "request": {"subtype": "interrupt"}}) is None
+    assert s.inbound({"type": "user", "uuid": "u"}) is None
+    assert s.outbound({"type": "control_cancel_request"}) is None
+    assert s.status == "running"
+
+
+def test_worker_status_tracker_reports_the_newest_open_question() -> None:
+    s = WorkerStatusTracker()
+
+    def ask(rid: str, tool: str) -> dict[str, object]:
+        return {"type": "control_request", "request_id": rid, "request": {"subtype": "can_use_tool", "tool_name": tool}}
+
+    assert s.outbound(ask("r1", "Bash")) == ("requires_action", {"tool_name": "Bash", "action_description": "Bash",
+                                                                 "request_id": "r1", "tool_use_id": None})
+    status, details = s.outbound(ask("r2", "Edit")) or ("", None)
+    assert status == "requires_action" and details is not None and details["request_id"] == "r2"
+    # answering one still leaves the other open
+    status, details = s.inbound({"type": "control_response", "response": {"request_id": "r2"}}) or ("", None)
+    assert status == "requires_action" and details is not None and details["request_id"] == "r1"
+    assert s.outbound({"type": "user", "isReplay": True}) is None, "a question is still open"
 
 
 def test_api_base_of_a_session_url() -> None:

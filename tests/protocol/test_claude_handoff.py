@@ -153,3 +153,72 @@ def test_return_at_the_terminal_is_a_no_op() -> None:
     h = HandOff()
     assert h.return_to_terminal() == ([], None)
     assert h.mode == "local"
+
+
+def ended() -> HandOff:
+    h = HandOff()
+    h.tui_exited(0)
+    return h
+
+
+def test_an_ended_session_refuses_take_over_and_return_and_shows_it() -> None:
+    h = ended()
+    assert h.take_over() == ([], "The session has ended at the terminal.")
+    assert h.return_to_terminal() == ([], "The session has ended at the terminal.")
+    assert h.interrupt() == []
+    assert h.status().to_json() == {"state": "ended", "detail": "The session has ended at the terminal",
+                                    "waiting_at_terminal": None, "queued_prompts": 0}
+
+
+def test_a_headless_run_ending_after_shutdown_does_not_restart_the_tui() -> None:
+    h = HandOff()
+    h.client_prompt(prompt("a"))
+    h.tui_exited(143)
+    h.shutdown()
+    assert h.mode == "ended"
+    assert h.host_exited() == []
+    assert h.host_exited(failed="killed") == [Dropped((prompt("a"),), "killed")]
+    assert h.mode == "ended"
+
+
+def test_a_late_host_start_outside_a_hand_off_does_nothing() -> None:
+    h = HandOff()
+    assert h.host_started() == [] and h.mode == "local"
+    h = remote()
+    assert h.host_started() == [] and h.mode == "remote"
+
+
+def test_a_remote_turn_ends_with_its_result_and_other_output_changes_nothing() -> None:
+    h = remote()
+    p = prompt("work")
+    h.client_prompt(p)
+    assert h.agent_output(echo(p)) == [] and h.remote_turn
+    assert h.agent_output({"type": "assistant", "message": {"content": []}}) == [] and h.remote_turn
+    assert h.agent_output(RESULT) == [] and not h.remote_turn and h.mode == "remote"
+
+
+def test_a_prompt_without_uuid_counts_as_work_until_the_run_says_otherwise() -> None:
+    h = remote()
+    assert h.client_prompt({"type": "user", "message": {"role": "user", "content": "x"}})
+    assert h.remote_turn and h.awaiting == set()
+    assert h.agent_output({"type": "system", "subtype": "init"}) == [] and h.remote_turn
+    assert h.agent_output(RESULT) == [] and not h.remote_turn
+
+
+def test_returning_twice_ends_the_input_once() -> None:
+    h = remote()
+    assert h.return_to_terminal() == ([EndAgentInput()], None)
+    assert h.return_to_terminal() == ([], None)
+    assert h.status().detail == "Returning to the terminal…"
+
+
+def test_status_while_handing_off() -> None:
+    h = HandOff()
+    h.local_turn_changed(True)
+    h.client_prompt(prompt("x"))
+    assert h.status().detail == "Handing over after the turn running at the terminal"
+    h.permission_at_terminal("Bash")
+    assert h.status().detail == ("Handing over after the turn running at the terminal "
+                                 "(waiting at the terminal: Bash needs permission)")
+    h.local_turn_changed(False)
+    assert h.status().detail == "Handing over from the terminal…" and h.status().queued == 1

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.protocol.claude_transcript import (
     ChainOrder,
     FileState,
+    _base36,
     clean_local_command,
     config_dir,
     interrupted_result,
@@ -60,6 +61,15 @@ def test_a_long_slug_is_cut_and_gets_the_clis_hash() -> None:
         n, r = divmod(n, 36)
         digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
     assert slug == "-" + "a" * 199 + "-" + digits
+
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=0, max_value=2**31))
+def test_the_hash_suffix_is_base36_like_javascripts_to_string(n: int) -> None:
+    digits = _base36(n)
+    assert int(digits, 36) == n and digits == digits.lower()
+    assert digits == "0" or not digits.startswith("0")
 
 
 def test_an_astral_character_counts_as_two_code_units() -> None:
@@ -146,6 +156,37 @@ def test_compact_boundary_mirrors_as_system() -> None:
                               "compact_metadata": {"trigger": "manual"}}
 
 
+
+def test_a_compact_boundary_without_metadata() -> None:
+    mapped = map_record(rec("system", "cb", None, subtype="compact_boundary", compactMetadata="?"))
+    assert mapped.message == {"type": "system", "subtype": "compact_boundary", "uuid": "cb", "session_id": ""}
+
+
+def test_a_tool_result_without_its_structured_result_mirrors_without_it() -> None:
+    mapped = map_record(rec("user", "t1", "a1", message={"role": "user", "content": [
+        {"tool_use_id": "toolu_1", "type": "tool_result", "content": "ok"}]}))
+    assert mapped.kind == "message" and mapped.message is not None and "tool_use_result" not in mapped.message
+
+
+def test_a_user_record_without_text_or_blocks_is_skipped() -> None:
+    mapped = map_record(rec("user", "u", None, message={"role": "user", "content": 42}))
+    assert mapped.kind == "skip" and mapped.reason == "no content"
+
+
+def test_a_local_command_record_without_tags_mirrors_its_text() -> None:
+    mapped = map_record(rec("system", "c", None, subtype="local_command", content="  Compacted.  "))
+    assert mapped.message is not None and mapped.message["content"] == "Compacted."
+    assert clean_local_command("<bash-input>ls -a</bash-input>") == "! ls -a"
+    assert clean_local_command("<command-message>x</command-message>") == "", "tags without output: nothing to show"
+
+
+def test_what_is_a_prompt() -> None:
+    assert is_prompt({"type": "user", "message": {"content": [{"type": "text", "text": "fix it"}]}})
+    assert not is_prompt({"type": "assistant", "message": {"content": "fix it"}})
+    assert not is_prompt({"type": "user", "message": {"content": None}}), "nothing was asked"
+    assert not is_prompt({"type": "user", "message": "fix it"})
+
+
 # ---- order ------------------------------------------------------------------------------------------
 
 
@@ -172,6 +213,17 @@ def test_a_record_whose_parent_never_comes_is_released_after_the_hold() -> None:
     assert order.expire(now=11.9) == []
     assert uuids(order.expire(now=12.0)) == ["a", "b"]
     assert uuids(order.push(rec("user", "c", "b"), now=12.1)) == ["c"]
+
+
+
+def test_a_sibling_released_by_the_hold_leaves_the_other_waiting_for_their_parent() -> None:
+    order = ChainOrder(hold_s=2.0)
+    order.push(rec("assistant", "a", "p"), now=10.0)
+    order.push(rec("assistant", "b", "p"), now=11.0)
+    assert uuids(order.expire(now=12.0)) == ["a"]
+    assert order.held == 1
+    assert uuids(order.push(rec("user", "p", None), now=12.5)) == ["p", "b"]
+    assert order.held == 0 and order.expire(now=99.0) == []
 
 
 def test_a_uuid_is_released_once() -> None:

@@ -62,3 +62,13 @@ def test_bad_states_and_bounds_are_refused() -> None:
     with pytest.raises(ValueError):
         DeliveryLedger(max_known=0)
     assert [rank(s) for s in STATES] == [0, 1, 2, 3] and rank(None) == 0
+
+
+def test_a_saved_move_behind_a_forgotten_unwritten_one_keeps_the_unwritten_one() -> None:
+    ledger = DeliveryLedger(max_known=1)
+    assert ledger.move("s", "a", "processed")
+    ledger.move("s", "b", "received")  # a is forgotten, its move is not yet written
+    assert ledger.state("s", "a") is None
+    assert ledger.saved("s", "a", "received"), "forgotten: judged by what the caller saw, so news"
+    assert ledger.take_unsaved() == {"s": {"processed": ["a"], "received": ["b"]}}, \
+        "the store is behind the unwritten move, which still has to be written"

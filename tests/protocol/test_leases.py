@@ -66,12 +66,25 @@ def test_invalid_transitions() -> None:
 
 
 def test_environment_liveness() -> None:
-    assert l.environment_online(100.0, 103.9, 2.0)
-    assert not l.environment_online(100.0, 104.0, 2.0)
+    # 2 × max(poll interval, 4 s) + 8 s (docs/protocol.md §3)
+    assert l.environment_online(100.0, 115.9, 2.0)
+    assert not l.environment_online(100.0, 116.0, 2.0)
+    assert l.environment_online(100.0, 127.9, 10.0) and not l.environment_online(100.0, 128.0, 10.0)
     assert not l.environment_online(None, 0.0)
-    assert not l.environment_expired(0.0, 4 * 3600 - 1)
-    assert l.environment_expired(0.0, 4 * 3600)
-    assert l.environment_expired(0.0, 10.0, ttl_s=10.0)
+    assert not l.environment_expired(0.0, 4 * 3600)
+    assert l.environment_expired(0.0, 4 * 3600 + 0.001)
+    assert not l.environment_expired(0.0, 10.0, ttl_s=10.0) and l.environment_expired(0.0, 10.5, ttl_s=10.0)
+
+
+def test_a_heartbeat_extends_the_lease_and_takes_a_delivered_item() -> None:
+    d = l.deliver(Lease("w"), 0.0, ttl=300.0)
+    beat = l.heartbeat(d, 10.0, ttl=300.0)
+    assert beat.state == "acked" and beat.lease_expires_at == 310.0
+    assert l.heartbeat(beat, 20.0, ttl=300.0) == l.extend(beat, 20.0, ttl=300.0)
+    with pytest.raises(l.LeaseStateError):
+        l.heartbeat(Lease("q"), 0.0)
+    with pytest.raises(l.LeaseGone):
+        l.heartbeat(l.stop(beat), 30.0)
     assert l.DEFAULT_LEASE_TTL_S == 300 and l.DEFAULT_RECLAIM_OLDER_THAN_S == 5
 
 

@@ -36,6 +36,9 @@ def test_parse_message_returns_the_object_untouched() -> None:
         ({"type": 1}, "must be a string, got number"),
         ({"type": None}, "must be a string, got null"),
         ({"type": True}, "must be a string, got boolean"),
+        ({"type": {"a": 1}}, "must be a string, got object"),
+        ({"type": ("x",)}, "must be a string, got array"),
+        ({"type": {"x"}}, "must be a string, got set"),  # a caller's Python value, named as such
         ({"type": ""}, "empty"),
     ],
 )
@@ -322,3 +325,11 @@ def test_parse_permission_decision_never_crashes_unexpectedly(payload: dict[str,
     except MessageError:
         return
     assert m.parse_permission_decision(d.to_json()) == d
+
+
+def test_receipts_are_the_uuids_a_keep_alive_confirms() -> None:
+    keep_alive = {"type": m.KEEP_ALIVE, m.RECEIPT_FIELD: ["u1", "", 3, None, "u2"]}
+    assert m.receipt_uuids(keep_alive) == ["u1", "u2"], "only non-empty strings"
+    assert m.receipt_uuids({"type": m.KEEP_ALIVE}) == []
+    assert m.receipt_uuids({"type": m.KEEP_ALIVE, m.RECEIPT_FIELD: "u1"}) == []
+    assert m.receipt_uuids({"type": "user", m.RECEIPT_FIELD: ["u1"]}) == [], "only a keep_alive carries receipts"

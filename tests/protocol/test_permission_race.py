@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tether.protocol.messages import MessageError, PermissionAllow, PermissionDeny, control_request
-from tether.protocol.permission_race import PermissionRace
+from tether.protocol.permission_race import MAX_OPEN, PermissionRace
 from tether.protocol.permissions import AlreadyResolved
 
 AT = "2026-01-01T00:00:00Z"
@@ -75,3 +75,22 @@ def test_withdrawn_by_the_agent() -> None:
 def test_malformed_question() -> None:
     with pytest.raises(MessageError):
         PermissionRace().open(control_request("can_use_tool", "x"), AT)
+
+
+def test_an_open_question_can_be_looked_up_until_it_is_answered() -> None:
+    race = PermissionRace("session_s")
+    race.open(ask("q"), AT)
+    req = race.get("q")
+    assert req is not None and req.request_id == "q" and req.tool_name == "Bash"
+    race.answer_locally("q", PermissionAllow({}), AT)
+    assert race.get("q") is None and race.get("never-asked") is None
+
+
+def test_at_most_max_open_questions_stay_open_and_the_oldest_is_forgotten() -> None:
+    race = PermissionRace()
+    for i in range(MAX_OPEN + 1):
+        race.open(ask(f"r{i}"), AT)
+    assert len(race.pending) == MAX_OPEN
+    assert race.get("r0") is None and race.pending[0] == "r1" and race.pending[-1] == f"r{MAX_OPEN}"
+    # forgotten is not answered: a late answer to it is someone else's, not ours
+    assert race.answer_remotely(answer("r0", {"behavior": "allow"}), AT).outcome == "unknown"

@@ -84,6 +84,15 @@ def test_round_trip_to_control_request() -> None:
     assert p.from_can_use_tool(pending().to_control_request(), "cse_abc", "2025-01-01T00:00:00Z") == pending()
 
 
+def test_a_minimal_question_round_trips_without_the_optional_fields() -> None:
+    minimal = control_request("can_use_tool", "r1", tool_name="Read", input={"file_path": "a"})
+    req = p.from_can_use_tool(minimal, "cse_abc", "2025-01-01T00:00:00Z")
+    assert (req.tool_use_id, req.description, req.permission_suggestions, req.extra) == (None, None, None, {})
+    rebuilt = req.to_control_request()
+    del rebuilt["session_id"]
+    assert rebuilt == minimal
+
+
 def test_resolve_allow_then_everything_else_fails() -> None:
     req = pending()
     res = p.resolve(req, "allow", "user_1", "t1", {"behavior": "allow", "updatedInput": {}})
@@ -181,3 +190,42 @@ def test_racing_writers_on_same_snapshot_only_one_commits(ops: list[str]) -> Non
         except p.AlreadyResolved:
             pass
     assert winners == 1 and stored.status == EXPECTED[ops[0]]
+
+
+# ---- the table, and answers as clients send them ----------------------------------------------------
+
+def test_the_table_has_one_way_out_of_pending() -> None:
+    assert p.settle("r", "pending", "allow") == "allowed"
+    assert p.settle("r", "pending", "deny") == "denied"
+    assert p.settle("r", "pending", "cancel") == "cancelled"
+    assert p.settle("r", "pending", "expire") == "expired"
+    for status in ("allowed", "denied", "cancelled", "expired"):
+        for how in ("allow", "deny", "cancel", "expire"):
+            with pytest.raises(p.AlreadyResolved) as caught:
+                p.settle("r", status, how)  # type: ignore[arg-type]
+            assert caught.value.status == status and caught.value.request_id == "r"
+
+
+def answer(inner: Any, **top: Any) -> dict[str, Any]:
+    return {"type": "control_response", "response": inner, **top}
+
+
+def test_parse_answer() -> None:
+    allow = {"behavior": "allow", "updatedInput": {}}
+    assert p.parse_answer(answer({"subtype": "success", "request_id": "r", "response": allow})) == p.Answer(
+        "r", "allow", allow)
+    deny = {"behavior": "deny", "message": "no"}
+    assert p.parse_answer(answer({"subtype": "success", "requestId": "r2", "response": deny})).how == "deny"
+    assert p.parse_answer(answer({"subtype": "error", "error": "x"}, request_id="r3")) == p.Answer("r3", "deny", None)
+
+
+@pytest.mark.parametrize(("message", "error"), [
+    (answer({"subtype": "success"}), "needs response.request_id"),
+    (answer("yes", request_id="r"), "subtype must be"),
+    (answer({"subtype": "maybe", "request_id": "r"}), "subtype must be"),
+    (answer({"subtype": "success", "request_id": "r"}), "behavior 'allow' or 'deny'"),
+    (answer({"subtype": "success", "request_id": "r", "response": {"behavior": "ask"}}), "behavior"),
+])
+def test_parse_answer_refuses(message: dict[str, Any], error: str) -> None:
+    with pytest.raises(MessageError, match=error):
+        p.parse_answer(message)

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from tether.protocol.backoff import Backoff
-from tether.protocol.reconnect import PingLiveness, ReconnectPolicy, is_permanent_close
+from tether.protocol.reconnect import PingLiveness, ReconnectBudget, ReconnectPolicy, is_permanent_close
 
 
 def test_ping_pong_cycle() -> None:
@@ -41,9 +41,31 @@ def test_start_resets_an_outstanding_ping() -> None:
     assert not lv.awaiting_pong and lv.tick(22.0) == "ping"
 
 
+def test_a_pong_without_an_outstanding_ping_measures_nothing() -> None:
+    lv = PingLiveness(interval=10, sleep_threshold=60)
+    lv.start(0.0)
+    lv.tick(10.0)
+    lv.start(12.0)  # reconnected: the old socket's pong is late
+    lv.pong(12.5)
+    assert lv.rtt is None and not lv.awaiting_pong
+
+
 def test_tick_before_start_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         PingLiveness().tick(0.0)
+    with pytest.raises(RuntimeError):
+        PingLiveness().next_tick()
+
+
+@pytest.mark.parametrize(("interval", "sleep_threshold"), [(0, 60), (10, 0), (-1, 60)])
+def test_bad_intervals_are_refused(interval: float, sleep_threshold: float) -> None:
+    with pytest.raises(ValueError):
+        PingLiveness(interval, sleep_threshold)
+
+
+def test_the_budget_itself_is_abstract() -> None:
+    with pytest.raises(TypeError):
+        ReconnectBudget()  # type: ignore[abstract]
 
 
 @pytest.mark.parametrize("code", [1002, 4001, 4003])

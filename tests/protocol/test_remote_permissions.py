@@ -48,3 +48,12 @@ def test_answer_frames_carry_only_behavior_and_input_or_message() -> None:
     assert deny_frame("r1")["response"]["response"] == {"behavior": "deny", "message": "User denied permission"}
     assert deny_frame("r1", "")["response"]["response"]["message"] == "User denied permission"
     assert deny_frame("r1", ABORTED_MESSAGE)["response"]["response"]["message"] == "User aborted"
+
+
+def test_an_open_question_is_found_by_its_request_id() -> None:
+    open_: PendingPermissions[Q] = PendingPermissions()
+    open_.add(Q("r1", "t1"))
+    open_.add(Q("r2", "t2"))
+    assert open_.get("r2") == Q("r2", "t2") and open_.get("r3") is None
+    open_.resolve("r2")
+    assert open_.get("r2") is None

@@ -38,6 +38,12 @@ def test_wire_form_is_stamped_and_local_commands_become_assistant_text() -> None
     cmd = rb.to_sdk_message({"type": "system", "subtype": "local_command", "uuid": "l", "content": "Total: $0"}, "s")
     assert cmd["type"] == "assistant" and cmd["uuid"] == "l"
     assert cmd["message"]["content"] == [{"type": "text", "text": "Total: $0"}]
+    plain = rb.to_sdk_message(user_message("hi", "u2"), "session_x")
+    assert plain == {**user_message("hi", "u2"), "session_id": "session_x"} and "isSynthetic" not in plain
+    meta_false = rb.to_sdk_message({**user_message("hi", "u3"), "isMeta": False}, "s")
+    assert "isSynthetic" not in meta_false and "isMeta" not in meta_false
+    result = rb.to_sdk_message({"type": "result", "uuid": "r", "isMeta": True}, "s")
+    assert result["isMeta"] is True and "isSynthetic" not in result, "only a user message becomes synthetic"
 
 
 def conversation(turns: int) -> list[dict[str, Any]]:

@@ -27,6 +27,13 @@ def test_env_less_config_defaults_bounds_and_fallback() -> None:
     assert rc.parse_env_less_config([1]).fell_back
 
 
+
+@pytest.mark.parametrize("value", [True, False])
+def test_env_less_config_takes_the_upgrade_message_flag(value: bool) -> None:
+    parsed = rc.parse_env_less_config({"should_show_app_upgrade_message": value})
+    assert not parsed.fell_back and parsed.config.should_show_app_upgrade_message is value
+
+
 def test_init_retry_makes_the_configured_number_of_attempts() -> None:
     b = rc.init_retry(rc.DEFAULT_ENV_LESS_CONFIG)
     delays = [b.failure(float(i), 0.5).delay for i in range(3)]

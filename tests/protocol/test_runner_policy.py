@@ -109,6 +109,12 @@ def test_parse_sources_both_shapes_and_names() -> None:
     ([{"url": 7}], "must be a string"),
     ([{"url": "https://a/app.git"}, {"url": "https://b/app"}], "same name"),
     ([{"url": f"https://h/r{i}"} for i in range(11)], "At most 10"),
+    (["https://x/y"], r"sources\[0\] must be an object"),
+    ([{"url": "https://x/y"}, {"git_info": {"type": "github", "repo": ""}}], r"sources\[1\]: git_info.repo"),
+    ([{"url": "https://x/y", "revision": 3}], "the revision must be a string"),
+    ([{"git_info": {"repo": "https://x/y", "token": "a\nb"}}], "git_info.token must be a string"),
+    ([{"git_info": {"repo": "https://x/y", "token": 7}}], "git_info.token must be a string"),
+    ([{"url": "file://localhost"}], "must be an absolute path"),
 ])
 def test_parse_sources_refusals(raw: object, why: str) -> None:
     with pytest.raises(RunnerPolicyError, match=why):
@@ -167,6 +173,25 @@ def test_agent_arguments_allow_list() -> None:
     assert agent_arguments({"permission-mode": "yolo"})[0] == []
 
 
+def test_agent_arguments_leave_out_false_and_null_and_refuse_what_is_not_a_value() -> None:
+    assert agent_arguments({"model": False, "allowedTools": [None, "Read", False]}) == (["--allowedTools", "Read"], [])
+    # every allowed flag takes a value: a bare --model would swallow the bridge's next argument
+    args, warnings = agent_arguments({"model": True, "permission-mode": True})
+    assert args == [] and warnings == ["claude_code_args: --model needs a value; ignored.",
+                                       "claude_code_args: --permission-mode needs a value; ignored."]
+    args, warnings = agent_arguments({"system-prompt": {"x": 1}, "append-system-prompt": "x" * 40_000,
+                                      "model": "a\x00b"})
+    assert args == [] and len(warnings) == 3 and all("not a short string" in w for w in warnings)
+    assert agent_arguments(None) == ([], [])
+    assert agent_arguments(["model"]) == ([], ["claude_code_args is not an object; ignored."])
+
+
+def test_only_the_first_environment_variables_are_used() -> None:
+    env, warnings = agent_environment({f"V{i}": str(i) for i in range(205)})
+    assert len(env) == 200 and "V199" in env and "V200" not in env
+    assert warnings == ["only the first 200 environment variables were used."]
+
+
 def test_mcp_and_auth() -> None:
     assert mcp_arguments({"mcpServers": {}}, "claude", "/s/mcp.json") == (["--mcp-config", "/s/mcp.json"], None)
     args, warning = mcp_arguments({"mcpServers": {}}, "tether", "/s/mcp.json")
@@ -175,6 +200,11 @@ def test_mcp_and_auth() -> None:
     env, git, warnings = auth_entries([{"type": "anthropic_api_key", "token": "sk"}, {"type": "github", "token": "g"},
                                        {"type": "weird", "token": "w"}, {"type": "git"}])
     assert env == {"ANTHROPIC_API_KEY": "sk"} and git == "g" and len(warnings) == 2
+    assert mcp_arguments(["x"], "claude", "/x") == ([], "mcp_config is not an object; ignored.")
+    assert auth_entries(None) == auth_entries([]) == ({}, None, [])
+    assert auth_entries({"type": "git"}) == ({}, None, ["auth is not a list; ignored."])
+    assert auth_entries(["tok", {"type": "git", "token": "a\x07b"}])[2] == [
+        "auth[0] has no usable token; ignored.", "auth[1] has no usable token; ignored."]
 
 
 def test_rlimits_only_what_is_set_and_available() -> None:
@@ -188,6 +218,7 @@ def test_rlimits_only_what_is_set_and_available() -> None:
         check_limits(Limits(cpu_s=0))
     with pytest.raises(RunnerPolicyError, match="64 MB"):
         check_limits(Limits(memory_mb=10))
+    assert check_limits(limits) is limits and check_limits(Limits()) == Limits()
 
 
 def test_bwrap_argv() -> None:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol.sequence import LogSequencer, SequenceTracker
+from tether.protocol.sequence import SequenceTracker
 
 
 def test_in_order_stream() -> None:
@@ -97,33 +97,6 @@ def test_unbounded_window_accepts_every_number_once(order: list[int]) -> None:
     assert "duplicate" not in results
     assert all(t.observe(s) == "duplicate" for s in order)
     assert t.floor == 59 and len(t) == 0
-
-
-def test_log_sequencer() -> None:
-    s = LogSequencer()
-    assert s.next_seq() == 1
-    assert s.next_seq() == 2
-    assert list(s.take(3)) == [3, 4, 5]
-    assert list(s.take(0)) == []
-    assert s.last_seq == 5
-    assert LogSequencer(41).next_seq() == 42
-    with pytest.raises(ValueError):
-        s.take(-1)
-    with pytest.raises(ValueError):
-        LogSequencer(-3)
-
-
-@settings(deadline=None)
-@given(
-    st.integers(min_value=0, max_value=10**9), st.lists(st.integers(min_value=0, max_value=20), max_size=20)
-)
-def test_log_sequencer_is_gap_free(start: int, batches: list[int]) -> None:
-    s = LogSequencer(start)
-    issued: list[int] = []
-    for n in batches:
-        issued.extend(s.take(n))
-    assert issued == list(range(start + 1, start + 1 + len(issued)))
-    assert s.last_seq == start + len(issued)
 
 
 def test_advance_to_collapses_a_filtered_readers_skips_into_the_floor() -> None:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tether.protocol.session_tracker import SessionTracker
 
 
@@ -99,3 +101,43 @@ def test_pending_tool_names_the_open_permission_requests() -> None:
     t.observe_inbound({"type": "control_response", "response": {"subtype": "success", "request_id": "r1",
                                                                  "response": {"behavior": "deny", "message": "no"}}}, 2.0)
     assert t.pending_tool("r1") is None
+
+
+def test_activities_come_from_tool_uses_and_non_blank_text_only() -> None:
+    tr = SessionTracker()
+    tr.observe_outbound({"type": "assistant", "message": {"content": [
+        "stray", {"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "   "}, {"type": "text", "text": 3},
+        {"type": "tool_use", "name": 7, "input": "not an object"}, {"type": "text", "text": "x" * 200}]}}, 1.0)
+    kinds = [(a.kind, len(a.summary)) for a in tr.activities]
+    assert kinds[0][0] == "tool_start" and kinds[1] == ("text", 80)
+    assert len(kinds) == 2
+
+
+def test_the_hosts_own_notes_are_activities_too() -> None:
+    tr = SessionTracker(max_activities=2)
+    tr.note("error", "Too large to relay", 1.0)
+    tr.observe_outbound(tool_use("Bash", command="ls"), 2.0)
+    tr.note("error", "again", 3.0)
+    assert [(a.kind, a.summary, a.at) for a in tr.activities] == [("tool_start", "Running ls", 2.0),
+                                                                  ("error", "again", 3.0)]
+    assert tr.state == "running", "a note does not move the state"
+
+
+def test_an_inbound_interrupt_changes_neither_title_nor_permissions() -> None:
+    tr = SessionTracker()
+    tr.observe_outbound(can_use_tool("r1"), 0)
+    tr.observe_inbound({"type": "control_request", "request_id": "i", "request": {"subtype": "interrupt"}}, 1)
+    assert tr.pending_permissions == ("r1",) and tr.title is None
+
+
+def test_an_answer_to_a_question_not_open_here_changes_nothing() -> None:
+    tr = SessionTracker()
+    tr.observe_outbound(can_use_tool("r1"), 0)
+    assert not tr.observe_inbound(answer("other"), 1)
+    assert not tr.observe_outbound({"type": "control_cancel_request"}, 1)
+    assert tr.state == "requires_action" and tr.pending_permissions == ("r1",)
+
+
+def test_at_least_one_activity_is_kept() -> None:
+    with pytest.raises(ValueError):
+        SessionTracker(max_activities=0)

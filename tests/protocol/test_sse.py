@@ -122,3 +122,19 @@ def test_reconnect_policy_sleep_detection_restarts_the_budget() -> None:
     policy.ended(None, 0.0, 0.5)
     policy.ended(None, 500.0, 0.5)  # > 60 s since the previous failure: the machine slept
     assert policy.ended(None, 550.0, 0.5).delay is not None
+
+
+@pytest.mark.parametrize(("sequence_num", "frame_id", "expected"), [
+    (7, "3", 7),
+    ("7", "3", 7),
+    (0, "3", 0),
+    (True, "3", 3),  # a boolean is not a sequence number
+    (-1, "3", 3),
+    ("7a", "3", 3),
+    (1.5, None, None),
+    (None, "x", None),
+])
+def test_client_event_sequence_numbers(sequence_num: object, frame_id: str | None, expected: int | None) -> None:
+    ev = parse_client_event(event_frame({"event_id": "e", "sequence_num": sequence_num, "payload": {"type": "user"}},
+                                        frame_id))
+    assert ev.sequence_num == expected

@@ -26,6 +26,11 @@ def test_text_blocks_are_joined_and_images_ignored() -> None:
     assert t.derive_title(msg) == "Look at this"
 
 
+def test_blocks_that_are_not_objects_are_skipped() -> None:
+    msg = {"type": "user", "message": {"role": "user", "content": ["stray", {"type": "text", "text": "Fix it"}]}}
+    assert t.derive_title(msg) == "Fix it"
+
+
 @pytest.mark.parametrize(
     "msg",
     [
@@ -45,6 +50,7 @@ def test_text_blocks_are_joined_and_images_ignored() -> None:
         {"type": "user", "message": "not an object"},
         {"type": "user", "message": {"content": 42}},
         {"type": "user", "message": {"content": [{"type": "image"}]}},
+        {"type": "user", "message": {"content": ["bare string", {"type": "text", "text": 3}]}},
     ],
 )
 def test_not_title_worthy(msg: dict[str, Any]) -> None:
@@ -68,9 +74,14 @@ def test_truncates_on_word_boundary() -> None:
     assert title == ("word " * 16).strip() + "…"
 
 
-def test_truncates_mid_word_when_no_boundary() -> None:
-    title = t.title_from_text("x" * 200)
-    assert title == "x" * 79 + "…"
+def test_a_cut_inside_a_word_goes_back_to_the_last_space() -> None:
+    assert t.title_from_text("a" * 50 + " " + "b" * 100) == "a" * 50 + "…"
+    assert t.title_from_text("a" * 45 + ", " + "b" * 100) == "a" * 45 + "…", "no trailing punctuation"
+
+
+def test_truncates_mid_word_when_no_boundary_or_only_a_far_one() -> None:
+    assert t.title_from_text("x" * 200) == "x" * 79 + "…"
+    assert t.title_from_text("a" * 10 + " " + "b" * 200) == "a" * 10 + " " + "b" * 68 + "…"
 
 
 def test_exact_fit_is_untouched() -> None:
@@ -114,3 +125,11 @@ def test_title_state_precedence() -> None:
 def test_explicit_before_any_message() -> None:
     s = t.TitleState(title="server title", explicit=True)
     assert s.observe(user_message("hello", "u")).title == "server title"
+
+
+@settings(deadline=None)
+@given(st.text())
+def test_a_title_worthy_text_always_has_a_first_sentence_title(text: str) -> None:
+    # ReplTitles.start relies on this: the latest worthy prompt always names the session
+    if t.title_from_text(text):
+        assert t.title_from_text(text, t.INITIAL_TITLE_LEN, first_sentence=True)

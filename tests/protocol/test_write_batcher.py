@@ -82,6 +82,26 @@ def test_flush_releases_stream_events() -> None:
     assert ids(b.take(0.0)) == ["s1"]
 
 
+
+def test_pending_lists_everything_queued_oldest_first_without_taking_it() -> None:
+    b = WriteBatcher(window=5)
+    b.add(ev(1), 0.0)
+    b.add(durable(1), 0.0)
+    b.add(ev(2), 0.0)
+    b.add_front([(durable(0), 0)])
+    assert ids(b.pending()) == ["a0", "s1", "a1", "s2"]
+    assert len(b) == 4 and ids(b.take(0.0)) == ["a0", "s1", "a1"]
+    assert ids(b.pending()) == ["s2"]
+
+
+@pytest.mark.parametrize("settings_", [
+    {"window": -0.1}, {"max_batch": 0}, {"capacity": 0}, {"max_batch_bytes": 0},
+])
+def test_bad_settings_are_refused(settings_: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        WriteBatcher(**settings_)  # type: ignore[arg-type]
+
+
 @settings(deadline=None, max_examples=200)
 @given(st.lists(st.tuples(st.booleans(), st.floats(min_value=0, max_value=0.3)), max_size=60),
        st.integers(min_value=1, max_value=7))

@@ -250,7 +250,7 @@ def expired_user_token(data_dir: pathlib.Path, email: str = "owner@localhost") -
     """A personal API token of ``email`` that expired a minute ago (issued with the server's own store)."""
     async def body(store: Any, auth: Any) -> str:
         async with store.write() as tx:
-            user = await tx.get_user_by_email(email)
+            user = await tx.users.by_email(email)
             assert user is not None, email
             issued = await auth.issue(tx, "personal", user, ttl=-60, name="expired")
         return str(issued.secret)

@@ -128,8 +128,18 @@ def test_the_server_going_away(context: Any, api: httpx.Client, bridge: Bridge, 
         expect(listing.locator(f'.session[data-session="{sid}"] .worker')).to_have_text("status unknown")
 
         expect(session.locator("body")).to_have_attribute("data-socket", "reconnecting")
-        expect(session.locator("#health")).to_contain_text("Reconnecting")
+        expect(session.locator("#health")).to_contain_text(re.compile(r"Offline · reconnecting|Reconnecting…"))
         expect(session.locator("#badge")).to_be_hidden()
+        # the retry schedule, honestly shown: the countdown to the next try and a way to try now
+        # (a graceful stop says 1012: the first try comes after 250 ms, then every 2 s)
+        expect(session.locator("body")).to_have_attribute("data-attempt", re.compile(r"^[3-9]$|^\d\d$"),
+                                                          timeout=20_000)
+        retry = session.locator("#retry")
+        expect(retry).to_be_visible()
+        expect(retry).to_contain_text(re.compile(r"Next try in [1-3] s\."))
+        expect(session.locator("#health")).to_contain_text("Offline · reconnecting")
+        retry.get_by_role("button", name="Retry now").click()  # the schedule starts over
+        expect(session.locator("body")).to_have_attribute("data-attempt", "1")
         expect(session.locator(".composer-hint")).to_contain_text("waits here and goes out once the connection")
         send_button = session.locator("#send")
         expect(send_button).to_have_attribute("aria-label", "Queue (sends once reconnected)")
@@ -142,6 +152,7 @@ def test_the_server_going_away(context: Any, api: httpx.Client, bridge: Bridge, 
         web_server.start()
 
     expect(session.locator("body")).to_have_attribute("data-socket", "open", timeout=30_000)
+    expect(session.locator("#retry")).to_be_hidden()
     expect(mine.locator(".delivery")).to_have_text("Processed", timeout=30_000)
     expect(session.locator("#transcript")).to_contain_text("You said: ECHO typed while the server was away")
     expect(session.locator("#badge")).to_have_text("Idle")

@@ -1,12 +1,16 @@
-"""Downloading a prompt's web-composer attachments for the session host (reference §3.1, §1.7).
+"""Downloading a prompt's web-composer attachments for the agent (reference §3.1, §1.7;
+docs/protocol.md §7.6).
 
 :class:`AttachmentFetcher` is the thin I/O half of :mod:`tether.protocol.attachments`: for a
 user message with ``file_attachments`` it downloads every file at once
-(``GET {server}/api/oauth/files/{file_uuid}/content`` with the session's worker token, 30 s
-each), stores it under ``<cwd>/.tether/attachments/<session>/`` and returns the message with
-``@"path"`` references in front of its last text block. A file that cannot be had (non-200,
-too large, no answer in time, a disk error) is skipped and reported, never fatal: the prompt
-goes on without it.
+(``GET {server}/api/oauth/files/{file_uuid}/content``, 30 s each), stores it under
+``<cwd>/.tether/attachments/<session>/`` and returns the message with ``@"path"`` references
+in front of its last text block. A file that cannot be had (non-200, too large, no answer in
+time, a disk error) is skipped and reported, never fatal: the prompt goes on without it.
+
+One piece serves every place a prompt reaches an agent: the standalone bridge's session host
+and ``tether agent --sdk-url`` download with the session's worker token; the REPL bridge core
+(the ``tether`` REPL, ``tether claude``) with the person's login, read fresh per prompt.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
@@ -24,14 +29,19 @@ from urllib.parse import quote
 import httpx
 
 from tether import __version__
+from tether.errors import TetherError
 from tether.protocol import attachments as pa
-from tether.protocol.attachments import Skipped
+from tether.protocol.attachments import Skipped, skipped_warning
+from tether.protocol.replay_buffer import message_uuid
 
 log = logging.getLogger("tether.bridge.attachments")
 
 DOWNLOAD_TIMEOUT: Final = 30.0  # reference §1.7
 MAX_FILE_BYTES: Final = 64 << 20  # well above the server's upload limit (20 MiB by default): a bound, not a policy
 _ERROR_BODY_BYTES: Final = 4096
+
+TokenSource = Callable[[], Awaitable[str]]
+"""A credential read when a prompt's files are fetched (a login that refreshes itself)."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +52,19 @@ class Resolved:
     """The paths the references name."""
     skipped: tuple[Skipped, ...]
 
+    def warning(self, session_id: str) -> dict[str, Any] | None:
+        """The ``system/warning`` event naming what was skipped and why (None: nothing was)."""
+        if not self.skipped:
+            return None
+        return skipped_warning(self.skipped, prompt_uuid=message_uuid(self.message), uuid=str(uuidlib.uuid4()),
+                               session_id=session_id)
+
 
 class AttachmentFetcher:
-    """Resolves the attachments of one session's prompts (owned by its :class:`SessionHost`)."""
+    """Resolves the attachments of one session's prompts (owned by its :class:`SessionHost`, or
+    made per prompt by the REPL bridge core)."""
 
-    def __init__(self, base_url: str, token: str, cwd: str, session_id: str, *,
+    def __init__(self, base_url: str, token: str | TokenSource, cwd: str, session_id: str, *,
                  timeout: float = DOWNLOAD_TIMEOUT, max_bytes: int = MAX_FILE_BYTES,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -57,7 +75,7 @@ class AttachmentFetcher:
         self._token = token
         self._transport = transport
 
-    def set_token(self, token: str) -> None:
+    def set_token(self, token: str | TokenSource) -> None:
         """The session's fresh worker token (re-dispatch): used from the next download on."""
         self._token = token
 
@@ -65,17 +83,23 @@ class AttachmentFetcher:
         found, skipped = pa.attachments_of(message)
         results: list[str | Skipped] = []
         if found:
-            async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport,
-                                         headers={"user-agent": f"tether/{__version__}"}) as client:
-                async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(self._fetch(client, a)) for a in found]
-            results = [t.result() for t in tasks]
+            try:
+                token = self._token if isinstance(self._token, str) else await self._token()
+            except TetherError as exc:
+                why = f"there is no credential to download it with ({exc.message})"
+                results = [Skipped(a.file_name, a.file_uuid, why) for a in found]
+            else:
+                async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport,
+                                             headers={"user-agent": f"tether/{__version__}"}) as client:
+                    async with asyncio.TaskGroup() as tg:
+                        tasks = [tg.create_task(self._fetch(client, a, token)) for a in found]
+                results = [t.result() for t in tasks]
         stored = [r for r in results if isinstance(r, str)]
         skipped += [r for r in results if isinstance(r, Skipped)]
         return Resolved(pa.with_references(message, stored), tuple(stored), tuple(skipped))
 
-    async def _fetch(self, client: httpx.AsyncClient, item: pa.Attachment) -> str | Skipped:
-        data = await self._download(client, item)
+    async def _fetch(self, client: httpx.AsyncClient, item: pa.Attachment, token: str) -> str | Skipped:
+        data = await self._download(client, item, token)
         if isinstance(data, Skipped):
             return data
         try:
@@ -83,7 +107,7 @@ class AttachmentFetcher:
         except OSError as exc:
             return Skipped(item.file_name, item.file_uuid, f"it could not be saved: {exc.strerror or exc}")
 
-    async def _download(self, client: httpx.AsyncClient, item: pa.Attachment) -> bytes | Skipped:
+    async def _download(self, client: httpx.AsyncClient, item: pa.Attachment, token: str) -> bytes | Skipped:
         url = f"{self.base_url}/api/oauth/files/{quote(item.file_uuid, safe='')}/content"
 
         def skip(reason: str) -> Skipped:
@@ -91,7 +115,7 @@ class AttachmentFetcher:
 
         try:
             async with asyncio.timeout(self.timeout):
-                async with client.stream("GET", url, headers={"authorization": f"Bearer {self._token}"}) as resp:
+                async with client.stream("GET", url, headers={"authorization": f"Bearer {token}"}) as resp:
                     body = bytearray()
                     cap = self.max_bytes if resp.status_code == 200 else _ERROR_BODY_BYTES
                     async for chunk in resp.aiter_bytes():

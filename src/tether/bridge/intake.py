@@ -4,7 +4,8 @@
 :func:`~tether.protocol.bridge_policy.plan_next_poll` gives (at capacity it waits for a session to
 end, a re-dispatch it asked for, or the at-capacity liveness poll); a failed poll backs off on one
 of the two tracks of :class:`~tether.protocol.bridge_policy.PollBackoff` (with sleep detection) and
-gives up after 10 minutes. Each item goes through the pure
+gives up after 10 minutes; the budget is the bridge's one :class:`~tether.bridge.reconnecting.Reconnecting`,
+which the start shares. Each item goes through the pure
 :func:`~tether.protocol.work_intake.classify_work`; :meth:`Intake.take` applies the decision:
 acknowledge (E3), start the session (:class:`~tether.bridge.hosting.Hosting`), hand a re-dispatch's
 fresh token to the running session, hold it until a session ends, or release it.
@@ -18,11 +19,12 @@ from tether.bridge.aio import wait_event
 from tether.bridge.context import BridgeContext, ServerCalls
 from tether.bridge.hosting import Hosting
 from tether.bridge.maintenance import Maintenance
+from tether.bridge.reconnecting import Reconnecting
 from tether.bridge.spawner import SessionRecord
 from tether.bridge.status import shown_id
 from tether.client.api import WorkItem
 from tether.errors import ApiError, ApiUnavailable, BridgeFatalError, ProtocolError
-from tether.protocol.bridge_policy import ErrorKind, PollBackoff, plan_next_poll
+from tether.protocol.bridge_policy import ErrorKind, plan_next_poll
 from tether.protocol.work_intake import IntakeView, WorkDecision, classify_work
 
 __all__ = ["Intake", "fatal_poll_message"]
@@ -31,16 +33,15 @@ log = logging.getLogger("tether.bridge")
 
 
 class Intake:
-    def __init__(self, ctx: BridgeContext, calls: ServerCalls, hosting: Hosting, maintenance: Maintenance) -> None:
+    def __init__(self, ctx: BridgeContext, calls: ServerCalls, hosting: Hosting, maintenance: Maintenance,
+                 reconnecting: Reconnecting) -> None:
         self._ctx = ctx
         self._calls = calls
         self._hosting = hosting
         self._maintenance = maintenance
         self.held: dict[str, WorkItem] = {}
         """Work id → an item that came at capacity (not acknowledged), in arrival order."""
-        self.backoff = PollBackoff()
-        self.next_attempt_at: float | None = None
-        """When the next poll is due while reconnecting (the clock's time)."""
+        self._reconnecting = reconnecting
         self.polls = 0
 
     # ---- the poll loop ----------------------------------------------------------------------------
@@ -95,9 +96,7 @@ class Intake:
         """A poll answered; True when it brought something new (poll again at once)."""
         ctx = self._ctx
         self.polls += 1
-        self.next_attempt_at = None
-        if self.backoff.success(ctx.clock()):
-            ctx.sink.event("reconnected", "Reconnected to the server.", environment_id=ctx.environment_id)
+        self._reconnecting.succeeded()
         ctx.idle_state()
         if work is None:
             ctx.awaiting_redispatch.clear()  # E7 queues before it answers: nothing more is coming
@@ -106,21 +105,10 @@ class Intake:
 
     async def _backoff_wait(self, kind: ErrorKind, message: str, retry_after: float | None) -> bool:
         """Record a failed poll and wait before the next one; False when the budget ran out."""
-        ctx = self._ctx
-        now = ctx.clock()
-        decision = self.backoff.failure(kind, now, ctx.rnd, retry_after)
-        if decision.slept:
-            ctx.sink.event("sleep_detected", "Long gap since the last poll error (the machine slept?); "
-                           "the retry budget starts over.", kind=kind)
+        decision = await self._reconnecting.wait(kind, message, retry_after, event="poll_error", doing="Poll")
         if decision.delay is None:
-            ctx.fail(f"Gave up reaching the server after {decision.elapsed:.0f} s: {message}", resumable=True)
+            self._ctx.fail(f"Gave up reaching the server after {decision.elapsed:.0f} s: {message}", resumable=True)
             return False
-        ctx.set_state("reconnecting")
-        self.next_attempt_at = now + decision.delay
-        ctx.sink.event("poll_error", f"Poll failed ({message}); retrying in {decision.delay:.1f} s.",
-                       kind=kind, attempt=decision.attempt, delay=round(decision.delay, 3),
-                       elapsed=round(decision.elapsed, 3), slept=decision.slept)
-        await ctx.sleep(decision.delay)
         return True
 
     # ---- work items -------------------------------------------------------------------------------

@@ -32,9 +32,10 @@ from tether.bridge.context import BridgeContext, BridgeOptions, ServerCalls
 from tether.bridge.hosting import Hosting, TransportFactory
 from tether.bridge.intake import Intake
 from tether.bridge.maintenance import Maintenance
+from tether.bridge.reconnecting import Reconnecting
 from tether.bridge.session_host import HostConfig
 from tether.bridge.spawner import SessionRecord
-from tether.bridge.startup import StartupError, start_bridge
+from tether.bridge.startup import StartupError, StartupStopped, start_bridge
 from tether.bridge.status import BridgeSnapshot, BridgeState, EventSink, connect_url
 from tether.bridge.teardown import Teardown
 from tether.client.api import ApiClient, BridgeConfig
@@ -72,7 +73,8 @@ class Bridge:
                                 v2_config=v2_config or V2Config(sse=SSEConfig(expired_token_grace_s=grace),
                                                                 ccr=CCRConfig(expired_token_grace_s=grace)),
                                 host_config=host_config or HostConfig(term_grace=options.shutdown_grace_s))
-        self._intake = Intake(ctx, calls, self._hosting, self._maintenance)
+        self._reconnecting = Reconnecting(ctx)
+        self._intake = Intake(ctx, calls, self._hosting, self._maintenance, self._reconnecting)
         self._teardown = Teardown(ctx, calls, self._hosting)
         # the loop's wake-up and its "a fresh token is on its way" set, by their old names (the
         # same objects as the context's: never rebound)
@@ -131,7 +133,7 @@ class Bridge:
 
     def snapshot(self) -> BridgeSnapshot:
         ctx, now = self._ctx, self._ctx.clock()
-        failing, next_at = self._intake.backoff.failing_since, self._intake.next_attempt_at
+        failing, next_at = self._reconnecting.backoff.failing_since, self._reconnecting.next_attempt_at
         reconnecting = ctx.state == "reconnecting"
         return BridgeSnapshot(
             state=ctx.state, server=self.server, environment_id=ctx.environment_id,
@@ -166,7 +168,11 @@ class Bridge:
     async def run(self) -> int:
         ctx = self._ctx
         try:
-            await start_bridge(ctx)
+            await start_bridge(ctx, self._reconnecting)
+        except StartupStopped as exc:  # asked to stop while the server was away: nothing to tear down yet
+            ctx.state = "stopping"
+            self.sink.event("stopped", exc.message, exit_code=0, reason=ctx.shutdown_reason)
+            return 0
         except StartupError as exc:
             ctx.failure = exc.message
             ctx.state = "failed"

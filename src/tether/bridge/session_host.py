@@ -43,7 +43,6 @@ from tether.bridge.agent_process import AgentProcess, AgentSpec
 from tether.bridge.attachments import AttachmentFetcher
 from tether.client.transport import Message, SessionTransport, TransportClosed, TransportError
 from tether.protocol import messages as m
-from tether.protocol.attachments import skipped_warning
 from tether.protocol.line_splitter import Oversize, Piece
 from tether.protocol.replay_buffer import message_uuid
 from tether.protocol.session_tracker import Activity, SessionState, SessionTracker
@@ -397,10 +396,9 @@ class SessionHost:
             return msg
         resolved = await self._attachments.resolve(msg)
         self.stats.attachments_stored += len(resolved.stored)
-        if resolved.skipped:
-            self.stats.attachments_skipped += len(resolved.skipped)
-            warning = skipped_warning(resolved.skipped, prompt_uuid=message_uuid(msg), uuid=str(uuidlib.uuid4()),
-                                      session_id=self.session_id)
+        self.stats.attachments_skipped += len(resolved.skipped)
+        warning = resolved.warning(self.session_id)
+        if warning is not None:
             log.warning("session %s: %s", self.session_id, warning["message"])
             self._write(warning)
         return resolved.message

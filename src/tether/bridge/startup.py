@@ -5,7 +5,10 @@ to behave, and turns every way that can go wrong into a :class:`StartupError` wh
 what to do next; :func:`git_info` collects the branch and remote of the directory (best effort).
 
 The bridge's first step (:func:`start_bridge`): register the machine, resume or create the
-directory's session, write the crash-recovery pointer, record the directory claim.
+directory's session, write the crash-recovery pointer, record the directory claim. A server that
+cannot be reached meanwhile (restarting, 5xx) is retried with the poll loop's connection budget
+(:class:`~tether.bridge.reconnecting.Reconnecting`); only a refusal (401/403/404/410) or the
+budget running out ends the start.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import logging
 import math
 import pathlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from tether import __version__
 from tether.bridge import pointer as pointers
 from tether.bridge.context import BridgeContext
+from tether.bridge.reconnecting import Reconnecting
 from tether.bridge.status import connect_url, session_url
 from tether.client.api import ApiClient, BridgeConfig, repository_context
 from tether.errors import ApiError, ApiUnavailable, BridgeFatalError, NotLoggedIn, ProtocolError, TetherError
@@ -28,10 +33,12 @@ from tether.protocol import versions
 from tether.protocol.ids import id_body, is_valid_id, to_compat_session_id
 from tether.protocol.server_url import is_plaintext_remote
 
-__all__ = ["ARCHIVE_WORDS", "GitInfo", "Preflight", "StartupError", "git_info", "preflight", "start_bridge",
-           "version_ok"]
+__all__ = ["ARCHIVE_WORDS", "GitInfo", "Preflight", "StartupError", "StartupStopped", "git_info", "preflight",
+           "start_bridge", "version_ok"]
 
 log = logging.getLogger("tether.bridge.startup")
+
+T = TypeVar("T")
 
 
 class StartupError(TetherError):
@@ -39,6 +46,12 @@ class StartupError(TetherError):
 
     status = 400
     error_type = "startup_error"
+
+
+class StartupStopped(StartupError):
+    """A stop (Ctrl-C, SIGTERM) was asked for while the start waited to retry the server."""
+
+    error_type = "startup_stopped"
 
 
 @dataclass(frozen=True)
@@ -141,22 +154,23 @@ ARCHIVE_WORDS: Final = {
 """Why a session was archived, in the words that follow "is archived"."""
 
 
-async def start_bridge(ctx: BridgeContext) -> None:
+async def start_bridge(ctx: BridgeContext, retry: Reconnecting) -> None:
     """Re-attach a resumed session's environment (``--continue`` / ``--session-id``), register
     (E1), ``bridge/reconnect`` the resumed session (E7) or create one in the directory (S1), write
-    the crash-recovery pointer and record the directory claim. Raises :class:`StartupError`."""
+    the crash-recovery pointer and record the directory claim. Raises :class:`StartupError`
+    (:class:`StartupStopped` when a stop was asked for while it waited to retry)."""
     o = ctx.options
     resume_env: str | None = None
     if o.resume_session_id is not None:
-        resume_env = await _resumable_environment(ctx, o.resume_session_id)
+        resume_env = await _resumable_environment(ctx, retry, o.resume_session_id)
     elif o.create_initial_session:
         await _replace_previous(ctx)
     else:
         pointers.clear_pointer(o.directory, o.home)  # a stale pointer of an earlier run
-    reattached = await _register(ctx, resume_env)
+    reattached = await _register(ctx, retry, resume_env)
     if o.resume_session_id is not None:
         if reattached:
-            await _reconnect_resumed(ctx, o.resume_session_id)
+            await _reconnect_resumed(ctx, retry, o.resume_session_id)
         else:
             ctx.sink.event("warning", f"Could not re-attach environment {resume_env} (it expired); "
                            "starting a fresh session instead.")
@@ -170,19 +184,17 @@ async def start_bridge(ctx: BridgeContext) -> None:
     ctx.set_state("ready")
 
 
-async def _register(ctx: BridgeContext, resume_env: str | None) -> bool:
+async def _register(ctx: BridgeContext, retry: Reconnecting, resume_env: str | None) -> bool:
     """E1; True when ``resume_env`` was re-attached."""
     o = ctx.options
     try:
-        reg = await ctx.api.register_environment(
+        reg = await _retrying(ctx, retry, "Registering this machine", lambda: ctx.api.register_environment(
             machine_name=o.machine_name, directory=str(o.directory), branch=o.branch,
             git_repo_url=o.git_repo_url, max_sessions=ctx.max_sessions, worker_type=o.agent.worker_type,
-            environment_id=resume_env, kind=o.environment_kind)
+            environment_id=resume_env, kind=o.environment_kind))
     except BridgeFatalError as exc:
         if exc.status == 404:
             raise StartupError("Remote Control environments are not available on this server.") from None
-        raise StartupError(f"Registering this machine failed: {exc.message}") from None
-    except (ApiError, ApiUnavailable, ProtocolError) as exc:
         raise StartupError(f"Registering this machine failed: {exc.message}") from None
     ctx.environment_id, ctx.environment_secret = reg.environment_id, reg.environment_secret
     ctx.sink.event("registered", f"Registered {o.machine_name} as {reg.environment_id} ({_mode_words(ctx)}).",
@@ -213,6 +225,36 @@ async def _replace_previous(ctx: BridgeContext) -> None:
                        session_id=sid)
 
 
+async def _retrying(ctx: BridgeContext, retry: Reconnecting, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()`` until it gets through, on the poll loop's connection budget: a server that cannot
+    be reached or answers 5xx / 429 / another non-fatal error is retried (with a ``start_retry``
+    event and the live display's countdown); a :class:`BridgeFatalError` passes through at once.
+    Raises :class:`StartupError` when the budget runs out, :class:`StartupStopped` on a stop."""
+    while True:
+        try:
+            result = await call()
+        except BridgeFatalError:
+            raise
+        except ApiUnavailable as exc:
+            decision = await retry.wait("connection", exc.message, None, event="start_retry", doing=doing)
+            message = exc.message
+        except (ApiError, ProtocolError) as exc:
+            decision = await retry.wait("general", exc.message, getattr(exc, "retry_after", None),
+                                        event="start_retry", doing=doing)
+            message = exc.message
+        else:
+            retry.succeeded()
+            return result
+        if decision.delay is None:
+            resume = (f" The session is kept: run `{ctx.options.resume_command}` again once the server is back."
+                      if ctx.options.resume_session_id is not None else "")
+            raise StartupError(f"{doing} failed; gave up reaching the server after {decision.elapsed:.0f} s: "
+                               f"{message.rstrip('.')}.{resume}")
+        if ctx.shutdown.is_set():
+            raise StartupStopped(f"Stopped ({ctx.shutdown_reason}) before the bridge was up: {doing.lower()} "
+                                 "had not got through yet.")
+
+
 def _mode_words(ctx: BridgeContext) -> str:
     if ctx.options.workspaces is not None:
         return f"capacity {ctx.max_sessions}; each session in its own work directory"
@@ -222,15 +264,14 @@ def _mode_words(ctx: BridgeContext) -> str:
     return f"capacity {ctx.max_sessions}; new sessions in {where}"
 
 
-async def _resumable_environment(ctx: BridgeContext, session_id: str) -> str:
+async def _resumable_environment(ctx: BridgeContext, retry: Reconnecting, session_id: str) -> str:
     """The environment ``--continue`` re-attaches: the one the (not archived) session is bound to."""
     try:
-        session = await ctx.api.get_session(session_id)
+        session = await _retrying(ctx, retry, f"Looking up session {session_id}",
+                                  lambda: ctx.api.get_session(session_id))
     except BridgeFatalError as exc:
         if exc.status == 404:
             raise StartupError(f"Session {session_id} was not found; it cannot be resumed.") from None
-        raise StartupError(f"Cannot resume {session_id}: {exc.message}") from None
-    except (ApiError, ApiUnavailable, ProtocolError) as exc:
         raise StartupError(f"Cannot resume {session_id}: {exc.message}") from None
     status = session.get("session_status") or session.get("status")
     if status == "archived":
@@ -246,11 +287,13 @@ async def _resumable_environment(ctx: BridgeContext, session_id: str) -> str:
     return env
 
 
-async def _reconnect_resumed(ctx: BridgeContext, session_id: str) -> None:
-    assert ctx.environment_id is not None
+async def _reconnect_resumed(ctx: BridgeContext, retry: Reconnecting, session_id: str) -> None:
+    env = ctx.environment_id
+    assert env is not None
     try:
-        await ctx.api.reconnect_session(ctx.environment_id, session_id)
-    except TetherError as exc:
+        await _retrying(ctx, retry, f"Resuming session {session_id}",
+                        lambda: ctx.api.reconnect_session(env, session_id))
+    except BridgeFatalError as exc:
         raise StartupError(f"Cannot resume {session_id}: {exc.message}") from None
     ctx.initial_session_id = to_compat_session_id(session_id)
     ctx.to_archive[id_body(session_id)] = ctx.initial_session_id

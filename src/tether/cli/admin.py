@@ -6,11 +6,14 @@ import asyncio
 import json
 import pathlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from tether.server.config import Config, config_from_env, default_home
+
+if TYPE_CHECKING:  # the server's modules load only when a command runs (a fast `--help`)
+    from tether.server.service.accounts import Accounts
 
 app = typer.Typer(rich_markup_mode=None, help="Administer a Tether server from its own machine (no browser needed).",
                   no_args_is_help=True)
@@ -31,21 +34,15 @@ def _config(data_dir: pathlib.Path | None, database_url: str | None) -> Config:
     return cfg
 
 
-def _run(cfg: Config, body: Callable[[Any, Any], Awaitable[T]]) -> T:
+def _run(cfg: Config, body: Callable[[Accounts], Awaitable[T]]) -> T:
+    """``body(accounts)`` against the data directory's database (migrated first)."""
     from tether.errors import TetherError
-    from tether.server.auth.service import Auth
-    from tether.server.store import Store
+    from tether.server.service.accounts import open_accounts
 
     async def main() -> T:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(cfg.db_url)
-        try:
-            await store.open()
-            auth = Auth(cfg, store)
-            await auth.open()
-            return await body(store, auth)
-        finally:
-            await store.close()
+        async with open_accounts(cfg) as accounts:
+            return await body(accounts)
 
     try:
         return asyncio.run(main())
@@ -65,12 +62,8 @@ def token_create(
     if role not in ("owner", "member", "viewer"):
         raise typer.BadParameter("--role must be owner, member or viewer.")
 
-    async def body(store: Any, auth: Any) -> str:
-        async with store.write() as tx:
-            _org, user, _ = await auth.ensure_owner(tx, org_name=org, email=email, role=role)
-            issued = await auth.issue(tx, "personal", user, ttl=None, name=name)
-            await tx.insert_audit(user["org_id"], "admin", "token.create", issued.row["id"], {"name": name}, 0.0)
-            return str(issued.secret)
+    async def body(accounts: Accounts) -> str:
+        return await accounts.admin_token(org, email, role, name)
 
     typer.echo(_run(_config(data_dir, database_url), body))
 
@@ -94,16 +87,8 @@ def login_link(
     elif (running := running_server(cfg.data_dir)) is not None:
         cfg.public_url = running.url  # where it listens (its --public-url, if it has one)
 
-    async def body(store: Any, auth: Any) -> str:
-        if email:
-            async with store.read() as tx:
-                user = await tx.get_user_by_email(email)
-            if user is None:
-                raise typer.BadParameter(f"no user {email}")
-        else:
-            _org, user, _ = await auth.bootstrap()
-        async with store.write() as tx:
-            return str(await auth.login_link(tx, user))
+    async def body(accounts: Accounts) -> str:
+        return await accounts.admin_login_link(email)
 
     typer.echo(_run(cfg, body))
 
@@ -115,17 +100,8 @@ def users(
 ) -> None:
     """List users of every organisation."""
 
-    async def body(store: Any, auth: Any) -> list[dict[str, Any]]:
-        import sqlalchemy as sa
-
-        from tether.server.store import tables as t
-
-        async with store.read() as tx:
-            rows = (await tx.conn.execute(
-                sa.select(t.users.c.email, t.users.c.role, t.orgs.c.name, t.users.c.id)
-                .join(t.orgs, t.orgs.c.id == t.users.c.org_id).order_by(t.users.c.created_at)
-            )).all()
-        return [{"email": r[0], "role": r[1], "org": r[2], "id": r[3]} for r in rows]
+    async def body(accounts: Accounts) -> list[dict[str, Any]]:
+        return [{"email": r.email, "role": r.role, "org": r.org, "id": r.id} for r in await accounts.everyone()]
 
     rows = _run(_config(data_dir, database_url), body)
     if as_json:
@@ -142,14 +118,8 @@ def set_password(
     password: str = typer.Option(..., "--password", prompt=True, hide_input=True, confirmation_prompt=True),
 ) -> None:
     """Set a user's web password."""
-    from tether.server.auth.secrets import hash_password
-
-    async def body(store: Any, auth: Any) -> None:
-        async with store.write() as tx:
-            user = await tx.get_user_by_email(email)
-            if user is None:
-                raise typer.BadParameter(f"no user {email}")
-            await tx.update_user(user["id"], password_hash=hash_password(password))
+    async def body(accounts: Accounts) -> None:
+        await accounts.set_password(email, password)
 
     _run(_config(data_dir, database_url), body)
     typer.echo(f"Password set for {email}.")
@@ -164,15 +134,8 @@ def policy(
 ) -> None:
     """Show or change the organisation's allow_remote_control policy."""
 
-    async def body(store: Any, auth: Any) -> bool:
-        async with store.write() as tx:
-            row = await tx.get_org_by_name(org)
-            if row is None:
-                raise typer.BadParameter(f"no organisation {org!r}")
-            if allow_remote_control is not None:
-                await tx.set_org_policy(row["id"], allow_remote_control)
-                return allow_remote_control
-            return bool(row["allow_remote_control"])
+    async def body(accounts: Accounts) -> bool:
+        return await accounts.org_policy(org, allow_remote_control)
 
     value = _run(_config(data_dir, database_url), body)
     typer.echo(f"allow_remote_control: {'on' if value else 'off'}")
@@ -185,7 +148,7 @@ def rotate_keys(data_dir: pathlib.Path = DataDir, database_url: str = DbUrl) -> 
     A running server picks the new key up when it restarts.
     """
 
-    async def body(store: Any, auth: Any) -> str:
-        return str(await auth.rotate_keys())
+    async def body(accounts: Accounts) -> str:
+        return await accounts.auth.rotate_keys()
 
     typer.echo(_run(_config(data_dir, database_url), body))

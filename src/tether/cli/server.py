@@ -72,30 +72,22 @@ def _check_proxies(value: str) -> None:
                                      "(e.g. 127.0.0.1 or 10.0.0.0/8).") from None
 
 
+def _check_redis_url(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise typer.BadParameter(f"--redis-url: {url!r} is not a Redis URL (redis://HOST:PORT/DB, rediss://… or "
+                                 "unix:///path/to/redis.sock).")
+
+
 async def prepare(cfg: Config, *, runner_token: bool = False) -> tuple[str, bool, str | None]:
     """Migrate, bootstrap the owner, and mint a one-time login link (and, for ``--runner``, the
     runner's personal token: the previous one is revoked, so restarts do not pile tokens up)."""
-    from tether.server.auth.service import Auth
-    from tether.server.store import Store
+    from tether.server.service.accounts import open_accounts
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(cfg.db_url)
-    try:
-        await store.open()
-        auth = Auth(cfg, store)
-        await auth.open()
-        _org, owner, created = await auth.bootstrap()
-        token = None
-        async with store.write() as tx:
-            link = await auth.login_link(tx, owner)
-            if runner_token:
-                for old in await tx.list_tokens(owner["id"], "personal"):
-                    if old["name"] == RUNNER_TOKEN_NAME and not old["revoked"]:
-                        await tx.update_token(old["id"], revoked=True)
-                token = str((await auth.issue(tx, "personal", owner, ttl=None, name=RUNNER_TOKEN_NAME)).secret)
-        return link, created, token
-    finally:
-        await store.close()
+    async with open_accounts(cfg) as accounts:
+        link, created = await accounts.owner_login_link()
+        token = await accounts.owner_token(RUNNER_TOKEN_NAME, replace_named=True) if runner_token else None
+    return link, created, token
 
 
 DataDirOption = typer.Option(None, "--data-dir", metavar="DIR", help=f"Server data (default {default_home()}/server).")
@@ -108,6 +100,12 @@ def serve(
     port: int = typer.Option(None, "--port", metavar="PORT", help="Port to listen on (default 8787)."),
     data_dir: pathlib.Path = DataDirOption,
     database_url: str = typer.Option(None, "--database-url", metavar="URL", help="SQLAlchemy URL (default: SQLite in --data-dir)."),
+    redis_url: str = typer.Option(None, "--redis-url", metavar="URL",
+                                  help="Redis for several instances on one database (redis://HOST:PORT/DB; env "
+                                       "TETHER_REDIS_URL): fan-out, wake-ups, revocations and rate limits."),
+    check: bool = typer.Option(False, "--check", help="Check that the database and Redis are reachable and the "
+                                                      "schema is migrated, then exit (0 ok, 1 a check failed)."),
+    as_json: bool = typer.Option(False, "--json", help="With --check: print one JSON object."),
     public_url: str = typer.Option(None, "--public-url", metavar="URL", help="URL clients use, when behind a reverse proxy "
                                    "(then X-Forwarded-For from loopback is believed)."),
     trusted_proxy: str = typer.Option(None, "--trusted-proxy", metavar="ADDR[,ADDR]",
@@ -138,6 +136,16 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     cfg = build_config(host, port, data_dir, database_url, public_url, tls_cert, tls_key, trusted_proxy)
+    if redis_url is not None:
+        cfg.redis_url = redis_url
+    if cfg.redis_url:
+        _check_redis_url(cfg.redis_url)
+    if check:
+        from tether.cli.server_check import run_check
+
+        raise typer.Exit(run_check(cfg, as_json))
+    if as_json:
+        raise typer.BadParameter("--json goes with --check (or `tether server status --json`).")
     if worker_transport is not None:
         if worker_transport not in ("v1", "v2"):
             raise typer.BadParameter("--worker-transport must be v1 or v2.")

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 from rich.console import Console
@@ -27,6 +27,9 @@ from rich.table import Table
 from tether.errors import TetherError
 from tether.server import runtime
 from tether.server.config import Config, config_from_env
+
+if TYPE_CHECKING:  # the store loads only when a command needs it
+    from tether.server.store.records import EnvironmentRecord
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,35 +136,35 @@ def login_line(log_path: pathlib.Path, offset: int = 0) -> str | None:
 
 # ---- bridges that use a server --------------------------------------------------------------------
 
-async def online_bridges(cfg: Config, exclude: frozenset[str] = frozenset()) -> list[dict[str, Any]] | None:
+async def online_bridges(cfg: Config, exclude: frozenset[str] = frozenset()) -> list[EnvironmentRecord] | None:
     """Environments (of every organisation) that polled lately, read from the server's database;
     None when the database cannot be read (then nobody can say)."""
-    from tether.server.api.environments import is_online
     from tether.server.store import Store
+    from tether.server.views import is_online
 
     if cfg.database_url is None and not (cfg.data_dir / "tether.db").exists():
         return None  # never create a database just to look into it
     store = Store(cfg.db_url)
     try:  # no migration: the running server owns the schema
         async with store.read() as tx:
-            rows = await tx.active_environments()
+            rows = await tx.environments.active()
     except Exception:  # a database we cannot open says nothing about bridges; never fail a stop for it
         return None
     finally:
         await store.close()
     at = time.time()
-    return [r for r in rows if r["id"] not in exclude and is_online(r, cfg.poll_interval_s, at)]
+    return [r for r in rows if r.id not in exclude and is_online(r, cfg.poll_interval_s, at)]
 
 
-def describe_bridges(rows: list[dict[str, Any]], *, other: bool = False) -> str:
+def describe_bridges(rows: Sequence[EnvironmentRecord], *, other: bool = False) -> str:
     """``2 bridges (laptop:/work/a, laptop:/work/b)``; ``other`` says ``2 other bridges``."""
-    shown = [f"{r['machine_name'] or '?'}:{r['directory'] or '?'}" for r in rows[:3]]
+    shown = [f"{r.machine_name or '?'}:{r.directory or '?'}" for r in rows[:3]]
     more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
     n = len(rows)
     return f"{n} {'other ' if other else ''}bridge{'s' if n != 1 else ''} ({', '.join(shown)}{more})"
 
 
-def use_verb(rows: list[dict[str, Any]]) -> str:
+def use_verb(rows: Sequence[EnvironmentRecord]) -> str:
     return "uses" if len(rows) == 1 else "use"
 
 
@@ -259,7 +262,7 @@ def show_status(data_dir: pathlib.Path, as_json: bool) -> int:
         report = {"running": True, "ready": ready, **info.to_json(),
                   "uptime_s": round(max(0.0, time.time() - info.started_at), 1),
                   "bridges_online": None if bridges is None else [
-                      {"id": b["id"], "machine_name": b["machine_name"], "directory": b["directory"]}
+                      {"id": b.id, "machine_name": b.machine_name, "directory": b.directory}
                       for b in bridges]}
         print(json.dumps(report, indent=2))
         return 0

@@ -98,7 +98,7 @@ def sessions(
         elif not rows:
             out.print("No sessions." + ("" if show_all else " (Archived ones: --all.)"))
         else:
-            out.print(_table(rows))
+            out.print(_table(rows, out.width))
         return 0
 
     raise typer.Exit(_run(body, server))
@@ -145,15 +145,73 @@ _STATE_STYLE = {"waiting for you": "bold yellow", "running": "green", "worker co
                 "offline": "red", "archived": "dim", "idle": ""}
 
 
-def _table(rows: list[dict[str, Any]]) -> Table:
+DIRECTORY_MAX = 40
+"""The widest directory the one-line table shows; longer paths keep their end (``…/project/sub``)."""
+TITLE_MIN = 20
+"""The one-line table is used only when the title keeps at least this much room to wrap in."""
+GAP = 2
+"""Columns are two spaces apart (no box, no edge padding)."""
+
+
+def shorten_left(path: str, width: int) -> str:
+    """``path`` in at most ``width`` characters, keeping its end — the part that tells directories
+    apart: whole trailing components after ``…/``, else the tail of the last one."""
+    if len(path) <= width:
+        return path
+    parts = [p for p in path.split("/") if p]
+    kept = ""
+    for part in reversed(parts):
+        candidate = f"{part}/{kept}" if kept else part
+        if len("…/") + len(candidate) > width:
+            break
+        kept = candidate
+    return f"…/{kept}" if kept else "…" + path[-(width - 1):]
+
+
+def _table(rows: list[dict[str, Any]], width: int) -> Table:
+    """One line per session when it fits ``width``; else two lines per session (id and title; state
+    and last activity; machine and directory), so that an 80-column terminal shows every field."""
+    ids = max(len(r["id"]) for r in rows)
+    states = max(len("STATE"), *(len(r["state"]) for r in rows))
+    agos = max(len("LAST ACTIVITY"), *(len(r["last_activity_ago"] or "—") for r in rows))
+    machines = max(len("MACHINE"), *(len(r["machine"] or "—") for r in rows))
+    dirs = max(len("DIRECTORY"), *(len(shorten_left(r["directory"] or "—", DIRECTORY_MAX)) for r in rows))
+    if ids + states + agos + machines + dirs + TITLE_MIN + 5 * GAP <= width:
+        return _one_line_table(rows)
+    second = max(len("STATE / ACTIVE"), states, *(len(r["last_activity_ago"] or "—") for r in rows))
+    return _two_line_table(rows, ids, where_width=max(4, width - ids - second - 2 * GAP))
+
+
+def _state_cell(state: str) -> str:
+    style = _STATE_STYLE.get(state, "")
+    return f"[{style}]{state}[/]" if style else state
+
+
+def _one_line_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("ID", "STATE", "TITLE", "MACHINE", "DIRECTORY", "LAST ACTIVITY"):
-        fixed = name in ("ID", "STATE", "LAST ACTIVITY")
-        table.add_column(name, no_wrap=fixed, overflow="ellipsis", min_width=8 if not fixed else None)
+        table.add_column(name, no_wrap=name != "TITLE", overflow="fold" if name == "TITLE" else "ellipsis")
     for r in rows:
-        style = _STATE_STYLE.get(r["state"], "")
-        table.add_row(r["id"], f"[{style}]{r['state']}[/]" if style else r["state"], escape(r["title"]),
-                      escape(r["machine"] or "—"), escape(r["directory"] or "—"), r["last_activity_ago"] or "—")
+        table.add_row(r["id"], _state_cell(r["state"]), escape(r["title"]), escape(r["machine"] or "—"),
+                      escape(shorten_left(r["directory"] or "—", DIRECTORY_MAX)), r["last_activity_ago"] or "—")
+    return table
+
+
+def _two_line_table(rows: list[dict[str, Any]], ids: int, where_width: int) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID / TITLE", no_wrap=False, overflow="fold", min_width=ids)  # ids stay whole (copyable)
+    table.add_column("STATE / ACTIVE", no_wrap=True)
+    table.add_column("MACHINE / DIRECTORY", no_wrap=True, overflow="ellipsis", max_width=where_width)
+    for i, r in enumerate(rows):
+        if i:
+            table.add_row()  # a blank line between sessions
+        title = escape(r["title"]) if r["title"] else "[dim](untitled)[/]"
+        machine = r["machine"] or "—"
+        if len(machine) > where_width:
+            machine = machine[:where_width - 1] + "…"
+        where = shorten_left(r["directory"] or "—", where_width)
+        table.add_row(f"{r['id']}\n{title}", f"{_state_cell(r['state'])}\n{r['last_activity_ago'] or '—'}",
+                      f"{escape(machine)}\n{escape(where)}")
     return table
 
 

@@ -8,7 +8,6 @@ import os
 import pathlib
 import shutil
 import socket
-import time
 from dataclasses import dataclass
 
 import typer
@@ -91,29 +90,14 @@ def local_config(data_dir: pathlib.Path, port: int) -> Config:
 
 async def _mint(data_dir: pathlib.Path, url: str, *, token: bool) -> tuple[str | None, str]:
     """A personal API token for the server's owner (when ``token``) and a fresh one-time login link."""
-    from tether.server.auth.service import Auth
-    from tether.server.store import Store
+    from tether.server.service.accounts import open_accounts
 
     cfg = local_config(data_dir, DEFAULT_PORT)
     cfg.public_url = url  # what the link names
-    store = Store(cfg.db_url)
-    try:
-        await store.open()
-        auth = Auth(cfg, store)
-        await auth.open()
-        _org, owner, _ = await auth.bootstrap()
-        secret = None
-        async with store.write() as tx:
-            if token:
-                issued = await auth.issue(tx, "personal", owner, ttl=None,
-                                          name=f"tether up on {socket.gethostname()}")
-                await tx.insert_audit(owner["org_id"], "admin", "token.create", issued.row["id"],
-                                      {"name": "tether up"}, time.time())
-                secret = str(issued.secret)
-            link = await auth.login_link(tx, owner)
-        return secret, link
-    finally:
-        await store.close()
+    async with open_accounts(cfg) as accounts:
+        secret = await accounts.owner_token(f"tether up on {socket.gethostname()}") if token else None
+        link, _ = await accounts.owner_login_link()
+    return secret, link
 
 
 async def _login_works(url: str, creds: Credentials | None) -> bool:

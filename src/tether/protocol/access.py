@@ -22,6 +22,7 @@ LIVE_WORK_STATES: Final[frozenset[str]] = frozenset({"queued", "delivered", "ack
 ENDED_WORK_STATES: Final[frozenset[str]] = frozenset({"stopped", "superseded"})
 
 WorkVerdict = Literal["live", "replaced", "gone"]
+CredentialVerdict = Literal["valid", "revoked", "expired"]
 
 
 def role_rank(role: str) -> int:
@@ -33,6 +34,16 @@ def role_fell(held: str, now: str | None) -> bool:
     """True when a socket opened with ``held`` must close because its user's role is now
     ``now`` (``None``: the user is gone)."""
     return now is None or role_rank(now) < role_rank(held)
+
+
+def credential_verdict(revoked: bool, expires_at: float | None, now: float) -> CredentialVerdict:
+    """Whether an opaque credential (token, login link, device code) may still be used: never once
+    revoked, nor from its expiry on (``None``: it does not expire)."""
+    if revoked:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "valid"
 
 
 class NoSuccessor:

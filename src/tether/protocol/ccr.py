@@ -270,10 +270,6 @@ class WorkerStateQueue:
     def pending(self) -> dict[str, Any] | None:
         return self._pending
 
-    @property
-    def last_status(self) -> str | None:
-        return self._last_state[0] if self._last_state is not None else None
-
     def put(self, patch: Mapping[str, Any]) -> None:
         self._pending = merge_patches(self._pending or {}, patch)
 

@@ -65,13 +65,12 @@ def _js_string_hash(text: str) -> int:
 
 def _base36(n: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    if n == 0:
-        return "0"
     out = []
-    while n:
+    while True:  # at least one digit: 0 is "0"
         n, rest = divmod(n, 36)
         out.append(digits[rest])
-    return "".join(reversed(out))
+        if not n:
+            return "".join(reversed(out))
 
 
 def project_slug(cwd: str) -> str:
@@ -130,12 +129,10 @@ def record_time(record: Mapping[str, Any]) -> float | None:
         return None
 
 
-def _text_of(content: object) -> str:
+def _text_of(content: str | list[Any]) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
+    return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict) and b.get("type") == "text")
 
 
 def _is_tool_result(content: object) -> bool:
@@ -245,6 +242,8 @@ def is_prompt(message: Mapping[str, Any]) -> bool:
         return False
     inner = message.get("message")
     content = inner.get("content") if isinstance(inner, Mapping) else None
+    if not isinstance(content, str | list):
+        return False  # nothing was asked
     return not _is_tool_result(content) and not _text_of(content).startswith(INTERRUPT_MARKER)
 
 
@@ -324,13 +323,13 @@ class ChainOrder:
 
     def _unhold(self, uid: str, record: Record) -> None:
         del self._held[uid]
-        parent = record.get("parentUuid")
-        if isinstance(parent, str) and parent in self._waiting:
-            siblings = [c for c in self._waiting[parent] if c != uid]
-            if siblings:
-                self._waiting[parent] = siblings
-            else:
-                del self._waiting[parent]
+        # a record is held only under its parent, and leaves _held when that entry goes (_release)
+        parent = record["parentUuid"]
+        siblings = [c for c in self._waiting[parent] if c != uid]
+        if siblings:
+            self._waiting[parent] = siblings
+        else:
+            del self._waiting[parent]
 
     def _release(self, record: Record) -> list[Record]:
         out: list[Record] = []

@@ -13,8 +13,11 @@ import time
 from typing import NewType
 
 SessionId = NewType("SessionId", str)
+"""A session's body (the ULID both costumes share): what servers store and compare."""
 EnvironmentId = NewType("EnvironmentId", str)
+"""``env_<body>``, whole."""
 WorkId = NewType("WorkId", str)
+"""``work_<body>``, whole."""
 
 ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]+$")
 _BODY_PATTERN = re.compile(r"^[0-9a-z]{26}$")

@@ -28,10 +28,6 @@ class LastUsedThrottle:
         self._capacity = capacity
         self._written: OrderedDict[str, float] = OrderedDict()
 
-    @property
-    def interval(self) -> float:
-        return self._interval
-
     def due(self, key: str, now: float, stored: float | None) -> bool:
         """Whether a use of ``key`` at ``now`` should be written (``stored``: the value on record).
         True also records the write as made, so the caller must then write ``now``."""

@@ -90,6 +90,13 @@ def extend(item: Lease, now: float, ttl: float = DEFAULT_LEASE_TTL_S) -> Lease:
     return replace(item, lease_expires_at=now + ttl)
 
 
+def heartbeat(item: Lease, now: float, ttl: float = DEFAULT_LEASE_TTL_S) -> Lease:
+    """A heartbeat from the bridge: the lease moves to ``now + ttl``, and a delivered item counts
+    as taken (``acked``: the bridge could not heartbeat work it never received)."""
+    extended = extend(item, now, ttl)
+    return replace(extended, state="acked") if extended.state == "delivered" else extended
+
+
 def stop(item: Lease) -> Lease:
     """End the item (idempotent for a stopped one)."""
     if item.state == "superseded":
@@ -107,14 +114,12 @@ def supersede(item: Lease) -> Lease:
 def environment_online(
     last_poll_at: float | None, now: float, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
 ) -> bool:
-    """Online when the last poll is less than two poll intervals old.
-
-    A long poll in progress counts as a poll: adapters should pass the time the
-    current poll started (or ``now`` while one is held open).
-    """
-    return last_poll_at is not None and now - last_poll_at < 2 * poll_interval_s
+    """Online when the last poll (or work heartbeat) is less than ``2 × max(poll interval, 4 s) + 8 s``
+    old (docs/protocol.md §3): a bridge at capacity polls rarely but heartbeats its work, and a
+    long poll in progress counts as a poll."""
+    return last_poll_at is not None and now - last_poll_at < 2 * max(poll_interval_s, 4.0) + 8.0
 
 
 def environment_expired(last_poll_at: float, now: float, ttl_s: float = DEFAULT_ENVIRONMENT_TTL_S) -> bool:
-    """No poll for ``ttl_s`` (default 4 h). Pass the registration time if it never polled."""
-    return now - last_poll_at >= ttl_s
+    """No poll for more than ``ttl_s`` (default 4 h). Pass the registration time if it never polled."""
+    return now - last_poll_at > ttl_s

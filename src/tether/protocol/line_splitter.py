@@ -42,10 +42,6 @@ class LineSplitter:
         self._discarded = 0
 
     @property
-    def max_line_bytes(self) -> int:
-        return self._max
-
-    @property
     def buffered(self) -> int:
         """Bytes held for an unfinished line (never more than ``max_line_bytes``)."""
         return len(self._buffer)

@@ -104,6 +104,10 @@ SET_MAX_THINKING_TOKENS: Final = "set_max_thinking_tokens"
 END_SESSION: Final = "end_session"
 MCP_STATUS: Final = "mcp_status"
 GENERATE_SESSION_TITLE: Final = "generate_session_title"
+# Tether's own: move a `tether claude` session between its terminal and remote clients
+# (docs/protocol.md §15); a worker without a terminal answers them with an error.
+TAKE_OVER: Final = "tether_take_over"
+RETURN_TO_TERMINAL: Final = "tether_return_to_terminal"
 
 ControlSubtype = Literal[
     "initialize",
@@ -115,6 +119,8 @@ ControlSubtype = Literal[
     "end_session",
     "mcp_status",
     "generate_session_title",
+    "tether_take_over",
+    "tether_return_to_terminal",
 ]
 
 KNOWN_CONTROL_SUBTYPES: Final[frozenset[str]] = frozenset(
@@ -128,11 +134,16 @@ KNOWN_CONTROL_SUBTYPES: Final[frozenset[str]] = frozenset(
         END_SESSION,
         MCP_STATUS,
         GENERATE_SESSION_TITLE,
+        TAKE_OVER,
+        RETURN_TO_TERMINAL,
     }
 )
 
-# Subtypes a remote client may send to a worker (PROTOCOL.md §4.7).
-CLIENT_CONTROL_SUBTYPES: Final[frozenset[str]] = frozenset({INTERRUPT, SET_MODEL, SET_PERMISSION_MODE})
+# Subtypes a remote client may send to a worker (docs/protocol.md §4.7): the one list the server
+# checks (tether.protocol.event_rules) and the clients render.
+CLIENT_CONTROL_SUBTYPES: Final[frozenset[str]] = frozenset({
+    INTERRUPT, SET_MODEL, SET_PERMISSION_MODE, SET_MAX_THINKING_TOKENS, END_SESSION, TAKE_OVER, RETURN_TO_TERMINAL,
+})
 
 ResponseSubtype = Literal["success", "error"]
 PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"]

@@ -29,6 +29,7 @@ from tether.protocol.messages import (
     is_control_request,
     request_id_of,
     request_payload,
+    response_request_id,
 )
 
 PermissionStatus = Literal["pending", "allowed", "denied", "cancelled", "expired"]
@@ -166,9 +167,55 @@ def from_can_use_tool(message: Mapping[str, Any], session_id: str, now_iso: str)
     )
 
 
-def _require_pending(req: PermissionRequest) -> None:
-    if req.status != "pending":
-        raise AlreadyResolved(req.request_id, req.status)
+# ---- the machine as a table --------------------------------------------------------------------------
+
+Settlement = Literal["allow", "deny", "cancel", "expire"]
+TRANSITIONS: Final[dict[tuple[PermissionStatus, Settlement], PermissionStatus]] = {
+    ("pending", "allow"): "allowed",
+    ("pending", "deny"): "denied",
+    ("pending", "cancel"): "cancelled",
+    ("pending", "expire"): "expired",
+}
+
+
+def settle(request_id: str, status: PermissionStatus, how: Settlement) -> PermissionStatus:
+    """The status after ``how``; raises :class:`AlreadyResolved` unless the request is pending."""
+    after = TRANSITIONS.get((status, how))
+    if after is None:
+        raise AlreadyResolved(request_id, status)
+    return after
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A person's (or a terminal's) answer to a permission request, read from a ``control_response``."""
+
+    request_id: str
+    how: Literal["allow", "deny"]
+    decision: dict[str, Any] | None
+    """``response.response`` of a success reply as sent (forwarded to the worker as it is)."""
+
+
+def parse_answer(message: Mapping[str, Any]) -> Answer:
+    """A client's ``control_response`` as an answer, or :class:`MessageError` saying what is wrong.
+
+    The request id is read where the reference allows it (``response.request_id``, camelCase, or
+    the top level: :func:`~tether.protocol.messages.response_request_id`). A ``success`` reply needs
+    ``response.response.behavior`` ``allow`` or ``deny``; an ``error`` reply denies.
+    """
+    request_id = response_request_id(message)
+    if request_id is None:
+        raise MessageError("control_response needs response.request_id.")
+    inner = message.get("response")
+    if not isinstance(inner, Mapping) or inner.get("subtype") not in ("success", "error"):
+        raise MessageError("control_response.response.subtype must be 'success' or 'error'.")
+    if inner.get("subtype") == "error":
+        return Answer(request_id, "deny", None)
+    decision = inner.get("response")
+    behavior = decision.get("behavior") if isinstance(decision, Mapping) else None
+    if behavior not in ("allow", "deny") or not isinstance(decision, dict):
+        raise MessageError("A permission answer needs response.response.behavior 'allow' or 'deny'.")
+    return Answer(request_id, "allow" if behavior == "allow" else "deny", decision)
 
 
 def resolve(
@@ -181,8 +228,7 @@ def resolve(
     """Record the first answer; raises :class:`AlreadyResolved` for any later one."""
     if decision_behavior not in ("allow", "deny"):
         raise PermissionStateError(f"decision behavior must be 'allow' or 'deny', got {decision_behavior!r}")
-    _require_pending(req)
-    status: PermissionStatus = "allowed" if decision_behavior == "allow" else "denied"
+    status = settle(req.request_id, req.status, decision_behavior)
     new = replace(
         req,
         status=status,
@@ -201,11 +247,10 @@ def resolve_with(req: PermissionRequest, decision: PermissionDecision, by: str, 
 
 def cancel(req: PermissionRequest, at: str, by: str | None = None) -> Resolution:
     """The worker withdrew the request (``control_cancel_request``)."""
-    _require_pending(req)
-    return Resolution(replace(req, status="cancelled", answered_by=by, answered_at=at))
+    return Resolution(replace(req, status=settle(req.request_id, req.status, "cancel"), answered_by=by,
+                              answered_at=at))
 
 
 def expire(req: PermissionRequest, at: str) -> Resolution:
     """Nobody can answer any more (worker gone, session archived)."""
-    _require_pending(req)
-    return Resolution(replace(req, status="expired", answered_at=at))
+    return Resolution(replace(req, status=settle(req.request_id, req.status, "expire"), answered_at=at))

@@ -18,6 +18,7 @@ or 10 minutes of continuous failure.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -43,7 +44,7 @@ PingVerdict = Literal["ping", "dead", "slept"]
 class PingLiveness:
     """Ping/pong bookkeeping for one connection at a time (call :meth:`start` on each open)."""
 
-    __slots__ = ("_awaiting", "_interval", "_last_pong", "_last_tick", "_pinged_at", "_sleep_threshold", "rtt")
+    __slots__ = ("_awaiting", "_interval", "_last_tick", "_pinged_at", "_sleep_threshold", "rtt")
 
     def __init__(
         self, interval: float = DEFAULT_PING_INTERVAL, sleep_threshold: float = DEFAULT_SLEEP_THRESHOLD
@@ -55,20 +56,11 @@ class PingLiveness:
         self._last_tick: float | None = None
         self._awaiting = False
         self._pinged_at: float | None = None
-        self._last_pong: float | None = None
         self.rtt: float | None = None
-
-    @property
-    def interval(self) -> float:
-        return self._interval
 
     @property
     def awaiting_pong(self) -> bool:
         return self._awaiting
-
-    @property
-    def last_pong(self) -> float | None:
-        return self._last_pong
 
     def start(self, now: float) -> None:
         """A connection opened at ``now``: no ping is outstanding."""
@@ -97,11 +89,10 @@ class PingLiveness:
         return "ping"
 
     def pong(self, now: float) -> None:
-        """The pong of the outstanding ping arrived."""
+        """The pong of the outstanding ping arrived (with none outstanding it measures nothing)."""
         if self._pinged_at is not None:
             self.rtt = max(0.0, now - self._pinged_at)
         self._awaiting = False
-        self._last_pong = now
 
 
 ReconnectReason = Literal["backoff", "permanent", "gave_up"]
@@ -129,7 +120,7 @@ def is_permanent_close(code: int | None, *, token_changed: bool = False) -> bool
     return not (code == CLOSE_UNAUTHORIZED and token_changed)
 
 
-class ReconnectBudget:
+class ReconnectBudget(ABC):
     """A reconnect budget across connections: what counts as permanent is left to subclasses.
 
     The WebSocket (close codes) and the SSE read stream (HTTP statuses) share the same
@@ -144,18 +135,14 @@ class ReconnectBudget:
         self.failures = 0
 
     @staticmethod
+    @abstractmethod
     def _default_backoff() -> Backoff:
         """Hook: the backoff used when none is passed in."""
-        raise NotImplementedError
 
     @staticmethod
+    @abstractmethod
     def _is_permanent(code: int | None, /, *, token_changed: bool) -> bool:
         """Hook: True when a failure with ``code`` must not be retried."""
-        raise NotImplementedError
-
-    @property
-    def backoff(self) -> Backoff:
-        return self._backoff
 
     def opened(self, now: float) -> None:
         """The connection is open: the failure streak ends."""

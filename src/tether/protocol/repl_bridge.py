@@ -23,6 +23,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from tether.protocol import event_rules
 from tether.protocol import messages as m
 from tether.protocol.uuid_ring import DEFAULT_CAPACITY, BoundedUUIDSet
 
@@ -32,12 +33,12 @@ DEFAULT_HISTORY_CAP: Final = 200
 OUTBOUND_ONLY_ERROR: Final = (
     "This session is outbound-only. Enable Remote Control locally to allow inbound control."
 )
-MIRROR_TAG: Final = "ccr-mirror"
+MIRROR_TAG: Final = event_rules.MIRROR_TAG
 DELEGATED_SUBTYPES: Final[frozenset[str]] = frozenset(
     {m.INTERRUPT, m.SET_MODEL, m.SET_PERMISSION_MODE, m.SET_MAX_THINKING_TOKENS}
 )
-TAKE_OVER: Final = "tether_take_over"
-RETURN_TO_TERMINAL: Final = "tether_return_to_terminal"
+TAKE_OVER: Final = m.TAKE_OVER
+RETURN_TO_TERMINAL: Final = m.RETURN_TO_TERMINAL
 TERMINAL_SUBTYPES: Final[frozenset[str]] = frozenset({TAKE_OVER, RETURN_TO_TERMINAL})
 """Tether's own client requests for a session whose terminal can hand it over (``tether claude``,
 docs/protocol.md §15): the front end answers them."""

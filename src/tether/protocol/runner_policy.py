@@ -278,8 +278,9 @@ def agent_environment(raw: object) -> tuple[dict[str, str], list[str]]:
 def agent_arguments(raw: object) -> tuple[list[str], list[str]]:
     """``claude_code_args`` (``{flag: value}``) → (extra agent arguments, warnings). Only flags in
     :data:`ALLOWED_AGENT_FLAGS`: the bridge owns the I/O and permission-prompt flags, and flags that
-    reach outside the work directory (``--add-dir``) are not the secret's to give. ``true`` is a
-    bare flag, ``false``/``null`` leave it out, a list repeats it."""
+    reach outside the work directory (``--add-dir``) are not the secret's to give. ``false``/``null``
+    leave a flag out, a list repeats it. Every allowed flag takes a value, so ``true`` (a bare flag)
+    is refused: the CLI would take the next argument, one of the bridge's own, as its value."""
     if raw is None:
         return [], []
     if not isinstance(raw, dict):
@@ -296,7 +297,7 @@ def agent_arguments(raw: object) -> tuple[list[str], list[str]]:
             if v is None or v is False:
                 continue
             if v is True:
-                args.append(f"--{flag}")
+                warnings.append(f"claude_code_args: --{flag} needs a value; ignored.")
             elif isinstance(v, (str, int, float)) and len(str(v)) <= MAX_ARG_CHARS and "\x00" not in str(v):
                 if flag == "permission-mode" and v not in PERMISSION_MODES:
                     warnings.append(f"claude_code_args: unknown permission mode {v!r}; ignored.")

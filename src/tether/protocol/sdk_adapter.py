@@ -311,7 +311,14 @@ def _client_action(subtype: str, request: Mapping[str, Any]) -> str:
         return "Stop requested"
     if subtype == "set_model":
         return f"Model: {_str(request.get('model')) or 'default'}"
-    return f"Permission mode: {_str(request.get('mode')) or '?'}"
+    if subtype == "set_permission_mode":
+        return f"Permission mode: {_str(request.get('mode')) or '?'}"
+    if subtype == "set_max_thinking_tokens":
+        tokens = request.get("max_thinking_tokens")
+        return f"Thinking budget: {tokens if isinstance(tokens, int) else 'default'}"
+    if subtype == "end_session":
+        return "End of session requested"
+    return "Taken over from the terminal" if subtype == "tether_take_over" else "Handed back to the terminal"
 
 
 def _control_response(frame: Mapping[str, Any], mode: ConvertMode) -> list[Item]:

@@ -1,4 +1,4 @@
-"""Sequence numbers of a session's event log: receive-side dedup and server-side issue.
+"""Sequence numbers of a session's event log: receive-side dedup.
 
 The server numbers every stored event 1, 2, 3 … per session (PROTOCOL.md §4.3). A
 reader (SSE worker, subscribe client) remembers what it has seen so that a
@@ -102,36 +102,6 @@ class SequenceTracker:
         self._floor = max(self._floor, self._high_water - min(self._window, self._max_entries))
         self._seen = {s for s in self._seen if s > self._floor}
         self._advance_floor()
-
-
-class LogSequencer:
-    """Server side: hands out the next numbers of one session's log.
-
-    The store reads ``last_seq`` in the same transaction that inserts the events and
-    writes :attr:`last_seq` back, which keeps the numbers gap-free and commit-ordered.
-    """
-
-    __slots__ = ("_last",)
-
-    def __init__(self, last_seq: int = 0) -> None:
-        _check_seq(last_seq)
-        self._last = last_seq
-
-    @property
-    def last_seq(self) -> int:
-        return self._last
-
-    def next_seq(self) -> int:
-        self._last += 1
-        return self._last
-
-    def take(self, count: int) -> range:
-        """``count`` consecutive numbers for a batch."""
-        if count < 0:
-            raise ValueError(f"count must be >= 0, got {count}")
-        first = self._last + 1
-        self._last += count
-        return range(first, self._last + 1)
 
 
 def _check_seq(seq: object) -> None:

@@ -3,7 +3,8 @@
 Pure bookkeeping, fed with each inbound message (server → agent) and each outbound
 message (agent → server), with ``now`` passed in:
 
-* ``state``: ``idle`` → ``running`` on a prompt or agent output → ``requires_action``
+* ``state``: the rules of :mod:`tether.protocol.session_status` (the server reads its log by
+  the same table): ``idle`` → ``running`` on a prompt or agent output → ``requires_action``
   while a ``can_use_tool`` request is open → ``running`` once answered or cancelled →
   ``idle`` on a ``result``;
 * ``activities``: the last ``max_activities`` (10) tool starts ("Editing src/app.py"),
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from tether.protocol import messages as m
+from tether.protocol import session_status as status
 from tether.protocol.titles import TitleState
 from tether.protocol.tool_activity import tool_activity
 
-SessionState = Literal["idle", "running", "requires_action"]
+SessionState = status.WorkerStatus  # a host never sees its session archived
 ActivityKind = Literal["tool_start", "text", "result", "error"]
 DEFAULT_MAX_ACTIVITIES: Final = 10
 TEXT_ACTIVITY_LEN: Final = 80
@@ -77,36 +79,29 @@ class SessionTracker:
         kind = msg.get("type")
         if kind == m.USER:
             self._title = self._title.observe(msg)
-            if self._state == "idle":
-                self._state = "running"
         elif kind == m.CONTROL_RESPONSE:
             self._settle(m.response_request_id(msg))
+        self._move(status.inbound_cue(msg))
         return self._state != before
 
     def observe_outbound(self, msg: Mapping[str, Any], now: float) -> bool:
         """A message the agent wrote; True when ``state`` changed."""
         before = self._state
         kind = msg.get("type")
+        cue = status.outbound_cue(msg)
         if kind == m.ASSISTANT:
             self._assistant(msg, now)
-            if self._state == "idle":
-                self._state = "running"
-        elif kind == m.USER:
-            if not msg.get("isReplay"):
-                self._title = self._title.observe(msg)
-            if self._state == "idle":
-                self._state = "running"
-        elif kind == m.CONTROL_REQUEST and m.control_subtype(msg) == m.CAN_USE_TOOL:
-            request_id = m.request_id_of(msg)
-            if request_id is not None:
-                payload = m.request_payload(msg) or {}
-                tool = payload.get("tool_name")
-                self._pending[request_id] = tool if isinstance(tool, str) else ""
-                self._state = "requires_action"
+        elif kind == m.USER and not msg.get("isReplay"):
+            self._title = self._title.observe(msg)
+        elif cue == "permission_asked":
+            request_id = m.request_id_of(msg) or ""
+            tool = (m.request_payload(msg) or {}).get("tool_name")
+            self._pending[request_id] = tool if isinstance(tool, str) else ""
         elif kind == m.CONTROL_CANCEL_REQUEST:
             self._settle(m.request_id_of(msg))
         elif kind == m.RESULT:
             self._result(msg, now)
+        self._move(cue)
         return self._state != before
 
     def note(self, kind: ActivityKind, summary: str, now: float) -> None:
@@ -115,11 +110,15 @@ class SessionTracker:
 
     # -- internals -----------------------------------------------------------
 
+    def _move(self, cue: status.Cue | None) -> None:
+        moved = status.next_status(self._state, cue)
+        assert moved != "archived"  # no cue a host sees archives
+        self._state = moved
+
     def _settle(self, request_id: str | None) -> None:
         if request_id is None or self._pending.pop(request_id, None) is None:
             return
-        if not self._pending and self._state == "requires_action":
-            self._state = "running"
+        self._move(status.settled_cue(len(self._pending)))
 
     def _assistant(self, msg: Mapping[str, Any], now: float) -> None:
         inner = msg.get("message")
@@ -145,7 +144,6 @@ class SessionTracker:
         self.turns += 1
         self.last_result = dict(msg)
         self._pending.clear()
-        self._state = "idle"
         if msg.get("subtype") == "success" and not msg.get("is_error"):
             self._activities.append(Activity("result", "Session completed", now))
             return

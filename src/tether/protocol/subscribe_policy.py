@@ -82,19 +82,6 @@ class SubscribeReconnectPolicy:
         self._stopped = False
         self._restarting = False
 
-    @property
-    def attempts(self) -> int:
-        """Ordinary reconnect attempts in the current streak."""
-        return self._attempts
-
-    @property
-    def not_found_retries(self) -> int:
-        return self._not_found
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
     def opened(self) -> None:
         """The upgrade succeeded: the streak of ordinary failures ends."""
         self._ever_open = True

@@ -208,10 +208,9 @@ class ReplTitles:
             if name and name.strip():
                 state = TitleState(name.strip(), explicit=True, worthy_messages=worthy)
                 return cls(state, texts=texts, regenerated=done)
-        for text in reversed(texts):
-            title = title_from_text(text, INITIAL_TITLE_LEN, first_sentence=True)
-            if title:
-                return cls(TitleState(title, worthy_messages=worthy), texts=texts, regenerated=done)
+        if texts:  # each is title-worthy, so the latest one's first sentence is a title
+            title = title_from_text(texts[-1], INITIAL_TITLE_LEN, first_sentence=True)
+            return cls(TitleState(title, worthy_messages=worthy), texts=texts, regenerated=done)
         return cls(TitleState(slug_title(slug_words)), from_slug=True, texts=texts, regenerated=done)
 
     @property

@@ -67,10 +67,6 @@ class WriteBatcher:
         return len(self._ready) + len(self._stream)
 
     @property
-    def ready_count(self) -> int:
-        return len(self._ready)
-
-    @property
     def coalescing_count(self) -> int:
         return len(self._stream)
 

@@ -1,9 +1,10 @@
 """create_app(config) → the ASGI app. Nothing happens at import time.
 
 Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
-reaper, the WAL checkpointer and the delivery writer in a task group; on shutdown: stop
-accepting (readyz 503), close sockets with 1012, stop background tasks, stop the render
-process, write the last delivery states, close the store — in that order, each with a deadline.
+reaper, the worker-presence sweep, the WAL checkpointer and the delivery writer in a task group;
+on shutdown: stop accepting (readyz 503), close sockets with 1012, stop background tasks, stop
+the render process, write the last delivery states, close the store — in that order, each with
+a deadline.
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ def create_app(config: Config) -> FastAPI:
         ctx.loop = asyncio.get_running_loop()
         await ctx.store.open()
         await ctx.auth.open()
-        await _reset_worker_presence(ctx)
+        await ctx.workers.reset_presence()
         async with asyncio.TaskGroup() as tg:
             reaper = tg.create_task(ctx.dispatcher.run_reaper(), name="lease-reaper")
+            sweeper = tg.create_task(ctx.workers.run_presence_sweep(), name="presence-sweep")
             checkpointer = tg.create_task(ctx.store.run_checkpointer(), name="wal-checkpointer")
             deliveries = tg.create_task(ctx.deliveries.run(), name="delivery-writer")
+            if ctx.scale_out is not None:
+                tg.create_task(ctx.scale_out.run(), name="scale-out")
             # What start-up made lives as long as the process: out of the collector's sight,
             # a full collection no longer walks it (a multi-millisecond pause otherwise).
             gc.collect()
@@ -83,10 +87,15 @@ def create_app(config: Config) -> FastAPI:
                     watch.cancel()
                 ctx.begin_shutdown()
                 reaper.cancel()
+                sweeper.cancel()
                 checkpointer.cancel()
                 deliveries.cancel()
+                if ctx.scale_out is not None:
+                    ctx.scale_out.stop()  # (ends by itself, within half a second)
         await ctx.renderer.close()
         await _write_deliveries(ctx)
+        if ctx.scale_out is not None:
+            await ctx.scale_out.close()
         await ctx.broker.close()
         await ctx.store.close()
 
@@ -152,8 +161,3 @@ async def _write_deliveries(ctx: ServerContext) -> None:
     except Exception:  # (they are re-sent after the restart: workers dedup by uuid)
         log.exception("could not write the last delivery states")
 
-
-async def _reset_worker_presence(ctx: ServerContext) -> None:
-    """v1 worker sockets do not survive a restart: nobody is connected at start."""
-    async with ctx.store.write() as tx:
-        await tx.disconnect_all_workers()

@@ -37,6 +37,12 @@ class Config:
     port: int = 8787
     data_dir: pathlib.Path = field(default_factory=lambda: default_home() / "server")
     database_url: str | None = None
+    # scale-out (docs/protocol.md §4.4): the bus between server instances. None: one instance,
+    # in-process fan-out. With it, each instance follows the stream ``<redis_prefix>:bus``; while
+    # Redis is unreachable every stream re-reads the database each ``bus_poll_s`` instead.
+    redis_url: str | None = None
+    redis_prefix: str = "tether"
+    bus_poll_s: float = 1.0
     public_url: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -114,6 +120,8 @@ _ENV_FIELDS = {
     "TETHER_PORT": ("port", int),
     "TETHER_DATA_DIR": ("data_dir", pathlib.Path),
     "TETHER_DATABASE_URL": ("database_url", str),
+    "TETHER_REDIS_URL": ("redis_url", str),
+    "TETHER_REDIS_PREFIX": ("redis_prefix", str),
     "TETHER_PUBLIC_URL": ("public_url", str),
     "TETHER_TRUSTED_PROXY": ("trusted_proxy", str),
     "TETHER_LEASE_TTL": ("lease_ttl_s", float),

@@ -78,7 +78,7 @@ class DeliveryRecorder:
                     for status in STATES:  # in order: an event may have moved twice since
                         uuids = by_state.get(status)
                         if uuids:
-                            await tx.set_delivery(session_id, uuids=uuids, status=status)
+                            await tx.events.set_delivery(session_id, uuids=uuids, status=status)
                             count += len(uuids)
         except BaseException:
             self.ledger.restore(batch)

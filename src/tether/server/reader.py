@@ -51,10 +51,10 @@ class LogView(enum.Enum):
 async def read_page(tx: Tx, body: str, view: LogView, after: int, max_bytes: int) -> list[StoredEvent]:
     """The next page of ``view`` after sequence number ``after``, cut at ``max_bytes``."""
     if view is LogView.ALL:
-        return await tx.events_after(body, after, limit=500, max_bytes=max_bytes)
+        return await tx.events.after(body, after, limit=500, max_bytes=max_bytes)
     if view is LogView.INBOUND:
-        return await tx.inbound_after(body, after, max_bytes=max_bytes)
-    return await tx.undelivered_inbound(body, after_seq=after, max_bytes=max_bytes)
+        return await tx.events.inbound_after(body, after, max_bytes=max_bytes)
+    return await tx.events.undelivered_inbound(body, after_seq=after, max_bytes=max_bytes)
 
 
 class End(enum.Enum):

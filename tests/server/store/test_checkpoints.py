@@ -46,7 +46,7 @@ async def test_writes_reach_the_database_file_when_they_pause(tmp_path: pathlib.
         before = orgs_in_database_file(path)
         for i in range(20):
             async with store.write() as tx:
-                await tx.insert_org(f"org-{i}", float(i))
+                await tx.orgs.insert(f"org-{i}", float(i))
         assert orgs_in_database_file(path) == before, "committed rows wait in the WAL"
         checkpointer = asyncio.create_task(store.run_checkpointer(tick_s=0.02, max_interval_s=60))
         try:
@@ -56,7 +56,7 @@ async def test_writes_reach_the_database_file_when_they_pause(tmp_path: pathlib.
             with pytest.raises(asyncio.CancelledError):
                 await checkpointer
         async with store.read() as tx:
-            assert await tx.get_org_by_name("org-19") is not None
+            assert await tx.orgs.by_name("org-19") is not None
     finally:
         await store.close()
 
@@ -98,10 +98,10 @@ async def test_a_failed_commit_leaves_the_writer_usable(tmp_path: pathlib.Path) 
                 tx.raw.execute("INSERT INTO users (id, org_id, email, role, created_at) "
                                "VALUES ('u1', 'no-such-org', 'a@b.c', 'owner', 1.0)")
         async with store.write() as tx:
-            org = await tx.insert_org("after-a-failed-commit", 2.0)
+            org = await tx.orgs.insert("after-a-failed-commit", 2.0)
         async with store.read() as tx:
-            assert await tx.get_org(org["id"]) is not None
-            assert await tx.get_user("u1") is None
+            assert await tx.orgs.get(org.id) is not None
+            assert await tx.users.get("u1") is None
     finally:
         await store.close()
 

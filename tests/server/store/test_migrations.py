@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from tether.protocol.ids import SessionId
 from tether.server.store import tables as t
 from tether.server.store.store import Store, sqlite_url
 
@@ -79,8 +80,8 @@ async def test_a_0001_database_with_events_upgrades_in_place(tmp_path: pathlib.P
     await store.open()
     try:
         async with store.read() as tx:
-            assert [ev.uuid for ev in await tx.undelivered_inbound("s")] == ["u1"]
-            assert [ev.seq for ev in await tx.events_after("s", 0)] == [1, 2]
+            assert [ev.uuid for ev in await tx.events.undelivered_inbound("s")] == ["u1"]
+            assert [ev.seq for ev in await tx.events.after("s", 0)] == [1, 2]
     finally:
         await store.close()
 
@@ -107,13 +108,13 @@ async def test_a_0002_database_with_a_session_gains_archive_reason_and_successor
     await store.open()
     try:
         async with store.read() as tx:
-            row = await tx.get_session("s1")
-        assert row is not None and row["title"] == "old" and row["archived_at"] == 2.0
-        assert row["archive_reason"] is None and row["successor_id"] is None
+            row = await tx.sessions.get("s1")
+        assert row is not None and row.title == "old" and row.archived_at == 2.0
+        assert row.archive_reason is None and row.successor_id is None
         async with store.write() as tx:
-            await tx.update_session("s1", archive_reason="replaced", successor_id="s2")
+            await tx.sessions.update(SessionId("s1"), archive_reason="replaced", successor_id="s2")
         async with store.read() as tx:
-            row = await tx.get_session("s1")
-        assert row is not None and (row["archive_reason"], row["successor_id"]) == ("replaced", "s2")
+            row = await tx.sessions.get("s1")
+        assert row is not None and (row.archive_reason, row.successor_id) == ("replaced", "s2")
     finally:
         await store.close()

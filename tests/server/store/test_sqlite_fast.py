@@ -12,10 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tether.protocol.ids import SessionId
 from tether.server.store import sqlite_fast
-from tether.server.store.records import EventIn
+from tether.server.store import tables as t
+from tether.server.store.records import EventIn, SessionRecord
 from tether.server.store.store import Store, sqlite_url
-from tether.server.store.tx import Row
+
+Row = dict[str, Any]
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +35,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, str]]:
     async def setup() -> str:
         await store.open()
         async with store.write() as tx:
-            return str((await tx.insert_org("fast-org", 1.0))["id"])
+            return (await tx.orgs.insert("fast-org", 1.0)).id
 
     org_id = asyncio.run(setup())
     yield store, org_id
@@ -45,7 +48,8 @@ def session_row(org_id: str, **values: Any) -> Row:
         "title": "", "title_explicit": False, "status": "idle", "source": None, "permission_mode": None,
         "session_context": None, "tags": None, "worker_epoch": 0, "worker_status": None,
         "worker_last_seen": None, "external_metadata": None, "internal_metadata": None, "last_seq": 0,
-        "created_at": 100.25, "updated_at": 100.25, "archived_at": None,
+        "created_at": 100.25, "updated_at": 100.25, "archived_at": None, "archive_reason": None,
+        "successor_id": None,
     }
     row.update(values)
     return row
@@ -53,27 +57,32 @@ def session_row(org_id: str, **values: Any) -> Row:
 
 async def insert(store: Store, row: Row) -> str:
     async with store.write() as tx:
-        await tx.insert_session(**row)
+        await tx.sessions.insert(SessionRecord(**row))
     return str(row["id"])
 
 
-async def both_paths(store: Store, body: str) -> tuple[Row | None, Row | None]:
+async def both_paths(store: Store, body: str) -> tuple[SessionRecord | None, SessionRecord | None]:
     async with store.write() as tx:
         assert tx.raw is not None
-        raw = await tx.get_session(body)
+        raw = await tx.sessions.get(body)
     async with store.read() as tx:
         assert tx.raw is None
-        core = await tx.get_session(body)
+        core = await tx.sessions.get(body)
     return raw, core
 
 
-def assert_same(raw: Row | None, core: Row | None) -> None:
+def assert_same(raw: SessionRecord | None, core: SessionRecord | None) -> None:
     assert raw is not None and core is not None
-    assert list(raw) == list(core)
-    for key, value in core.items():
-        assert type(raw[key]) is type(value), key
-        assert raw[key] == value, key
-        assert repr(raw[key]) == repr(value), key  # nested types too: 1 vs 1.0 vs True, key order
+    for key in SessionRecord.__dataclass_fields__:
+        value = getattr(core, key)
+        assert type(getattr(raw, key)) is type(value), key
+        assert getattr(raw, key) == value, key
+        assert repr(getattr(raw, key)) == repr(value), key  # nested types too: 1 vs 1.0 vs True, key order
+
+
+def test_a_session_record_has_the_table_columns_in_order() -> None:
+    """sqlite_fast builds the record positionally from the row."""
+    assert list(SessionRecord.__dataclass_fields__) == [c.name for c in t.sessions.c]
 
 
 CASES: list[dict[str, Any]] = [
@@ -97,7 +106,7 @@ async def test_get_session_matches_core(db: tuple[Store, str], values: dict[str,
     assert_same(raw, core)
     assert core is not None
     for key in ("session_context", "tags", "external_metadata", "internal_metadata", "title_explicit"):
-        assert core[key] == row[key]
+        assert getattr(core, key) == row[key]
 
 
 async def test_missing_session_is_none_on_both_paths(db: tuple[Store, str]) -> None:
@@ -108,9 +117,9 @@ async def test_raw_reads_see_the_uncommitted_rows_of_their_transaction(db: tuple
     store, org_id = db
     row = session_row(org_id, session_context={"x": 1})
     async with store.write() as tx:
-        await tx.insert_session(**row)  # through SQLAlchemy, on the same connection
-        seen = await tx.get_session(row["id"])
-    assert seen is not None and seen["session_context"] == {"x": 1}
+        await tx.sessions.insert(SessionRecord(**row))  # through SQLAlchemy, on the same connection
+        seen = await tx.sessions.get(row["id"])
+    assert seen is not None and seen.session_context == {"x": 1}
 
 
 @pytest.mark.parametrize("value", [5, 1.5])
@@ -126,10 +135,11 @@ def event(uid: str, n: int = 0) -> EventIn:
 
 async def append(store: Store, body: str, items: list[EventIn], now: float) -> list[tuple[int, str]]:
     async with store.write() as tx:
-        session = await tx.get_session(body, for_update=True)
+        session = await tx.sessions.get(body, for_update=True)
         assert session is not None
-        stored = await tx.append_events(session, items, now)
-        assert session["last_seq"] == (stored[-1].seq if stored else session["last_seq"])
+        stored = await tx.events.append(session.id, session.last_seq, items, now)
+        after = await tx.sessions.get(body)
+        assert after is not None and after.last_seq == (stored[-1].seq if stored else session.last_seq)
     return [(ev.seq, ev.uuid) for ev in stored]
 
 
@@ -148,7 +158,7 @@ async def test_existing_uuids_crosses_the_chunk_boundary(db: tuple[Store, str]) 
         assert sqlite_fast.existing_uuids(tx.raw, body, stored[:501]) == set(stored[:501])
         assert sqlite_fast.existing_uuids(tx.raw, body, []) == set()
     async with store.read() as tx:
-        core = await tx.existing_uuids(body, query)
+        core = await tx.events.existing_uuids(body, query)
     assert raw == core == set(stored)
 
 
@@ -161,11 +171,11 @@ async def test_append_events_dedups_numbers_gap_free_and_rolls_back(db: tuple[St
         == [(4, "d"), (5, "e")]
     assert await append(store, body, [event("a"), event("e")], 12.0) == []
 
-    async def log() -> tuple[list[tuple[int, str, str, str | None, float]], Row | None]:
+    async def log() -> tuple[list[tuple[int, str, str, str | None, float]], SessionRecord | None]:
         async with store.read() as tx:
-            events = await tx.events_after(body, 0)
+            events = await tx.events.after(body, 0)
             return [(e.seq, e.uuid, e.payload_json, e.delivery, e.created_at) for e in events], \
-                await tx.get_session(body)
+                await tx.sessions.get(body)
 
     events, session = await log()
     assert events == [(1, "a", event("a", 1).payload_json, "pending", 10.0),
@@ -173,13 +183,13 @@ async def test_append_events_dedups_numbers_gap_free_and_rolls_back(db: tuple[St
                       (3, "c", event("c", 4).payload_json, None, 10.0),
                       (4, "d", event("d", 5).payload_json, "pending", 11.0),
                       (5, "e", event("e", 6).payload_json, None, 11.0)]
-    assert session is not None and (session["last_seq"], session["updated_at"]) == (5, 11.0)
+    assert session is not None and (session.last_seq, session.updated_at) == (5, 11.0)
 
     with pytest.raises(RuntimeError, match="abort"):
         async with store.write() as tx:
-            row = await tx.get_session(body)
+            row = await tx.sessions.get(body)
             assert row is not None
-            assert len(await tx.append_events(row, [event("x"), event("y")], 13.0)) == 2
+            assert len(await tx.events.append(SessionId(body), row.last_seq, [event("x"), event("y")], 13.0)) == 2
             raise RuntimeError("abort")
     assert await log() == (events, session)
     assert await append(store, body, [event("y"), event("x")], 14.0) == [(6, "y"), (7, "x")]
@@ -200,5 +210,5 @@ async def test_random_json_reads_identically(db: tuple[Store, str], context: Any
     body = await insert(store, session_row(org_id, session_context=context, external_metadata=metadata))
     raw, core = await both_paths(store, body)
     assert_same(raw, core)
-    assert core is not None and core["session_context"] == context and core["external_metadata"] == metadata
+    assert core is not None and core.session_context == context and core.external_metadata == metadata
 

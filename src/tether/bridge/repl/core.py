@@ -12,7 +12,10 @@ this module does what they share:
   the history and the queued messages (:func:`~tether.protocol.repl_bridge.plan_flush`), then the
   state is ``connected``; nothing is sent twice (the posted ring), nothing lost;
 * **inbound**: prompts, permission answers and control requests from clients, routed by the
-  :class:`~tether.protocol.repl_bridge.InboundFilter` (echoes and re-deliveries dropped);
+  :class:`~tether.protocol.repl_bridge.InboundFilter` (echoes and re-deliveries dropped); a
+  prompt's web-composer attachments are downloaded (with the person's login) into
+  ``<directory>/.tether/attachments/<session>/`` and named as ``@"path"`` references before the
+  front end gets it, in line, as the standalone bridge's session host does (docs/protocol.md §7.6);
 * **permissions**: the terminal/remote race (:class:`~tether.protocol.permission_race.PermissionRace`);
 * **titles**: :class:`~tether.protocol.titles.ReplTitles`, pushed with ``PATCH`` (derived ones as
   ``explicit: false``, so a title a person chose on the web is kept, and adopted here).
@@ -34,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tether.bridge.aio import guarded as guarded_loop
+from tether.bridge.attachments import AttachmentFetcher
 from tether.bridge.repl.frontend import BridgeInfo, FrontEnd, Message, ReplBridgeConfig, ReplBridgeOptions
 from tether.bridge.status import connect_url, session_url
 from tether.client.api import ApiClient
@@ -49,6 +53,7 @@ from tether.protocol.permissions import AlreadyResolved
 from tether.protocol.repl_bridge import (
     TERMINAL_SUBTYPES,
     InboundFilter,
+    InboundKind,
     is_eligible,
     message_uuid,
     plan_control_request,
@@ -268,18 +273,37 @@ class ReplBridgeCore:
     async def _pump(self, transport: SessionTransport) -> None:
         async for msg in transport.incoming():
             try:
-                self._on_inbound(transport, msg)
+                route = self.filter.route(msg)
+                if route == "prompt":
+                    await self._on_prompt(transport, msg)
+                else:
+                    self._on_inbound(transport, msg, route)
             except Exception:
                 log.exception("handling an inbound %s failed", msg.get("type"))
 
-    def _on_inbound(self, transport: SessionTransport, msg: Message) -> None:
-        route = self.filter.route(msg)
-        if route == "prompt":
-            if isinstance(transport, V2Transport) and message_uuid(msg):
-                transport.ack_delivery(str(msg["uuid"]), "processing")
-            self._observe_title(msg)
-            self.front.deliver_prompt(dict(msg))
-        elif route == "control_request":
+    async def _on_prompt(self, transport: SessionTransport, msg: Message) -> None:
+        """A client's prompt, to the front end; its attachments first (in line: what follows it
+        waits, so prompts and controls keep their order; bounded by the 30 s download timeout)."""
+        if isinstance(transport, V2Transport) and message_uuid(msg):
+            transport.ack_delivery(str(msg["uuid"]), "processing")
+        self._observe_title(msg)  # the text as the person wrote it, without the references
+        if "file_attachments" in msg:
+            msg = await self._resolve_attachments(msg)
+        self.front.deliver_prompt(dict(msg))
+
+    async def _resolve_attachments(self, msg: Message) -> Message:
+        sid = self.session_id or ""
+        fetcher = AttachmentFetcher(self.api.server, self.api.access_token, str(self.options.directory), sid)
+        resolved = await fetcher.resolve(msg)
+        warning = resolved.warning(sid)
+        if warning is not None:
+            log.warning("%s", warning["message"])
+            self._send(warning)
+            self.front.bridge_notice(warning["message"])
+        return resolved.message
+
+    def _on_inbound(self, transport: SessionTransport, msg: Message, route: InboundKind) -> None:
+        if route == "control_request":
             self._on_control_request(transport, msg)
         elif route == "permission_response":
             answer = self.race.answer_remotely(dict(m.normalize_control_keys(msg)), now_iso())

@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tether.errors import InvalidRequest, NotFound
+from tether.errors import InvalidRequest
 from tether.server.api.common import (
     JSONResponse,
     ctx_of,
@@ -16,16 +16,16 @@ from tether.server.api.common import (
     read_object,
     user,
 )
-from tether.server.api.sessions import create_session_row
-from tether.server.api.worker import bump_epoch
 from tether.server.clock import iso, now
-from tether.server.hub import session_json
+from tether.server.service.sessions import NewSession
+from tether.server.views import session_json
 
 router = APIRouter()
 
 
 @router.post("/v1/code/sessions")
 async def create_code_session(request: Request) -> Response:
+    ctx = ctx_of(request)
     principal = await user(request, write=True)
     principal.require_writer()
     principal.require_policy()
@@ -36,8 +36,10 @@ async def create_code_session(request: Request) -> Response:
     if "environment_id" in bridge and not bridge["environment_id"]:
         raise InvalidRequest("'bridge.environment_id' must not be empty.")
     fields = {"title": body.get("title"), "tags": body.get("tags"), "source": "remote-control"}
-    row = await create_session_row(request, principal, fields, kind="code")
-    return JSONResponse({"session": session_json(row, prefix="cse_")})
+    new = NewSession.from_body(fields, ctx.config.limits.max_event_bytes)
+    row = await ctx.sessions.create(principal, new, kind="code")
+    return JSONResponse({"session": session_json(row, at=now(), heartbeat_ttl_s=ctx.config.worker_heartbeat_ttl_s,
+                                                 prefix="cse_")})
 
 
 @router.post("/v1/code/sessions/{session_id}/bridge")
@@ -46,23 +48,9 @@ async def bridge(session_id: str, request: Request) -> Response:
     body = parse_session_id(session_id)
     principal = await user(request, write=True)
     await read_object(request)
-    async with ctx.store.read() as tx:
-        session = await tx.get_session(body)
-    if session is None or session["org_id"] != principal.org_id:
-        raise NotFound("No such session.")  # before any role check: no existence oracle
-    principal.require_writer()
-    principal.require_policy()
-    epoch = await bump_epoch(ctx, body)
-    assert ctx.auth.keys is not None
-    ttl = ctx.config.worker_token_ttl_s
-    token, _ = ctx.auth.keys.mint(session_body=body, org_id=principal.org_id,
-                                  environment_id=session["environment_id"], epoch=epoch, work_id=None,
-                                  now=now(), ttl=ttl)
-    async with ctx.store.write() as tx:
-        await tx.insert_audit(principal.org_id, principal.user_id, "session.bridge", f"cse_{body}",
-                              {"epoch": epoch}, now())
-    return JSONResponse({"worker_jwt": token, "api_base_url": ctx.config.url, "expires_in": int(ttl),
-                         "worker_epoch": epoch})
+    token, epoch = await ctx.workers.bridge(body, principal)
+    return JSONResponse({"worker_jwt": token, "api_base_url": ctx.config.url,
+                         "expires_in": int(ctx.config.worker_token_ttl_s), "worker_epoch": epoch})
 
 
 @router.get("/v1/code/sessions/{session_id}/teleport-events")
@@ -72,14 +60,10 @@ async def teleport_events(session_id: str, request: Request) -> Response:
     principal = await user(request)
     cursor = parse_count(request.query_params.get("cursor"), "cursor") or 0
     limit = query_int(request, "limit", 500, lo=1, hi=1000) or 500
-    async with ctx.store.read() as tx:
-        session = await tx.get_session(body)
-        if session is None or session["org_id"] != principal.org_id:
-            raise NotFound("No such session.")
-        page, more = await tx.internal_events_after(body, cursor, limit, True, ctx.config.limits.max_page_bytes)
+    page, more = await ctx.sessions.transcript(body, principal.org_id, cursor, limit)
     out: dict[str, object] = {"data": [{
-        "event_id": r["event_id"], "event_type": r["event_type"], "is_compaction": r["is_compaction"],
-        "payload": orjson.loads(r["payload"]), "created_at": iso(r["created_at"])} for r in page]}
+        "event_id": r.event_id, "event_type": r.event_type, "is_compaction": r.is_compaction,
+        "payload": orjson.loads(r.payload), "created_at": iso(r.created_at)} for r in page]}
     if more:
-        out["next_cursor"] = str(page[-1]["pk"])
+        out["next_cursor"] = str(page[-1].pk)
     return JSONResponse(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from fastapi import Request, WebSocket
@@ -19,13 +18,10 @@ from tether.errors import (
 )
 from tether.protocol.ids import is_valid_id, prefixed_body, session_body
 from tether.server import jsonio
-from tether.server.api.sockets import CLOSE_UNAUTHORIZED
 from tether.server.auth.secrets import csrf_token
 from tether.server.auth.service import USER_KINDS, Principal
 from tether.server.clock import now
 from tether.server.context import ServerContext
-from tether.server.store import Tx
-from tether.server.streams import token_key
 
 SESSION_COOKIE = "tether_session"
 CSRF_HEADER = "x-csrf-token"
@@ -76,6 +72,19 @@ async def read_json(request: Request, *, max_bytes: int | None = None, allow_emp
             return {}
         raise InvalidRequest("The request body must be JSON.")
     return jsonio.parse(chunks, check=check_depth)
+
+
+async def read_limited(request: Request, cap: int) -> bytes:
+    """The raw body, streamed: 413 as soon as it (or its Content-Length) passes ``cap`` bytes."""
+    declared = declared_length(request)
+    if declared is not None and declared > cap:
+        raise PayloadTooLarge(f"The request body is larger than {cap} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise PayloadTooLarge(f"The request body is larger than {cap} bytes.")
+    return bytes(body)
 
 
 async def read_object(request: Request, *, allow_empty: bool = True, max_bytes: int | None = None,
@@ -130,19 +139,6 @@ async def user(request: Request | WebSocket, *, write: bool = False) -> Principa
                                            error_type="permission_error", status=403)
     rate_limit(ctx, principal.token_id)
     return principal
-
-
-def close_streams_after_commit(ctx: ServerContext, tx: Tx, token_ids: Iterable[str], reason: str) -> None:
-    """Revoked credentials: once the revocation is committed, their open sockets close (4003)."""
-    keys = [token_key(i) for i in token_ids]
-    if keys:
-        tx.after_commit(lambda: [ctx.streams.close_key(k, CLOSE_UNAUTHORIZED, reason) for k in keys])
-
-
-def close_downgraded_after_commit(ctx: ServerContext, tx: Tx, user_id: str, role: str | None) -> None:
-    """A role change: once committed, sockets holding more than ``role`` close (4003)."""
-    tx.after_commit(lambda: ctx.streams.role_changed(user_id, role, CLOSE_UNAUTHORIZED,
-                                                     "Your role changed; reconnect."))
 
 
 def parse_session_id(value: str) -> str:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tether.errors import AuthenticationFailed, InvalidRequest
+from tether.errors import InvalidRequest
 from tether.protocol.redirects import DEFAULT_NEXT, MAX_NEXT_LEN, safe_next_path
 from tether.server.api.common import JSONResponse, ctx_of, read_object, user
 from tether.server.auth.service import login_path
-from tether.server.clock import iso, now
+from tether.server.clock import iso
 
 router = APIRouter()
 
@@ -34,13 +34,7 @@ async def create_login_link(request: Request) -> Response:
                              f"(a leading '/', printable ASCII, no '//' or backslash, at most {MAX_NEXT_LEN} "
                              "characters).")
     ttl = ctx.config.shared_login_link_ttl_s
-    async with ctx.store.write() as tx:
-        account = await tx.get_user(principal.user_id)
-        if account is None:
-            raise AuthenticationFailed("The credential's user no longer exists.")
-        issued = await ctx.auth.issue(tx, "login_link", account, ttl=ttl)
-        await tx.insert_audit(principal.org_id, principal.user_id, "login_link.create", issued.row["id"],
-                              {"next": next_path, "credential": principal.kind}, now())
+    issued = await ctx.accounts.create_login_link(principal, next_path)
     path = login_path(issued.secret, next_path)
     return JSONResponse({"url": f"{ctx.config.url}{path}", "path": path, "next": next_path,
-                         "expires_in": int(ttl), "expires_at": iso(issued.row["expires_at"])})
+                         "expires_in": int(ttl), "expires_at": iso(issued.row.expires_at)})

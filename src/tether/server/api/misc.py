@@ -1,9 +1,8 @@
-"""Tether additions (PROTOCOL.md §3): me, bridge config, tokens, audit, files, operations."""
+"""Tether additions (docs/protocol.md §3): me, bridge config, tokens, audit, files, operations."""
 
 from __future__ import annotations
 
 import re
-import uuid as uuidlib
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -11,11 +10,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from tether import __version__
-from tether.errors import InvalidRequest, NotFound, PayloadTooLarge, TetherError
+from tether.errors import InvalidRequest, PayloadTooLarge, TetherError
 from tether.server.api.common import (
     JSONResponse,
     bearer,
-    close_streams_after_commit,
     ctx_of,
     declared_length,
     query_int,
@@ -24,7 +22,8 @@ from tether.server.api.common import (
     user,
 )
 from tether.server.auth.secrets import kind_of
-from tether.server.clock import iso, now
+from tether.server.clock import iso
+from tether.server.store.records import TokenRecord
 
 router = APIRouter()
 
@@ -33,15 +32,13 @@ router = APIRouter()
 async def me(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await user(request)
-    async with ctx.store.read() as tx:
-        org = await tx.get_org(principal.org_id)
-    assert org is not None
+    org = await ctx.accounts.org(principal.org_id)
     return JSONResponse({
         "user": {"id": principal.user_id, "email": principal.email, "role": principal.role},
-        "organization": {"uuid": principal.org_id, "name": org["name"]},
+        "organization": {"uuid": principal.org_id, "name": org.name},
         "organization_uuid": principal.org_id,
         "role": principal.role,
-        "policy": {"allow_remote_control": bool(org["allow_remote_control"])},
+        "policy": {"allow_remote_control": org.allow_remote_control},
         "credential": principal.kind,
     })
 
@@ -55,10 +52,7 @@ async def set_policy(request: Request) -> Response:
     allow = body.get("allow_remote_control")
     if not isinstance(allow, bool):
         raise InvalidRequest("'allow_remote_control' must be a boolean.")
-    async with ctx.store.write() as tx:
-        await tx.set_org_policy(principal.org_id, allow)
-        await tx.insert_audit(principal.org_id, principal.user_id, "org.policy", principal.org_id,
-                              {"allow_remote_control": allow}, now())
+    await ctx.accounts.set_policy(principal, allow)
     return JSONResponse({"allow_remote_control": allow})
 
 
@@ -96,23 +90,16 @@ async def bridge_config(request: Request) -> Response:
     })
 
 
-def _token_json(row: dict[str, object]) -> dict[str, object]:
-    return {
-        "id": row["id"], "name": row["name"], "kind": row["kind"],
-        "created_at": iso(row["created_at"]),  # type: ignore[arg-type]
-        "expires_at": iso(row["expires_at"]),  # type: ignore[arg-type]
-        "last_used_at": iso(row.get("last_used_at")),  # type: ignore[arg-type]
-        "revoked": bool(row["revoked"]),
-    }
+def _token_json(row: TokenRecord) -> dict[str, object]:
+    return {"id": row.id, "name": row.name, "kind": row.kind, "created_at": iso(row.created_at),
+            "expires_at": iso(row.expires_at), "last_used_at": iso(row.last_used_at), "revoked": row.revoked}
 
 
 @router.get("/v1/tokens")
 async def list_tokens(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await user(request)
-    async with ctx.store.read() as tx:
-        rows = await tx.list_tokens(principal.user_id, "personal")
-    return JSONResponse({"data": [_token_json(r) for r in rows if not r["revoked"]]})
+    return JSONResponse({"data": [_token_json(r) for r in await ctx.accounts.tokens(principal.user_id)]})
 
 
 @router.post("/v1/tokens")
@@ -126,12 +113,7 @@ async def create_token(request: Request) -> Response:
     days = body.get("expires_in_days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
         raise InvalidRequest("'expires_in_days' must be an integer from 1 to 3650.")
-    async with ctx.store.write() as tx:
-        account = await tx.get_user(principal.user_id)
-        assert account is not None
-        issued = await ctx.auth.issue(tx, "personal", account, ttl=days * 86400 if days else None, name=name)
-        await tx.insert_audit(principal.org_id, principal.user_id, "token.create", issued.row["id"],
-                              {"name": name}, now())
+    issued = await ctx.accounts.create_token(principal, name, days * 86400 if days else None)
     return JSONResponse({**_token_json(issued.row), "token": issued.secret})
 
 
@@ -139,13 +121,7 @@ async def create_token(request: Request) -> Response:
 async def revoke_token(token_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await user(request, write=True)
-    async with ctx.store.write() as tx:
-        row = await tx.get_token(token_id)
-        if row is None or row["user_id"] != principal.user_id or row["kind"] != "personal":
-            raise NotFound("No such token.")
-        await tx.update_token(token_id, revoked=True)
-        await tx.insert_audit(principal.org_id, principal.user_id, "token.revoke", token_id, None, now())
-        close_streams_after_commit(ctx, tx, [token_id], "The token was revoked.")
+    await ctx.accounts.revoke_token(principal, token_id)
     return JSONResponse({})
 
 
@@ -156,10 +132,9 @@ async def audit(request: Request) -> Response:
     principal.require_owner()
     limit = query_int(request, "limit", 100, lo=1, hi=1000) or 100
     before = query_int(request, "before", None, lo=1, hi=2**62)
-    async with ctx.store.read() as tx:
-        rows = await tx.list_audit(principal.org_id, limit + 1, before)
-    data = [{"id": r["pk"], "actor": r["actor"], "action": r["action"], "target": r["target"],
-             "detail": r["detail"], "at": iso(r["at"])} for r in rows[:limit]]
+    rows = await ctx.accounts.audit(principal, limit + 1, before)
+    data = [{"id": r.pk, "actor": r.actor, "action": r.action, "target": r.target, "detail": r.detail,
+             "at": iso(r.at)} for r in rows[:limit]]
     return JSONResponse({"data": data, "has_more": len(rows) > limit,
                          "next_before": data[-1]["id"] if len(rows) > limit else None})
 
@@ -203,11 +178,7 @@ async def upload(request: Request) -> Response:
     if len(content) > limit:
         raise PayloadTooLarge(f"Files are limited to {limit} bytes.")
     name = _SAFE_NAME.sub("_", upload.filename or "file")[:200] or "file"
-    file_uuid = str(uuidlib.uuid4())
-    async with ctx.store.write() as tx:
-        await tx.insert_file(id=file_uuid, org_id=principal.org_id, user_id=principal.user_id, name=name,
-                             content_type=safe_content_type(upload.content_type),
-                             size=len(content), content=content, created_at=now())
+    file_uuid = await ctx.files.upload(principal, name, safe_content_type(upload.content_type), content)
     return JSONResponse({"file_uuid": file_uuid, "file_name": name, "size": len(content)})
 
 
@@ -237,20 +208,12 @@ async def download(file_uuid: str, request: Request) -> Response:
     if token is not None and (kind_of(token) == "jwt" or token.startswith("sk-ant-si-")):
         claims = ctx.auth.worker(token)
         rate_limit(ctx, f"worker:{claims.session_body}")
-        async with ctx.store.read() as tx:
-            row = await tx.get_file(file_uuid)
-            allowed = (row is not None and row["org_id"] == claims.org_id
-                       and await tx.session_attaches_file(claims.session_body, file_uuid))
+        row = await ctx.files.for_worker(claims, file_uuid)
     else:
-        principal = await user(request)
-        async with ctx.store.read() as tx:
-            row = await tx.get_file(file_uuid)
-        allowed = row is not None and row["org_id"] == principal.org_id
-    if row is None or not allowed:
-        raise NotFound("No such file.")
+        row = await ctx.files.for_user(await user(request), file_uuid)
     # (sanitised again: rows stored before uploads were checked may hold anything)
-    return Response(row["content"], media_type=safe_content_type(row["content_type"]),
-                    headers={"content-disposition": f'attachment; filename="{row["name"]}"',
+    return Response(row.content, media_type=safe_content_type(row.content_type),
+                    headers={"content-disposition": f'attachment; filename="{row.name}"',
                              "x-content-type-options": "nosniff"})
 
 
@@ -264,8 +227,7 @@ async def readyz(request: Request) -> Response:
     ctx = ctx_of(request)
     if not ctx.ready or ctx.closing:
         return JSONResponse({"status": "starting" if not ctx.closing else "closing"}, status_code=503)
-    async with ctx.store.read() as tx:
-        await tx.first_org()
+    await ctx.store.ping()
     return JSONResponse({"status": "ready"})
 
 

@@ -11,12 +11,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tether.errors import AuthenticationFailed, Gone, NotFound, PermissionDenied, TetherError
 from tether.server import jsonio
-from tether.server.streams import Holder
+from tether.server.streams import CLOSE_UNAUTHORIZED, Holder
+
+__all__ = ["CLOSE_INVALID_DATA", "CLOSE_NOT_FOUND", "CLOSE_POLICY", "CLOSE_RESTART", "CLOSE_SERVER_ERROR",
+           "CLOSE_TOO_BIG", "CLOSE_UNAUTHORIZED", "Socket", "cancelling_holder", "close_code_for", "is_disconnect",
+           "reject", "uncancel"]
 
 log = logging.getLogger("tether.server.sockets")
 
 CLOSE_NOT_FOUND = 4001
-CLOSE_UNAUTHORIZED = 4003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INVALID_DATA = 1007

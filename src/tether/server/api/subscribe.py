@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket
 
-from tether.errors import InvalidRequest, NotFound, PermissionDenied, TetherError
+from tether.errors import InvalidRequest, PermissionDenied, TetherError
 from tether.protocol.access import role_fell
+from tether.protocol.event_rules import check_client_control
+from tether.protocol.messages import MessageError
 from tether.server import jsonio
 from tether.server.api.common import ctx_of, parse_count, parse_session_id, user, user_credential
 from tether.server.api.direct import DirectWriter
@@ -27,9 +29,9 @@ from tether.server.api.sockets import (
 from tether.server.auth.service import Principal
 from tether.server.broker import Live
 from tether.server.context import ServerContext
-from tether.server.hub import CLIENT_CONTROL_SUBTYPES
 from tether.server.reader import End, Feed, LogReader, LogView, Start
 from tether.server.store import StoredEvent
+from tether.server.store.records import PermissionRecord
 from tether.server.streams import token_key, user_key
 
 router = APIRouter()
@@ -58,10 +60,7 @@ async def subscribe(ws: WebSocket, session_id: str) -> None:
             raise PermissionDenied("Cross-origin subscribe refused.")
         credential = user_credential(ws)
         principal = await user(ws)
-        async with ctx.store.read() as tx:
-            session = await tx.get_session(body)
-        if session is None or session["org_id"] != principal.org_id:
-            raise NotFound("No such session.")
+        await ctx.sessions.session(body, principal.org_id)
     except TetherError as exc:
         await reject(ws, exc)
         return
@@ -137,7 +136,7 @@ class _SubscriberFeed(Feed):
         self.sock = sock
         self.body = body
         self.from_seq = from_seq
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[PermissionRecord] = []
         self.writer = DirectWriter(sock.ws, self._count)
 
     def _count(self, frames: int) -> None:
@@ -145,21 +144,19 @@ class _SubscriberFeed(Feed):
         self.ctx.metrics.inc("subscriber_direct_writes_total")
 
     async def open(self) -> Start:
-        async with self.ctx.store.read() as tx:
-            session = await tx.get_session(self.body)
-            pending = await tx.list_permissions(self.body, "pending")
+        last_seq, pending = await self.ctx.permissions.open_at(self.body)
         if self.from_seq is None:
             self.pending = pending
-            return Start(int(session["last_seq"]) if session else 0)
+            return Start(last_seq)
         # requests logged after from_seq arrive with the replay
-        self.pending = [p for p in pending if p["seq"] is None or p["seq"] <= self.from_seq]
+        self.pending = [p for p in pending if p.seq is None or p.seq <= self.from_seq]
         return Start(self.from_seq, LogView.ALL)
 
     async def ready(self) -> None:
         pending, self.pending = self.pending, []  # (the long-lived reader keeps no rows alive)
         for perm in pending:
-            frame = orjson.loads(perm["request"])
-            frame["sequence_num"] = perm["seq"]
+            frame = orjson.loads(perm.request)
+            frame["sequence_num"] = perm.seq
             await self.sock.send_json(frame)
 
     async def send(self, ev: StoredEvent) -> None:
@@ -223,16 +220,16 @@ async def _handle_frame(ctx: ServerContext, sock: Socket, body: str, caller: _Ca
     try:
         if kind == "control_response":
             principal.require_writer()
-            await ctx.hub.answer_permission(body, principal.org_id, principal.user_id, frame)
+            await ctx.permissions.answer(body, principal.org_id, principal.user_id, frame)
         elif kind == "control_request":
             principal.require_writer()
-            request = frame.get("request")
-            subtype = request.get("subtype") if isinstance(request, dict) else None
-            if subtype not in CLIENT_CONTROL_SUBTYPES:
-                raise InvalidRequest(f"Unsupported control_request subtype: {subtype!r}.")
+            try:
+                check_client_control(frame.get("request"))
+            except MessageError as exc:
+                raise InvalidRequest(str(exc)) from None
             if not isinstance(request_id, str) or not request_id:
                 frame["request_id"] = request_id = str(uuidlib.uuid4())
-            await ctx.hub.post_client_events(body, principal.org_id, principal.user_id, [frame])
+            await ctx.log.post_client_events(body, principal.org_id, principal.user_id, [frame])
             await sock.send_json({"type": "control_response",
                                   "response": {"subtype": "success", "request_id": request_id}})
         else:

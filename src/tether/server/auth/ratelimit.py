@@ -37,6 +37,24 @@ class RateLimiter:
             return 0
         return max(1, math.ceil((cost - bucket.tokens) / self.rate))
 
+    def settle(self, key: str, tokens: float, now: float) -> None:
+        """Set ``key``'s bucket to ``tokens`` (negative: in debt), as another authority counted it
+        (the shared bucket of all server instances, auth/shared_ratelimit.py)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._evict(now)
+            bucket = self._buckets[key] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, tokens)
+        bucket.updated = now
+
+    def tokens(self, key: str, now: float) -> float:
+        """What ``key``'s bucket holds at ``now`` (a full bucket for an unknown key)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return self.burst
+        return min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+
     def _evict(self, now: float) -> None:
         full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]
         for k in full:

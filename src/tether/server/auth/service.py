@@ -10,12 +10,14 @@ from urllib.parse import urlencode
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tether.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, PolicyDenied
+from tether.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PolicyDenied
+from tether.protocol.access import credential_verdict
 from tether.protocol.last_used import LastUsedThrottle
 from tether.server.auth import secrets as sec
 from tether.server.auth.worker_jwt import KeyRing, WorkerClaims
 from tether.server.config import Config
 from tether.server.store import Store, Tx
+from tether.server.store.records import EnvironmentRecord, OrgRecord, SigningKey, TokenRecord, UserRecord
 
 log = logging.getLogger("tether.server.auth")
 
@@ -58,8 +60,8 @@ class Principal:
 
 @dataclass(frozen=True)
 class IssuedToken:
-    secret: str
-    row: dict[str, Any]
+    secret: str  # shown once; only its hash is stored
+    row: TokenRecord
 
 
 class Auth:
@@ -73,70 +75,72 @@ class Auth:
     async def open(self) -> None:
         """Load (or create) the signing keys."""
         async with self.store.write() as tx:
-            rows = await tx.signing_keys()
+            rows = await tx.keys.all()
             if not rows:
                 kid, secret = KeyRing.new_key()
-                await tx.insert_signing_key(kid, secret, time.time())
-                rows = await tx.signing_keys()
+                await tx.keys.insert(kid, secret, time.time())
+                rows = await tx.keys.all()
         self._load_keys(rows)
 
-    def _load_keys(self, rows: list[dict[str, Any]]) -> None:
-        active = [r for r in rows if r["active"]] or rows
-        self.keys = KeyRing({r["kid"]: r["secret"] for r in rows}, active[-1]["kid"], self.config.url)
-        self.csrf_key = rows[0]["secret"]
+    def _load_keys(self, rows: list[SigningKey]) -> None:
+        active = [r for r in rows if r.active] or rows
+        self.keys = KeyRing({r.kid: r.secret for r in rows}, active[-1].kid, self.config.url)
+        self.csrf_key = rows[0].secret
 
     async def rotate_keys(self) -> str:
         kid, secret = KeyRing.new_key()
         async with self.store.write() as tx:
-            await tx.insert_signing_key(kid, secret, time.time())
-            rows = await tx.signing_keys()
+            await tx.keys.insert(kid, secret, time.time())
+            rows = await tx.keys.all()
         self._load_keys(rows)
         return kid
 
     # ---- bootstrap ------------------------------------------------------------------------
     async def ensure_owner(self, tx: Tx, *, org_name: str = "default", email: str = "owner@localhost",
-                           role: str = "owner") -> tuple[dict[str, Any], dict[str, Any], bool]:
+                           role: str = "owner") -> tuple[OrgRecord, UserRecord, bool]:
         """The org and user by name/email, created on first use. Returns (org, user, created)."""
         if role not in ROLES:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
         now = time.time()
         created = False
-        org = await tx.get_org_by_name(org_name)
+        org = await tx.orgs.by_name(org_name)
         if org is None:
-            org = await tx.insert_org(org_name, now)
+            org = await tx.orgs.insert(org_name, now)
             created = True
-        user = await tx.get_user_by_email(email)
+        user = await tx.users.by_email(email)
         if user is None:
-            user = await tx.insert_user(org["id"], email, role, now)
+            user = await tx.users.insert(org.id, email, role, now)
             created = True
-        elif user["org_id"] != org["id"]:
+        elif user.org_id != org.id:
             raise InvalidRequest(f"{email} belongs to another organisation")
         return org, user, created
 
-    async def bootstrap(self) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    async def bootstrap(self) -> tuple[OrgRecord, UserRecord, bool]:
         """On first start: the default org and its owner."""
         async with self.store.write() as tx:
-            org = await tx.first_org()
+            org = await tx.orgs.first()
             if org is not None:
-                users = await tx.list_users(org["id"])
-                owners = [u for u in users if u["role"] == "owner"] or users
+                users = await tx.users.of_org(org.id)
+                owners = [u for u in users if u.role == "owner"] or users
                 if owners:
                     return org, owners[0], False
             return await self.ensure_owner(tx)
 
     # ---- issuing credentials --------------------------------------------------------------
-    async def issue(self, tx: Tx, kind: str, user: dict[str, Any], *, ttl: float | None,
+    async def issue(self, tx: Tx, kind: str, user: UserRecord | None, *, ttl: float | None,
                     name: str | None = None, extra: dict[str, Any] | None = None,
                     lookup: str | None = None) -> IssuedToken:
+        """A new credential of ``kind`` for ``user`` (None: nobody's yet, a device code)."""
         secret = sec.new_secret(kind)
         now = time.time()
-        row = await tx.insert_token(
-            kind=kind, secret_hash=sec.hash_secret(secret), org_id=user.get("org_id"), user_id=user.get("id"),
-            name=name, expires_at=(now + ttl) if ttl else None, created_at=now, extra=extra, lookup=lookup,
+        row = await tx.tokens.insert(
+            kind=kind, secret_hash=sec.hash_secret(secret), org_id=user.org_id if user else None,
+            user_id=user.id if user else None, name=name, expires_at=(now + ttl) if ttl else None, created_at=now,
+            extra=extra, lookup=lookup,
         )
         return IssuedToken(secret, row)
 
-    async def issue_session_pair(self, tx: Tx, user: dict[str, Any], family: str | None = None) -> dict[str, Any]:
+    async def issue_session_pair(self, tx: Tx, user: UserRecord, family: str | None = None) -> dict[str, Any]:
         """An access token and a rotating refresh token (OAuth token response body)."""
         family = family or sec.new_secret("refresh")[4:20]
         access = await self.issue(tx, "access", user, ttl=self.config.access_token_ttl_s, extra={"family": family})
@@ -149,56 +153,56 @@ class Auth:
             "refresh_token": refresh.secret,
         }
 
-    async def login_link(self, tx: Tx, user: dict[str, Any]) -> str:
+    async def login_link(self, tx: Tx, user: UserRecord) -> str:
         issued = await self.issue(tx, "login_link", user, ttl=self.config.login_link_ttl_s)
         return f"{self.config.url}{login_path(issued.secret)}"
 
     # ---- checking credentials -------------------------------------------------------------
-    async def token_row(self, tx: Tx, secret: str, kinds: tuple[str, ...]) -> dict[str, Any]:
+    async def token_row(self, tx: Tx, secret: str, kinds: tuple[str, ...]) -> TokenRecord:
         kind = sec.kind_of(secret)
         if kind not in kinds:
             names = {"access": "an access token", "personal": "a personal API token",
                      "web_session": "a web session", "refresh": "a refresh token"}
             wanted = " or ".join(names.get(k, k) for k in kinds)
             raise AuthenticationFailed(f"This route needs {wanted}.")
-        row = await tx.token_by_hash(sec.hash_secret(secret))
-        if row is None or row["kind"] != kind:
+        row = await tx.tokens.by_hash(sec.hash_secret(secret))
+        if row is None or row.kind != kind:
             raise AuthenticationFailed("The credential is not recognised.")
-        if row["revoked"]:
+        verdict = credential_verdict(row.revoked, row.expires_at, time.time())
+        if verdict == "revoked":
             raise AuthenticationFailed("The credential has been revoked.")
-        if row["expires_at"] is not None and row["expires_at"] <= time.time():
+        if verdict == "expired":
             raise AuthenticationFailed("The credential has expired; refresh it or log in again.")
         return row
 
     async def principal(self, secret: str, *, kinds: tuple[str, ...] = USER_KINDS) -> Principal:
         async with self.store.read() as tx:
             row = await self.token_row(tx, secret, kinds)
-            user = await tx.get_user(row["user_id"]) if row["user_id"] else None
+            user = await tx.users.get(row.user_id) if row.user_id else None
             if user is None:
                 raise AuthenticationFailed("The credential's user no longer exists.")
-            org = await tx.get_org(user["org_id"])
+            org = await tx.orgs.get(user.org_id)
         if org is None:
             raise AuthenticationFailed("The credential's organisation no longer exists.")
         await self._record_use(row, time.time())
-        return Principal(user["id"], org["id"], user["role"], user["email"], row["kind"], row["id"],
-                         bool(org["allow_remote_control"]))
+        return Principal(user.id, org.id, user.role, user.email, row.kind, row.id, org.allow_remote_control)
 
-    async def _record_use(self, row: dict[str, Any], now: float) -> None:
+    async def _record_use(self, row: TokenRecord, now: float) -> None:
         """``last_used_at``, written at most once a minute per credential (never per request)."""
-        if not self.last_used.due(row["id"], now, row["last_used_at"]):
+        if not self.last_used.due(row.id, now, row.last_used_at):
             return
         try:
             async with self.store.write() as tx:
-                await tx.update_token(row["id"], last_used_at=now)
+                await tx.tokens.update(row.id, last_used_at=now)
         except SQLAlchemyError as exc:  # bookkeeping: the request itself goes on
-            self.last_used.forget(row["id"])
-            log.warning("could not record the use of token %s: %s", row["id"], exc)
+            self.last_used.forget(row.id)
+            log.warning("could not record the use of token %s: %s", row.id, exc)
 
-    async def environment(self, secret: str) -> dict[str, Any]:
+    async def environment(self, secret: str) -> EnvironmentRecord:
         if sec.kind_of(secret) != "environment":
             raise AuthenticationFailed("Polling needs the environment secret returned by registration.")
         async with self.store.read() as tx:
-            env = await tx.environment_by_secret(sec.hash_secret(secret))
+            env = await tx.environments.by_secret(sec.hash_secret(secret))
         if env is None:
             raise AuthenticationFailed("The environment secret is not recognised.")
         return env
@@ -215,8 +219,3 @@ class Auth:
             raise AuthenticationFailed("The worker token belongs to another session.")
         return claims
 
-    async def get_user_in_org(self, tx: Tx, org_id: str, user_id: str) -> dict[str, Any]:
-        user = await tx.get_user(user_id)
-        if user is None or user["org_id"] != org_id:
-            raise NotFound("No such user.")
-        return user

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from tether.server.broker.items import Revoked, ServerClosing, Topic
+from tether.server.broker.items import Revoked, ServerClosing, SessionClosed, Topic
 
 T = TypeVar("T")
+
+# Queued by Subscription.resync to wake a reader parked in get(): it raises Overflowed there.
+_WAKE: Any = object()
 
 
 class Overflowed(Exception):
@@ -39,37 +42,61 @@ class Subscription(Generic[T]):
             return
         self._put(item)
 
-    def _put(self, item: T | ServerClosing | Revoked) -> None:
+    def _put(self, item: T | ServerClosing | Revoked | SessionClosed) -> None:
         try:
-            self.queue.put_nowait(item)
+            self.queue.put_nowait(cast(Any, item))
         except asyncio.QueueFull:
             # the queue stays full; get() raises Overflowed once the backlog is drained
             self.overflowed = True
 
-    def interrupt(self, item: ServerClosing | Revoked) -> None:
+    def interrupt(self, item: ServerClosing | Revoked | SessionClosed) -> None:
         """Queue an out-of-band item (never taken by ``direct``). On a full queue the subscriber
         overflows instead: its reader re-reads the store and looks at why it was woken."""
         self._put(item)
+
+    def resync(self) -> None:
+        """Make the reader re-read the store, as after an overflow (a gap on the bus between
+        server instances, broker/redis.py); a reader parked in ``get`` wakes for it."""
+        if self.overflowed or self.closed:
+            return
+        self.overflowed = True
+        try:
+            self.queue.put_nowait(_WAKE)
+        except asyncio.QueueFull:
+            pass  # the reader is not parked: it meets Overflowed once the backlog is drained
 
     async def get(self, timeout: float | None = None) -> T | ServerClosing | Revoked:
         """The next item; raise TimeoutError on timeout, Overflowed once the backlog is drained."""
         if self.overflowed and self.queue.empty():
             raise Overflowed(self.topic)
         if timeout is None:
-            return await self.queue.get()
-        async with asyncio.timeout(timeout):
-            return await self.queue.get()
+            item = await self.queue.get()
+        else:
+            async with asyncio.timeout(timeout):
+                item = await self.queue.get()
+        if item is _WAKE:
+            raise Overflowed(self.topic)
+        return item
 
     def get_nowait(self) -> T | ServerClosing | Revoked:
         if self.overflowed and self.queue.empty():
             raise Overflowed(self.topic)
-        return self.queue.get_nowait()
+        item = self.queue.get_nowait()
+        if item is _WAKE:
+            raise Overflowed(self.topic)
+        return item
 
     def reset(self) -> None:
-        """After re-synchronising: accept new items again."""
+        """After re-synchronising: accept new items again. Items that end the stream stay queued
+        (the store has no record of them)."""
+        endings = []
         while not self.queue.empty():
-            self.queue.get_nowait()
+            item = self.queue.get_nowait()
+            if isinstance(item, ServerClosing | Revoked | SessionClosed):
+                endings.append(item)
         self.overflowed = False
+        for item in endings:
+            self.queue.put_nowait(cast(Any, item))
 
     def close(self) -> None:
         if not self.closed:
@@ -107,6 +134,9 @@ class Broker:
         for subs in tuple(self._topics.values()):
             for sub in tuple(subs):
                 sub.interrupt(item)
+
+    async def run(self) -> None:
+        """Background work of the broker for the server's lifetime (none in process)."""
 
     def subscriber_count(self, topic: Topic[Any]) -> int:
         return len(self._topics.get(topic.name, ()))

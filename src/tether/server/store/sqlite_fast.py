@@ -4,9 +4,9 @@ Every event a worker posts runs the same four statements (read the session row, 
 the posted uuids, insert the events, advance ``last_seq``). Through SQLAlchemy Core each
 costs ≈ 45 µs of execution-context bookkeeping around ≈ 10 µs of SQLite work on the
 benchmark machine; issued on the same DBAPI connection, inside the transaction SQLAlchemy
-began, they cost what SQLite costs. The rows come back typed as SQLAlchemy would type
-them (JSON columns decoded, booleans as ``bool``), so callers cannot tell the difference —
-``tests/server/store/test_sqlite_fast.py`` holds the two paths to that.
+began, they cost what SQLite costs. The session row comes back as the same
+``SessionRecord`` SQLAlchemy's path builds (JSON columns decoded, booleans as ``bool``), so callers
+cannot tell the difference — ``tests/server/store/test_sqlite_fast.py`` holds the two paths to that.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.server.store import tables as t
-from tether.server.store.records import StoredEvent
+from tether.server.store.records import SessionRecord, StoredEvent
 
 _SESSION_COLUMNS = [c.name for c in t.sessions.c]
-_JSON_COLUMNS = frozenset(c.name for c in t.sessions.c if isinstance(c.type, sa.JSON))
-_BOOL_COLUMNS = frozenset(c.name for c in t.sessions.c if isinstance(c.type, sa.Boolean))
+# (index, decode) of the columns SQLAlchemy would convert: JSON text → value, 0/1 → bool
+_CONVERTED = [(i, "json" if isinstance(c.type, sa.JSON) else "bool") for i, c in enumerate(t.sessions.c)
+              if isinstance(c.type, sa.JSON | sa.Boolean)]
 _GET_SESSION = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?"
 _INSERT_EVENTS = ("INSERT INTO events (session_id, seq, event_id, uuid, source, event_type, payload, delivery, "
                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -32,20 +33,20 @@ _ADVANCE_SEQ = "UPDATE sessions SET last_seq = ?, updated_at = ? WHERE id = ?"
 _CHUNK = 500  # bound parameters per uuid lookup (SQLite allows 32766; this keeps plans small)
 
 
-def get_session(db: sqlite3.Connection, body: str) -> dict[str, Any] | None:
+def get_session(db: sqlite3.Connection, body: str) -> SessionRecord | None:
     row = db.execute(_GET_SESSION, (body,)).fetchone()
     if row is None:
         return None
-    session = dict(zip(_SESSION_COLUMNS, row, strict=True))
-    for name in _JSON_COLUMNS:
-        value = session[name]
-        # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
-        if isinstance(value, str | bytes):
-            session[name] = json.loads(value)
-    for name in _BOOL_COLUMNS:
-        if session[name] is not None:
-            session[name] = bool(session[name])
-    return session
+    values = list(row)
+    for index, kind in _CONVERTED:
+        value = values[index]
+        if kind == "json":
+            # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
+            if isinstance(value, str | bytes):
+                values[index] = json.loads(value)
+        elif value is not None:
+            values[index] = bool(value)
+    return SessionRecord(*values)  # the record's fields are the table's columns, in order
 
 
 def existing_uuids(db: sqlite3.Connection, session_id: str, uuids: Sequence[str]) -> set[str]:

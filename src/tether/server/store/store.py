@@ -136,6 +136,11 @@ class Store:
         if self.engine is not None:
             await self.engine.dispose()
 
+    async def ping(self) -> None:
+        """A read that touches the database (``/readyz``): raises when it cannot be read."""
+        async with self.read() as tx:
+            await tx.conn.execute(sa.text("SELECT 1"))
+
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
         if self.sync_engine is not None:

@@ -15,21 +15,19 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from tether.errors import Conflict, InvalidRequest, NotFound
+from tether.errors import InvalidRequest, NotFound
 from tether.server.api.common import (
     JSONResponse,
-    close_downgraded_after_commit,
     ctx_of,
     parse_session_id,
     read_object,
     user,
 )
-from tether.server.clock import iso, now
+from tether.server.views import member_json
 from tether.server.web.assets import load
 
 router = APIRouter()
@@ -66,25 +64,17 @@ async def undelivered(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     body = parse_session_id(session_id)
     principal = await user(request)
-    async with ctx.store.read() as tx:
-        await ctx.hub.load_session(tx, body, principal.org_id)
-        rows = await tx.undelivered_states(body, 1000)
-    return JSONResponse({"data": [{"uuid": r["uuid"], "sequence_num": r["seq"], "status": r["delivery"]}
+    rows = await ctx.sessions.undelivered(body, principal.org_id, 1000)
+    return JSONResponse({"data": [{"uuid": r.uuid, "sequence_num": r.seq, "status": r.delivery}
                                   for r in rows]})
-
-
-def _member_json(row: dict[str, Any], me: str) -> dict[str, Any]:
-    return {"id": row["id"], "email": row["email"], "role": row["role"], "created_at": iso(row["created_at"]),
-            "has_password": bool(row.get("password_hash")), "you": row["id"] == me}
 
 
 @router.get("/web/members")
 async def members(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await user(request)
-    async with ctx.store.read() as tx:
-        rows = await tx.list_users(principal.org_id)
-    return JSONResponse({"data": [_member_json(r, principal.user_id) for r in rows]})
+    rows = await ctx.accounts.members(principal.org_id)
+    return JSONResponse({"data": [member_json(r, principal.user_id) for r in rows]})
 
 
 @router.post("/web/members")
@@ -98,16 +88,8 @@ async def add_member(request: Request) -> Response:
         raise InvalidRequest("'email' must be an email address.")
     if role not in ROLES:
         raise InvalidRequest(f"'role' must be one of {', '.join(ROLES)}.")
-    email = email.strip()
-    t = now()
-    async with ctx.store.write() as tx:
-        if await tx.get_user_by_email(email) is not None:
-            raise Conflict("A person with that email already has an account.")
-        row = await tx.insert_user(principal.org_id, email, role, t)
-        link = await ctx.auth.login_link(tx, row)
-        await tx.insert_audit(principal.org_id, principal.user_id, "member.add", row["id"],
-                              {"email": email, "role": role}, t)
-    return JSONResponse({**_member_json(row, principal.user_id), "login_link": link})
+    row, link = await ctx.accounts.add_member(principal, email.strip(), role)
+    return JSONResponse({**member_json(row, principal.user_id), "login_link": link})
 
 
 @router.patch("/web/members/{user_id}")
@@ -119,16 +101,5 @@ async def set_role(user_id: str, request: Request) -> Response:
     role = body.get("role")
     if role not in ROLES:
         raise InvalidRequest(f"'role' must be one of {', '.join(ROLES)}.")
-    async with ctx.store.write() as tx:
-        rows = await tx.list_users(principal.org_id)
-        target = next((r for r in rows if r["id"] == user_id), None)
-        if target is None:
-            raise NotFound("No such member.")
-        owners = [r for r in rows if r["role"] == "owner"]
-        if target["role"] == "owner" and role != "owner" and len(owners) <= 1:
-            raise Conflict("The organisation needs at least one owner.")
-        await tx.update_user(user_id, role=role)
-        await tx.insert_audit(principal.org_id, principal.user_id, "member.role", user_id, {"role": role}, now())
-        close_downgraded_after_commit(ctx, tx, user_id, role)
-        target = {**target, "role": role}
-    return JSONResponse(_member_json(target, principal.user_id))
+    target = await ctx.accounts.set_role(principal, user_id, role)
+    return JSONResponse(member_json(target, principal.user_id))

@@ -18,12 +18,11 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from tether.errors import AuthenticationFailed, NotFound, RateLimited, TetherError
+from tether.errors import NotFound, RateLimited, TetherError
 from tether.protocol.redirects import next_or_default
-from tether.server.api.common import SESSION_COOKIE, close_streams_after_commit, ctx_of, parse_session_id
-from tether.server.api.oauth import approve_device, read_limited
+from tether.server.api.common import SESSION_COOKIE, ctx_of, parse_session_id, read_limited
 from tether.server.auth import secrets as sec
-from tether.server.auth.service import Principal
+from tether.server.auth.service import IssuedToken, Principal
 from tether.server.clock import now
 from tether.server.context import ServerContext
 from tether.server.web.assets import asset_url
@@ -119,13 +118,7 @@ def csrf_for(ctx: ServerContext, cookie: str) -> str:
     return sec.csrf_token(cookie, ctx.auth.csrf_key)
 
 
-async def _start_web_session(ctx: ServerContext, user_id: str, target: str) -> Response:
-    async with ctx.store.write() as tx:
-        account = await tx.get_user(user_id)
-        if account is None:
-            raise AuthenticationFailed("No such user.")
-        issued = await ctx.auth.issue(tx, "web_session", account, ttl=ctx.config.web_session_ttl_s)
-        await tx.insert_audit(account["org_id"], user_id, "web.login", None, None, now())
+def _web_session_started(ctx: ServerContext, issued: IssuedToken, target: str) -> Response:
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, issued.secret, max_age=int(ctx.config.web_session_ttl_s),
                         httponly=True, samesite="lax", secure=ctx.config.url.startswith("https"), path="/")
@@ -179,15 +172,9 @@ async def login_page(request: Request) -> Response:
     link = request.query_params.get("token")
     next_url = next_or_default(request.query_params.get("next"))
     if link:
-        t = now()
-        async with ctx.store.write() as tx:
-            row = await tx.token_by_hash(sec.hash_secret(link)) if sec.kind_of(link) == "login_link" else None
-            if row is not None and (row["revoked"] or (row["expires_at"] or 0) <= t):
-                row = None
-            if row is not None:
-                await tx.update_token(row["id"], revoked=True, last_used_at=t)
-        if row is not None:
-            return await _start_web_session(ctx, row["user_id"], next_url)
+        issued = await ctx.accounts.redeem_login_link(link)
+        if issued is not None:
+            return _web_session_started(ctx, issued, next_url)
         if await web_principal(request) is not None:
             # the same QR scanned twice on a phone that the first scan logged in
             return RedirectResponse(next_url, status_code=303)
@@ -207,12 +194,10 @@ async def login_submit(request: Request) -> Response:
     cookie = request.cookies.get(LOGIN_COOKIE)
     if not cookie or not hmac.compare_digest(form.get("csrf", ""), csrf_for(ctx, cookie)):
         return _login_page(ctx, request, 403, error="The form expired; log in again.", next_url=next_url)
-    email, password = form.get("email", ""), form.get("password", "")
-    async with ctx.store.read() as tx:
-        account = await tx.get_user_by_email(email)
-    if account is None or not sec.verify_password(password, account["password_hash"]):
+    issued = await ctx.accounts.password_login(form.get("email", ""), form.get("password", ""))
+    if issued is None:
         return _login_page(ctx, request, 401, error="Wrong email or password.", next_url=next_url)
-    return await _start_web_session(ctx, account["id"], next_url)
+    return _web_session_started(ctx, issued, next_url)
 
 
 @router.post("/logout")
@@ -228,9 +213,7 @@ async def logout(request: Request) -> Response:
             body = ('<section class="card auth"><h1>Log out</h1><p class="notice error" role="alert">'
                     'The form expired; reload the page and log out again.</p></section>')
             return page("Log out", body, 403, csrf=csrf_for(ctx, cookie), principal=principal)
-        async with ctx.store.write() as tx:
-            await tx.update_token(principal.token_id, revoked=True)
-            close_streams_after_commit(ctx, tx, [principal.token_id], "Logged out.")
+        await ctx.accounts.logout(principal)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -282,7 +265,7 @@ async def device_submit(request: Request) -> Response:
         raise RateLimited("Too many device approvals; wait a minute.", retry_after=wait)
     approve = form.get("action", "approve") == "approve"
     try:
-        await approve_device(ctx, principal.user_id, form.get("user_code", ""), approve)
+        await ctx.accounts.approve_device(principal.user_id, form.get("user_code", ""), approve)
     except TetherError as exc:
         return page("Connect a device", _device_form(ctx, cookie, form.get("user_code", ""), exc.message), 400,
                     csrf=csrf, principal=principal)
@@ -367,16 +350,13 @@ async def session_page(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     try:
         body_id = parse_session_id(session_id)
-        async with ctx.store.read() as tx:
-            row = await tx.get_session(body_id)
-        if row is None or row["org_id"] != principal.org_id:
-            raise NotFound("No such session.")
+        row = await ctx.sessions.session(body_id, principal.org_id)
     except NotFound:
         body = ('<section class="card auth"><h1>Session not found</h1><p>It does not exist, or it belongs to '
                 'another organisation.</p><p><a href="/code">Back to your sessions</a></p></section>')
         return page("Not found", body, 404, csrf=csrf_for(ctx, cookie), principal=principal)
     sid = f"session_{body_id}"
-    title = row["title"] or "Untitled session"
+    title = row.title or "Untitled session"
     body = f"""{_NOSCRIPT}
 <div class="session-view">
 <div class="session-head">

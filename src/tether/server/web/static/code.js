@@ -4,6 +4,7 @@ import {
   api, el, badge, timeEl, refreshTimes, basename, whileVisible, wsUrl, newUuid, toast,
   openDialog, closeDialog, CAN_WRITE,
 } from './common.js';
+import { ReconnectPolicy } from './reconnect.js';
 
 const envList = document.getElementById('environments');
 const sessionList = document.getElementById('sessions');
@@ -222,15 +223,16 @@ function syncSockets(rows) {
       sockets.delete(id);
     }
   }
-  for (const id of wanted) if (!sockets.has(id)) openSocket(id, 0);
+  for (const id of wanted) if (!sockets.has(id)) openSocket(id);
 }
 
-function openSocket(id, attempt) {
-  const sock = sockets.get(id) || { closed: false };
+function openSocket(id) {
+  const sock = sockets.get(id) || { closed: false, policy: new ReconnectPolicy() };
   sockets.set(id, sock);
   const ws = new WebSocket(wsUrl(`/v1/sessions/ws/${id}/subscribe`));
   sock.ws = ws;
   ws.onmessage = (ev) => {
+    sock.policy.heard();
     let f;
     try { f = JSON.parse(ev.data); } catch { return; }
     const s = sessions.find((x) => x.id === id);
@@ -238,6 +240,7 @@ function openSocket(id, attempt) {
     if (f.type === 'session_update') {
       s.session_status = f.status;
       if (f.title) s.title = f.title;
+      if (f.worker) s.worker = { ...s.worker, ...f.worker };
       s.updated_at = new Date().toISOString();
       renderSessions();
     } else if (typeof f.sequence_num === 'number' && !f.ephemeral && f.type !== 'delivery_update') {
@@ -246,11 +249,11 @@ function openSocket(id, attempt) {
       if (row) { row.setAttribute('datetime', s.updated_at); row.textContent = 'just now'; }
     }
   };
-  ws.onopen = () => { attempt = 0; };
+  ws.onopen = () => sock.policy.opened();
   ws.onclose = (ev) => {
-    if (sock.closed || ev.code === 4001 || ev.code === 4003) return;
-    const delay = Math.min(10000, 500 * 2 ** attempt) * (0.8 + Math.random() * 0.4);
-    sock.timer = setTimeout(() => { if (!sock.closed) openSocket(id, attempt + 1); }, delay);
+    if (sock.closed) return;
+    const next = sock.policy.closed(ev.code); // 4003 and a lasting 4001 stop it (reconnect.js)
+    if (next.retry) sock.timer = setTimeout(() => { if (!sock.closed) openSocket(id); }, next.delayMs);
   };
 }
 

@@ -4,11 +4,13 @@
 // demand); live frames from the subscribe socket opened with ?from_sequence_num=<last seen>,
 // so a reconnect — a dropped socket, a server restart (1012), a tab coming back — resumes
 // exactly where the page was: stored events are applied once, in sequence order, and
-// deduplicated by sequence number and uuid.
+// deduplicated by sequence number and uuid. When to reconnect, and when to stop (4003, 4001),
+// is reconnect.js's ReconnectPolicy.
 import {
   api, el, renderInto, newUuid, refreshTimes, toast, whileVisible, wsUrl,
   openDialog, closeDialog, ApiError, CAN_WRITE, STATUS_LABEL, watchScrollers, syncScrollable,
 } from './common.js';
+import { ReconnectPolicy } from './reconnect.js';
 
 const SID = document.body.dataset.session;
 const $ = (id) => document.getElementById(id);
@@ -31,6 +33,19 @@ const terminalBar = $('terminal');
 const takeOverBtn = $('take-over');
 const returnBtn = $('return-terminal');
 const earlierBtn = $('load-earlier');
+// made here rather than in the page's HTML: a "Retry now" next to the health line while a retry
+// waits; the note that says why the page stopped (4003); the note of a watch-only mirror session
+// (the countdown is not in the live health line: a screen reader would read it every second)
+const retryIn = el('span', { class: 'retry-in muted small' });
+const retryBtn = el('button', { type: 'button', id: 'retry-now', class: 'link small' }, 'Retry now');
+const retryBox = el('p', { id: 'retry', class: 'retry', hidden: true }, retryIn, ' ', retryBtn);
+health.after(retryBox);
+const accessBox = el('p', { id: 'access', class: 'ended', role: 'alert', hidden: true });
+const mirrorBox = el('p', { id: 'watch-only', class: 'ended', role: 'note', hidden: true },
+  el('strong', {}, 'Watch only (mirror).'),
+  ' This session is mirrored from a terminal: its prompts, permission answers and Stop are given there.');
+composer.before(accessBox, mirrorBox);
+const MIRROR_TAG = 'ccr-mirror';
 
 const PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get('page_size')) || 300));
 const MAX_RESULT_CHARS = 20000;
@@ -49,8 +64,11 @@ const state = {
   session: null,
   env: null,
   ws: null,
-  wsState: 'connecting',
-  attempt: 0,
+  wsState: 'connecting', // connecting | open | reconnecting | gone | unauthorized
+  policy: new ReconnectPolicy(),
+  retryAt: 0, // when the waiting reconnect fires (0: none waits)
+  retryWhy: '', // why it waits: dropped | restart | not_found
+  retryTicker: null,
   lastFrameAt: 0,
   reconnectTimer: null,
   items: new Set(), // uuids of stored events already shown
@@ -502,20 +520,32 @@ function showPermission(f) {
   const allow = el('button', { type: 'button', class: 'primary allow', onclick: () => answer(rid, 'allow') }, 'Allow');
   const deny = el('button', { type: 'button', class: 'deny', onclick: () => answer(rid, 'deny') }, 'Deny');
   message.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { ev.preventDefault(); answer(rid, 'deny'); } });
+  const answerBox = CAN_WRITE ? el('div', { class: 'ask-answer' },
+    el('label', { for: mid, class: 'small' }, 'Message for the agent (optional, sent with Deny)'), message,
+    el('div', { class: 'row gap end' }, deny, allow), status) : null;
+  const watchNote = el('p', { class: 'muted small ask-watch' },
+    CAN_WRITE ? '' : 'Waiting for a member to answer (viewers cannot).');
   const card = el('article', { class: 'ask', dataset: { request: rid, tool }, 'aria-labelledby': hid },
     el('h2', { id: hid }, el('span', { class: 'ask-icon', 'aria-hidden': 'true' }, '!'), `Allow ${tool}?`),
     req.title || req.description ? el('p', { class: 'ask-desc' }, req.title || req.description) : null,
     view,
     el('details', { class: 'raw' }, el('summary', {}, 'Full input'), el('pre', {}, json(req.input || {}))),
-    CAN_WRITE ? el('div', { class: 'ask-answer' },
-      el('label', { for: mid, class: 'small' }, 'Message for the agent (optional, sent with Deny)'), message,
-      el('div', { class: 'row gap end' }, deny, allow), status)
-      : el('p', { class: 'muted small' }, 'Waiting for a member to answer (viewers cannot).'));
+    answerBox, watchNote);
   watchScrollers(card);
-  state.perms.set(rid, { card, seq: f.sequence_num || 0, req, status, allow, deny, message });
+  const p = { card, seq: f.sequence_num || 0, req, status, allow, deny, message, answerBox, watchNote };
+  showAnswerable(p, isMirror());
+  state.perms.set(rid, p);
   if (req.tool_use_id) setToolState(req.tool_use_id, 'waiting', 'needs permission');
   sticky(() => asks.append(card));
   updateHeader();
+}
+
+// Allow/Deny where they can be given; on a mirror the question is answered at its terminal.
+function showAnswerable(p, mirror) {
+  if (p.answerBox) p.answerBox.hidden = mirror;
+  if (mirror) p.watchNote.textContent = 'Watch only (mirror): this is answered at the terminal.';
+  else if (CAN_WRITE) p.watchNote.textContent = '';
+  p.watchNote.hidden = !p.watchNote.textContent;
 }
 
 function answer(rid, behavior) {
@@ -644,6 +674,8 @@ function onErrorFrame(f) {
 
 function connect() {
   clearTimeout(state.reconnectTimer);
+  waitForRetry(0);
+  if (state.policy.stopped) return;
   if (state.ws && state.ws.readyState <= WebSocket.OPEN) return;
   const ws = new WebSocket(wsUrl(`/v1/sessions/ws/${SID}/subscribe?from_sequence_num=${state.lastSeq}`));
   state.ws = ws;
@@ -651,7 +683,8 @@ function connect() {
     if (state.ws !== ws) return;
     state.wsState = 'open';
     document.body.dataset.connects = String(Number(document.body.dataset.connects || 0) + 1);
-    state.attempt = 0;
+    state.policy.opened();
+    delete document.body.dataset.attempt;
     state.lastFrameAt = Date.now();
     for (const frame of state.answers.values()) ws.send(JSON.stringify(frame));
     sendHeldPrompts();
@@ -664,6 +697,7 @@ function connect() {
   ws.onmessage = (ev) => {
     if (state.ws !== ws) return;
     state.lastFrameAt = Date.now();
+    state.policy.heard();
     let f;
     try { f = JSON.parse(ev.data); } catch { return; }
     handleFrame(f);
@@ -671,25 +705,31 @@ function connect() {
   ws.onclose = (ev) => {
     if (state.ws !== ws) return;
     state.ws = null;
-    if (ev.code === 4001) {
-      state.wsState = 'gone';
+    const next = state.policy.closed(ev.code);
+    if (!next.retry) {
+      state.wsState = next.why; // 'unauthorized' (4003) or 'gone' (4001 after 3 tries)
       updateHeader();
       return;
     }
-    if (ev.code === 4003) {
-      location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
-      return;
-    }
     state.wsState = 'reconnecting';
+    state.retryWhy = next.why;
+    document.body.dataset.attempt = String(next.attempt);
+    state.reconnectTimer = setTimeout(connect, next.delayMs);
+    waitForRetry(next.delayMs);
     updateHeader();
-    const base = ev.code === 1012 && state.attempt === 0 ? 250 : Math.min(5000, 400 * 2 ** state.attempt);
-    state.attempt += 1;
-    state.reconnectTimer = setTimeout(connect, base * (0.8 + Math.random() * 0.4));
   };
 }
 
+// The waiting reconnect's countdown under the health line (0: none waits).
+function waitForRetry(ms) {
+  clearInterval(state.retryTicker);
+  state.retryTicker = null;
+  state.retryAt = ms ? Date.now() + ms : 0;
+  if (ms >= 1500) state.retryTicker = setInterval(updateHeader, 1000);
+}
+
 function reconnectNow() {
-  state.attempt = 0;
+  if (!state.policy.retryNow()) return; // stopped for good: logged out, or the session is gone
   if (!state.ws || state.ws.readyState > WebSocket.OPEN) {
     connect();
     return;
@@ -701,6 +741,7 @@ function reconnectNow() {
     if (state.ws && state.lastFrameAt < asked) state.ws.close(4000, 'no answer');
   }, 4000);
 }
+retryBtn.addEventListener('click', reconnectNow);
 
 setInterval(() => {
   if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
@@ -716,12 +757,15 @@ function onSessionUpdate(f) {
   if (!state.session) return;
   if (f.status) state.session.session_status = f.status;
   if (typeof f.title === 'string' && f.title) state.session.title = f.title;
+  if (f.worker) state.session.worker = { ...state.session.worker, ...f.worker };  // health: at once
   updateHeader();
   clearTimeout(onSessionUpdate.timer);
   onSessionUpdate.timer = setTimeout(refreshSession, 300);
 }
 
 async function refreshSession() {
+  // logged out (4003): the page stopped; a call now would only be sent to the login page
+  if (state.policy.stopped === 'unauthorized') return;
   try {
     state.session = await api(`/v1/sessions/${SID}`);
     updateHeader();
@@ -736,7 +780,11 @@ async function refreshSession() {
 function healthOf() {
   const s = state.session;
   if (state.wsState === 'gone') return ['bad', 'Session not found'];
-  if (state.wsState === 'reconnecting') return ['warn', 'Reconnecting…'];
+  if (state.wsState === 'unauthorized') return ['bad', 'Logged out or access revoked'];
+  if (state.wsState === 'reconnecting') {
+    if (state.retryWhy === 'not_found') return ['warn', 'Session not found · checking again'];
+    return ['warn', state.retryAt ? 'Offline · reconnecting' : 'Reconnecting…'];
+  }
   if (state.wsState === 'connecting' || !s) return ['warn', 'Connecting…'];
   const status = s.session_status;
   if (status === 'archived') return ['off', 'Archived · read-only'];
@@ -759,11 +807,17 @@ function healthOf() {
 function updateHeader() {
   const s = state.session;
   const live = state.wsState === 'open';
+  const stopped = Boolean(state.policy.stopped) || state.wsState === 'gone';
   document.body.dataset.socket = state.wsState;
   const [kind, text] = healthOf();
   health.dataset.state = kind;
   health.querySelector('.text').textContent = text;
+  showRetry();
+  showAccess();
   showOffline(state.wsState === 'reconnecting');
+  const mirror = isMirror();
+  document.body.dataset.mirror = String(mirror);
+  for (const p of state.perms.values()) showAnswerable(p, mirror);
   if (s) {
     const title = s.title || 'Untitled session';
     if (titleEl.textContent !== title) titleEl.textContent = title;
@@ -774,9 +828,10 @@ function updateHeader() {
     badgeEl.textContent = STATUS_LABEL[status] || status;
     const archived = status === 'archived';
     const busy = status === 'running' || status === 'requires_action';
-    stopBtn.hidden = !CAN_WRITE || archived || !busy || !live;
+    stopBtn.hidden = !CAN_WRITE || archived || !busy || !live || mirror;
     if (!busy) setStopping(false);
-    composer.hidden = !CAN_WRITE || archived;
+    composer.hidden = !CAN_WRITE || archived || mirror || stopped;
+    mirrorBox.hidden = !mirror || archived;
     $('archive').disabled = archived || !CAN_WRITE;
     $('rename').disabled = !CAN_WRITE;
     if (archived) {
@@ -785,6 +840,33 @@ function updateHeader() {
     showEnded(s);
   }
   updateTerminal();
+}
+
+// A mirror session (tag ccr-mirror, docs/protocol.md §12.9) is driven at its terminal only: the
+// server refuses prompts, answers and interrupts from clients, so the page does not offer them.
+function isMirror() {
+  return Boolean(state.session && (state.session.tags || []).includes(MIRROR_TAG));
+}
+
+function showRetry() {
+  const waiting = state.wsState === 'reconnecting' && state.retryAt > 0;
+  retryBox.hidden = !waiting;
+  if (waiting) retryIn.textContent = `Next try in ${Math.max(1, Math.ceil((state.retryAt - Date.now()) / 1000))} s.`;
+}
+
+function showAccess() {
+  const out = state.wsState === 'unauthorized';
+  if (accessBox.hidden === !out) return;
+  accessBox.hidden = !out;
+  if (!out) return;
+  const next = encodeURIComponent(location.pathname);
+  accessBox.replaceChildren(
+    el('strong', {}, 'Logged out or access revoked.'),
+    ' This page stopped following the session: your login ended, was revoked, or your role no longer allows it. ',
+    el('a', { href: `/login?next=${next}`, id: 'login-again' }, 'Log in again'));
+  for (const p of state.perms.values()) {
+    if (p.allow) p.allow.disabled = p.deny.disabled = true;
+  }
 }
 
 function showOffline(offline) {
@@ -852,7 +934,7 @@ function updateTerminal() {
   terminalBar.hidden = !t || archived || t.state === 'ended';
   if (terminalBar.hidden) return;
   terminalBar.dataset.state = t.waiting_at_terminal ? 'waiting' : t.state;
-  const movable = CAN_WRITE && t.can_take_over !== false; // a mirror is watched, never taken over
+  const movable = CAN_WRITE && t.can_take_over !== false && !isMirror(); // a mirror is watched, never taken over
   const text = movable && t.state === 'local' && !t.waiting_at_terminal
     ? `${t.detail} · a prompt from here takes it over` : t.detail;
   terminalBar.querySelector('.text').textContent = text || t.state;

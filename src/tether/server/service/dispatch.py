@@ -1,4 +1,8 @@
-"""Work dispatch: the queue of work items, long polls, leases and re-dispatch (PROTOCOL.md §4.1)."""
+"""Work dispatch: the queue of work items, long polls, leases and re-dispatch (docs/protocol.md §4.1).
+
+The lease rules are :mod:`tether.protocol.leases`: SQL selects the candidates, the rules decide
+which item a poll delivers, what an ack or heartbeat does and which lease has lapsed, and this
+module writes their answer."""
 
 from __future__ import annotations
 
@@ -6,26 +10,28 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import replace
 
 from tether.errors import AuthenticationFailed, Conflict, Gone, NotFound
+from tether.protocol import leases
 from tether.protocol.access import LIVE_WORK_STATES, NO_SUCCESSOR, WorkVerdict, work_verdict
-from tether.protocol.ids import new_id
+from tether.protocol.ids import WorkId, new_id
 from tether.protocol.runner_policy import secret_fields
 from tether.protocol.work_secret import WorkSecret, encode_work_secret
 from tether.server.auth.service import Auth
 from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.broker import WORK_QUEUED, Broker, ServerClosing, work_topic
-from tether.server.clock import iso, now
+from tether.server.clock import now
 from tether.server.config import Config
 from tether.server.store import Store, Tx
-from tether.server.streams import OpenStreams, work_key
+from tether.server.store.records import EnvironmentRecord, SessionRecord, WorkItem
+from tether.server.streams import CLOSE_UNAUTHORIZED, OpenStreams, work_key
+
+__all__ = ["MAX_CACHED_WORK", "Dispatcher"]
 
 log = logging.getLogger("tether.server.dispatch")
 
 
-# A worker socket whose token's work ended with nothing after it (docs/protocol.md §4.4, §4.7).
-CLOSE_UNAUTHORIZED = 4003
 MAX_CACHED_WORK = 100_000
 
 
@@ -41,70 +47,60 @@ class Dispatcher:
         # moves an item out of a live state (after_commit below keeps this current), and an
         # ended state is final, so a cached entry is never stale.
         self.work_states: dict[str, str] = {}
-        # set by the hub: settles what a departed worker left pending (permission prompts)
-        self.on_worker_gone: Callable[[Tx, dict[str, Any], str], Awaitable[object]] | None = None
+        # set when the service is built: settles what a departed worker left pending (permission
+        # prompts) and gives the session back as it is then
+        self.on_worker_gone: Callable[[Tx, SessionRecord, str], Awaitable[SessionRecord]] | None = None
 
-    async def worker_gone(self, tx: Tx, session: dict[str, Any] | None, reason: str) -> None:
+    async def worker_gone(self, tx: Tx, session: SessionRecord | None, reason: str) -> SessionRecord | None:
         if session is not None and self.on_worker_gone is not None:
-            await self.on_worker_gone(tx, session, reason)
+            return await self.on_worker_gone(tx, session, reason)
+        return session
 
-    def uses_v2(self, session: dict[str, Any]) -> bool:
-        return session["kind"] == "code" or self.config.worker_transport == "v2"
+    def uses_v2(self, session: SessionRecord) -> bool:
+        return session.kind == "code" or self.config.worker_transport == "v2"
 
-    async def queue_work(self, tx: Tx, session: dict[str, Any]) -> dict[str, Any] | None:
+    async def queue_work(self, tx: Tx, session: SessionRecord) -> WorkItem | None:
         """Queue a work item for ``session`` on its environment, superseding any live one."""
-        env_id = session.get("environment_id")
-        if not env_id or session.get("archived_at"):
+        env_id = session.environment_id
+        if not env_id or session.archived_at:
             return None
         t = now()
-        await self.supersede(tx, session["id"])
-        tx.queued_work_for.add(session["id"])
-        work_id = new_id("work")
+        await self.supersede(tx, session.id)
+        tx.queued_work_for.add(session.id)
+        work_id = WorkId(new_id("work"))
         assert self.auth.keys is not None
         token, claims = self.auth.keys.mint(
-            session_body=session["id"], org_id=session["org_id"], environment_id=env_id,
-            epoch=int(session["worker_epoch"]), work_id=work_id, now=t, ttl=self.config.worker_token_ttl_s,
+            session_body=session.id, org_id=session.org_id, environment_id=env_id,
+            epoch=session.worker_epoch, work_id=work_id, now=t, ttl=self.config.worker_token_ttl_s,
         )
-        sources, extras = secret_fields(session.get("session_context"))
-        auth = (session.get("internal_metadata") or {}).get("_runner_auth") or []  # S1 `auth`, never in S2
+        sources, extras = secret_fields(session.session_context)
+        auth = (session.internal_metadata or {}).get("_runner_auth") or []  # S1 `auth`, never in S2
         secret = WorkSecret(session_ingress_token=token, api_base_url=self.config.url,
                             use_code_sessions=self.uses_v2(session), sources=sources, auth=auth, extra=extras)
-        row = await tx.insert_work(
-            id=work_id, org_id=session["org_id"], environment_id=env_id, session_id=session["id"],
-            kind="session", state="queued", secret=encode_work_secret(secret), token_jti=claims.jti,
-            created_at=t,
-        )
+        item = WorkItem(id=work_id, org_id=session.org_id, environment_id=env_id, session_id=session.id,
+                        kind="session", state="queued", secret=encode_work_secret(secret), token_jti=claims.jti,
+                        created_at=t, delivered_at=None, acked_at=None, last_heartbeat_at=None,
+                        lease_expires_at=None)
+        await tx.work.insert(item)
         tx.after_commit(lambda: self._wake(env_id))
-        return row
+        return item
 
     def _wake(self, env_id: str) -> None:
         self.broker.publish(work_topic(env_id), WORK_QUEUED)
 
-    async def ensure_worker(self, tx: Tx, session: dict[str, Any]) -> None:
+    async def ensure_worker(self, tx: Tx, session: SessionRecord) -> None:
         """Queue work when a session bound to an environment has no live work item."""
-        if session.get("environment_id") and not session.get("archived_at"):
-            if await tx.live_work_for_session(session["id"]) is None:
+        if session.environment_id and not session.archived_at:
+            if await tx.work.live_for_session(session.id) is None:
                 await self.queue_work(tx, session)
 
-    def work_json(self, row: dict[str, Any], session_kind: str | None = None) -> dict[str, Any]:
-        body = row["session_id"]
-        v2 = session_kind == "code" or self.config.worker_transport == "v2"
-        return {
-            "id": row["id"],
-            "type": "work",
-            "environment_id": row["environment_id"],
-            "state": row["state"],
-            "data": {"type": row["kind"], "id": f"cse_{body}" if v2 else f"session_{body}"},
-            "secret": row["secret"],
-            "created_at": iso(row["created_at"]),
-        }
-
-    async def poll(self, env: dict[str, Any], reclaim_older_than_ms: int) -> dict[str, Any] | None:
-        """Long poll: the next work item, or None after ``poll_timeout_s``."""
+    async def poll(self, env: EnvironmentRecord, reclaim_older_than_ms: int) -> tuple[WorkItem, bool] | None:
+        """Long poll: the next work item and whether its session speaks v2, or None after
+        ``poll_timeout_s``."""
         deadline = asyncio.get_running_loop().time() + self.config.poll_timeout_s
-        with self.broker.subscribe(work_topic(env["id"]), maxsize=16) as sub:
+        with self.broker.subscribe(work_topic(env.id), maxsize=16) as sub:
             while True:
-                item = await self._take_work(env["id"], reclaim_older_than_ms)
+                item = await self._take_work(env.id, reclaim_older_than_ms / 1000.0)
                 if item is not None:
                     return item
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -115,69 +111,71 @@ class Dispatcher:
                         return None
                 sub.reset()
 
-    async def _take_work(self, env_id: str, reclaim_older_than_ms: int) -> dict[str, Any] | None:
+    async def _take_work(self, env_id: str, reclaim_s: float) -> tuple[WorkItem, bool] | None:
         t = now()
         async with self.store.read() as rtx:
-            candidate = await rtx.next_work(env_id, t, t - reclaim_older_than_ms / 1000.0)
+            candidate = await rtx.work.next_candidate(env_id, t - reclaim_s)
         if candidate is None:
             return None
         async with self.store.write() as tx:
-            row = await tx.get_work(candidate["id"])
-            if row is None or row["state"] not in ("queued", "delivered"):
-                return None
-            session = await tx.get_session(row["session_id"])
-            await tx.update_work(row["id"], state="delivered", delivered_at=t,
-                                 lease_expires_at=t + self.config.lease_ttl_s)
-            row.update(state="delivered", delivered_at=t)
-        return self.work_json(row, session["kind"] if session else None)
+            item = await tx.work.get(candidate.id)
+            if item is None or not leases.deliverable(_lease(item), t, reclaim_s):
+                return None  # another poll took it meanwhile
+            item = await _write_lease(tx, item, leases.deliver(_lease(item), t, self.config.lease_ttl_s))
+            session = await tx.sessions.get(item.session_id)
+        return item, session is not None and self.uses_v2(session)
 
-    async def live_work(self, env_id: str, work_id: str, session_body: str) -> dict[str, Any]:
+    async def live_work(self, env_id: str, work_id: str, session_body: str) -> WorkItem:
         async with self.store.read() as tx:
-            row = await tx.get_work(work_id)
-        if row is None or row["environment_id"] != env_id:
+            item = await tx.work.get(work_id)
+        if item is None or item.environment_id != env_id or item.session_id != session_body:
             raise NotFound("No such work item.")
-        if row["session_id"] != session_body:
-            raise NotFound("No such work item.")
-        if row["state"] in ("stopped", "superseded"):
-            raise Gone(f"Work item {work_id} is {row['state']}.", error_type="work_gone")
-        return row
+        if item.state in ("stopped", "superseded"):
+            raise Gone(f"Work item {work_id} is {item.state}.", error_type="work_gone")
+        return item
 
-    async def ack(self, row: dict[str, Any]) -> None:
+    async def ack(self, item: WorkItem) -> None:
         t = now()
         async with self.store.write() as tx:
-            await tx.update_work(row["id"], state="acked", acked_at=t, last_heartbeat_at=t,
-                                 lease_expires_at=t + self.config.lease_ttl_s)
+            current = await tx.work.get(item.id) or item
+            acked = _apply(leases.ack, _lease(current), t, self.config.lease_ttl_s)
+            await _write_lease(tx, current, acked, acked_at=t, last_heartbeat_at=t)
 
-    async def heartbeat(self, row: dict[str, Any]) -> dict[str, Any]:
+    async def heartbeat(self, item: WorkItem) -> tuple[leases.Lease, float]:
+        """E5: the lease as extended, and when."""
         t = now()
-        state = "acked" if row["state"] in ("acked", "delivered") else row["state"]
         async with self.store.write() as tx:
-            await tx.update_work(row["id"], state=state, last_heartbeat_at=t,
-                                 lease_expires_at=t + self.config.lease_ttl_s)
+            current = await tx.work.get(item.id) or item
+            beat = _apply(leases.heartbeat, _lease(current), t, self.config.lease_ttl_s)
+            await _write_lease(tx, current, beat, last_heartbeat_at=t)
             # A bridge at capacity polls rarely (600 s) but heartbeats its work: that is
             # liveness too, for the online dot and for environment expiry.
-            await tx.update_environment(row["environment_id"], last_poll_at=t)
-        return {"lease_extended": True, "state": state, "last_heartbeat": iso(t),
-                "ttl_seconds": int(self.config.lease_ttl_s)}
+            await tx.environments.update(item.environment_id, last_poll_at=t)
+        return beat, t
 
-    async def stop(self, tx: Tx, row: dict[str, Any], force: bool) -> None:
-        await self.end_work(tx, row, "stopped", lease_expires_at=None)
-        session = await tx.get_session(row["session_id"], for_update=True)
-        await self.worker_gone(tx, session, "work_stopped")
+    async def stop(self, tx: Tx, item: WorkItem, force: bool) -> None:
+        await self.end_work(tx, item, "stopped")
+        session = await self.worker_gone(tx, await tx.sessions.get(item.session_id, for_update=True),
+                                         "work_stopped")
         if force:
             return
-        if session and not session["archived_at"] and await tx.has_undelivered_inbound(session["id"]):
+        if session and not session.archived_at and await tx.events.has_undelivered_inbound(session.id):
             await self.queue_work(tx, session)
 
     # ---- ending work, and what a worker token may still do -------------------------------------
-    async def end_work(self, tx: Tx, row: dict[str, Any], state: str, **values: Any) -> None:
+    async def end_work(self, tx: Tx, item: WorkItem, state: str) -> None:
         """Move a work item to ``stopped``/``superseded`` (every such move goes through here)."""
-        await tx.update_work(row["id"], state=state, **values)
-        self._ended(tx, [row["id"]], row["session_id"], state)
+        ended = _apply(leases.stop if state == "stopped" else leases.supersede, _lease(item))
+        await _write_lease(tx, item, ended)
+        self._ended(tx, [item.id], item.session_id, state)
 
     async def supersede(self, tx: Tx, session_id: str, *, close_streams: bool = True) -> None:
         """``close_streams=False``: the caller closes them itself (archive: 4001)."""
-        self._ended(tx, await tx.supersede_work(session_id), session_id, "superseded", close_streams)
+        ended: list[str] = []
+        for item in await tx.work.live_of_session(session_id):
+            await _write_lease(tx, item, leases.supersede(_lease(item)))
+            ended.append(item.id)
+        self._ended(tx, ended, session_id, "superseded", close_streams)
 
     def _ended(self, tx: Tx, work_ids: list[str], session_id: str, state: str, close_streams: bool = True) -> None:
         if work_ids and not tx.ended_work:
@@ -208,15 +206,15 @@ class Dispatcher:
         state = self.work_states.get(work_id)
         if state is None:
             async with self.store.read() as tx:
-                row = await tx.get_work(work_id)
-            state = row["state"] if row is not None and row["session_id"] == claims.session_body else "missing"
+                item = await tx.work.get(work_id)
+            state = item.state if item is not None and item.session_id == claims.session_body else "missing"
             self._trim_cache()
             self.work_states[work_id] = state
         if state in LIVE_WORK_STATES:
             return "live"
         async with self.store.read() as tx:
-            successor = await tx.live_work_for_session(claims.session_body)
-        acked_at = NO_SUCCESSOR if successor is None else successor["acked_at"]
+            successor = await tx.work.live_for_session(claims.session_body)
+        acked_at = NO_SUCCESSOR if successor is None else successor.acked_at
         return work_verdict(state, successor_acked_at=acked_at, now=now(),
                             handover_s=self.config.worker_handover_s)
 
@@ -245,8 +243,8 @@ class Dispatcher:
 
     async def _refuse_if_archived(self, session_id: str, *, read: bool = False) -> None:
         async with self.store.read() as tx:
-            session = await tx.get_session(session_id)
-        if session is not None and session["archived_at"]:
+            session = await tx.sessions.get(session_id)
+        if session is not None and session.archived_at:
             if read:
                 raise NotFound("The session is archived.")
             raise Conflict("The session is archived.", error_type="already_archived")
@@ -255,20 +253,18 @@ class Dispatcher:
         """Re-dispatch sessions whose worker stopped acking/heartbeating (lease TTL)."""
         t = now()
         async with self.store.read() as rtx:
-            lapsed = await rtx.lapsed_work(t)
+            lapsed = await rtx.work.lapsed(t)
         count = 0
-        for row in lapsed:
+        for candidate in lapsed:
             async with self.store.write() as tx:
-                current = await tx.get_work(row["id"])
-                if current is None or current["state"] not in ("delivered", "acked"):
-                    continue
-                if (current["lease_expires_at"] or 0) >= t:
-                    continue
-                await self.end_work(tx, current, "stopped")
-                session = await tx.get_session(row["session_id"], for_update=True)
-                await self.worker_gone(tx, session, "lease_lapsed")
-                if session and not session["archived_at"]:
-                    log.info("lease lapsed for %s; re-dispatching session %s", row["id"], row["session_id"])
+                item = await tx.work.get(candidate.id)
+                if item is None or not leases.lease_expired(_lease(item), t):
+                    continue  # acked or heartbeating meanwhile, or ended
+                await self.end_work(tx, item, "stopped")
+                session = await self.worker_gone(tx, await tx.sessions.get(item.session_id, for_update=True),
+                                                 "lease_lapsed")
+                if session and not session.archived_at:
+                    log.info("lease lapsed for %s; re-dispatching session %s", item.id, item.session_id)
                     await self.queue_work(tx, session)
                     count += 1
         return count
@@ -280,3 +276,29 @@ class Dispatcher:
                 await self.reap_lapsed_leases()
             except Exception:  # the reaper must outlive one bad pass
                 log.exception("lease reaper pass failed")
+
+
+def _lease(item: WorkItem) -> leases.Lease:
+    return leases.Lease(item.id, item.state, item.delivered_at, item.lease_expires_at)
+
+
+async def _write_lease(tx: Tx, item: WorkItem, lease: leases.Lease, *, acked_at: float | None = None,
+                       last_heartbeat_at: float | None = None) -> WorkItem:
+    """Write what a lease rule answered (and when the item was acked or heard of); the item now."""
+    item = replace(item, state=lease.state, delivered_at=lease.delivered_at, lease_expires_at=lease.lease_expires_at,
+                   acked_at=item.acked_at if acked_at is None else acked_at,
+                   last_heartbeat_at=item.last_heartbeat_at if last_heartbeat_at is None else last_heartbeat_at)
+    await tx.work.update(item.id, state=item.state, delivered_at=item.delivered_at,
+                         lease_expires_at=item.lease_expires_at, acked_at=item.acked_at,
+                         last_heartbeat_at=item.last_heartbeat_at)
+    return item
+
+
+def _apply(rule: Callable[..., leases.Lease], lease: leases.Lease, *args: float) -> leases.Lease:
+    """A lease rule's answer; a move it refuses is the caller's conflict (410 for ended work)."""
+    try:
+        return rule(lease, *args)
+    except leases.LeaseGone as exc:
+        raise Gone(f"{exc}.", error_type="work_gone") from None
+    except leases.LeaseStateError as exc:
+        raise Conflict(f"{exc}.") from None

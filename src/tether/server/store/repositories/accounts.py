@@ -1,0 +1,109 @@
+"""Organisations, users, credentials and signing keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.protocol.ids import new_id
+from tether.server.store import tables as t
+from tether.server.store.records import MemberRecord, OrgRecord, SigningKey, TokenRecord, UserRecord
+from tether.server.store.repositories.base import Repository, row_of
+
+__all__ = ["Keys", "Orgs", "Tokens", "Users"]
+
+_GET_ORG = sa.select(t.orgs).where(t.orgs.c.id == sa.bindparam("id"))
+_GET_USER = sa.select(t.users).where(t.users.c.id == sa.bindparam("id"))
+_TOKEN_BY_HASH = sa.select(t.tokens).where(t.tokens.c.secret_hash == sa.bindparam("h"))
+
+
+class Orgs(Repository):
+    async def get(self, org_id: str) -> OrgRecord | None:
+        return await self._one(OrgRecord, _GET_ORG, {"id": org_id})
+
+    async def by_name(self, name: str) -> OrgRecord | None:
+        return await self._one(OrgRecord, sa.select(t.orgs).where(t.orgs.c.name == name))
+
+    async def first(self) -> OrgRecord | None:
+        return await self._one(OrgRecord, sa.select(t.orgs).order_by(t.orgs.c.created_at).limit(1))
+
+    async def insert(self, name: str, now: float) -> OrgRecord:
+        org = OrgRecord(new_id("org"), name, True, now)
+        await self.conn.execute(t.orgs.insert(), row_of(org))
+        return org
+
+    async def set_policy(self, org_id: str, allow_remote_control: bool) -> None:
+        await self._update(t.orgs, {"id": org_id}, {"allow_remote_control": allow_remote_control})
+
+
+class Users(Repository):
+    async def get(self, user_id: str) -> UserRecord | None:
+        return await self._one(UserRecord, _GET_USER, {"id": user_id})
+
+    async def by_email(self, email: str) -> UserRecord | None:
+        return await self._one(UserRecord, sa.select(t.users).where(t.users.c.email == email))
+
+    async def of_org(self, org_id: str) -> list[UserRecord]:
+        return await self._all(UserRecord, sa.select(t.users).where(t.users.c.org_id == org_id)
+                               .order_by(t.users.c.created_at))
+
+    async def everyone(self) -> list[MemberRecord]:
+        """Every user with its organisation's name, oldest first."""
+        return await self._all(MemberRecord, sa.select(
+            t.users.c.id, t.users.c.email, t.users.c.role, t.orgs.c.name.label("org"))
+            .join(t.orgs, t.orgs.c.id == t.users.c.org_id).order_by(t.users.c.created_at))
+
+    async def insert(self, org_id: str, email: str, role: str, now: float) -> UserRecord:
+        user = UserRecord(new_id("user"), org_id, email, role, None, now)
+        await self.conn.execute(t.users.insert(), row_of(user))
+        return user
+
+    async def update(self, user_id: str, **values: Any) -> None:
+        await self._update(t.users, {"id": user_id}, values)
+
+
+class Tokens(Repository):
+    async def insert(self, *, kind: str, secret_hash: str, org_id: str | None, user_id: str | None,
+                     name: str | None, expires_at: float | None, created_at: float,
+                     extra: dict[str, Any] | None = None, lookup: str | None = None) -> TokenRecord:
+        token = TokenRecord(new_id("tok"), kind, secret_hash, org_id, user_id, name, expires_at, False, created_at,
+                            None, extra, lookup)
+        await self.conn.execute(t.tokens.insert(), row_of(token))
+        return token
+
+    async def by_hash(self, secret_hash: str) -> TokenRecord | None:
+        return await self._one(TokenRecord, _TOKEN_BY_HASH, {"h": secret_hash})
+
+    async def by_lookup(self, kind: str, lookup: str) -> TokenRecord | None:
+        return await self._one(TokenRecord, sa.select(t.tokens).where(t.tokens.c.kind == kind,
+                                                                      t.tokens.c.lookup == lookup))
+
+    async def get(self, token_id: str) -> TokenRecord | None:
+        return await self._one(TokenRecord, sa.select(t.tokens).where(t.tokens.c.id == token_id))
+
+    async def update(self, token_id: str, **values: Any) -> None:
+        await self._update(t.tokens, {"id": token_id}, values)
+
+    async def revoke_family(self, family: str) -> list[str]:
+        """Revoke every access and refresh token of a login; their ids."""
+        rows = (await self.conn.execute(sa.select(t.tokens.c.id, t.tokens.c.extra).where(
+            t.tokens.c.kind.in_(("access", "refresh"))))).all()
+        ids = [r[0] for r in rows if (r[1] or {}).get("family") == family]
+        if ids:
+            await self.conn.execute(t.tokens.update().where(t.tokens.c.id.in_(ids)).values(revoked=True))
+        return ids
+
+    async def of_user(self, user_id: str, kind: str) -> list[TokenRecord]:
+        return await self._all(TokenRecord, sa.select(t.tokens).where(
+            t.tokens.c.user_id == user_id, t.tokens.c.kind == kind).order_by(t.tokens.c.created_at))
+
+
+class Keys(Repository):
+    async def all(self) -> list[SigningKey]:
+        return await self._all(SigningKey, sa.select(t.signing_keys).order_by(t.signing_keys.c.created_at))
+
+    async def insert(self, kid: str, secret: str, now: float) -> None:
+        """A new active key; the others stay to verify what they signed."""
+        await self.conn.execute(t.signing_keys.update().values(active=False))
+        await self.conn.execute(t.signing_keys.insert().values(kid=kid, secret=secret, active=True, created_at=now))

@@ -1,0 +1,74 @@
+"""Sessions: the session row (its log is ``events.py``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from tether.protocol.ids import SessionId
+from tether.server.store import sqlite_fast
+from tether.server.store import tables as t
+from tether.server.store.records import SessionRecord
+from tether.server.store.repositories.base import Connection, Repository, row_of
+
+__all__ = ["Sessions"]
+
+_GET = sa.select(t.sessions).where(t.sessions.c.id == sa.bindparam("id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
+class Sessions(Repository):
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, is_sqlite: bool) -> None:
+        super().__init__(conn)
+        self.raw = raw
+        self.is_sqlite = is_sqlite
+
+    async def insert(self, session: SessionRecord) -> None:
+        await self.conn.execute(t.sessions.insert(), row_of(session))
+
+    async def get(self, body: str, *, for_update: bool = False) -> SessionRecord | None:
+        """The session row; ``for_update`` locks it on PostgreSQL (SQLite's writer is alone anyway)."""
+        if self.raw is not None:
+            return sqlite_fast.get_session(self.raw, body)
+        stmt = _GET_FOR_UPDATE if for_update and not self.is_sqlite else _GET
+        return await self._one(SessionRecord, stmt, {"id": body})
+
+    async def update(self, body: SessionId, **values: Any) -> None:
+        await self._update(t.sessions, {"id": body}, values)
+
+    async def of_org(self, org_id: str, *, limit: int, environment_id: str | None = None,
+                     status: str | None = None) -> list[SessionRecord]:
+        """Newest first."""
+        stmt = sa.select(t.sessions).where(t.sessions.c.org_id == org_id)
+        if environment_id is not None:
+            stmt = stmt.where(t.sessions.c.environment_id == environment_id)
+        if status is not None:
+            stmt = stmt.where(t.sessions.c.status == status)
+        return await self._all(SessionRecord, stmt.order_by(t.sessions.c.created_at.desc()).limit(limit))
+
+    async def with_silent_workers(self, since: float, until: float) -> list[SessionRecord]:
+        """Live sessions whose v2 worker was last heard of in [``since``, ``until``)."""
+        s = t.sessions
+        return await self._all(SessionRecord, sa.select(s).where(
+            s.c.archived_at.is_(None), s.c.worker_status.in_(("idle", "running", "requires_action")),
+            s.c.worker_last_seen >= since, s.c.worker_last_seen < until))
+
+    async def disconnect_all_workers(self) -> None:
+        await self.conn.execute(t.sessions.update().where(t.sessions.c.worker_status == "connected")
+                                .values(worker_status="disconnected"))
+
+    async def to_succeed(self, org_id: str, machine_name: str, directory: str,
+                         reasons: Sequence[str]) -> SessionId | None:
+        """The latest archived session of this machine and directory that ended for one of
+        ``reasons`` and has no successor yet."""
+        s, e = t.sessions, t.environments
+        found = (await self.conn.execute(
+            sa.select(s.c.id).join(e, e.c.id == s.c.environment_id)
+            .where(s.c.org_id == org_id, e.c.machine_name == machine_name, e.c.directory == directory,
+                   s.c.archived_at.is_not(None), s.c.successor_id.is_(None), s.c.archive_reason.in_(reasons))
+            .order_by(s.c.archived_at.desc()).limit(1)
+        )).first()
+        return None if found is None else SessionId(str(found[0]))
