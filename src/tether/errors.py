@@ -6,6 +6,24 @@ every :class:`TetherError` as the single JSON error shape of PROTOCOL.md §3.
 
 from __future__ import annotations
 
+__all__ = [
+    "ApiError",
+    "ApiUnavailable",
+    "AuthenticationFailed",
+    "BridgeFatalError",
+    "Conflict",
+    "Gone",
+    "InvalidRequest",
+    "NotFound",
+    "NotLoggedIn",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PolicyDenied",
+    "ProtocolError",
+    "RateLimited",
+    "TetherError",
+]
+
 
 class TetherError(Exception):
     """Base of every error Tether raises on purpose."""

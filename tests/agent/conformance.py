@@ -31,7 +31,7 @@ class Record:
 
 def load(name: str, version_dir: str = "") -> list[Record]:
     path = FIXTURES / version_dir / name
-    return [Record(r["seq"], r["dir"], r.get("msg", r.get("raw"))) for r in map(json.loads, path.open())]
+    return [Record(r["seq"], r["dir"], r.get("msg", r.get("raw"))) for r in map(json.loads, path.read_text().splitlines())]
 
 
 def json_type(value: Any) -> str:

@@ -86,8 +86,9 @@ class LoginProcess:
 
         def pump() -> None:
             assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.put(line)
+            with proc.stdout:  # closed at EOF: nothing left for the garbage collector
+                for line in proc.stdout:
+                    lines.put(line)
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()

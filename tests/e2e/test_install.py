@@ -53,6 +53,7 @@ def test_install_announces_each_step_and_package_as_it_goes(tmp_path: pathlib.Pa
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        proc.stdout.close()
     texts = [t for _, t in seen]
     assert texts[0].startswith("==> Creating .venv with Python 3"), texts
     assert seen[0][0] < 15, "the first line comes at once"

@@ -38,8 +38,9 @@ class Lines:
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            self._q.put(line.rstrip("\n"))
+        with proc.stdout:  # closed at EOF: nothing left for the garbage collector
+            for line in proc.stdout:
+                self._q.put(line.rstrip("\n"))
         self._q.put(None)
 
     def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from rich.console import Console, RenderableType
@@ -11,7 +12,7 @@ from tether.repl import render
 
 
 def text(*items: RenderableType) -> str:
-    console = Console(width=100, record=True, color_system=None, file=open("/dev/null", "w"))
+    console = Console(width=100, record=True, color_system=None, file=io.StringIO())
     for item in items:
         console.print(item)
     return console.export_text()

@@ -68,22 +68,24 @@ class BridgeProcess:
 
     def _read_out(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = {"event": "unparsed", "message": line.rstrip()}
-            with self._changed:
-                self.events.append(event)
-                self._changed.notify_all()
+        with proc.stdout:  # closed at EOF: nothing left for the garbage collector
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = {"event": "unparsed", "message": line.rstrip()}
+                with self._changed:
+                    self.events.append(event)
+                    self._changed.notify_all()
         with self._changed:
             self._changed.notify_all()
 
     def _read_err(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            with self._changed:
-                self.stderr.append(line.rstrip())
+        with proc.stderr:
+            for line in proc.stderr:
+                with self._changed:
+                    self.stderr.append(line.rstrip())
 
     # ---- waiting ---------------------------------------------------------------------------------
 

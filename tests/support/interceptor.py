@@ -92,11 +92,12 @@ class Interceptor:
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.update(TETHER_MITM_UPSTREAM=f"127.0.0.1:{self.upstream_port}", TETHER_MITM_LOG=str(self.log_path),
                    TETHER_MITM_ALLOWED_HOST=self.allowed_host, HOME=str(self.workdir))
-        self.proc = subprocess.Popen(
-            [str(mitmdump_bin()), "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
-             "--set", f"confdir={self.confdir}", "--set", "connection_strategy=lazy",
-             "--set", "upstream_cert=false", "--set", "termlog_verbosity=warn", "-q", "-s", str(ADDON)],
-            env=env, stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, cwd=self.workdir)
+        with open(self.out_path, "wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [str(mitmdump_bin()), "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
+                 "--set", f"confdir={self.confdir}", "--set", "connection_strategy=lazy",
+                 "--set", "upstream_cert=false", "--set", "termlog_verbosity=warn", "-q", "-s", str(ADDON)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
 
         def ready() -> bool:
             assert self.proc is not None

@@ -25,6 +25,12 @@ import orjson
 
 from tether.protocol.messages import CONTROL_RESPONSE, response_request_id
 
+__all__ = [
+    "ENV_VAR",
+    "AckLog",
+    "from_env",
+]
+
 log = logging.getLogger("tether.client.acklog")
 
 ENV_VAR: Final = "TETHER_ACK_LOG"

@@ -43,6 +43,33 @@ from tether.protocol.epochs import EpochInvalid, parse_epoch
 from tether.protocol.ids import is_valid_id, to_compat_session_id, to_infra_session_id
 from tether.protocol.poll_config import ParsedPollConfig, parse_poll_config
 
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "DEFAULT_TIMEOUT_S",
+    "DEVICE_GRANT",
+    "ENVIRONMENTS_BETA",
+    "OAUTH_TIMEOUT_S",
+    "POLL_TIMEOUT_S",
+    "REGISTER_TIMEOUT_S",
+    "SEND_EVENTS_TIMEOUT_S",
+    "SESSIONS_BETA",
+    "USER_AGENT",
+    "ApiClient",
+    "Auth",
+    "BridgeConfig",
+    "DeviceCode",
+    "HeaderSet",
+    "HeartbeatResult",
+    "LoginLink",
+    "Registration",
+    "TokenPair",
+    "WorkItem",
+    "WorkerCredentials",
+    "git_repository_source",
+    "repository_context",
+    "validate_id",
+]
+
 log = logging.getLogger("tether.client.api")
 
 ANTHROPIC_VERSION: Final = "2023-06-01"

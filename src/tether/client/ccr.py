@@ -65,6 +65,17 @@ from tether.protocol.ccr import (
 from tether.protocol.messages import KEEP_ALIVE
 from tether.protocol.write_batcher import BatcherFull, WriteBatcher
 
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "CCRClient",
+    "CCRConfig",
+    "CCRError",
+    "CCRInitError",
+    "CCRStats",
+    "CCRStopped",
+    "TokenSource",
+]
+
 log = logging.getLogger("tether.client.ccr")
 
 ANTHROPIC_VERSION: Final = "2023-06-01"

@@ -30,6 +30,21 @@ from typing import Any, Final, Literal
 from tether.errors import TetherError
 from tether.protocol.server_url import DEFAULT_SERVER_URL, ServerUrlError, normalize_server_url
 
+__all__ = [
+    "CREDENTIALS_FILE",
+    "ENV_HOME",
+    "ENV_SERVER",
+    "ENV_TOKEN",
+    "FORMAT_VERSION",
+    "LOCK_FILE",
+    "CredentialKind",
+    "CredentialSource",
+    "CredentialStore",
+    "Credentials",
+    "CredentialsError",
+    "tether_home",
+]
+
 try:  # POSIX advisory locks; elsewhere the lock is a no-op
     import fcntl
 except ImportError:  # pragma: no cover

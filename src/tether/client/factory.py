@@ -17,6 +17,12 @@ from tether.errors import TetherError
 from tether.protocol.ids import is_valid_id, to_infra_session_id
 from tether.protocol.work_secret import WorkSecret
 
+__all__ = [
+    "TransportUnavailable",
+    "code_session_url",
+    "make_transport",
+]
+
 
 class TransportUnavailable(TetherError):
     """No transport can serve this work item (e.g. the v2 worker registration failed)."""

@@ -67,6 +67,17 @@ from tether.protocol.reconnect import (
 from tether.protocol.replay_buffer import ReplayBuffer, message_uuid
 from tether.protocol.write_batcher import BatcherFull, WriteBatcher, classify_post_status
 
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "HybridConfig",
+    "HybridTransport",
+    "TokenSource",
+    "TransportStats",
+    "boot_clock",
+    "handshake_close_code",
+    "ingress_urls",
+]
+
 log = logging.getLogger("tether.client.hybrid")
 
 ANTHROPIC_VERSION: Final = "2023-06-01"

@@ -49,6 +49,17 @@ from tether.protocol.sse import (
     resume_request,
 )
 
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "SSEClosed",
+    "SSEConfig",
+    "SSEStats",
+    "SSETransport",
+    "TokenSource",
+    "drain",
+    "stream_url",
+]
+
 log = logging.getLogger("tether.client.sse")
 
 ANTHROPIC_VERSION: Final = "2023-06-01"

@@ -24,6 +24,14 @@ from typing import Any, Protocol
 
 from tether.errors import TetherError
 
+__all__ = [
+    "Message",
+    "SessionTransport",
+    "TransportClosed",
+    "TransportError",
+    "TransportState",
+]
+
 Message = dict[str, Any]
 
 

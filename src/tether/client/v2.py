@@ -55,6 +55,15 @@ from tether.protocol.ccr import (
 from tether.protocol.epochs import EpochInvalid, parse_epoch
 from tether.protocol.messages import KEEP_ALIVE
 
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "TokenSource",
+    "V2Config",
+    "V2Transport",
+    "WorkerRegistrationFailed",
+    "register_worker",
+]
+
 log = logging.getLogger("tether.client.v2")
 
 ANTHROPIC_VERSION: Final = "2023-06-01"

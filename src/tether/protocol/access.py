@@ -17,6 +17,20 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+__all__ = [
+    "ENDED_WORK_STATES",
+    "LIVE_WORK_STATES",
+    "NO_SUCCESSOR",
+    "ROLE_RANK",
+    "CredentialVerdict",
+    "NoSuccessor",
+    "WorkVerdict",
+    "credential_verdict",
+    "role_fell",
+    "role_rank",
+    "work_verdict",
+]
+
 ROLE_RANK: Final[dict[str, int]] = {"viewer": 0, "member": 1, "owner": 2}
 LIVE_WORK_STATES: Final[frozenset[str]] = frozenset({"queued", "delivered", "acked"})
 ENDED_WORK_STATES: Final[frozenset[str]] = frozenset({"stopped", "superseded"})

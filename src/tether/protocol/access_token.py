@@ -11,6 +11,14 @@ from __future__ import annotations
 import math
 from typing import Final
 
+__all__ = [
+    "DEFAULT_REFRESH_MARGIN_S",
+    "expires_at_from",
+    "is_expired",
+    "refresh_due",
+    "refresh_margin",
+]
+
 DEFAULT_REFRESH_MARGIN_S: Final = 300.0
 
 

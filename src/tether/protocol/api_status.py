@@ -17,6 +17,22 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
+__all__ = [
+    "ENVIRONMENTS_SUCCESS",
+    "FATAL_STATUSES",
+    "GENERAL_SUCCESS",
+    "BackoffTrack",
+    "ErrorDetail",
+    "Outcome",
+    "StatusVerdict",
+    "backoff_track",
+    "classify_status",
+    "extract_error_detail",
+    "is_expired_error_type",
+    "is_suppressible_403",
+    "parse_retry_after",
+]
+
 Outcome = Literal["ok", "fatal", "rate_limited", "client_error", "server_error"]
 BackoffTrack = Literal["connection", "general"]
 

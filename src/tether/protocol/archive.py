@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+__all__ = [
+    "ARCHIVE_REASONS",
+    "SUCCEEDED_ON_RESTART",
+    "ArchiveReason",
+]
+
 ArchiveReason = Literal["user", "bridge_stopped", "bridge_failed", "session_ended", "session_timeout", "replaced",
                         "start_failed"]
 

@@ -17,6 +17,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+__all__ = [
+    "ATTACHMENTS_DIR",
+    "MAX_ATTACHMENTS",
+    "MAX_NAME_CHARS",
+    "Attachment",
+    "Skipped",
+    "attachments_of",
+    "local_name",
+    "reference",
+    "reference_path",
+    "sanitize_name",
+    "session_folder",
+    "skipped_warning",
+    "with_references",
+]
+
 MAX_ATTACHMENTS: Final = 20
 """Attachments resolved per message; more are skipped with a warning (bounded work per prompt)."""
 MAX_NAME_CHARS: Final = 100

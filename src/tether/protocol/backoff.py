@@ -22,6 +22,22 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
+__all__ = [
+    "TEN_MINUTES",
+    "Backoff",
+    "BackoffDecision",
+    "DecisionReason",
+    "RandomSource",
+    "SupportsRandom",
+    "bridge_connection",
+    "bridge_general",
+    "ccr_uploader",
+    "hybrid_post",
+    "sse_reconnect",
+    "subscribe_reconnect",
+    "ws_reconnect",
+]
+
 _MAX_EXPONENT: Final = 62  # 2**62 dwarfs any cap; avoids float overflow on huge streaks
 
 

@@ -9,6 +9,10 @@ clients retry). A body never read — an unauthenticated request's, say — take
 
 from __future__ import annotations
 
+__all__ = [
+    "BodyBudget",
+]
+
 
 class BodyBudget:
     def __init__(self, capacity: int) -> None:

@@ -32,6 +32,37 @@ from tether.protocol.backoff import Backoff, BackoffDecision, RandomSource, brid
 from tether.protocol.ids import id_body
 from tether.protocol.poll_config import CapacityState, PollConfig, capacity_state, poll_interval_ms
 
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_SESSION_TIMEOUT_S",
+    "REFRESH_BUFFER_S",
+    "REFRESH_FOLLOW_UP_S",
+    "REFRESH_MIN_GAP_S",
+    "REFRESH_RETRY_S",
+    "SHUTDOWN_GRACE_S",
+    "SLEEP_DETECTION_S",
+    "SPAWN_MODES",
+    "TEARDOWN_ORDER",
+    "TOKEN_EXPIRY_GRACE_S",
+    "ActiveWork",
+    "ErrorKind",
+    "PollBackoff",
+    "PollPlan",
+    "RefreshSchedule",
+    "SpawnMode",
+    "TeardownAction",
+    "TeardownStep",
+    "heartbeat_interval_s",
+    "jwt_expiry",
+    "max_sessions_for",
+    "plan_next_poll",
+    "plan_teardown",
+    "resolve_spawn_mode",
+    "session_deadline",
+    "stop_work_retry",
+]
+
 SpawnMode = Literal["session", "same-dir", "worktree"]
 SPAWN_MODES: Final[tuple[SpawnMode, ...]] = ("session", "same-dir", "worktree")
 DEFAULT_CAPACITY: Final = 32

@@ -12,6 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+__all__ = [
+    "AUTO_DISABLE_AFTER_S",
+    "BRIDGE_STATES",
+    "MAX_INIT_FAILURES",
+    "BridgeState",
+    "BridgeStatus",
+    "InitFailures",
+]
+
 BridgeState = Literal["connecting", "ready", "connected", "reconnecting", "failed"]
 BRIDGE_STATES: Final[tuple[BridgeState, ...]] = ("connecting", "ready", "connected", "reconnecting", "failed")
 AUTO_DISABLE_AFTER_S: Final = 10.0

@@ -28,6 +28,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+__all__ = [
+    "BusOrder",
+    "PublisherGaps",
+    "Verdict",
+]
+
 Verdict = Literal["deliver", "reread", "drop"]
 """``deliver``: the next notice of the session. ``reread``: notices are missing before it: worker
 streams re-read the log (subscribers get it all the same). ``drop``: its event already went out."""

@@ -46,6 +46,45 @@ from tether.protocol.messages import (
 )
 from tether.protocol.uuid_ring import BoundedUUIDSet
 
+__all__ = [
+    "CLOSE_EPOCH_SUPERSEDED",
+    "CLOSE_INIT_FAILED",
+    "CLOSE_SESSION_GONE",
+    "CLOSE_SSE_GAVE_UP",
+    "CLOSE_UNAUTHORIZED",
+    "DROPPED_STATUSES",
+    "EXPIRY_SKEW_S",
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_JITTER",
+    "MAX_AUTH_FAILURES",
+    "MAX_DELIVERY_BATCH",
+    "MAX_EVENTS_PER_POST",
+    "MAX_NOT_FOUND",
+    "MAX_POST_BYTES",
+    "STOPPING_VERDICTS",
+    "STREAM_EVENT_WINDOW",
+    "WORKER_STATUSES",
+    "Ack",
+    "DeliveryQueue",
+    "DeliveryStatus",
+    "DeliveryTracker",
+    "RequestHealth",
+    "StatusReport",
+    "Verdict",
+    "WorkerStateQueue",
+    "WorkerStatusTracker",
+    "api_base_of_session_url",
+    "awaiting_fresh_token",
+    "event_envelope",
+    "heartbeat_delay",
+    "is_ephemeral_event",
+    "merge_patches",
+    "session_id_of_url",
+    "session_url_from_sdk_url",
+    "stop_code",
+    "token_expiry",
+]
+
 # Synthetic close codes of the v2 transport (reference §2.5).
 CLOSE_EPOCH_SUPERSEDED: Final = 4090
 CLOSE_INIT_FAILED: Final = 4091

@@ -28,6 +28,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+__all__ = [
+    "LOCAL_DETAIL",
+    "REMOTE_DETAIL",
+    "Action",
+    "Deliver",
+    "Dropped",
+    "EndAgentInput",
+    "EndTui",
+    "Exit",
+    "HandOff",
+    "InterruptAgent",
+    "InterruptTui",
+    "Message",
+    "Mode",
+    "StartHost",
+    "StartTui",
+    "TerminalStatus",
+]
+
 Mode = Literal["local", "handing_off", "remote", "handing_back", "ended"]
 Message = dict[str, Any]
 

@@ -39,6 +39,33 @@ from typing import Any, Final, Literal
 
 from tether.protocol.uuid_ring import BoundedUUIDSet
 
+__all__ = [
+    "HOOK_EVENTS",
+    "INTERRUPT_MARKER",
+    "SLUG_MAX",
+    "ChainOrder",
+    "FileState",
+    "HookEvent",
+    "Mapped",
+    "MappedKind",
+    "Message",
+    "ReadPlan",
+    "Record",
+    "clean_local_command",
+    "config_dir",
+    "interrupted_result",
+    "is_local_command_text",
+    "is_prompt",
+    "map_record",
+    "parse_hook_event",
+    "parse_line",
+    "project_slug",
+    "reading_plan",
+    "record_time",
+    "record_uuid",
+    "transcript_path",
+]
+
 Record = dict[str, Any]
 Message = dict[str, Any]
 

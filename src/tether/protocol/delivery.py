@@ -20,6 +20,14 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "STATES",
+    "DeliveryLedger",
+    "Key",
+    "check_state",
+    "rank",
+]
+
 STATES: Final = ("pending", "received", "processing", "processed")
 _RANK: Final = {state: rank for rank, state in enumerate(STATES)}
 

@@ -11,6 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+__all__ = [
+    "MAX_INTERVAL_S",
+    "MIN_INTERVAL_S",
+    "SLOW_DOWN_STEP_S",
+    "DeviceStep",
+    "device_poll_step",
+    "initial_interval",
+    "out_of_time",
+]
+
 SLOW_DOWN_STEP_S: Final = 5.0
 MIN_INTERVAL_S: Final = 1.0
 MAX_INTERVAL_S: Final = 60.0

@@ -13,6 +13,16 @@ import math
 import re
 from typing import Final
 
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "EpochError",
+    "EpochInvalid",
+    "EpochSuperseded",
+    "check_epoch",
+    "next_epoch",
+    "parse_epoch",
+]
+
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 _INT_STRING = re.compile(r"-?[0-9]{1,20}")
 

@@ -19,7 +19,13 @@ from typing import Any, Final
 
 from tether.protocol import messages as m
 
-__all__ = ["MIRROR_TAG", "check_client_control", "check_client_event", "check_envelope", "clients_may_drive"]
+__all__ = [
+    "MIRROR_TAG",
+    "check_client_control",
+    "check_client_event",
+    "check_envelope",
+    "clients_may_drive",
+]
 
 MIRROR_TAG: Final = "ccr-mirror"
 

@@ -17,6 +17,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Final, Generic, Literal, TypeVar
 
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "FlushGate",
+    "FlushGateOverflow",
+    "OverflowPolicy",
+]
+
 T = TypeVar("T")
 
 DEFAULT_CAPACITY: Final = 10_000

@@ -12,6 +12,24 @@ import re
 import time
 from typing import NewType
 
+__all__ = [
+    "CODE_SESSION_PREFIX",
+    "ID_PATTERN",
+    "SESSION_PREFIX",
+    "EnvironmentId",
+    "SessionId",
+    "WorkId",
+    "id_body",
+    "is_valid_id",
+    "new_body",
+    "new_id",
+    "prefixed_body",
+    "same_session_id",
+    "session_body",
+    "to_compat_session_id",
+    "to_infra_session_id",
+]
+
 SessionId = NewType("SessionId", str)
 """A session's body (the ULID both costumes share): what servers store and compare."""
 EnvironmentId = NewType("EnvironmentId", str)

@@ -19,6 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+__all__ = [
+    "MAX_DEPTH",
+    "TOO_DEEP",
+    "clamp",
+    "exceeds",
+    "nesting",
+]
+
 MAX_DEPTH: Final = 64
 TOO_DEEP: Final = "[nested too deep]"
 

@@ -14,6 +14,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_INTERVAL",
+    "LastUsedThrottle",
+]
+
 DEFAULT_INTERVAL: Final = 60.0
 DEFAULT_CAPACITY: Final = 10_000
 

@@ -12,6 +12,30 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
+__all__ = [
+    "DEFAULT_ENVIRONMENT_TTL_S",
+    "DEFAULT_LEASE_TTL_S",
+    "DEFAULT_POLL_INTERVAL_S",
+    "DEFAULT_RECLAIM_OLDER_THAN_S",
+    "LIVE_STATES",
+    "TERMINAL_STATES",
+    "Lease",
+    "LeaseGone",
+    "LeaseState",
+    "LeaseStateError",
+    "ack",
+    "deliver",
+    "deliverable",
+    "environment_expired",
+    "environment_online",
+    "extend",
+    "heartbeat",
+    "lease_expired",
+    "should_redeliver",
+    "stop",
+    "supersede",
+]
+
 LeaseState = Literal["queued", "delivered", "acked", "stopped", "superseded"]
 LIVE_STATES: Final[frozenset[str]] = frozenset({"delivered", "acked"})
 TERMINAL_STATES: Final[frozenset[str]] = frozenset({"stopped", "superseded"})

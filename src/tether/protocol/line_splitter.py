@@ -15,6 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "LineSplitter",
+    "Oversize",
+    "Piece",
+]
+
 DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
 
 

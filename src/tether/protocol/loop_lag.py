@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "LagMeter",
+    "Stall",
+]
+
 
 @dataclass(frozen=True)
 class Stall:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "merge_one_level",
+]
+
 
 def merge_one_level(current: dict[str, Any] | None, patch: dict[str, Any]) -> dict[str, Any]:
     merged = dict(current or {})

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+__all__ = [
+    "fitting",
+]
+
 
 def fitting(sizes: Iterable[int], max_bytes: int) -> int:
     """How many of the leading ``sizes`` fit in ``max_bytes`` together (at least one if any)."""

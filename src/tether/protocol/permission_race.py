@@ -30,6 +30,15 @@ from tether.protocol.permissions import (
 )
 from tether.protocol.uuid_ring import BoundedUUIDSet
 
+__all__ = [
+    "LOCAL",
+    "MAX_OPEN",
+    "REMOTE",
+    "Outcome",
+    "PermissionRace",
+    "RemoteAnswer",
+]
+
 LOCAL: Final = "local"
 REMOTE: Final = "remote"
 MAX_OPEN: Final = 1000

@@ -17,6 +17,21 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+__all__ = [
+    "RULE_BEHAVIORS",
+    "PermissionRule",
+    "RuleBehavior",
+    "RuleBook",
+    "RuleError",
+    "RuleTarget",
+    "TargetKind",
+    "UpdateOutcome",
+    "content_matches",
+    "parse_rule",
+    "parse_rule_string",
+    "rule_matches",
+]
+
 RuleBehavior = Literal["allow", "deny", "ask"]
 RULE_BEHAVIORS: Final[tuple[RuleBehavior, ...]] = ("allow", "deny", "ask")
 TargetKind = Literal["command", "path", "exact"]

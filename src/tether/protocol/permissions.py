@@ -32,6 +32,26 @@ from tether.protocol.messages import (
     response_request_id,
 )
 
+__all__ = [
+    "TERMINAL_STATUSES",
+    "TRANSITIONS",
+    "AlreadyResolved",
+    "Answer",
+    "DecisionBehavior",
+    "PermissionRequest",
+    "PermissionStateError",
+    "PermissionStatus",
+    "Resolution",
+    "Settlement",
+    "cancel",
+    "expire",
+    "from_can_use_tool",
+    "parse_answer",
+    "resolve",
+    "resolve_with",
+    "settle",
+]
+
 PermissionStatus = Literal["pending", "allowed", "denied", "cancelled", "expired"]
 DecisionBehavior = Literal["allow", "deny"]
 TERMINAL_STATUSES: Final[frozenset[str]] = frozenset({"allowed", "denied", "cancelled", "expired"})

@@ -13,6 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Final, Literal
 
+__all__ = [
+    "DEFAULT_POLL_CONFIG",
+    "CapacityState",
+    "ParsedPollConfig",
+    "PollConfig",
+    "capacity_state",
+    "parse_poll_config",
+    "poll_interval_ms",
+]
+
 CapacityState = Literal["idle", "partial", "full"]
 
 

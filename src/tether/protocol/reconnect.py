@@ -24,6 +24,25 @@ from typing import Final, Literal
 
 from tether.protocol.backoff import Backoff, RandomSource, ws_reconnect
 
+__all__ = [
+    "CLOSE_ABNORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_NORMAL",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_SESSION_NOT_FOUND",
+    "CLOSE_UNAUTHORIZED",
+    "DEFAULT_PING_INTERVAL",
+    "DEFAULT_SLEEP_THRESHOLD",
+    "PERMANENT_CLOSE_CODES",
+    "PingLiveness",
+    "PingVerdict",
+    "ReconnectBudget",
+    "ReconnectDecision",
+    "ReconnectPolicy",
+    "ReconnectReason",
+    "is_permanent_close",
+]
+
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_PROTOCOL_ERROR: Final = 1002

@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "DEFAULT_NEXT",
+    "MAX_NEXT_LEN",
+    "next_or_default",
+    "safe_next_path",
+]
+
 DEFAULT_NEXT: Final = "/code"
 MAX_NEXT_LEN: Final = 2000
 

@@ -18,6 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Generic, Protocol, TypeVar
 
+__all__ = [
+    "ABORTED_MESSAGE",
+    "DENIED_MESSAGE",
+    "PendingPermissions",
+    "Question",
+    "allow_frame",
+    "deny_frame",
+]
+
 DENIED_MESSAGE: Final = "User denied permission"
 ABORTED_MESSAGE: Final = "User aborted"
 

@@ -27,6 +27,31 @@ from tether.protocol import event_rules
 from tether.protocol import messages as m
 from tether.protocol.uuid_ring import DEFAULT_CAPACITY, BoundedUUIDSet
 
+__all__ = [
+    "DEFAULT_HISTORY_CAP",
+    "DELEGATED_SUBTYPES",
+    "LOCAL_COMMAND",
+    "MIRROR_TAG",
+    "OUTBOUND_ONLY_ERROR",
+    "RETURN_TO_TERMINAL",
+    "TAKE_OVER",
+    "TERMINAL_SUBTYPES",
+    "ControlAction",
+    "ControlPlan",
+    "InboundFilter",
+    "InboundKind",
+    "Message",
+    "initialize_payload",
+    "is_eligible",
+    "local_command_text",
+    "message_uuid",
+    "plan_control_request",
+    "plan_flush",
+    "select_history",
+    "to_sdk_message",
+    "turn_result",
+]
+
 Message = dict[str, Any]
 
 DEFAULT_HISTORY_CAP: Final = 200

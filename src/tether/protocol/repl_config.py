@@ -24,6 +24,27 @@ from typing import Final, Literal
 from tether.protocol.backoff import Backoff
 from tether.protocol.versions import version_ok
 
+__all__ = [
+    "DEAD_TOKEN_LIMIT",
+    "DEFAULT_ENV_LESS_CONFIG",
+    "MAX_ENV_RECREATIONS",
+    "OVERSLEEP_S",
+    "REFRESH_FLOOR_S",
+    "CoreKind",
+    "DeadToken",
+    "EnvLessConfig",
+    "Gate",
+    "GateVerdict",
+    "ParsedEnvLessConfig",
+    "check_gates",
+    "choose_core",
+    "init_retry",
+    "overslept",
+    "parse_env_less_config",
+    "refresh_delay",
+    "repl_poll_backoff",
+]
+
 CoreKind = Literal["v1", "v2"]
 MAX_ENV_RECREATIONS: Final = 3
 """Consecutive "environment lost" re-creations before the v1 core gives up (reference §6.3)."""

@@ -21,6 +21,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal
 
+__all__ = [
+    "DEFAULT_REPLAY_CAPACITY",
+    "EntryState",
+    "ReplayBuffer",
+    "message_uuid",
+]
+
 DEFAULT_REPLAY_CAPACITY: Final = 1000
 
 EntryState = Literal["pending", "rejected"]

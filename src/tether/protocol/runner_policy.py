@@ -17,6 +17,47 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+__all__ = [
+    "ALLOWED_AGENT_FLAGS",
+    "GIT_ALLOW_PROTOCOL",
+    "MAX_ARG_CHARS",
+    "MAX_AUTH_ENTRIES",
+    "MAX_CONTEXT_JSON",
+    "MAX_ENV_VALUE_CHARS",
+    "MAX_ENV_VARS",
+    "MAX_SOURCES",
+    "MAX_URL_CHARS",
+    "NETWORK_SCHEMES",
+    "PERMISSION_MODES",
+    "PROTECTED_ENV",
+    "RUNNER_CONTEXT_KEYS",
+    "Checked",
+    "CloneSource",
+    "Limits",
+    "RunnerCandidate",
+    "RunnerPolicyError",
+    "agent_arguments",
+    "agent_environment",
+    "auth_entries",
+    "bwrap_argv",
+    "check_auth",
+    "check_clone_url",
+    "check_limits",
+    "check_revision",
+    "check_session_context",
+    "checkout_dir",
+    "claude_sandbox_settings",
+    "clone_argv",
+    "git_env",
+    "is_inside",
+    "mcp_arguments",
+    "parse_sources",
+    "pick_runner",
+    "rlimits",
+    "secret_fields",
+    "session_dir",
+]
+
 MAX_SOURCES: Final = 10
 MAX_URL_CHARS: Final = 4096
 MAX_ENV_VARS: Final = 200

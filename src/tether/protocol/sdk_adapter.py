@@ -38,6 +38,34 @@ from typing import Any, Final, Literal
 from tether.protocol.messages import CLIENT_CONTROL_SUBTYPES, control_error
 from tether.protocol.tool_activity import tool_activity
 
+__all__ = [
+    "HISTORY",
+    "KNOWN_TOOLS",
+    "LIVE",
+    "AssistantText",
+    "ConvertMode",
+    "Delivery",
+    "Item",
+    "Level",
+    "Notice",
+    "PermissionPrompt",
+    "PromptCancelled",
+    "PromptResolved",
+    "SendControl",
+    "ServerError",
+    "SessionState",
+    "StreamText",
+    "ToolResult",
+    "ToolUse",
+    "TurnEnded",
+    "UserText",
+    "convert",
+    "is_permission_request",
+    "log_sequence",
+    "permission_prompt",
+    "tool_card",
+]
+
 KNOWN_TOOLS: Final[frozenset[str]] = frozenset({
     "Agent", "Bash", "BashOutput", "Edit", "ExitPlanMode", "Glob", "Grep", "KillShell", "LS", "MultiEdit",
     "NotebookEdit", "Read", "Task", "TodoWrite", "WebFetch", "WebSearch", "Write",

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_WINDOW",
+    "Observation",
+    "SequenceTracker",
+]
+
 Observation = Literal["new", "gap", "duplicate"]
 """``new``: first sighting, no hole before it. ``gap``: first sighting, numbers
 between the previous high-water mark and it are missing (it is still accepted).

@@ -13,6 +13,15 @@ import ipaddress
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+__all__ = [
+    "DEFAULT_SERVER_URL",
+    "EXAMPLES",
+    "ServerUrlError",
+    "is_loopback_host",
+    "is_plaintext_remote",
+    "normalize_server_url",
+]
+
 DEFAULT_SERVER_URL = "http://127.0.0.1:8787"
 
 

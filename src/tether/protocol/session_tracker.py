@@ -24,6 +24,15 @@ from tether.protocol import session_status as status
 from tether.protocol.titles import TitleState
 from tether.protocol.tool_activity import tool_activity
 
+__all__ = [
+    "DEFAULT_MAX_ACTIVITIES",
+    "TEXT_ACTIVITY_LEN",
+    "Activity",
+    "ActivityKind",
+    "SessionState",
+    "SessionTracker",
+]
+
 SessionState = status.WorkerStatus  # a host never sees its session archived
 ActivityKind = Literal["tool_start", "text", "result", "error"]
 DEFAULT_MAX_ACTIVITIES: Final = 10

@@ -24,6 +24,17 @@ from typing import Any, Literal
 
 from tether.protocol.ids import same_session_id, session_body
 
+__all__ = [
+    "Ambiguous",
+    "Found",
+    "NoMatch",
+    "Resolution",
+    "SessionStateName",
+    "format_ago",
+    "resolve_session_ref",
+    "session_state",
+]
+
 SessionStateName = Literal["archived", "offline", "waiting for you", "running", "worker connected", "idle"]
 
 

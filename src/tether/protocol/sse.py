@@ -23,6 +23,21 @@ from typing import Any, Final
 from tether.protocol.backoff import RandomSource, sse_reconnect
 from tether.protocol.reconnect import ReconnectBudget, ReconnectDecision
 
+__all__ = [
+    "AUTH_STATUSES",
+    "CLIENT_EVENT",
+    "LIVENESS_TIMEOUT",
+    "PERMANENT_STATUSES",
+    "ClientEvent",
+    "ClientEventError",
+    "SSEDecoder",
+    "SSEFrame",
+    "SSEReconnectPolicy",
+    "is_permanent_status",
+    "parse_client_event",
+    "resume_request",
+]
+
 CLIENT_EVENT: Final = "client_event"
 LIVENESS_TIMEOUT: Final = 45.0  # no byte (keepalives included) for this long: the stream is dead
 # 410: the worker token's work item was stopped (a Tether server rule, docs/protocol.md §4.4)

@@ -21,6 +21,11 @@ from typing import Literal
 
 from tether.protocol.sequence import SequenceTracker
 
+__all__ = [
+    "StreamCursor",
+    "Verdict",
+]
+
 Verdict = Literal["send", "skip", "resync"]
 """``send``: the next event for this reader. ``skip``: already sent (or older than where it
 started). ``resync``: events are missing before it: read the log after :attr:`StreamCursor.last`

@@ -32,6 +32,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+__all__ = [
+    "CLOSE_SERVER_RESTART",
+    "CLOSE_SESSION_NOT_FOUND",
+    "CLOSE_UNAUTHORIZED",
+    "COMPACTING_RESPONSE_TIMEOUT_S",
+    "FORCED_RECONNECT_DELAY_S",
+    "MAX_NOT_FOUND_RETRIES",
+    "MAX_RECONNECT_ATTEMPTS",
+    "MAX_RESTART_ATTEMPTS",
+    "PING_INTERVAL_S",
+    "RECONNECT_DELAY_S",
+    "RESPONSE_TIMEOUT_S",
+    "VIEWER_MAX_DELAY_S",
+    "Reconnect",
+    "ResponseWatchdog",
+    "Stop",
+    "StopReason",
+    "SubscribeDecision",
+    "SubscribeReconnectPolicy",
+    "stop_message",
+    "viewer_delay",
+]
+
 CLOSE_SESSION_NOT_FOUND: Final = 4001
 CLOSE_UNAUTHORIZED: Final = 4003
 

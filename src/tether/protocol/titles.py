@@ -15,6 +15,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
+__all__ = [
+    "DEFAULT_MAX_LEN",
+    "ELLIPSIS",
+    "INITIAL_TITLE_LEN",
+    "REGENERATE_AT",
+    "SLUG_PREFIX",
+    "ReplTitles",
+    "TitleState",
+    "TitleStep",
+    "TitleUpdate",
+    "derive_title",
+    "message_text",
+    "slug_title",
+    "summary_title",
+    "title_from_text",
+    "truncate",
+]
+
 DEFAULT_MAX_LEN: Final = 80
 ELLIPSIS: Final = "…"
 

@@ -9,6 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+__all__ = [
+    "MAX_ARGUMENT_LEN",
+    "display_path",
+    "shorten",
+    "tool_activity",
+]
+
 MAX_ARGUMENT_LEN: Final = 60
 
 # tool name -> (verb, input keys to try, in order)

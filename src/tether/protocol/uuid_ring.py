@@ -12,6 +12,11 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "BoundedUUIDSet",
+]
+
 DEFAULT_CAPACITY: Final = 2000  # reference §3.6: both v1 rings; v2 default `uuid_dedup_buffer_size`
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "version_ok",
+    "version_tuple",
+]
+
 _DIGITS = re.compile(r"\d+")
 
 

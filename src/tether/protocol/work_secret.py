@@ -8,6 +8,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "WorkSecret",
+    "WorkSecretError",
+    "decode_work_secret",
+    "encode_work_secret",
+]
+
 
 class WorkSecretError(ValueError):
     """The secret cannot be decoded or does not validate."""

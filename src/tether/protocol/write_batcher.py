@@ -22,6 +22,17 @@ from typing import Any, Final, Literal
 
 from tether.protocol.messages import STREAM_EVENT
 
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_WINDOW",
+    "BatcherFull",
+    "PostVerdict",
+    "WriteBatcher",
+    "classify_post_status",
+]
+
 DEFAULT_WINDOW: Final = 0.1
 DEFAULT_MAX_BATCH: Final = 500
 DEFAULT_MAX_BATCH_BYTES: Final = 8 << 20  # under the server's 10 MiB body limit
