@@ -1,7 +1,7 @@
 """The one small exception tree of Tether.
 
 Library exceptions are translated into these at the boundary; the server renders
-every :class:`TetherError` as the single JSON error shape of PROTOCOL.md §3.
+every :class:`TetherError` as the single JSON error shape of docs/protocol.md §3.
 """
 
 from __future__ import annotations

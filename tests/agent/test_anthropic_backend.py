@@ -96,7 +96,7 @@ def test_fake_api_side_endpoints(fake_api: FakeAnthropic) -> None:
 
 
 def test_generate_session_title(spawn_agent: Any, fake_api: FakeAnthropic) -> None:
-    """``generate_session_title`` (reference §3.3) asks the model (Haiku) and answers ``{title}``."""
+    """``generate_session_title`` (docs/protocol.md §7.3) asks the model (Haiku) and answers ``{title}``."""
     fake_api.enqueue(text_reply('"Parser refactor and tests"\n'))
     proc = spawn(spawn_agent, fake_api)
     proc.send(control("generate_session_title", "t1", description="refactor the parser\nadd tests", persist=False))

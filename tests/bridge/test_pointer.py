@@ -1,4 +1,4 @@
-"""The crash-recovery pointer (reference §5.9): the pure rules, the file under a temporary
+"""The crash-recovery pointer (docs/protocol.md §11.6): the pure rules, the file under a temporary
 TETHER_HOME, and `--continue` lookup across real git worktrees."""
 
 from __future__ import annotations

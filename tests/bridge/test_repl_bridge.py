@@ -1,6 +1,6 @@
 """The in-process REPL bridge core against a real `tether server`, both generations, with a scripted
 front end: the history flush then live messages (each once, in order), prompts and interrupts from a
-client, the permission race both ways, titles, teardown (reference §6, PROTOCOL.md §4.6)."""
+client, the permission race both ways, titles, teardown (docs/protocol.md §12, §4.6)."""
 
 from __future__ import annotations
 

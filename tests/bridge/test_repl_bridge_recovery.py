@@ -1,6 +1,6 @@
 """The REPL bridge core recovering without losing or repeating anything: a v1 work item that is
 gone (lease lost), a deregistered environment, a perpetual session re-attached after a restart of
-the front end, and v2 worker tokens refreshed by rebuilding the transport (reference §6.2–§6.5)."""
+the front end, and v2 worker tokens refreshed by rebuilding the transport (docs/protocol.md §12.2–§12.3)."""
 
 from __future__ import annotations
 

@@ -379,7 +379,7 @@ async def test_an_oversized_permission_request_is_denied_by_the_host(
 
 async def test_attachments_are_downloaded_and_named_in_the_prompt(server: ServerProcess, owner_token: str,
                                                                   tmp_path: pathlib.Path) -> None:
-    """Reference §3.1: the files land in the session's folder, the agent gets ``@"path"``
+    """docs/protocol.md §7.1: the files land in the session's folder, the agent gets ``@"path"``
     references in front of the prompt (same uuid, no ``file_attachments``), never the token."""
     async with hosted(server, owner_token, tmp_path) as rig:
         image = b"\x89PNG\r\n\x1a\n" + bytes(range(256))

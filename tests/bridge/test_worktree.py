@@ -1,4 +1,4 @@
-"""Bridge worktrees with the real `git` in temporary repositories (reference §5.6, PROTOCOL.md §6)."""
+"""Bridge worktrees with the real `git` in temporary repositories (docs/protocol.md §11.3, §6)."""
 
 from __future__ import annotations
 

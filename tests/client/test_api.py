@@ -1,5 +1,5 @@
 """The async API client against a real `tether server`: Environments (E1–E9) and Sessions (S1–S7)
-calls, header sets (reference §1.1), id validation, the status → error mapping (§1.8), the
+calls, header sets (docs/protocol.md §3.1), id validation, the status → error mapping (§3.1), the
 device flow, and access-token refresh before expiry and after a 401 (once)."""
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ async def test_code_sessions_and_derived_titles(api: ApiClient) -> None:
     assert await api.access_token() == api.current_access_token
 
 
-# ---- headers (reference §1.1) ---------------------------------------------------------------------
+# ---- headers (docs/protocol.md §3.1) ---------------------------------------------------------------------
 
 
 async def test_header_sets(api: ApiClient, rec: Recorder, owner_token: str) -> None:

@@ -1,4 +1,4 @@
-"""The local credential store (PROTOCOL.md §6): file format and mode, environment overrides,
+"""The local credential store (docs/protocol.md §6): file format and mode, environment overrides,
 and the cross-process refresh lock. Real files in a temporary TETHER_HOME."""
 
 from __future__ import annotations

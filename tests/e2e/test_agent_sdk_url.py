@@ -1,4 +1,4 @@
-"""`tether agent --sdk-url` (the reference child contract, PROTOCOL.md §5): a real `tether server`, the
+"""`tether agent --sdk-url` (the reference child contract, docs/protocol.md §5): a real `tether server`, the
 agent connecting by itself with CLAUDE_CODE_SESSION_ACCESS_TOKEN — v1 (session ingress) by default,
 v2 (SSE + CCRClient) with CLAUDE_CODE_USE_CCR_V2 + CLAUDE_CODE_WORKER_EPOCH — and a subscriber
 driving a turn with a permission prompt (the scripted model asks to use the Write tool) and an attachment

@@ -1,4 +1,4 @@
-"""Web-composer attachments reach `tether agent` (reference §3.1): a real `tether server` on the
+"""Web-composer attachments reach `tether agent` (docs/protocol.md §7.6): a real `tether server` on the
 product's default worker transport (v2), a real `tether rc --json` running `tether agent --backend
 anthropic` against the fake Messages API. The files are uploaded with ``POST /v1/files``, the prompt
 names them in ``file_attachments``; the model must get the text file's lines and the image block."""

@@ -167,7 +167,7 @@ async def test_interrupt_while_a_tool_runs(session: tuple[Api, str, Receiver]) -
 
 async def test_an_attached_file_reaches_the_model(session: tuple[Api, str, Receiver], rig: Rig,
                                                   fake: FakeAnthropic) -> None:
-    """Reference §3.1 with the stock CLI: the bridge downloads the upload, names it ``@"path"`` in
+    """docs/protocol.md §7.1 with the stock CLI: the bridge downloads the upload, names it ``@"path"`` in
     the prompt, and `claude` sends its content to the model; a file that is gone is a warning."""
     api, sid, sub = session
     attached = await api.upload("notes.txt", b"ATTACHED-CONTENT-7731\nsecond line\n")

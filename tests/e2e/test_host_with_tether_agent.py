@@ -501,7 +501,7 @@ async def test_token_rotation_keeps_the_session_alive(tmp_path: pathlib.Path) ->
             tokens = [first]
 
             async def refresh_loop() -> None:
-                """The bridge's job (FLOWS.md §5): before the token expires, bridge/reconnect (E7),
+                """The bridge's job (docs/flows.md §5): before the token expires, bridge/reconnect (E7),
                 take the re-dispatched work item, hand its token to the live host."""
                 while True:
                     if jwt_exp(tokens[-1]) - time.time() < 3.5:
@@ -756,4 +756,4 @@ async def test_an_event_over_one_mib_of_utf8_is_refused(server: ServerProcess, o
         sid = await create_session(client, owner_token)
         r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [user_message("é" * 600_000)]},
                               headers=auth(owner_token))
-        assert r.status_code == 413, "1.2 MB of UTF-8 is over the 1 MiB limit (PROTOCOL.md §4.8)"
+        assert r.status_code == 413, "1.2 MB of UTF-8 is over the 1 MiB limit (docs/protocol.md §4.8)"

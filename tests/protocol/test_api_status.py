@@ -1,4 +1,4 @@
-"""How a client reads an API answer (reference §1.8): the error-body shapes it understands, one
+"""How a client reads an API answer (docs/protocol.md §3.1): the error-body shapes it understands, one
 verdict per status (ok / fatal / rate-limited / client / server error), the backoff track each
 verdict retries on, expiry and suppressible 403s, and ``Retry-After``."""
 

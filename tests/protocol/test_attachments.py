@@ -1,4 +1,4 @@
-"""Which attachments a prompt has, where they are stored, and the prompt the agent gets (reference §3.1)."""
+"""Which attachments a prompt has, where they are stored, and the prompt the agent gets (docs/protocol.md §7.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BridgeState, its footer label, the 10 s auto-disable and the three-strikes start rule (reference §6.10)."""
+"""BridgeState, its footer label, the 10 s auto-disable and the three-strikes start rule (docs/protocol.md §12.10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A permission question in the terminal and on every client: the first answer wins (reference §6.8)."""
+"""A permission question in the terminal and on every client: the first answer wins (docs/protocol.md §12.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Permission rules and PermissionUpdates (reference §3.5): the rule syntax, how a rule content
+"""Permission rules and PermissionUpdates (docs/protocol.md §7.4): the rule syntax, how a rule content
 matches a command, a path or an exact value, and what each PermissionUpdate does to a RuleBook
 (and which malformed ones it refuses)."""
 

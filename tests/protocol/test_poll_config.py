@@ -1,4 +1,4 @@
-"""The standalone bridge's poll configuration (reference §5.8): defaults, partial configs, the
+"""The standalone bridge's poll configuration (docs/protocol.md §11.5): defaults, partial configs, the
 whole-config fallback on one bad value or on no at-capacity liveness, and the interval for each
 capacity state."""
 

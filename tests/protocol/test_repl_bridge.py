@@ -1,5 +1,5 @@
 """The REPL bridge's messaging rules: eligibility, the history flush behind the FlushGate, the two
-dedup rings, server control requests and the per-turn result (reference §3.3, §3.6, §6.4)."""
+dedup rings, server control requests and the per-turn result (docs/protocol.md §7.3, §7.5, §12.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Start gates, core choice, the env-less config (reference §6.1, §6.6) and the v1 poll-loop rules."""
+"""Start gates, core choice, the env-less config (docs/protocol.md §12.1, §12.3) and the v1 poll-loop rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The REPL bridge's title rules (reference §6.7): initial precedence, a placeholder from the first
+"""The REPL bridge's title rules (docs/protocol.md §12.8): initial precedence, a placeholder from the first
 prompt, a regenerated title at the third, and a title a person chose is never replaced."""
 
 from __future__ import annotations

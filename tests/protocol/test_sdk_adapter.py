@@ -1,4 +1,4 @@
-"""The SDK message adapter (reference §7), as a table: frame × mode → display items."""
+"""The SDK message adapter (docs/protocol.md §13), as a table: frame × mode → display items."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reconnect rules of the remote client's subscribe socket (reference §2.4), as tables."""
+"""Reconnect rules of the remote client's subscribe socket (docs/protocol.md §8.4), as tables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The auth matrix (PROTOCOL.md §1, §3): credentials, kinds, orgs, roles, policy, audit.
+"""The auth matrix (docs/protocol.md §1, §3): credentials, kinds, orgs, roles, policy, audit.
 
 Every test talks to a real `tether server` process over HTTP / WebSocket.
 """

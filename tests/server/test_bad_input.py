@@ -1,4 +1,4 @@
-"""Bad input at every JSON route and on both sockets (PROTOCOL.md §3, §4.7, §4.8).
+"""Bad input at every JSON route and on both sockets (docs/protocol.md §3, §4.7, §4.8).
 
 Hypothesis throws generated bodies (JSON shaped like each route's fields, arbitrary JSON, raw
 bytes under assorted content types), query strings and path ids at a real server, with a
@@ -236,7 +236,7 @@ epochs = st.integers(-1, 4) | st.integers(0, 4).map(str) | st.sampled_from(["1.5
 
 
 def worker_body(kind: str, world: World) -> st.SearchStrategy[dict[str, Any]]:
-    """Bodies of the CCR v2 worker routes (reference §1.5)."""
+    """Bodies of the CCR v2 worker routes (docs/protocol.md §3.5)."""
     if kind == "worker_state":
         return obj(worker_epoch=epochs, worker_status=st.sampled_from(["idle", "running", "requires_action", "x"]),
                    requires_action_details=st.none() | obj(tool_name=st.text(max_size=5)),

@@ -47,7 +47,7 @@ async def post_prompt(client: httpx.AsyncClient, token: str, sid: str, text: str
 
 async def test_a_worker_downloads_the_attachments_of_its_own_session_only(server: ServerProcess,
                                                                          owner_token: str) -> None:
-    """The session host fetches attachments with its worker token (reference §3.1): a file a
+    """The session host fetches attachments with its worker token (docs/protocol.md §7.6): a file a
     prompt of *that* session attached, of its org; anything else is 404, as if it did not exist."""
     other_org = server.token(org="files-worker-other", user="w@other", role="owner")
     async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:

@@ -1,4 +1,4 @@
-"""Device flow, refresh rotation, revocation, web login and CSRF (PROTOCOL.md §1, §3).
+"""Device flow, refresh rotation, revocation, web login and CSRF (docs/protocol.md §1, §3).
 
 A real `tether server` per module; a second one with tight login limits for the 429 tests.
 """

@@ -2,7 +2,7 @@
 
 Everything here talks to a running :class:`tests.support.server.ServerProcess`; nothing is mocked.
 
-- :func:`bearer` / :func:`assert_error` — headers and the one error shape (PROTOCOL.md §3).
+- :func:`bearer` / :func:`assert_error` — headers and the one error shape (docs/protocol.md §3).
 - :func:`register_environment`, :func:`create_session`, :func:`poll_work` — the env-based flow.
 - :func:`dispatch` — register + create a session on it + poll → a :class:`Dispatched` with the
   worker token (``session_ingress_token`` of the decoded work secret).
@@ -28,7 +28,7 @@ import httpx
 from tests.support.server import ServerProcess
 from tether.protocol.work_secret import decode_work_secret
 
-# Every error.type the server may answer with (PROTOCOL.md §3 and the OAuth codes of RFC 6749/8628).
+# Every error.type the server may answer with (docs/protocol.md §3 and the OAuth codes of RFC 6749/8628).
 ERROR_TYPES = frozenset({
     "invalid_request_error", "authentication_error", "permission_error", "policy_denied", "not_found_error",
     "conflict_error", "epoch_superseded", "already_archived", "already_resolved", "environment_expired",

@@ -14,7 +14,7 @@ with (``TOOLBASH``, ``TOOLWRITE``, ``SLEEPTOOL``, ``SLOW``, tool results → ``T
 TOOL_RESULT:…``, else ``Hello from the fake model.``). Every request is recorded
 (method, path with query, headers, JSON body) and whether its stream ran to the end.
 
-What the stock CLI needs (``shared/reference/claude-cli-interop.md`` §2): ``POST
+What the stock CLI needs (docs/protocol.md §14.2–§14.3): ``POST
 /v1/messages?beta=true`` with ``stream: true``; ``role: "system"`` entries may follow
 the user turn, so the last ``role: "user"`` message is what a reply is chosen from.
 ``POST /v1/messages/count_tokens`` and ``GET /v1/models`` are answered too, and
@@ -147,7 +147,7 @@ def tool_results(msg: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def keyword_reply(body: Any) -> Reply:
-    """The fake model of the CLI fixtures (shared/fixtures/claude-cli/README.md)."""
+    """The fake model of the CLI fixtures (tests/fixtures/claude-cli/README.md)."""
     last = last_user_message(body)
     results = tool_results(last)
     if results:

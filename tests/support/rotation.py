@@ -1,4 +1,4 @@
-"""Worker-token rotation as a bridge does it (FLOWS.md §5), for session-host tests."""
+"""Worker-token rotation as a bridge does it (docs/flows.md §5), for session-host tests."""
 
 from __future__ import annotations
 

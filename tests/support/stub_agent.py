@@ -2,7 +2,7 @@
 
 Speaks stream-json on stdin/stdout like ``claude -p --input-format stream-json
 --output-format stream-json --verbose --replay-user-messages --permission-prompt-tool stdio``
-(see ../shared/fixtures/claude-cli). What a turn does depends on a keyword in the prompt:
+(see tests/fixtures/claude-cli). What a turn does depends on a keyword in the prompt:
 
 - ``TOOL``: asks ``can_use_tool`` for an Edit of ``src/app.py`` and waits for the answer
   (allow → tool result, text, ``result/success``; deny → error tool result and

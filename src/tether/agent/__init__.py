@@ -1,6 +1,6 @@
 """``tether agent``: Tether's own worker child, interchangeable with the stock ``claude -p``.
 
-It speaks the CLI's stream-json protocol on stdin/stdout (PROTOCOL.md §5). Layout:
+It speaks the CLI's stream-json protocol on stdin/stdout (docs/protocol.md §5). Layout:
 
 * pure cores (no I/O): ``permissions`` (modes and rules), ``turn`` (the turn state
   machine), ``stream`` (Messages API events → content blocks), ``scenario`` (the

@@ -3,7 +3,7 @@
 A request is settled exactly once: by the host's ``control_response``, or "another
 way" — an interrupt, the input closing, or a mode/rule change that decides the call
 without asking. When settled another way the agent writes ``control_cancel_request``
-so every prompt for it disappears (reference §3.4); a late answer is then ignored.
+so every prompt for it disappears (docs/protocol.md §7.3); a late answer is then ignored.
 """
 
 from __future__ import annotations

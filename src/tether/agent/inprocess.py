@@ -1,6 +1,6 @@
 """``tether agent``'s loop running inside another program's event loop, behind the interface the
 session host drives an agent process with (``tether agent --sdk-url``: the host and the agent
-in one process, PROTOCOL.md §5).
+in one process, docs/protocol.md §5).
 
 Instead of stdin/stdout pipes, two in-memory queues: :meth:`InProcessAgent.send` feeds the
 :class:`~tether.agent.session.AgentSession` the same numbered lines it would read from stdin,

@@ -125,7 +125,7 @@ class PermissionPolicy:
         return check
 
     def apply_updates(self, updates: Iterable[Mapping[str, Any]]) -> list[UpdateOutcome]:
-        """Apply ``updatedPermissions``; malformed entries are skipped (reference §3.5)."""
+        """Apply ``updatedPermissions``; malformed entries are skipped (docs/protocol.md §7.4)."""
         out: list[UpdateOutcome] = []
         for update in updates:
             try:

@@ -1,5 +1,5 @@
 """``generate_session_title``: a short title for a conversation, from the agent's model
-(reference §3.3: ``description`` → ``{title}``; the REPL bridge asks for one, §6.7)."""
+(docs/protocol.md §7.3: ``description`` → ``{title}``; the REPL bridge asks for one, §12.8)."""
 
 from __future__ import annotations
 

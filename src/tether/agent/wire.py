@@ -1,6 +1,6 @@
 """Builders for the stream-json lines ``tether agent`` writes. Pure.
 
-Shapes follow the stock CLI as recorded in ``shared/fixtures/claude-cli`` (keys
+Shapes follow the stock CLI as recorded in ``tests/fixtures/claude-cli`` (keys
 present in every recorded CLI version, plus a few more clients read). Ids and
 timestamps are parameters, never generated here.
 """

@@ -1,7 +1,7 @@
 """The agent process of one session: spawn, stdin writer, stdout lines, stderr tail, stop.
 
 The agent is the stock ``claude`` CLI or ``tether agent``, both started the same way
-(PROTOCOL.md §5)::
+(docs/protocol.md §5)::
 
     <agent> -p --input-format stream-json --output-format stream-json --verbose
             --replay-user-messages --permission-prompt-tool stdio
@@ -31,7 +31,7 @@ from tether.protocol.line_splitter import LineSplitter, Oversize, Piece
 
 log = logging.getLogger("tether.bridge.agent")
 
-# Variables that would hand the agent a session or bridge credential (reference §5.4).
+# Variables that would hand the agent a session or bridge credential (docs/protocol.md §5).
 CREDENTIAL_ENV: Final = (
     "CLAUDE_CODE_SESSION_ACCESS_TOKEN",
     "CLAUDE_CODE_OAUTH_TOKEN",

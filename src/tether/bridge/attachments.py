@@ -1,4 +1,4 @@
-"""Downloading a prompt's web-composer attachments for the agent (reference §3.1, §1.7;
+"""Downloading a prompt's web-composer attachments for the agent (docs/protocol.md §7.6, §3.7;
 docs/protocol.md §7.6).
 
 :class:`AttachmentFetcher` is the thin I/O half of :mod:`tether.protocol.attachments`: for a
@@ -36,7 +36,7 @@ from tether.protocol.replay_buffer import message_uuid
 
 log = logging.getLogger("tether.bridge.attachments")
 
-DOWNLOAD_TIMEOUT: Final = 30.0  # reference §1.7
+DOWNLOAD_TIMEOUT: Final = 30.0  # docs/protocol.md §3.7
 MAX_FILE_BYTES: Final = 64 << 20  # well above the server's upload limit (20 MiB by default): a bound, not a policy
 _ERROR_BODY_BYTES: Final = 4096
 

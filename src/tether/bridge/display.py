@@ -1,4 +1,4 @@
-"""How the bridge talks to a person or a program (reference §5.10).
+"""How the bridge talks to a person or a program (docs/protocol.md §11.7).
 
 * :class:`LiveDisplay` (stdin and stdout are a terminal): a rich live panel redrawn every
   second — state (Ready / Connected / Reconnecting / Failed), the web link, the capacity line,

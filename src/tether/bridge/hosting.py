@@ -1,4 +1,4 @@
-"""The sessions the standalone bridge hosts: start one, run it, clean up after it (reference §5.4–§5.6).
+"""The sessions the standalone bridge hosts: start one, run it, clean up after it (docs/protocol.md §5, §11.3).
 
 :meth:`Hosting.spawn` prepares where the agent runs (the directory, a fresh worktree, or a
 runner's workspace), opens the session's transport (:func:`tether.client.factory.make_transport`)

@@ -1,4 +1,4 @@
-"""The standalone bridge's poll loop and what it does with each work item (reference §5.3–§5.5, §5.7).
+"""The standalone bridge's poll loop and what it does with each work item (docs/protocol.md §11.2, §7.4, §11.4).
 
 :meth:`Intake.poll_loop` long-polls for work (E2) at the interval
 :func:`~tether.protocol.bridge_policy.plan_next_poll` gives (at capacity it waits for a session to
@@ -156,7 +156,7 @@ class Intake:
                     await self._hosting.spawn(work, decision.secret, decision.placement, initial=decision.initial)
 
     async def _adopt(self, rec: SessionRecord, work: WorkItem, token: str) -> None:
-        """A re-dispatch of a session we host: a token update, never a second agent (FLOWS.md §5)."""
+        """A re-dispatch of a session we host: a token update, never a second agent (docs/flows.md §5)."""
         rec.work_id, rec.token = work.id, token
         rec.host.set_token(token)
         self._ctx.awaiting_redispatch.discard(rec.key)

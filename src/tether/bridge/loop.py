@@ -1,5 +1,5 @@
 """The standalone bridge: register, poll for work, host sessions, tear down in order
-(``tether remote-control``; reference §5.2–§5.11, FLOWS.md §1, §5–§7).
+(``tether remote-control``; docs/protocol.md §11.1–§11.8, docs/flows.md §1, §5–§7).
 
 :meth:`Bridge.run` is the whole life of one bridge; each part lives in its own module and shares
 one :class:`~tether.bridge.context.BridgeContext`:

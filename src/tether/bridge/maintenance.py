@@ -1,4 +1,4 @@
-"""What keeps the standalone bridge's sessions alive while they run (reference §5.5, §5.9, §6.7).
+"""What keeps the standalone bridge's sessions alive while they run (docs/protocol.md §7.4, §11.6, §12.8).
 
 * heartbeats of every session's work (E5), at :func:`~tether.protocol.bridge_policy.heartbeat_interval_s`;
   a heartbeat refused for its token asks for a fresh one at once;
@@ -117,7 +117,7 @@ class Maintenance:
         await pointers.keep_pointer_fresh(o.directory, o.home, lambda: self._ctx.pointer_written)
 
     async def title_loop(self, rec: SessionRecord) -> None:
-        """The server's title wins (reference §6.7); read again now and then, so a rename in the
+        """The server's title wins (docs/protocol.md §12.8); read again now and then, so a rename in the
         web client reaches the terminal too."""
         while True:
             with contextlib.suppress(TetherError, ValueError):

@@ -1,4 +1,4 @@
-"""Agent output the server will not take (PROTOCOL.md §4.8: an event is at most 1 MiB).
+"""Agent output the server will not take (docs/protocol.md §4.8: an event is at most 1 MiB).
 
 Dropping such a line silently breaks a session: a ``control_request`` that never reaches a
 client is never answered, so the agent waits for ever (a huge Write asks ``can_use_tool``
@@ -79,7 +79,7 @@ def describe(msg: Message) -> str:
 
 def refusal(msg: Message, why: str, *, too_big: bool = False) -> Message | None:
     """The host's own answer to a control_request nobody else can answer (None without a
-    ``request_id``): the shapes a client would send (claude-cli-interop §4). ``too_big``: the
+    ``request_id``): the shapes a client would send (docs/protocol.md §14.4). ``too_big``: the
     request was too large, so a deny tells the model what would work."""
     request_id = m.request_id_of(msg)
     if request_id is None:

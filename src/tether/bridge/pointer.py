@@ -1,4 +1,4 @@
-"""The crash-recovery pointer (reference §5.9, PROTOCOL.md §6).
+"""The crash-recovery pointer (docs/protocol.md §11.6, §6).
 
 ``$TETHER_HOME/projects/<sanitised dir>/bridge-pointer.json`` holds
 ``{"sessionId", "environmentId", "source"}`` for the session a bridge runs in that

@@ -1,4 +1,4 @@
-"""The standalone bridge's one connection budget (reference §5.7, docs/protocol.md §13).
+"""The standalone bridge's one connection budget (docs/protocol.md §11.4, §13).
 
 Both the start (register, look up and ``bridge/reconnect`` a resumed session) and the poll loop
 retry a server they cannot reach on the two tracks of

@@ -1,5 +1,5 @@
 """The session host: one session's transport, its agent process and the pump between them
-(PROTOCOL.md §5, FLOWS.md §1–§5).
+(docs/protocol.md §5, docs/flows.md §1–§5).
 
 Inbound (server → agent): the server's ``initialize`` is answered here (the agent's own
 capabilities when the host initialised it, else the REPL bridge's minimal reply); user
@@ -58,7 +58,7 @@ FORWARDED_INBOUND: Final = frozenset({m.USER, m.CONTROL_REQUEST, m.CONTROL_RESPO
 class HostConfig:
     initialize_agent: bool = True  # send the agent an initialize at start (its reply answers the server's)
     agent_init_timeout: float = 10.0
-    max_line_bytes: int = 1 << 20  # the server's event limit (PROTOCOL.md §4.8): larger output is not relayed as is
+    max_line_bytes: int = 1 << 20  # the server's event limit (docs/protocol.md §4.8): larger output is not relayed as is
     max_parse_bytes: int = 64 << 20  # larger agent lines are skipped unread; smaller ones are read to be answered
     dedup_capacity: int = 2000
     stdin_capacity: int = 1000
@@ -95,7 +95,7 @@ class HostStats:
 
 
 def exit_status(returncode: int | None, *, stopped_by_host: bool) -> OutcomeStatus:
-    """Reference §5.4: SIGTERM/SIGINT → interrupted, 0 → completed, else failed; a stop the
+    """docs/protocol.md §5: SIGTERM/SIGINT → interrupted, 0 → completed, else failed; a stop the
     host asked for is an interruption whatever the agent's status."""
     if stopped_by_host:
         return "interrupted"
@@ -128,7 +128,7 @@ def inbound_problem(msg: Message) -> str | None:
 
 
 def initialize_reply(capabilities: dict[str, Any] | None, pid: int) -> dict[str, Any]:
-    """The ``initialize`` success payload: the agent's when known, else the REPL bridge's (reference §3.3)."""
+    """The ``initialize`` success payload: the agent's when known, else the REPL bridge's (docs/protocol.md §7.3)."""
     caps = capabilities or {}
     return {
         "commands": caps.get("commands", []),
@@ -388,7 +388,7 @@ class SessionHost:
             log.warning("session %s: the agent takes no more input; dropped a %s", self.session_id, kind)
 
     async def _resolve_attachments(self, msg: Message) -> Message:
-        """Download the prompt's files and point the agent at them (reference §3.1). In line, so
+        """Download the prompt's files and point the agent at them (docs/protocol.md §7.1). In line, so
         prompts and controls keep their order; bounded by the 30 s download timeout."""
         if self._attachments is None:
             log.warning("session %s: a prompt carries attachments but this host cannot download them",

@@ -1,4 +1,4 @@
-"""Per-project bridge preferences: the spawn mode chosen with ``w`` (reference §5.2 step 6, §5.10).
+"""Per-project bridge preferences: the spawn mode chosen with ``w`` (docs/protocol.md §11.1 step 6, §11.7).
 
 Stored next to the crash-recovery pointer: ``$TETHER_HOME/projects/<sanitised dir>/bridge-settings.json``
 holding ``{"spawnMode": "same-dir" | "worktree"}``. Unreadable content is ignored.

@@ -1,4 +1,4 @@
-"""Which agent runs a session, and one running session of the bridge (reference §5.4, §5.6).
+"""Which agent runs a session, and one running session of the bridge (docs/protocol.md §5, §11.3).
 
 * :func:`choose_agent` turns ``--agent claude|tether|<command>`` into an :class:`AgentChoice`
   (default: the stock ``claude`` when it is on PATH, else ``tether agent``).

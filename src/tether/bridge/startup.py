@@ -1,4 +1,4 @@
-"""How ``tether remote-control`` starts (reference §5.2).
+"""How ``tether remote-control`` starts (docs/protocol.md §11.1).
 
 Before the bridge exists: :func:`preflight` asks the server who we are and how it wants bridges
 to behave, and turns every way that can go wrong into a :class:`StartupError` whose message says
@@ -302,7 +302,7 @@ async def _reconnect_resumed(ctx: BridgeContext, retry: Reconnecting, session_id
 
 
 async def _create_initial_session(ctx: BridgeContext) -> None:
-    """S1 in the directory; a failure is a warning, not fatal (reference §5.2 step 14)."""
+    """S1 in the directory; a failure is a warning, not fatal (docs/protocol.md §11.1 step 14)."""
     o = ctx.options
     try:
         session = await ctx.api.create_session(environment_id=ctx.environment_id, title=o.name,

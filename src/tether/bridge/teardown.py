@@ -1,4 +1,4 @@
-"""The standalone bridge's ordered shutdown (reference §5.11).
+"""The standalone bridge's ordered shutdown (docs/protocol.md §11.8).
 
 :func:`~tether.protocol.bridge_policy.plan_teardown` decides the steps (stop polling → SIGTERM the
 agents, SIGKILL after the grace → remove worktrees → ``stopWork(force)`` → archive → deregister →

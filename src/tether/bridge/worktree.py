@@ -1,4 +1,4 @@
-"""Git worktrees for the bridge's ``--spawn worktree`` mode (reference §5.6, PROTOCOL.md §6).
+"""Git worktrees for the bridge's ``--spawn worktree`` mode (docs/protocol.md §11.3, §6).
 
 Each session gets ``<git root>/.tether/worktrees/bridge-<id>`` on its own branch
 ``tether-bridge-<id>`` (started from ``HEAD``); :func:`remove_worktree` removes the worktree

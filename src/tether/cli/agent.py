@@ -75,7 +75,7 @@ def agent(
         if opts.cwd == "/":
             _fail("--sandbox cannot make '/' the writable working directory")
     scenario_path = str(scenario) if scenario is not None else None
-    if sdk_url is not None:  # a session host and the agent loop in one process (PROTOCOL.md §5)
+    if sdk_url is not None:  # a session host and the agent loop in one process (docs/protocol.md §5)
         from tether.cli.sdk_url import run_sdk_url
 
         raise typer.Exit(run_sdk_url(opts, backend, scenario_path, sdk_url))

@@ -1,6 +1,6 @@
 """`tether login`, `tether logout`, `tether status`: this machine's login to a Tether server.
 
-* ``tether login [--server URL]`` runs the OAuth device flow (PROTOCOL.md §1): it prints a code
+* ``tether login [--server URL]`` runs the OAuth device flow (docs/protocol.md §1): it prints a code
   and the URL of the server's ``/device`` page, opens nothing, waits (the server's interval,
   longer after ``slow_down``) and stores the tokens in ``$TETHER_HOME/credentials.json`` (0600).
 * ``tether login --with-token`` reads a personal API token from stdin (like

@@ -1,5 +1,5 @@
 """`tether --remote "prompt"`: a new session on one of the organisation's runners, started with the
-prompt, then attached in this terminal (reference §7: ``claude --remote``).
+prompt, then attached in this terminal (docs/protocol.md §13: ``claude --remote``).
 
 The source is ``--repo URL|PATH`` (``--branch B``), else the current directory's ``origin`` remote
 and branch when it is a git checkout with one, else none (an empty work directory). A local PATH is

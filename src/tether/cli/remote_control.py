@@ -42,7 +42,7 @@ class UsageProblem(Exception):
 
 
 def validate(args: RcArgs) -> None:
-    """Flag combinations the reference refuses (§5.1)."""
+    """Flag combinations Claude Code refuses (docs/protocol.md §11.1)."""
     if args.capacity is not None and args.capacity < 1:
         raise UsageProblem("--capacity must be a positive integer.")
     if args.capacity is not None and args.spawn == "session":

@@ -1,4 +1,4 @@
-"""``tether agent --sdk-url URL``: the reference child contract (reference §5.4, §9; PROTOCOL.md §5).
+"""``tether agent --sdk-url URL``: the reference child contract (docs/protocol.md §5).
 
 A session host and the agent loop in one process: the host owns the transport and talks to
 :class:`~tether.agent.inprocess.InProcessAgent` through in-memory queues instead of pipes.

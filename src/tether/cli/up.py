@@ -1,4 +1,4 @@
-"""`tether up`: the embedded default in one command (FLOWS.md §1).
+"""`tether up`: the embedded default in one command (docs/flows.md §1).
 
 0. **Directory.** This directory's bridge lock first (:mod:`tether.bridge.claim`): when a bridge
    already runs here, `tether up` says which and stops before it touches any server.

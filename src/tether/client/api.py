@@ -1,7 +1,7 @@
 """Async client of a Tether server's HTTP APIs (httpx): OAuth, ``/v1/me``, ``/v1/bridge/config``,
-the Environments API (E1–E9) and the Sessions API (S1–S7), reference §1.1–§1.3 and §1.8.
+the Environments API (E1–E9) and the Sessions API (S1–S7), docs/protocol.md §3.1–§3.3 and §3.1.
 
-* **Headers** follow reference §1.1: environments calls send ``anthropic-version``,
+* **Headers** follow docs/protocol.md §3.1: environments calls send ``anthropic-version``,
   ``anthropic-beta: environments-2025-11-01`` and ``x-environment-runner-version``;
   sessions calls send ``anthropic-beta: ccr-byoc-2025-07-29`` and ``x-organization-uuid``
   (fetched from ``/v1/me`` once when the credentials do not carry it).
@@ -153,7 +153,7 @@ def repository_context(git_repo_url: str | None, branch: str | None) -> dict[str
 
 @dataclass(frozen=True)
 class WorkItem:
-    """A ``WorkResponse`` (reference §1.2): ``data_type`` is ``session`` or ``healthcheck``."""
+    """A ``WorkResponse`` (docs/protocol.md §3.2): ``data_type`` is ``session`` or ``healthcheck``."""
 
     id: str
     environment_id: str
@@ -597,7 +597,7 @@ class ApiClient:
 
     async def reconnect_session(self, environment_id: str, session_id: str) -> str:
         """E7: re-queue the session for a fresh work item. Tries the id as given, then its ``cse_``
-        re-tag (reference §8); returns the id that worked."""
+        re-tag (docs/protocol.md §2); returns the id that worked."""
         env = validate_id(environment_id, "environment")
         candidates = [validate_id(session_id, "session")]
         infra = to_infra_session_id(session_id)
@@ -707,7 +707,7 @@ class ApiClient:
 
     # ---- Code sessions (C1, C2; env-less) ---------------------------------------------------------
     async def create_code_session(self, *, title: str | None, tags: list[str] | None = None) -> str:
-        """C1 → the ``cse_…`` id. ``bridge: {}`` is mandatory (reference §1.4)."""
+        """C1 → the ``cse_…`` id. ``bridge: {}`` is mandatory (docs/protocol.md §3.4)."""
         body: dict[str, Any] = {"title": title or "", "bridge": {}}
         if tags:
             body["tags"] = list(tags)

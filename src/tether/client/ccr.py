@@ -1,4 +1,4 @@
-"""``CCRClient``: the write side of a CCR v2 worker (reference §1.5, §2.6; PROTOCOL.md §4.4–4.5).
+"""``CCRClient``: the write side of a CCR v2 worker (docs/protocol.md §3.5, §10, §4.4–§4.5).
 
 Every request goes to ``{session_url}/worker…`` with the worker token and carries the
 worker epoch:
@@ -98,7 +98,7 @@ class CCRInitError(TetherError):
 
 @dataclass(frozen=True)
 class CCRConfig:
-    """Tunables; the defaults are the reference's numbers (§1.5, §2.6)."""
+    """Tunables; the defaults are Claude Code's numbers (docs/protocol.md §3.5, §10)."""
 
     heartbeat_interval: float = 20.0
     heartbeat_jitter: float = 0.1

@@ -1,4 +1,4 @@
-"""The local credential store: ``$TETHER_HOME/credentials.json`` (PROTOCOL.md §1, §6).
+"""The local credential store: ``$TETHER_HOME/credentials.json`` (docs/protocol.md §1, §6).
 
 One login per machine user: the server URL, the OAuth access token with its refresh token
 and expiry (from ``tether login``), or a personal API token (``tether login --with-token``),

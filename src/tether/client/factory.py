@@ -1,4 +1,4 @@
-"""Choose a session's worker transport from its work secret (reference §4.1, §5.3).
+"""Choose a session's worker transport from its work secret (docs/protocol.md §9.1, §11.2).
 
 ``use_code_sessions`` absent/false → session-ingress v1 (:class:`~tether.client.hybrid.HybridTransport`);
 true → CCR v2 (:class:`~tether.client.v2.V2Transport`: SSE reads + ``CCRClient`` writes at
@@ -43,7 +43,7 @@ async def make_transport(secret: WorkSecret, *, base_url: str, session_id: str,
                          from_sequence_num: int | None = None, epoch: int | None = None,
                          **options: Any) -> SessionTransport:
     """A transport for ``session_id`` on the server at ``base_url`` (the bridge's own base URL,
-    not the secret's ``api_base_url``, which may point at a proxy tunnel — reference §4.1).
+    not the secret's ``api_base_url``, which may point at a proxy tunnel — docs/protocol.md §9.1).
 
     ``options`` are passed to the transport (``clock``, ``rnd`` …). Async because a v2
     transport registers its worker (``POST …/worker/register``) before it can be used; pass

@@ -1,4 +1,4 @@
-"""Transport v1 for a worker: WebSocket reads + HTTP POST writes (reference §2.1, §2.2).
+"""Transport v1 for a worker: WebSocket reads + HTTP POST writes (docs/protocol.md §8.1, §8.2).
 
 Reads: ``{ws}/v1/session_ingress/ws/{session_id}`` (``/v2/`` when the base URL's host is
 ``localhost``/``127.0.0.1``, as the stock CLI does), ``Authorization: Bearer <token>``,
@@ -124,7 +124,7 @@ def handshake_close_code(status: int) -> int:
 
 @dataclass(frozen=True)
 class HybridConfig:
-    """Tunables; the defaults are the reference's numbers (§2.6)."""
+    """Tunables; the defaults are Claude Code's numbers (docs/protocol.md §10)."""
 
     ping_interval: float = 10.0
     sleep_threshold: float = 60.0

@@ -1,4 +1,4 @@
-"""The CCR v2 read stream of a worker: ``GET {session_url}/worker/events/stream`` (reference §2.3).
+"""The CCR v2 read stream of a worker: ``GET {session_url}/worker/events/stream`` (docs/protocol.md §8.3).
 
 Auth is the worker token (``Authorization: Bearer``); ``Accept: text/event-stream``,
 ``anthropic-version: 2023-06-01``. The transport keeps the highest sequence number it has
@@ -74,7 +74,7 @@ def stream_url(session_url: str) -> str:
 
 @dataclass(frozen=True)
 class SSEConfig:
-    """Tunables; the defaults are the reference's numbers (§2.3, §2.6)."""
+    """Tunables; the defaults are Claude Code's numbers (docs/protocol.md §8.3, §10)."""
 
     liveness_timeout: float = LIVENESS_TIMEOUT
     connect_timeout: float = 15.0

@@ -1,4 +1,4 @@
-"""Transport v2 for a worker: SSE reads + ``CCRClient`` writes (reference §1.5, §2.3, §4.4, §6.5),
+"""Transport v2 for a worker: SSE reads + ``CCRClient`` writes (docs/protocol.md §3.5, §8.3, §9.4, §12.3),
 behind the same :class:`~tether.client.transport.SessionTransport` interface as the v1
 :class:`~tether.client.hybrid.HybridTransport`, so the session host never knows which one it has.
 
@@ -93,7 +93,7 @@ class V2Config:
 
 async def register_worker(session_url: str, token: str, *, attempts: int = 2, retry_delay: float = 2.0,
                           timeout: float = 10.0, http: httpx.AsyncClient | None = None) -> int:
-    """``POST {session_url}/worker/register`` → the new worker epoch (reference §1.5 W1: the
+    """``POST {session_url}/worker/register`` → the new worker epoch (docs/protocol.md §3.5 W1: the
     standalone bridge retries once after 2 s). Raises :class:`WorkerRegistrationFailed`."""
     client = http or httpx.AsyncClient()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
@@ -410,7 +410,7 @@ class V2Transport:
             pump.cancel()
 
     async def _serve_outbound_only(self) -> None:
-        """Mirror mode (reference §6.9): the uploaders and heartbeats only; nothing is read."""
+        """Mirror mode (docs/protocol.md §12.9): the uploaders and heartbeats only; nothing is read."""
         await self.sse.close()
         async with asyncio.TaskGroup() as tg:
             ccr_task = tg.create_task(self.ccr.run(), name=f"ccr-{self.session_id}")

@@ -1,4 +1,4 @@
-"""When a user access token should be refreshed (PROTOCOL.md §1; pure, time passed in).
+"""When a user access token should be refreshed (docs/protocol.md §1; pure, time passed in).
 
 Access tokens are short-lived (default 1 h) and come with a rotating refresh token. A client
 refreshes *before* expiry: ``margin`` seconds ahead (default 5 min), but never more than

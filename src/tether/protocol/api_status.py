@@ -1,4 +1,4 @@
-"""How a client reads an API answer (reference §1.8, ``handleErrorStatus`` in ``bridgeApi.ts``).
+"""How a client reads an API answer (docs/protocol.md §3.1, ``handleErrorStatus`` in ``bridgeApi.ts``).
 
 Pure decisions, no I/O: given a status code and the parsed error body, say whether the call
 succeeded, must stop the caller (*fatal*: 401, 403, 404, 410), should be retried on the

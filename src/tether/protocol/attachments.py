@@ -1,4 +1,4 @@
-"""Web-composer attachments on inbound user messages (reference §3.1, §1.7). Pure.
+"""Web-composer attachments on inbound user messages (docs/protocol.md §7.6, §3.7). Pure.
 
 A client's user message may carry ``file_attachments: [{file_uuid, file_name}]``: files it
 uploaded with ``POST /v1/files``. The agent knows nothing of them, so the session host

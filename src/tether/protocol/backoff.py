@@ -137,7 +137,7 @@ class Backoff:
         return self.cap * (1 + self.jitter_fraction) + self.additive_jitter
 
     def reset(self) -> None:
-        """Forget the streak (also used to reset a sibling track, reference §5.7)."""
+        """Forget the streak (also used to reset a sibling track, docs/protocol.md §11.4)."""
         self._attempts = 0
         self._first_failure_at = None
         self._last_failure_at = None
@@ -186,7 +186,7 @@ class Backoff:
         return BackoffDecision(delay, reason, attempt, elapsed, slept)
 
 
-# --- presets (reference §2.1, §2.2, §2.3, §2.6, §5.7) ---------------------------------
+# --- presets (docs/protocol.md §8.1, §8.2, §8.3, §10, §11.4) ---------------------------------
 
 TEN_MINUTES: Final = 600.0
 
@@ -231,5 +231,5 @@ def bridge_general() -> Backoff:
 
 
 def subscribe_reconnect() -> Backoff:
-    """Remote-client subscribe socket: a fixed 2 s delay, at most 5 attempts (reference §2.4)."""
+    """Remote-client subscribe socket: a fixed 2 s delay, at most 5 attempts (docs/protocol.md §8.4)."""
     return Backoff(2.0, 2.0, max_attempts=5)

@@ -1,4 +1,4 @@
-"""Decisions of the standalone bridge (``tether remote-control``; reference §5.2–§5.11). Pure.
+"""Decisions of the standalone bridge (``tether remote-control``; docs/protocol.md §11.1–§11.8). Pure.
 
 Everything here is a plain function or class fed with ``now`` (and a random source where
 jitter is involved); the bridge's adapters (:mod:`tether.bridge.loop` and the parts it composes)
@@ -68,10 +68,10 @@ SPAWN_MODES: Final[tuple[SpawnMode, ...]] = ("session", "same-dir", "worktree")
 DEFAULT_CAPACITY: Final = 32
 DEFAULT_SESSION_TIMEOUT_S: Final = 24 * 3600.0
 SHUTDOWN_GRACE_S: Final = 30.0
-"""SIGTERM → SIGKILL grace for agents at shutdown (reference §5.7)."""
+"""SIGTERM → SIGKILL grace for agents at shutdown (docs/protocol.md §11.4)."""
 
 REFRESH_BUFFER_S: Final = 300.0
-"""Ask for a fresh worker token this long before the current one expires (reference §4.3)."""
+"""Ask for a fresh worker token this long before the current one expires (docs/protocol.md §9.3)."""
 REFRESH_FOLLOW_UP_S: Final = 30 * 60.0
 """After a refresh request, try again this much later if no fresh token arrived by then."""
 REFRESH_RETRY_S: Final = 60.0
@@ -91,7 +91,7 @@ K = TypeVar("K", bound=Hashable)
 
 def resolve_spawn_mode(*, resuming: bool, explicit: SpawnMode | None, saved: SpawnMode | None,
                        multi_session: bool) -> SpawnMode:
-    """Reference §5.2 step 7: resume → single session; then the flag; then the saved
+    """docs/protocol.md §11.1 step 7: resume → single session; then the flag; then the saved
     preference; then ``same-dir`` (``session`` when the server does not allow multi-session)."""
     if resuming:
         return "session"
@@ -161,7 +161,7 @@ def heartbeat_interval_s(config: PollConfig, lease_ttl_s: float | None = None) -
 # ---- backoff ----------------------------------------------------------------------------------
 
 class PollBackoff:
-    """The bridge's two retry tracks (reference §5.7). A success resets both; a gap since the
+    """The bridge's two retry tracks (docs/protocol.md §11.4). A success resets both; a gap since the
     previous error (on either track) longer than ``sleep_threshold`` means the machine was
     suspended: both tracks restart, so the nap never counts against the 10-minute budget."""
 
@@ -222,7 +222,7 @@ budget as the other give-ups (docs/protocol.md §10)."""
 
 
 def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim (Unix seconds) of a JWT, unverified (reference §4.2); an optional
+    """The ``exp`` claim (Unix seconds) of a JWT, unverified (docs/protocol.md §9.2); an optional
     ``sk-ant-si-`` prefix is stripped. None when the token is not a decodable JWT with ``exp``."""
     if token.startswith("sk-ant-si-"):
         token = token[len("sk-ant-si-"):]
@@ -337,7 +337,7 @@ class ActiveWork:
 def plan_teardown(*, active: Sequence[ActiveWork], archive: Sequence[str], environment_id: str | None,
                   pointer: bool, grace_s: float = SHUTDOWN_GRACE_S, keep_resumable: bool = False,
                   keep_session: str | None = None) -> list[TeardownStep]:
-    """Reference §5.11: stop polling → SIGTERM the agents (``grace_s``, then SIGKILL) → remove
+    """docs/protocol.md §11.8: stop polling → SIGTERM the agents (``grace_s``, then SIGKILL) → remove
     worktrees → ``stopWork(force)`` → archive → deregister → clear the pointer.
 
     ``archive`` lists every session to archive (active ones and the initial one), deduplicated in

@@ -1,4 +1,4 @@
-"""The REPL bridge's state as a person sees it (reference §6.10). Pure; time is passed in.
+"""The REPL bridge's state as a person sees it (docs/protocol.md §12.10). Pure; time is passed in.
 
 States: ``connecting`` (before the core is up), ``ready`` (registered, session created, no
 transport yet), ``connected`` (transport up and history flushed), ``reconnecting`` (transport

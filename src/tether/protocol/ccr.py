@@ -1,6 +1,6 @@
 """CCR v2 worker decisions: what a ``/worker/*`` answer means, heartbeat timing, the coalescing
 worker-state queue, delivery acks and the worker status a session's traffic implies
-(reference §1.5, §2.5, §2.6, §4.4, §6.5 item 9, §9.4; PROTOCOL.md §4.4–4.5).
+(docs/protocol.md §3.5, §8.5, §10, §9.4, §12.3 item 9, §5, §4.4–§4.5).
 
 Sans-I/O: nothing here reads a clock, a socket or a global random generator. The adapter
 (:mod:`tether.client.ccr`, :mod:`tether.client.v2`) owns the HTTP client and the timers and
@@ -85,7 +85,7 @@ __all__ = [
     "token_expiry",
 ]
 
-# Synthetic close codes of the v2 transport (reference §2.5).
+# Synthetic close codes of the v2 transport (docs/protocol.md §8.5).
 CLOSE_EPOCH_SUPERSEDED: Final = 4090
 CLOSE_INIT_FAILED: Final = 4091
 CLOSE_SSE_GAVE_UP: Final = 4092
@@ -152,7 +152,7 @@ def session_id_of_url(session_url: str) -> str:
 
 
 def token_expiry(token: str) -> float | None:
-    """The ``exp`` claim (Unix seconds) of a JWT, unverified (reference §4.2); None when the
+    """The ``exp`` claim (Unix seconds) of a JWT, unverified (docs/protocol.md §9.2); None when the
     token is opaque or has none. An ``sk-ant-si-`` prefix is ignored."""
     body = token.removeprefix("sk-ant-si-")
     pieces = body.split(".")
@@ -410,7 +410,7 @@ Ack = tuple[str, DeliveryStatus]
 
 
 class DeliveryTracker:
-    """Which ``processing``/``processed`` acks a worker's traffic implies (reference §9.4 item 7).
+    """Which ``processing``/``processed`` acks a worker's traffic implies (docs/protocol.md §5 item 7).
 
     Keys are payload ``uuid``\\ s (the server injects one into every inbound payload).
 

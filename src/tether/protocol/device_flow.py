@@ -1,4 +1,4 @@
-"""The polling side of the OAuth device flow (RFC 8628 §3.5; PROTOCOL.md §1), pure.
+"""The polling side of the OAuth device flow (RFC 8628 §3.5; docs/protocol.md §1), pure.
 
 After showing the user code, a client polls ``POST /oauth/token`` every ``interval`` seconds.
 :func:`device_poll_step` turns each error answer into the next step: keep waiting

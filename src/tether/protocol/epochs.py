@@ -1,4 +1,4 @@
-"""Worker epochs (reference §1.4, §4.4; PROTOCOL.md §4.5).
+"""Worker epochs (docs/protocol.md §3.4, §9.4, §4.5).
 
 Each worker registration bumps a session's epoch; every ``/worker/*`` write carries
 the epoch it registered with. A write with any other epoch comes from a replaced

@@ -1,4 +1,4 @@
-"""FlushGate: hold live writes back while history is being flushed (reference §6.4).
+"""FlushGate: hold live writes back while history is being flushed (docs/protocol.md §12.4).
 
 A bridge that connects a transport first sends the conversation so far, then the
 messages produced meanwhile. The gate is started *before* connecting, so writes

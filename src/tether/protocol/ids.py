@@ -1,4 +1,4 @@
-"""Identifiers and their costumes (reference §8, PROTOCOL.md §2).
+"""Identifiers and their costumes (docs/protocol.md §2).
 
 A session has one body (a 26-character lowercase ULID) and two costumes:
 ``session_<body>`` for the Sessions API and ``cse_<body>`` for code sessions and

@@ -1,4 +1,4 @@
-"""Work-item leases and environment liveness (PROTOCOL.md §4.1, reference §5.8).
+"""Work-item leases and environment liveness (docs/protocol.md §4.1, §11.5).
 
 A work item is ``queued`` until a poll hands it out (``delivered``), then ``acked``
 by the bridge. Heartbeats and acks keep its lease alive; a lapsed lease lets the

@@ -1,6 +1,6 @@
 """SDK and control messages: parsing, forward-compatible validation, builders.
 
-Every message on the wire is a JSON object with a string ``type`` (reference §3.1).
+Every message on the wire is a JSON object with a string ``type`` (docs/protocol.md §7.1).
 That is the only thing :func:`parse_message` insists on: unknown types and unknown
 fields pass through untouched, so a newer CLI or client never breaks an older
 Tether. The helpers read the few fields Tether acts on (control request ids and
@@ -84,14 +84,14 @@ __all__ = [
 
 Message = dict[str, Any]
 
-DEFAULT_MAX_LINE_BYTES: Final = 1 << 20  # PROTOCOL.md §4.8: frames and events ≤ 1 MiB
+DEFAULT_MAX_LINE_BYTES: Final = 1 << 20  # docs/protocol.md §4.8: frames and events ≤ 1 MiB
 
 
 class MessageError(ValueError):
     """A message is not a valid protocol message; ``str(exc)`` says precisely why."""
 
 
-# --- message types (reference §3.2–§3.4) --------------------------------------------
+# --- message types (docs/protocol.md §7.2–§7.3) --------------------------------------------
 
 USER: Final = "user"
 ASSISTANT: Final = "assistant"
@@ -161,7 +161,7 @@ KNOWN_MESSAGE_TYPES: Final[frozenset[str]] = frozenset(
     }
 )
 
-# --- control request subtypes Tether acts on (reference §3.3) --------------------------
+# --- control request subtypes Tether acts on (docs/protocol.md §7.3) --------------------------
 
 INITIALIZE: Final = "initialize"
 INTERRUPT: Final = "interrupt"
@@ -306,12 +306,12 @@ def is_control_message(m: Mapping[str, Any]) -> bool:
 
 
 def is_ephemeral(m: Mapping[str, Any]) -> bool:
-    """Fanned out live but never stored or replayed (PROTOCOL.md §4.3)."""
+    """Fanned out live but never stored or replayed (docs/protocol.md §4.3)."""
     return m.get("type") == STREAM_EVENT or m.get("ephemeral") is True
 
 
 def is_keep_alive(m: Mapping[str, Any]) -> bool:
-    """Never stored, never fanned out, ignored by every receiver (reference §3.2)."""
+    """Never stored, never fanned out, ignored by every receiver (docs/protocol.md §7.2)."""
     return m.get("type") == KEEP_ALIVE
 
 
@@ -358,7 +358,7 @@ def response_request_id(m: Mapping[str, Any]) -> str | None:
 
     Looks inside ``response`` first, then at the top level; at each place snake_case
     ``request_id`` wins over the camelCase ``requestId`` older iOS builds send
-    (reference §3.1).
+    (docs/protocol.md §7.1).
     """
     inner = m.get("response")
     if isinstance(inner, Mapping):
@@ -420,7 +420,7 @@ def user_message(
     session_id: str | None = None,
     parent_tool_use_id: str | None = None,
 ) -> Message:
-    """A stream-json ``user`` message (claude-cli-interop §4 stdin shape)."""
+    """A stream-json ``user`` message (docs/protocol.md §14.4 stdin shape)."""
     content: str | list[dict[str, Any]] = (
         text_or_content if isinstance(text_or_content, str) else [dict(b) for b in text_or_content]
     )
@@ -435,7 +435,7 @@ def user_message(
     return msg
 
 
-# --- permission decisions (reference §3.5) ---------------------------------------------
+# --- permission decisions (docs/protocol.md §7.4) ---------------------------------------------
 
 DecisionClassification = Literal["user_temporary", "user_permanent", "user_reject"]
 _CLASSIFICATIONS: Final = frozenset({"user_temporary", "user_permanent", "user_reject"})

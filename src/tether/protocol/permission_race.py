@@ -1,5 +1,5 @@
 """A permission question asked in two places at once: the terminal and every remote client
-(reference §6.8; PROTOCOL.md §4.6). Pure.
+(docs/protocol.md §12.7, §4.6). Pure.
 
 The REPL's agent asks (``can_use_tool``); the REPL shows the question locally and the bridge
 sends it to the server. The first answer wins:

@@ -1,4 +1,4 @@
-"""Permission rules and ``PermissionUpdate`` application (reference §3.5).
+"""Permission rules and ``PermissionUpdate`` application (docs/protocol.md §7.4).
 
 A rule names a tool and, optionally, a *rule content* that narrows it: ``Bash`` (every
 command), ``Bash(npm run:*)`` (a command prefix), ``Bash(git status)`` (one exact

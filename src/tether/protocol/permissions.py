@@ -1,4 +1,4 @@
-"""Permission requests as durable values (PROTOCOL.md §4.6).
+"""Permission requests as durable values (docs/protocol.md §4.6).
 
 A worker's ``can_use_tool`` control request becomes a :class:`PermissionRequest` in
 state ``pending``. Exactly one transition out of ``pending`` ever happens:

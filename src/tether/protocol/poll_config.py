@@ -1,4 +1,4 @@
-"""Poll configuration of the standalone bridge (reference §5.8; served by ``GET /v1/bridge/config``).
+"""Poll configuration of the standalone bridge (docs/protocol.md §11.5; served by ``GET /v1/bridge/config``).
 
 :func:`parse_poll_config` validates what the server sent. Missing keys take their defaults
 and unknown keys are ignored (forward compatibility), but one invalid value, or a config

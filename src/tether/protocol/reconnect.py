@@ -1,4 +1,4 @@
-"""Socket liveness and reconnect decisions for the session-ingress WebSocket (reference §2.1, §2.5).
+"""Socket liveness and reconnect decisions for the session-ingress WebSocket (docs/protocol.md §8.1, §8.5).
 
 Sans-I/O: every call takes ``now`` (seconds, from a clock that keeps counting while the
 machine sleeps) and, where jitter is involved, a random source.
@@ -133,7 +133,7 @@ class ReconnectDecision:
 
 
 def is_permanent_close(code: int | None, *, token_changed: bool = False) -> bool:
-    """True when a close with ``code`` must not be retried (reference §2.1)."""
+    """True when a close with ``code`` must not be retried (docs/protocol.md §8.1)."""
     if code not in PERMANENT_CLOSE_CODES:
         return False
     return not (code == CLOSE_UNAUTHORIZED and token_changed)

@@ -1,4 +1,4 @@
-"""The permission bridge of a remote client (reference §3.5, §7; PROTOCOL.md §4.6).
+"""The permission bridge of a remote client (docs/protocol.md §7.4, §13, §4.6).
 
 Pure bookkeeping of the permission requests a client is showing, and the answer frames it
 sends on the subscribe socket. The server decides who answered first; this side only has

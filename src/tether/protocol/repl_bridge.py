@@ -1,4 +1,4 @@
-"""Messaging rules of the in-process REPL bridge (reference §3.3, §3.6, §6.2–§6.4, §6.9). Pure.
+"""Messaging rules of the in-process REPL bridge (docs/protocol.md §7.3, §7.5, §12.2–§12.4, §12.9). Pure.
 
 A REPL bridge carries *one conversation* between a front end (Tether's terminal REPL, or a
 mirrored Claude Code TUI) and the server. These functions and classes decide what goes
@@ -125,7 +125,7 @@ def to_sdk_message(msg: Mapping[str, Any], session_id: str) -> Message:
 
 def select_history(messages: Iterable[Mapping[str, Any]], cap: int = DEFAULT_HISTORY_CAP,
                    skip: Container[str] = ()) -> list[Mapping[str, Any]]:
-    """The history flush (reference §6.4): eligible messages whose uuid is not in ``skip``
+    """The history flush (docs/protocol.md §12.4): eligible messages whose uuid is not in ``skip``
     (already sent to this session), the last ``cap`` of them (``cap <= 0``: all)."""
     chosen = [msg for msg in messages if is_eligible(msg) and message_uuid(msg) not in skip]
     return chosen[-cap:] if cap > 0 else chosen
@@ -165,7 +165,7 @@ InboundKind = Literal["permission_response", "control_request", "prompt", "echo"
 
 @dataclass
 class InboundFilter:
-    """The two dedup rings (reference §3.6): ``posted`` holds the uuids this bridge wrote (their
+    """The two dedup rings (docs/protocol.md §7.5): ``posted`` holds the uuids this bridge wrote (their
     echoes are dropped), ``inbound`` the uuids already handed to the front end (re-deliveries
     are dropped; control messages too, so a re-sent ``interrupt`` never stops a later turn)."""
 
@@ -225,7 +225,7 @@ class ControlPlan:
 
 
 def initialize_payload(pid: int) -> dict[str, Any]:
-    """What the REPL bridge answers the server's ``initialize`` with (reference §3.3)."""
+    """What the REPL bridge answers the server's ``initialize`` with (docs/protocol.md §7.3)."""
     return {"commands": [], "output_style": "normal", "available_output_styles": ["normal"], "models": [],
             "account": {}, "pid": pid}
 

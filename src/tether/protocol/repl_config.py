@@ -1,4 +1,4 @@
-"""Decisions of the REPL bridge before and while it runs (reference §6.1–§6.3, §6.5–§6.6). Pure.
+"""Decisions of the REPL bridge before and while it runs (docs/protocol.md §12.1–§12.2, §12.3). Pure.
 
 * :func:`parse_env_less_config`: the v2 tunables of ``GET /v1/bridge/config`` (``repl_v2_config``),
   each checked against its bounds; one bad value and the whole config falls back to the defaults
@@ -47,13 +47,13 @@ __all__ = [
 
 CoreKind = Literal["v1", "v2"]
 MAX_ENV_RECREATIONS: Final = 3
-"""Consecutive "environment lost" re-creations before the v1 core gives up (reference §6.3)."""
+"""Consecutive "environment lost" re-creations before the v1 core gives up (docs/protocol.md §12.2)."""
 DEAD_TOKEN_LIMIT: Final = 3
 REFRESH_FLOOR_S: Final = 30.0
 OVERSLEEP_S: Final = 60.0
 
 
-# ---- env-less tunables (reference §6.6) ---------------------------------------------------------
+# ---- env-less tunables (docs/protocol.md §12.3) ---------------------------------------------------------
 
 @dataclass(frozen=True)
 class EnvLessConfig:
@@ -162,7 +162,7 @@ def refresh_delay(expires_in: float, buffer_s: float, floor_s: float = REFRESH_F
     return max(floor_s, expires_in - buffer_s)
 
 
-# ---- gates (reference §6.1) ------------------------------------------------------------------------
+# ---- gates (docs/protocol.md §12.1) ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class DeadToken:
@@ -197,7 +197,7 @@ class Gate:
 
 
 def choose_core(*, repl_v2: bool, perpetual: bool, mirror: bool) -> CoreKind:
-    """Reference §6.1 step 9 and §6.9: mirror mode uses the env-less core; otherwise v2 when the
+    """docs/protocol.md §12.1 step 9 and §12.9: mirror mode uses the env-less core; otherwise v2 when the
     server turns it on and the bridge is not perpetual (perpetual needs an environment)."""
     if mirror:
         return "v2"
@@ -225,7 +225,7 @@ def check_gates(*, logged_in: bool, policy_allows: bool, role: str | None, token
     return Gate("ok", None, core)
 
 
-# ---- v1 poll loop (reference §6.3) -------------------------------------------------------------------
+# ---- v1 poll loop (docs/protocol.md §12.2) -------------------------------------------------------------------
 
 def repl_poll_backoff(sleep_threshold: float = 120.0) -> Backoff:
     """Transient poll errors: 2 s doubling to 60 s (±25 %), give up after 15 minutes; a gap of more

@@ -1,7 +1,7 @@
-"""ReplayBuffer: outbound messages kept until the server has acknowledged them (reference §2.1).
+"""ReplayBuffer: outbound messages kept until the server has acknowledged them (docs/protocol.md §8.1).
 
 A transport stamps a ``uuid`` on everything it writes, so re-sending is safe: the
-server deduplicates by ``uuid`` (PROTOCOL.md §4.3). The buffer remembers the last
+server deduplicates by ``uuid`` (docs/protocol.md §4.3). The buffer remembers the last
 ``capacity`` messages (default 1,000) that are not yet acknowledged:
 
 * :meth:`record` when a message is accepted for sending (state ``pending``);

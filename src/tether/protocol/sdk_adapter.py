@@ -1,10 +1,10 @@
-"""The SDK message adapter of a remote client: subscribe-socket frames → things to show (reference §7).
+"""The SDK message adapter of a remote client: subscribe-socket frames → things to show (docs/protocol.md §13).
 
 Pure: :func:`convert` takes one inbound frame and the :class:`ConvertMode` it arrived in and
 returns display items (frozen dataclasses) for a renderer, plus :class:`SendControl` items for
 frames the client must answer at once. Nothing here draws or sends.
 
-Rules (reference §7, with Tether's additions of PROTOCOL.md §3–§4.7):
+Rules (docs/protocol.md §13, with Tether's additions of docs/protocol.md §3, §4.7):
 
 * ``assistant`` → one item per content block: text (Markdown), ``tool_use`` (a tool card);
   an ``error`` field becomes a warning.
@@ -141,7 +141,7 @@ class PermissionPrompt:
     card: ToolUse
     """The synthetic tool card to show with the question (a stub for unknown tools)."""
     message_id: str
-    """``remote-<request_id>``: the id of the synthetic assistant message (reference §7)."""
+    """``remote-<request_id>``: the id of the synthetic assistant message (docs/protocol.md §13)."""
 
 
 @dataclass(frozen=True)

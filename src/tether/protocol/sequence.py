@@ -1,9 +1,9 @@
 """Sequence numbers of a session's event log: receive-side dedup.
 
-The server numbers every stored event 1, 2, 3 … per session (PROTOCOL.md §4.3). A
+The server numbers every stored event 1, 2, 3 … per session (docs/protocol.md §4.3). A
 reader (SSE worker, subscribe client) remembers what it has seen so that a
 reconnect replay never delivers an event twice, and resumes from the highest
-number seen (``from_sequence_num`` / ``Last-Event-ID``, reference §2.3).
+number seen (``from_sequence_num`` / ``Last-Event-ID``, docs/protocol.md §8.3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a session host knows about its session from the messages it relays (reference §5.4).
+"""What a session host knows about its session from the messages it relays (docs/protocol.md §5).
 
 Pure bookkeeping, fed with each inbound message (server → agent) and each outbound
 message (agent → server), with ``now`` passed in:

@@ -1,6 +1,6 @@
 """How a client lists sessions and finds the one a person means. Pure.
 
-:func:`session_state` turns a session resource (PROTOCOL.md §4.2: ``session_status``,
+:func:`session_state` turns a session resource (docs/protocol.md §4.2: ``session_status``,
 ``worker``, ``environment.online``) into the honest one-line state `tether sessions` shows:
 
 ======================  =====================================================================

@@ -1,5 +1,5 @@
 """The CCR v2 worker read stream: SSE decoding, client events, resume and reconnect decisions
-(reference §2.3, §2.5, §2.6; PROTOCOL.md §4.4).
+(docs/protocol.md §8.3, §8.5, §10, §4.4).
 
 Sans-I/O. The adapter (:mod:`tether.client.sse`) feeds the lines of the HTTP body into an
 :class:`SSEDecoder`, turns its frames into :class:`ClientEvent`\\ s with
@@ -131,7 +131,7 @@ class ClientEventError(ValueError):
 
 @dataclass(frozen=True)
 class ClientEvent:
-    """``data:`` of an ``event: client_event`` frame (reference §2.3)."""
+    """``data:`` of an ``event: client_event`` frame (docs/protocol.md §8.3)."""
 
     event_id: str
     sequence_num: int | None
@@ -200,7 +200,7 @@ def is_permanent_status(status: int | None, *, token_changed: bool = False) -> b
 
 
 class SSEReconnectPolicy(ReconnectBudget):
-    """One read stream's reconnect budget across connections (numbers of reference §2.3).
+    """One read stream's reconnect budget across connections (numbers of docs/protocol.md §8.3).
 
     :meth:`opened` is called once the stream answered 200.
     """

@@ -1,4 +1,4 @@
-"""Reconnect and liveness rules of a remote client's subscribe socket (reference §2.4, §2.6, §7).
+"""Reconnect and liveness rules of a remote client's subscribe socket (docs/protocol.md §8.4, §10, §13).
 
 Sans-I/O: the adapter (``tether.remote.sessions_ws``) reports what happened to the socket
 and sleeps for the delay it is told; ``now`` is passed in where time matters.
@@ -24,7 +24,7 @@ and sleeps for the delay it is told; ``now`` is passed in where time matters.
 * after :meth:`SubscribeReconnectPolicy.stop` (the user detached) nothing reconnects.
 
 :class:`ResponseWatchdog` is the 60 s "remote session may be unresponsive" rule of
-reference §7: armed by each send, disarmed by any inbound frame; viewers have none.
+docs/protocol.md §13: armed by each send, disarmed by any inbound frame; viewers have none.
 """
 
 from __future__ import annotations

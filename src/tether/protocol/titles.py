@@ -1,4 +1,4 @@
-"""Session titles (reference §6.7).
+"""Session titles (docs/protocol.md §12.8).
 
 A session without an explicit title is named after its first title-worthy user
 message: what a person typed, not a tool result, a synthetic/meta message, a
@@ -113,7 +113,7 @@ class TitleState:
     """A session's title and whether a person chose it.
 
     ``worthy_messages`` counts title-worthy user messages seen, so an adapter can
-    regenerate a better title on the third one (reference §6.7) without a second
+    regenerate a better title on the third one (docs/protocol.md §12.8) without a second
     rule about what counts.
     """
 
@@ -143,7 +143,7 @@ class TitleState:
         return replace(self, worthy_messages=self.worthy_messages + 1).offer_derived(title)
 
 
-# ---- the REPL bridge's titles (reference §6.7) -------------------------------------------------------
+# ---- the REPL bridge's titles (docs/protocol.md §12.8) -------------------------------------------------------
 
 INITIAL_TITLE_LEN: Final = 50
 REGENERATE_AT: Final = 3
@@ -200,7 +200,7 @@ class TitleUpdate:
 
 
 class ReplTitles:
-    """The title rules of a REPL bridge session (reference §6.7).
+    """The title rules of a REPL bridge session (docs/protocol.md §12.8).
 
     Initial title: an explicit name (``/remote-control <name>``, ``--name``) → a ``/rename`` title →
     the first sentence of the last title-worthy prompt of the conversation so far (≤ 50 characters)

@@ -1,4 +1,4 @@
-"""One-line activity texts for tool calls ("Editing src/app.py"), reference §5.4.
+"""One-line activity texts for tool calls ("Editing src/app.py"), docs/protocol.md §5.
 
 Pure string work: paths inside the session's working directory are shown relative
 to it, long arguments are shortened, unknown tools read "Using <name>".

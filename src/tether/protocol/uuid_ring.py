@@ -1,4 +1,4 @@
-"""BoundedUUIDSet: a FIFO ring backed by a set (reference §3.6).
+"""BoundedUUIDSet: a FIFO ring backed by a set (docs/protocol.md §7.5).
 
 Bridges remember the uuids they posted (to drop their own echoes) and the uuids they
 delivered (to drop re-deliveries). Both sets must be bounded, and the oldest entry is
@@ -17,7 +17,7 @@ __all__ = [
     "BoundedUUIDSet",
 ]
 
-DEFAULT_CAPACITY: Final = 2000  # reference §3.6: both v1 rings; v2 default `uuid_dedup_buffer_size`
+DEFAULT_CAPACITY: Final = 2000  # docs/protocol.md §7.5: both v1 rings; v2 default `uuid_dedup_buffer_size`
 
 
 class BoundedUUIDSet:

@@ -1,4 +1,4 @@
-"""What the standalone bridge does with a polled work item (reference §5.3–§5.5, FLOWS.md §5). Pure.
+"""What the standalone bridge does with a polled work item (docs/protocol.md §11.2, §7.4, docs/flows.md §5). Pure.
 
 The poll (E2) hands the bridge one work item at a time. :func:`classify_work` weighs it against
 what the bridge knows (:class:`IntakeView`: the sessions it hosts and their work ids, the work it

@@ -1,4 +1,4 @@
-"""The work secret of a work item (reference §4.1): base64url(JSON)."""
+"""The work secret of a work item (docs/protocol.md §9.1): base64url(JSON)."""
 
 from __future__ import annotations
 

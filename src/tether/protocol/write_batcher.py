@@ -1,4 +1,4 @@
-"""The hybrid write path's queue: stream_event coalescing and POST batches (reference §2.2).
+"""The hybrid write path's queue: stream_event coalescing and POST batches (docs/protocol.md §8.2).
 
 Sans-I/O: the caller passes ``now`` and sends what :meth:`WriteBatcher.take` returns.
 
@@ -147,7 +147,7 @@ PostVerdict = Literal["ok", "retry", "drop", "reject"]
 
 
 def classify_post_status(status: int | None) -> PostVerdict:
-    """What one POST's answer means (reference §2.2).
+    """What one POST's answer means (docs/protocol.md §8.2).
 
     ``None`` (no answer: connection refused/reset, timeout) and 408/429/5xx are
     retried; 2xx is done; 401/403 are ``reject``: dropped now, replayed after the next

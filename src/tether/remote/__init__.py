@@ -1,1 +1,1 @@
-"""The remote session client: attach to a session from a terminal (reference §7)."""
+"""The remote session client: attach to a session from a terminal (docs/protocol.md §13)."""

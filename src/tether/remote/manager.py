@@ -1,5 +1,5 @@
 """RemoteSessionManager: one attached session — history, the live stream, prompts, permission
-answers and interrupts (reference §7; docs/protocol.md §4.6–§4.7).
+answers and interrupts (docs/protocol.md §13, §4.6–§4.7).
 
 It owns a :class:`~tether.remote.sessions_ws.SessionsWebSocket` and an
 :class:`~tether.client.api.ApiClient`, turns every inbound frame into display items with the
@@ -54,7 +54,7 @@ from tether.protocol.subscribe_policy import ResponseWatchdog, Stop, stop_messag
 from tether.protocol.uuid_ring import BoundedUUIDSet
 from tether.remote.sessions_ws import Connected, Ended, Frame, Reconnecting, SessionsWebSocket
 
-OWN_UUID_RING = 50  # reference §3.6: the remote client's ring of prompt uuids it posted
+OWN_UUID_RING = 50  # docs/protocol.md §7.5: the remote client's ring of prompt uuids it posted
 HISTORY_PAGE = 100
 
 

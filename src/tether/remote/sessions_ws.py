@@ -1,4 +1,4 @@
-"""SessionsWebSocket: a remote client's subscribe socket (reference §2.4; docs/protocol.md §4.7).
+"""SessionsWebSocket: a remote client's subscribe socket (docs/protocol.md §8.4, §4.7).
 
 A thin adapter over :class:`tether.protocol.subscribe_policy.SubscribeReconnectPolicy`: it
 opens ``/v1/sessions/ws/{id}/subscribe`` with a fresh bearer token per attempt, resumes

@@ -1,5 +1,5 @@
 """The REPL's agent: ``tether agent`` in this process, or a subprocess speaking stream-json (the
-stock ``claude``, or any command), chosen like ``tether rc --agent`` (PROTOCOL.md §5).
+stock ``claude``, or any command), chosen like ``tether rc --agent`` (docs/protocol.md §5).
 
 Both are driven through the session host's ``AgentHandle`` interface (the in-process
 :class:`~tether.agent.inprocess.InProcessAgent`, the subprocess

@@ -1,5 +1,5 @@
 """``tether`` / ``tether chat``: an interactive session with an agent in this directory, which
-remote control can share mid-conversation (reference §6).
+remote control can share mid-conversation (docs/protocol.md §12).
 
 :class:`Repl` is a front end of the REPL bridge (:class:`tether.bridge.repl.FrontEnd`): it runs
 the agent (:class:`~tether.repl.agent_link.AgentLink`), shows its output (:mod:`tether.repl.render`),

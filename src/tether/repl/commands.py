@@ -6,7 +6,7 @@
 * :func:`parse_answer`: the answer to a permission question: ``y`` (allow once), ``a`` (allow and
   remember: the agent's suggestions, else an allow rule for the tool in this session), ``n``
   (deny), ``d <message>`` (deny with a message the agent reads).
-* :data:`REMOTE_SAFE`: the commands a prompt from a remote client may run (reference §3.6: only
+* :data:`REMOTE_SAFE`: the commands a prompt from a remote client may run (docs/protocol.md §7.5: only
   bridge-safe ones); a remote prompt with any other ``/word`` goes to the agent as text.
 """
 

@@ -2,7 +2,7 @@
 
 Commands whose output a remote client should see too (``/cost``, ``/status``, ``/clear``) record
 it as a ``system/local_command`` message of the conversation, which the bridge forwards as assistant
-text (reference §3.6).
+text (docs/protocol.md §7.5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The in-process REPL bridge (reference §6): remote control switched on from inside an
+"""The in-process REPL bridge (docs/protocol.md §12): remote control switched on from inside an
 interactive session, for any front end (:class:`~tether.bridge.repl.frontend.FrontEnd`)."""
 
 from tether.bridge.repl.controller import RemoteControl

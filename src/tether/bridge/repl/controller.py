@@ -1,4 +1,4 @@
-"""Remote control of one conversation, switched on and off by its front end (reference §6.1, §6.10).
+"""Remote control of one conversation, switched on and off by its front end (docs/protocol.md §12.1, §12.10).
 
 :class:`RemoteControl` is what a front end holds: :meth:`~RemoteControl.start` checks the gates
 (logged in, organisation policy, the dead-token backoff, a fresh login, the version floors of

@@ -1,4 +1,4 @@
-"""The in-process REPL bridge core shared by both generations (reference §6.2–§6.10).
+"""The in-process REPL bridge core shared by both generations (docs/protocol.md §12.2–§12.10).
 
 :class:`ReplBridgeCore` carries one conversation of a front end to one server session over
 one transport at a time. The generations (:mod:`~tether.bridge.repl.env_based` v1,
@@ -253,11 +253,11 @@ class ReplBridgeCore:
         if uid is not None and is_eligible(msg):
             self.filter.sent(uid)
         if isinstance(transport, V2Transport) and msg.get("type") == m.USER and not _is_tool_result(msg):
-            transport.report_state("running")  # v2 leaves worker status to the worker (reference §6.5 item 9)
+            transport.report_state("running")  # v2 leaves worker status to the worker (docs/protocol.md §12.3 item 9)
         return True
 
     def _flush(self, transport: SessionTransport) -> None:
-        """First writes on a transport that just connected (reference §6.4)."""
+        """First writes on a transport that just connected (docs/protocol.md §12.4)."""
         carried, self._carried = self._carried, []
         for msg in carried:  # the server deduplicates by uuid: a re-send is safe
             with contextlib.suppress(TransportError):

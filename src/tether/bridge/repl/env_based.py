@@ -1,4 +1,4 @@
-"""The v1, env-based REPL bridge core (reference §6.2–§6.3; ``initBridgeCore``).
+"""The v1, env-based REPL bridge core (docs/protocol.md §12.2; ``initBridgeCore``).
 
 Start: (perpetual: read the ``repl`` crash pointer) → register the machine with
 ``max_sessions: 1`` (E1; re-attaching the pointer's environment) → perpetual and re-attached:

@@ -1,4 +1,4 @@
-"""The v2, env-less REPL bridge core (reference §6.5–§6.6, §6.9; ``initEnvLessBridgeCore``).
+"""The v2, env-less REPL bridge core (docs/protocol.md §12.3, §12.9; ``initEnvLessBridgeCore``).
 
 Start: create a code session (C1, ``tags: ["ccr-mirror"]`` in mirror mode) and register as its
 worker (C2: a worker token, its lifetime and a new worker epoch), both with the init retry
@@ -115,7 +115,7 @@ class EnvLessBridge(ReplBridgeCore):
     def _current_jwt(self) -> str:
         if self._jwt is None:
             raise RuntimeError("no worker token yet")
-        return self._jwt  # kept out of the process environment (reference §6.5 item 4)
+        return self._jwt  # kept out of the process environment (docs/protocol.md §12.3 item 4)
 
     # ---- refresh and recovery --------------------------------------------------------------------
 

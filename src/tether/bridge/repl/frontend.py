@@ -1,4 +1,4 @@
-"""What a front end and the in-process REPL bridge core say to each other (reference §6).
+"""What a front end and the in-process REPL bridge core say to each other (docs/protocol.md §12).
 
 A *front end* owns one conversation with an agent: Tether's terminal REPL, or (next) a mirrored
 Claude Code TUI. It hands the core the conversation's messages as they happen
@@ -32,7 +32,7 @@ CONFIG_ENV = "TETHER_REPL_BRIDGE_JSON"
 
 @dataclass(frozen=True)
 class ReplBridgeConfig:
-    """Timings of the REPL bridge (seconds); the defaults are the reference's (§2.6, §6)."""
+    """Timings of the REPL bridge (seconds); the defaults are Claude Code's (docs/protocol.md §10, §12)."""
 
     ws_ping_s: float = 10.0
     ws_sleep_threshold_s: float = 60.0
@@ -82,7 +82,7 @@ class ReplBridgeOptions:
     renamed: str | None = None
     """A ``/rename`` title given before remote control was on."""
     mirror: bool = False
-    """Outbound only (reference §6.9): clients watch, never drive."""
+    """Outbound only (docs/protocol.md §12.9): clients watch, never drive."""
     perpetual: bool = False
     """Keep the session across restarts of the front end (the crash pointer; v1 core)."""
     worker_type: str = "claude_code"

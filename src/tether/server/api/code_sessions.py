@@ -1,4 +1,4 @@
-"""Code sessions (CCR v2, env-less): C1 create, C2 /bridge, C3 teleport events (reference §1.4)."""
+"""Code sessions (CCR v2, env-less): C1 create, C2 /bridge, C3 teleport events (docs/protocol.md §3.4)."""
 
 from __future__ import annotations
 

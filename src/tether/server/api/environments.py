@@ -1,4 +1,4 @@
-"""Environments API: E1–E7 (reference §1.2) and the environment list (docs/protocol.md §3)."""
+"""Environments API: E1–E7 (docs/protocol.md §3.2) and the environment list (docs/protocol.md §3)."""
 
 from __future__ import annotations
 

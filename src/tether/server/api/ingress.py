@@ -1,4 +1,4 @@
-"""Session ingress v1 (reference §1.6, §2.1–2.2; PROTOCOL.md §4.4): the worker's WebSocket
+"""Session ingress v1 (docs/protocol.md §3.6, §8.1–§8.2, §4.4): the worker's WebSocket
 (reads; also accepts writes as frames) and the HTTP POST write path (I2)."""
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ async def _serve(ctx: ServerContext, sock: Socket, conn: WorkerConnection, init_
 
 async def _initialize_deadline(ctx: ServerContext, init_id: str) -> None:
     """A worker must answer the server's ``initialize`` promptly (Claude Code's service drops it
-    after 10–14 s, reference §3.3): one that has not within ``initialize_timeout_s`` is closed
+    after 10–14 s, docs/protocol.md §7.3): one that has not within ``initialize_timeout_s`` is closed
     1008 (docs/protocol.md §8.1, §8.5) and reconnects to get a fresh one. The answer, on the
     socket or by POST, takes ``init_id`` out of the event log's open server requests."""
     await asyncio.sleep(ctx.config.initialize_timeout_s)  # a deadline, not a wait for a condition

@@ -202,7 +202,7 @@ def _limited(request: Request, cap: int) -> Request:
 @router.get("/api/oauth/files/{file_uuid}/content")
 async def download(file_uuid: str, request: Request) -> Response:
     """A user of the file's org, or the worker of a session whose prompts attached it (the
-    session host downloads attachments with the token it holds, reference §3.1)."""
+    session host downloads attachments with the token it holds, docs/protocol.md §7.6)."""
     ctx = ctx_of(request)
     token = bearer(request)
     if token is not None and (kind_of(token) == "jwt" or token.startswith("sk-ant-si-")):

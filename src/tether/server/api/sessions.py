@@ -1,4 +1,4 @@
-"""Sessions API: S1–S7 (reference §1.3) and the permission list (docs/protocol.md §3)."""
+"""Sessions API: S1–S7 (docs/protocol.md §3.3) and the permission list (docs/protocol.md §3)."""
 
 from __future__ import annotations
 

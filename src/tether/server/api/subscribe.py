@@ -1,4 +1,4 @@
-"""The subscribe socket for clients (reference §2.4; PROTOCOL.md §4.7)."""
+"""The subscribe socket for clients (docs/protocol.md §8.4, §4.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CCR v2 worker routes W1–W10 (reference §1.5, §2.3; docs/protocol.md §4.4–4.5).
+"""CCR v2 worker routes W1–W10 (docs/protocol.md §3.5, §8.3, §4.4–§4.5).
 
 Served under the code-session URL ``/v1/code/sessions/{id}`` and under the session
 ingress URL the stock CLI derives from ``--sdk-url`` (``/v1/session_ingress/ws/{id}``,

@@ -1,4 +1,4 @@
-"""Users, organisations, credentials: who is calling and what may they do (PROTOCOL.md §1)."""
+"""Users, organisations, credentials: who is calling and what may they do (docs/protocol.md §1)."""
 
 from __future__ import annotations
 

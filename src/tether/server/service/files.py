@@ -36,7 +36,7 @@ class Files:
         return row
 
     async def for_worker(self, claims: WorkerClaims, file_uuid: str) -> FileRecord:
-        """The session host downloads attachments with the token it holds (reference §3.1)."""
+        """The session host downloads attachments with the token it holds (docs/protocol.md §7.6)."""
         async with self.store.read() as tx:
             row = await tx.files.get(file_uuid)
             allowed = (row is not None and row.org_id == claims.org_id

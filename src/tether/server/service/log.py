@@ -1,6 +1,6 @@
 """A session's event log, written: client and worker events are checked, appended in one
 transaction with their effects (``effects.py``), and fanned out after the commit in sequence order
-(docs/protocol.md §4.2–4.6). This is the hot path of a worker's POST: keep per-event work out."""
+(docs/protocol.md §4.2–§4.6). This is the hot path of a worker's POST: keep per-event work out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables: one schema for SQLite and PostgreSQL (ARCHITECTURE.md "Data model").
+"""SQLAlchemy Core tables: one schema for SQLite and PostgreSQL (docs/architecture.md "Data model").
 
 Times are float seconds since the epoch (UTC); JSON columns hold plain JSON values.
 """
