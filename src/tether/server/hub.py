@@ -14,6 +14,7 @@ import orjson
 
 from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
 from tether.protocol import json_depth, titles
+from tether.protocol.delivery import V1Turns, v1_turns
 from tether.protocol.ids import new_id
 from tether.server import jsonio
 from tether.server.broker import Broker, Live, SessionClosed, client_topic, inbound_topic
@@ -360,13 +361,15 @@ class Hub:
             if order:
                 self.publish_ephemeral(body, await self.high_water(body), order)  # type: ignore[arg-type]
             return Ingest()
-        # v1: echoes of logged prompts are deduplicated away, yet they confirm delivery.
-        # v2 workers report delivery themselves (W9), so there the echo moves nothing.
-        echoed = [i.uuid for i in durable if v1 and i.event_type == "user" and i.payload.get("isReplay")]
+        # v1: echoes of logged prompts are deduplicated away, yet they say a turn started, and a
+        # stored result that it ended (v1_turns). v2 workers report delivery themselves (W9).
+        payloads = [i.payload for i in durable] if v1 else []
 
         async def effects(tx: Tx, session: dict[str, Any], res: Ingest) -> None:
             base = res.stored[0].seq - 1 if res.stored else int(session["last_seq"])
-            await self.worker_effects(tx, session, res, echoed)
+            turns = v1_turns(payloads, {ev.uuid for ev in res.stored if ev.event_type == "result"}) \
+                if v1 else V1Turns()
+            await self.worker_effects(tx, session, res, turns)
             res.ordered = self.interleave(body, base, order, res.stored)
 
         return await self.append(body, durable, effects=effects)
@@ -399,7 +402,7 @@ class Hub:
             raise NotFound("No such session.")
         return int(session["last_seq"])
 
-    async def worker_effects(self, tx: Tx, session: dict[str, Any], result: Ingest, echoed: list[str]) -> None:
+    async def worker_effects(self, tx: Tx, session: dict[str, Any], result: Ingest, turns: V1Turns) -> None:
         t = now()
         for ev in result.stored:
             payload = ev.payload
@@ -422,7 +425,8 @@ class Hub:
                 await self._local_answer(tx, session, payload)
             elif kind == "assistant" and session["status"] == "idle":
                 session["status"] = "running"
-        await self.confirm_worker_output(tx, session, result, echoed)
+        if turns.moves:
+            await self.confirm_turns(tx, session, result, turns)
 
     async def _local_answer(self, tx: Tx, session: dict[str, Any], payload: dict[str, Any]) -> None:
         """A REPL bridge's worker answering a permission request itself: the person at its terminal
@@ -442,11 +446,17 @@ class Hub:
         if session["status"] == "requires_action" and not await tx.list_permissions(session["id"], "pending"):
             session["status"] = "running"
 
-    async def confirm_worker_output(self, tx: Tx, session: dict[str, Any], result: Ingest,
-                                    echoed: list[str]) -> None:
+    async def confirm_turns(self, tx: Tx, session: dict[str, Any], result: Ingest, turns: V1Turns) -> None:
+        """v1 (docs/protocol.md §4.4): an echoed prompt is ``processing`` until a result after it
+        is stored, so a worker that dies mid-turn leaves it to the next one."""
         moved = []
-        if echoed:
-            moved += await tx.set_delivery(session["id"], uuids=echoed, status="processed")
+        if turns.started:
+            moved += await tx.set_delivery(session["id"], uuids=turns.started, status="processing")
+        if turns.finished:
+            last_result = max(ev.seq for ev in result.stored if ev.event_type == "result")
+            moved += await tx.finish_started_prompts(session["id"], last_result)
+        if turns.started_after:
+            moved += await tx.set_delivery(session["id"], uuids=turns.started_after, status="processing")
         for ev in moved:
             result.live.append(delivery_frame(ev))
 

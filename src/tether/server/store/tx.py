@@ -472,6 +472,19 @@ class Tx:
             result.append(_stored(r))
         return result
 
+    async def finish_started_prompts(self, session_id: str, before_seq: int) -> list[StoredEvent]:
+        """A v1 turn ended (its ``result`` is stored at ``before_seq``): every prompt the worker
+        started (``processing``) before it becomes ``processed``; return those that moved."""
+        rows = await self._all(sa.select(t.events).where(
+            t.events.c.session_id == session_id, t.UNDELIVERED,  # the partial index's own terms
+            t.events.c.seq < before_seq, t.events.c.delivery == "processing", t.events.c.event_type == "user"))
+        if rows:
+            await self.conn.execute(
+                t.events.update().where(t.events.c.pk.in_([r["pk"] for r in rows])).values(delivery="processed"))
+        for r in rows:
+            r["delivery"] = "processed"
+        return [_stored(r) for r in rows]
+
     # ---- permission requests --------------------------------------------------------------
     async def insert_permission(self, **row: Any) -> None:
         existing = await self.get_permission(row["session_id"], row["request_id"])
