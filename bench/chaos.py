@@ -138,7 +138,7 @@ class Run:
             w.check_bridges()
             await w.revive_bridges()
         await self._quiet(self.args.quiet_timeout or (60.0 if self.quick else 120.0))
-        quiet_logs = {w.name: read_logs(w.db_path)[0] for w in self.worlds}  # before the shutdown ends turns
+        quiet_logs = {w.name: read_logs(w.db_path) for w in self.worlds}  # before the shutdown ends turns
         stop_subs.set()
         await asyncio.gather(*clients, return_exceptions=True)
         for http in https:
