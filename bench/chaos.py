@@ -51,9 +51,12 @@ console = Console(highlight=False)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--duration", type=float, default=None, help="seconds of faults at most (default 420; --quick 60)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of faults (default 420; --quick 60); a run goes on until each process-fault "
+                        "kind was injected once, for at most 120 s more")
     p.add_argument("--faults", type=int, default=None,
-                   help="stop injecting after this many faults (default: none; --quick 110)")
+                   help="stop injecting after this many faults (default: none; --quick 110; the first round of "
+                        "process faults completes in any case)")
     p.add_argument("--seed", type=int, default=None, help="RNG seed (printed; default: random)")
     p.add_argument("--quick", action="store_true",
                    help="the short variant (CI): one bridge per world, no laptop sleep, 110 faults")
@@ -138,7 +141,7 @@ class Run:
             w.check_bridges()
             await w.revive_bridges()
         await self._quiet(self.args.quiet_timeout or (60.0 if self.quick else 120.0))
-        quiet_logs = {w.name: read_logs(w.db_path)[0] for w in self.worlds}  # before the shutdown ends turns
+        quiet_logs = {w.name: read_logs(w.db_path) for w in self.worlds}  # before the shutdown ends turns
         stop_subs.set()
         await asyncio.gather(*clients, return_exceptions=True)
         for http in https:

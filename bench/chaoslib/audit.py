@@ -9,8 +9,10 @@ acknowledged and what was delivered.
 * no uuid twice in a log; sequence numbers 1..N without a gap;
 * each subscribe connection delivered a gap-free run of the log from its ``from_sequence_num``
   on, matching the log's uuid at every sequence number, nothing twice;
-* every acknowledged prompt has a ``result`` after it in the log as it was once the faults had
-  stopped and the quiet phase ended (before the shutdown, whose interruptions end turns too).
+* every acknowledged prompt ran to the end of a turn (:mod:`bench.chaoslib.turns`: a turn on
+  that prompt followed by a ``result`` before the next turn starts) in the log as it was once the
+  faults had stopped and the quiet phase ended (before the shutdown, whose interruptions end turns
+  too).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from bench.chaoslib import turns
 from bench.chaoslib.clients import SessionTrack, Subscriber
 from tether.protocol.ids import id_body
 
@@ -61,22 +64,32 @@ class Findings:
 Log = list[tuple[int, str, str]]
 
 
-def read_logs(db: pathlib.Path) -> tuple[dict[str, Log], dict[str, set[str]]]:
-    """(session id body → [(seq, uuid, event_type)] in sequence order, session id body → request
-    ids of the stored control requests)."""
+@dataclass
+class Logs:
+    events: dict[str, Log]  # session id body → [(seq, uuid, event_type)] in sequence order
+    requests: dict[str, set[str]]  # session id body → request ids of the stored control requests
+    markers: dict[str, dict[int, str | None]]  # session id body → turns started and results (turns.py)
+
+
+def read_logs(db: pathlib.Path) -> Logs:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT session_id, seq, uuid, event_type, CASE event_type WHEN 'control_request' "
-                           "THEN payload END FROM events ORDER BY session_id, seq").fetchall()
+        rows = con.execute("SELECT session_id, seq, uuid, event_type, CASE WHEN event_type IN "
+                           "('control_request', 'assistant') THEN payload END FROM events "
+                           "ORDER BY session_id, seq").fetchall()
     finally:
         con.close()
-    logs: dict[str, Log] = defaultdict(list)
-    requests: dict[str, set[str]] = defaultdict(set)
+    out = Logs(defaultdict(list), defaultdict(set), defaultdict(dict))
     for sid, seq, uuid, kind, payload in rows:
-        logs[id_body(sid)].append((int(seq), str(uuid), str(kind)))
-        if payload:
-            requests[id_body(sid)].add(str(json.loads(payload).get("request_id")))
-    return logs, requests
+        key = id_body(sid)
+        out.events[key].append((int(seq), str(uuid), str(kind)))
+        parsed = json.loads(payload) if payload else {"type": kind}
+        if kind == "control_request":
+            out.requests[key].add(str(parsed.get("request_id")))
+        is_marker, named = turns.marker(parsed)
+        if is_marker:
+            out.markers[key][int(seq)] = named
+    return out
 
 
 def read_acks(ack_dir: pathlib.Path) -> dict[str, dict[str, tuple[str, str | None]]]:
@@ -91,9 +104,10 @@ def read_acks(ack_dir: pathlib.Path) -> dict[str, dict[str, tuple[str, str | Non
 
 
 def audit_world(db: pathlib.Path, ack_dir: pathlib.Path, tracks: list[SessionTrack],
-                subscribers: list[Subscriber], quiet_logs: dict[str, Log], out: Findings) -> None:
-    """``quiet_logs``: the logs as they were at the end of the quiet phase (:func:`read_logs`)."""
-    logs, requests = read_logs(db)
+                subscribers: list[Subscriber], quiet: Logs, out: Findings) -> None:
+    """``quiet``: the logs as they were at the end of the quiet phase (:func:`read_logs`)."""
+    final = read_logs(db)
+    logs, requests = final.events, final.requests
     acks = read_acks(ack_dir)
     for track in tracks:
         key = id_body(track.sid)
@@ -103,15 +117,15 @@ def audit_world(db: pathlib.Path, ack_dir: pathlib.Path, tracks: list[SessionTra
         _check_log(key, log, out)
         present = Counter(u for _, u, _ in log)
         seq_of = {u: s for s, u, _ in log}
-        last_result = max((s for s, _, k in quiet_logs.get(key, []) if k == "result"), default=0)
+        markers = quiet.markers.get(key, {})
         out.prompts_acked += len(track.acked_prompts)
-        for u in track.acked_prompts:
+        for u, n in track.acked_prompts.items():
             if present[u] == 0:
                 out.lost += 1
                 out.note(f"{key}: acknowledged prompt {u} is not in the log")
-            elif seq_of[u] >= last_result:
+            elif not turns.answered(markers, turns.prompt_text(n, track.sid)):
                 out.unanswered += 1
-                out.note(f"{key}: prompt {u} (seq {seq_of[u]}) has no result after it")
+                out.note(f"{key}: prompt {u} (seq {seq_of[u]}) never ran to a result")
         worker_acks = acks.get(key, {})
         out.worker_events_acked += len(worker_acks)
         out.distinct += len(set(track.acked_prompts) | set(worker_acks))

@@ -4,7 +4,7 @@ Per session: two subscribers (two phones) that resume with ``from_sequence_num``
 record what each connection delivered, and answer every permission prompt they see (first writer
 wins; the loser gets ``already_resolved``); and one prompter that posts prompts with its own uuids
 (retrying the same uuid until it gets a 2xx: that is an acknowledged prompt) and waits for each
-turn's ``result`` before the next prompt.
+turn's ``result`` before the next prompt (:mod:`bench.chaoslib.turns`: the turn that ran *that* prompt).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import httpx
 import websockets
 from websockets.asyncio.client import connect
 
+from bench.chaoslib import turns
+
 TETHER_FRAMES = frozenset({"delivery_update", "session_update", "keep_alive", "error"})
 
 
@@ -38,8 +40,8 @@ class SessionTrack:
     """What the clients know of one session (shared by its subscribers and its prompter)."""
     sid: str
     acked_prompts: dict[str, int] = field(default_factory=dict)  # uuid → index
-    prompt_seq: dict[str, int] = field(default_factory=dict)  # uuid → sequence_num, once seen
-    last_result_seq: int = 0
+    texts: dict[str, str] = field(default_factory=dict)  # uuid → the prompt's text (set before it is posted)
+    markers: dict[int, str | None] = field(default_factory=dict)  # turns started and results (turns.py)
     resolved: set[str] = field(default_factory=set)  # permission request ids answered or cancelled
     asked: set[str] = field(default_factory=set)  # permission request ids seen
     hold_answers: bool = False  # the user does not answer for now (the laptop sleeps)
@@ -47,8 +49,9 @@ class SessionTrack:
     archived: bool = False
 
     def answered(self, prompt_uuid: str) -> bool:
-        seq = self.prompt_seq.get(prompt_uuid)
-        return seq is not None and self.last_result_seq > seq
+        """The agent ran this prompt to the end of a turn (:func:`bench.chaoslib.turns.answered`)."""
+        text = self.texts.get(prompt_uuid)
+        return text is not None and turns.answered(self.markers, text)
 
     def unanswered(self) -> list[str]:
         return [u for u in self.acked_prompts if not self.answered(u)]
@@ -124,10 +127,9 @@ class Subscriber:
     def _observe(self, frame: dict[str, Any], seq: int) -> None:
         track = self.track
         kind = frame.get("type")
-        if kind == "user" and not frame.get("isReplay"):  # (its POST may not have returned yet)
-            track.prompt_seq.setdefault(str(frame.get("uuid")), seq)
-        elif kind == "result":
-            track.last_result_seq = max(track.last_result_seq, seq)
+        is_marker, named = turns.marker(frame)
+        if is_marker:
+            track.markers[seq] = named
         elif kind in ("control_response", "control_cancel_request"):
             rid = frame.get("request_id") or (frame.get("response") or {}).get("request_id")
             if isinstance(rid, str):
@@ -161,12 +163,14 @@ class Prompter:
         n = 0
         while not stop.is_set() and not self.track.archived:
             n += 1
-            msg = {"type": "user", "uuid": str(uuid.uuid4()), "session_id": "", "parent_tool_use_id": None,
-                   "message": {"role": "user", "content": f"chaos prompt {n} for {self.track.sid}"}}
+            uid, text = str(uuid.uuid4()), turns.prompt_text(n, self.track.sid)
+            msg = {"type": "user", "uuid": uid, "session_id": "", "parent_tool_use_id": None,
+                   "message": {"role": "user", "content": text}}
+            self.track.texts[uid] = text  # its turn may start before the POST returns
             if not await self._post(msg, stop):
                 return
-            self.track.acked_prompts[msg["uuid"]] = n
-            if not await self.wait_answered(msg["uuid"], self.turn_timeout, stop):
+            self.track.acked_prompts[uid] = n
+            if not await self.wait_answered(uid, self.turn_timeout, stop):
                 self.notes["turns slower than the turn timeout"] += 1
             if not stop.is_set():
                 await asyncio.sleep(self.rnd.uniform(0.0, 0.5))  # the user's think time

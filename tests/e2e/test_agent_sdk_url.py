@@ -90,8 +90,12 @@ async def test_v1_session_ingress(server: ServerProcess, owner_token: str, clien
                                        CLAUDE_CODE_POST_FOR_SESSION_INGRESS_V2="1"))
     try:
         prompt = await drive_turn(client, owner_token, sid, sub, tmp_path)
-        replay = await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f["status"] == "processed")
-        assert replay["uuid"] == prompt["uuid"]
+        # the echo says the turn started; the stored result that it ended (docs/protocol.md §4.4)
+        await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f["uuid"] == prompt["uuid"]
+                           and f["status"] == "processed")
+        states = [f["status"] for f in sub.frames if f.get("type") == "delivery_update"
+                  and f["uuid"] == prompt["uuid"]]
+        assert states == ["received", "processing", "processed"]
     finally:
         code, err = await stop(proc)
         await sub.close()

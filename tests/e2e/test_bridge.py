@@ -29,6 +29,7 @@ from tests.support.cut_proxy import CutProxy
 from tests.support.proxy import RecordingProxy
 from tests.support.server import ServerProcess
 from tether.bridge.pointer import read_pointer
+from tether.protocol.ids import id_body
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -190,6 +191,44 @@ async def test_sigkilled_bridge_resumes_with_continue(server: ServerProcess, own
             assert (await api.session(sid))["session_status"] != "archived"
             found = read_pointer(project, home)
             assert found is not None and found.pointer.session_id == sid
+            await sub.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+@pytest.mark.parametrize("own_server", [{"args": ("--worker-transport", "v1")},
+                                        {"args": ("--worker-transport", "v2")}], indirect=True, ids=["v1", "v2"])
+async def test_a_turn_cut_by_a_bridge_sigkill_runs_again_after_continue(
+        own_server: ServerProcess, dirs: tuple[pathlib.Path, pathlib.Path]) -> None:
+    """The agent had started the prompt (echoed it, asked for permission) when its bridge was
+    SIGKILLed: the prompt is not processed until its turn's result is stored (docs/protocol.md
+    §4.4), so the fresh agent of `--continue` gets it again and the prompt is answered (the chaos
+    soak found v1 marking it processed at the echo: the prompt never got an answer)."""
+    project, home = dirs
+    token = own_server.token()
+    first = BridgeProcess(own_server.url, token, project, home, "--spawn", "session").start()
+    second: BridgeProcess | None = None
+    try:
+        sid = (await in_thread(first.wait_for, "session_created"))["session_id"]
+        await in_thread(first.wait_for, "session_started", lambda e: id_body(e["session_id"]) == id_body(sid))
+        async with open_api(own_server, token) as client:
+            api = Api(own_server, token, client)
+            sub = await api.subscribe(sid, from_seq=0)
+            prompt = await api.prompt(sid, "write a note")
+            asked = await sub.wait_for(is_permission, 30)  # mid-turn: the agent waits for the answer
+            first.kill()
+            second = BridgeProcess(own_server.url, token, project, home, "--continue").start()
+            await in_thread(second.wait_for, "session_started", lambda e: id_body(e["session_id"]) == id_body(sid))
+            again = await sub.wait_for(lambda f: is_permission(f) and f["request_id"] != asked["request_id"], 30)
+            await answer_permission(sub, again)
+            result = await sub.wait_for(is_result, 30)
+            prompts = [f for f in sub.frames if f.get("type") == "user" and f.get("uuid") == prompt["uuid"]]
+            assert len(prompts) == 1, "the prompt is in the log once, whoever ran it"
+            assert result["subtype"] == "success" and result["sequence_num"] > prompts[0]["sequence_num"]
+            await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f["uuid"] == prompt["uuid"]
+                               and f["status"] == "processed", 30)
             await sub.close()
     finally:
         first.stop()

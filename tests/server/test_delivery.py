@@ -113,15 +113,58 @@ async def test_worker_reconnect_gets_unconfirmed_inbound_again(server: ServerPro
         frames = worker.frames
         await worker.wait_for(lambda f: f.get("uuid") == early["uuid"])
         assert frames[0]["type"] == "control_request" and frames[0]["request"]["subtype"] == "initialize"
-        await worker_post(client, sid, wtoken, {**early, "isReplay": True})
+        # the echo says the agent started it; until its turn's result is stored it is sent again
+        # (an agent killed mid-turn leaves it to the next one, docs/protocol.md §4.4)
+        await worker_post(client, sid, wtoken, {**early, "isReplay": True}, assistant("working on it"))
+        await worker.close()
+        worker = await connect_worker(server.ws_url, sid, wtoken)
+        await worker.wait_for(lambda f: f.get("uuid") == early["uuid"])
+        await worker_post(client, sid, wtoken, {"type": "result", "subtype": "success", "uuid": str(uuid.uuid4())})
         await worker.close()
         worker = await connect_worker(server.ws_url, sid, wtoken)
         await worker.wait_for(lambda f: f.get("type") == "control_request")
         probe = user_message("after confirm")
         await client.post(f"/v1/sessions/{sid}/events", json={"events": [probe]}, headers=auth(owner_token))
         await worker.wait_for(lambda f: f.get("uuid") == probe["uuid"])
-        assert early["uuid"] not in [f.get("uuid") for f in worker.frames], "confirmed prompts are not re-sent"
+        assert early["uuid"] not in [f.get("uuid") for f in worker.frames], "answered prompts are not re-sent"
         await worker.close()
+
+
+async def test_v1_prompt_moves_processing_at_its_echo_and_processed_at_its_result(
+        server: ServerProcess, owner_token: str) -> None:
+    """What subscribers are told: delivered, started (the echo), done (a result stored after it);
+    a result the worker re-sends after a reconnect does not end the turn started since."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        env = await register(client, owner_token)
+        sid = await create_session(client, owner_token, env["environment_id"])
+        _, wtoken = await take_work(client, env)
+        sub = await subscribe(server.ws_url, sid, owner_token)
+        worker = await connect_worker(server.ws_url, sid, wtoken)
+        first, second = user_message("first"), user_message("second")
+        for prompt in (first, second):
+            r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [prompt]}, headers=auth(owner_token))
+            assert r.status_code == 200
+            await worker.wait_for(lambda f, p=prompt: f.get("uuid") == p["uuid"])
+        ended = {"type": "result", "subtype": "success", "uuid": str(uuid.uuid4())}
+        # one batch: the first turn starts and ends, the second starts
+        await worker_post(client, sid, wtoken, {**first, "isReplay": True}, assistant("one"), ended,
+                          {**second, "isReplay": True})
+        await worker_post(client, sid, wtoken, ended)  # re-sent after a lost answer: already in the log
+        await worker_post(client, sid, wtoken, assistant("two"))  # a flush point for the frames
+        await sub.wait_for(lambda f: f.get("type") == "assistant" and f["message"]["content"][0]["text"] == "two")
+
+        def states(prompt: dict[str, object]) -> list[str]:
+            return [f["status"] for f in sub.frames if f.get("type") == "delivery_update" and f["uuid"] == prompt["uuid"]]
+
+        assert states(first) == ["received", "processing", "processed"]
+        assert states(second) == ["received", "processing"], "its turn has not ended"
+        r = await client.get(f"/web/sessions/{sid}/undelivered", headers=auth(owner_token))
+        assert [(row["uuid"], row["status"]) for row in r.json()["data"]] == [(second["uuid"], "processing")]
+        await worker_post(client, sid, wtoken, {"type": "result", "subtype": "success", "uuid": str(uuid.uuid4())})
+        await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f["uuid"] == second["uuid"]
+                           and f["status"] == "processed")
+        await worker.close()
+        await sub.close()
 
 
 async def test_a_worker_with_receipts_confirms_control_messages_only_by_receipt(

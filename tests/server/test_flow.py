@@ -60,7 +60,7 @@ async def test_prompt_permission_result_round_trip(server: ServerProcess, owner_
         live = await sub.wait_for(lambda f: f.get("type") == "stream_event")
         assert live["ephemeral"] is True
         await sub.wait_for(lambda f: f.get("type") == "control_request")
-        await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f.get("status") == "processed")
+        await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f.get("status") == "processing")
         session = (await client.get(f"/v1/sessions/{sid}", headers=auth(owner_token))).json()
         assert session["session_status"] == "requires_action"
         perms = (await client.get(f"/v1/sessions/{sid}/permissions", headers=auth(owner_token))).json()["data"]
@@ -89,6 +89,9 @@ async def test_prompt_permission_result_round_trip(server: ServerProcess, owner_
                   "result": "done"}
         await worker_post(client, sid, wtoken, result)
         await sub.wait_for(lambda f: f.get("type") == "result")
+        # the turn's result is stored: the prompt is done (its echo only said it started)
+        await sub.wait_for(lambda f: f.get("type") == "delivery_update" and f["uuid"] == prompt["uuid"]
+                           and f.get("status") == "processed")
         session = (await client.get(f"/v1/sessions/{sid}", headers=auth(owner_token))).json()
         assert session["session_status"] == "idle"
 

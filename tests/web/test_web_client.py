@@ -372,7 +372,8 @@ def test_screenshots_and_accessibility(browser: Any, web_server: ServerProcess, 
             if not page.locator(".ask").count() and name == "phone":
                 send(page, "PERMIT for the screenshot")
             expect(page.locator(".ask")).to_have_count(1)
-            expect(page.locator("#transcript .msg.user .delivery").last).to_have_text("Processed")
+            # its turn waits on the open permission: started, not done (processed comes with its result)
+            expect(page.locator("#transcript .msg.user .delivery").last).to_have_text("Delivered")
             if viewport is DESKTOP:
                 page.locator(".tool summary").first.click()
                 expect(page.locator(".tool .diff").first).to_be_visible()

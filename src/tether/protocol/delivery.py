@@ -18,14 +18,18 @@ ones are forgotten first); a forgotten event is judged by the state its caller s
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
 __all__ = [
     "STATES",
     "DeliveryLedger",
     "Key",
+    "V1Turns",
     "check_state",
     "rank",
+    "v1_turns",
 ]
 
 STATES: Final = ("pending", "received", "processing", "processed")
@@ -111,3 +115,37 @@ class DeliveryLedger:
         known[key] = state
         if len(known) > self._max_known:
             del known[next(iter(known))]
+
+
+# --- v1: what a worker's output says about its prompts --------------------------------------
+
+@dataclass(frozen=True)
+class V1Turns:
+    """The delivery moves one batch of v1 worker output implies (docs/protocol.md §4.4).
+
+    A prompt's ``isReplay`` echo says the agent started it (``processing``); only its turn's
+    ``result``, once stored, says it is done (``processed``, for every prompt started so far). A
+    prompt marked done at its echo would be lost with an agent killed mid-turn: the fresh agent
+    of ``tether rc --continue`` is sent only what is not processed."""
+
+    started: tuple[str, ...] = ()  # echoed before the batch's last new result: processing, then done
+    finished: bool = False  # a new result: every prompt started so far is processed
+    started_after: tuple[str, ...] = ()  # echoed after it: their turn runs on
+
+    @property
+    def moves(self) -> bool:
+        return bool(self.started or self.finished or self.started_after)
+
+
+def v1_turns(batch: Sequence[Mapping[str, Any]], new_results: Container[str]) -> V1Turns:
+    """``batch``: the worker's messages in the order it wrote them; ``new_results``: the uuids of
+    its ``result`` messages that were stored just now (a re-sent result, already in the log, ended
+    its turn when it was first stored, and must not end the turn of a prompt started since)."""
+    last = -1
+    for index, msg in enumerate(batch):
+        if msg.get("type") == "result" and msg.get("uuid") in new_results:
+            last = index
+    echoes = [(index, msg["uuid"]) for index, msg in enumerate(batch)
+              if msg.get("type") == "user" and msg.get("isReplay") and isinstance(msg.get("uuid"), str)]
+    return V1Turns(started=tuple(u for i, u in echoes if i < last), finished=last >= 0,
+                   started_after=tuple(u for i, u in echoes if i > last))

@@ -18,6 +18,7 @@ import orjson
 from tether.errors import PermissionDenied
 from tether.protocol import event_rules, titles
 from tether.protocol import messages as m
+from tether.protocol.delivery import V1Turns
 from tether.protocol.ids import SessionId
 from tether.protocol.messages import MessageError
 from tether.protocol.permissions import AlreadyResolved, Settlement, parse_answer, settle
@@ -64,9 +65,9 @@ async def apply_client_events(tx: Tx, session: SessionRecord, result: Ingest, ac
     result.status, result.title = status, title
 
 
-async def apply_worker_events(tx: Tx, session: SessionRecord, result: Ingest, echoed: list[str]) -> None:
+async def apply_worker_events(tx: Tx, session: SessionRecord, result: Ingest, turns: V1Turns) -> None:
     """Worker output: the status cue of each event, the permission requests it opens or settles, the
-    server's answer to control requests it cannot serve, and prompts its echoes confirm (v1)."""
+    server's answer to control requests it cannot serve, and the v1 turns it starts and ends."""
     status: SessionStatus = result.status or session.status
     for ev in result.stored:
         cue = outbound_cue(ev.payload)
@@ -80,9 +81,22 @@ async def apply_worker_events(tx: Tx, session: SessionRecord, result: Ingest, ec
             cue = await _answered_locally(tx, session.id, ev.payload)
         status = next_status(status, cue)
     result.status = status
-    if echoed:
-        moved = await tx.events.set_delivery(session.id, uuids=echoed, status="processed")
-        result.live.extend(delivery_frame(ev) for ev in moved)
+    if turns.moves:
+        await _confirm_turns(tx, session, result, turns)
+
+
+async def _confirm_turns(tx: Tx, session: SessionRecord, result: Ingest, turns: V1Turns) -> None:
+    """v1 (docs/protocol.md §4.4): an echoed prompt is ``processing`` until a result after it is
+    stored, so a worker that dies mid-turn leaves the prompt to the next one."""
+    moved = []
+    if turns.started:
+        moved += await tx.events.set_delivery(session.id, uuids=turns.started, status="processing")
+    if turns.finished:
+        last_result = max(ev.seq for ev in result.stored if ev.event_type == m.RESULT)
+        moved += await tx.events.finish_started_prompts(session.id, last_result)
+    if turns.started_after:
+        moved += await tx.events.set_delivery(session.id, uuids=turns.started_after, status="processing")
+    result.live.extend(delivery_frame(ev) for ev in moved)
 
 
 async def _record_request(tx: Tx, body: SessionId, ev: StoredEvent) -> None:

@@ -14,6 +14,7 @@ import orjson
 from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tether.protocol import event_rules, json_depth
 from tether.protocol import messages as m
+from tether.protocol.delivery import V1Turns, v1_turns
 from tether.server import jsonio
 from tether.server.clock import now
 from tether.server.config import Config
@@ -159,13 +160,15 @@ class EventLog:
             if order:
                 self.hub.publish_ephemeral(body, await self.high_water(body), order)  # type: ignore[arg-type]
             return Ingest()
-        # v1: echoes of logged prompts are deduplicated away, yet they confirm delivery.
-        # v2 workers report delivery themselves (W9), so there the echo moves nothing.
-        echoed = [i.uuid for i in durable if v1 and i.event_type == m.USER and i.payload.get("isReplay")]
+        # v1: echoes of logged prompts are deduplicated away, yet they say a turn started, and a
+        # stored result that it ended (v1_turns). v2 workers report delivery themselves (W9).
+        payloads = [i.payload for i in durable] if v1 else []
 
         async def effects(tx: Tx, session: SessionRecord, res: Ingest) -> None:
             base = res.stored[0].seq - 1 if res.stored else session.last_seq
-            await apply_worker_events(tx, session, res, echoed)
+            turns = v1_turns(payloads, {ev.uuid for ev in res.stored if ev.event_type == m.RESULT}) \
+                if v1 else V1Turns()
+            await apply_worker_events(tx, session, res, turns)
             res.ordered = self.interleave(body, base, order, res.stored)
 
         return await self.append(body, durable, effects=effects)

@@ -172,6 +172,21 @@ class Events(Repository):
             result.append(ev)
         return result
 
+    async def finish_started_prompts(self, session_id: str, before_seq: int) -> list[StoredEvent]:
+        """A v1 turn ended (its ``result`` is stored at ``before_seq``): every prompt the worker
+        started (``processing``) before it becomes ``processed``; return those that moved."""
+        rows = (await self.conn.execute(sa.select(e).where(
+            e.c.session_id == session_id, t.UNDELIVERED,  # the partial index's own terms
+            e.c.seq < before_seq, e.c.delivery == "processing", e.c.event_type == "user"))).all()
+        if rows:
+            await self.conn.execute(e.update().where(e.c.pk.in_([r.pk for r in rows])).values(delivery="processed"))
+        result = []
+        for r in rows:
+            ev = _stored(r)
+            ev.delivery = "processed"
+            result.append(ev)
+        return result
+
     async def attaches_file(self, session_id: str, file_id: str) -> bool:
         """Whether a client's prompt in the session lists ``file_id`` in its ``file_attachments``
         (what lets the session's worker download it). Rare, so no index or table of its own: the
