@@ -212,3 +212,29 @@ async def test_random_json_reads_identically(db: tuple[Store, str], context: Any
     assert_same(raw, core)
     assert core is not None and core.session_context == context and core.external_metadata == metadata
 
+
+
+AUDIT_DETAILS: list[Any] = [None, {"uuid": "u-1"}, {"request_id": None}, UNICODE, NESTED]
+
+
+@pytest.mark.parametrize("detail", AUDIT_DETAILS)
+async def test_audit_rows_read_back_as_the_core_insert_wrote_them(db: tuple[Store, str], detail: Any) -> None:
+    """A prompt's audit row goes through pysqlite in a SQLite write transaction; what the audit
+    log reads back must equal a row SQLAlchemy wrote (the column's JSON, None included)."""
+    store, _ = db
+    org_id = f"org-audit-{uuid.uuid4().hex}"
+    async with store.write() as tx:
+        assert tx.audit.raw is not None
+        await tx.audit.insert(org_id, "user_1", "session.prompt", "session_x", detail, 10.5)
+    async with store.write() as tx:
+        tx.audit.raw = None  # the same insert through SQLAlchemy Core
+        await tx.audit.insert(org_id, "user_1", "session.prompt", "session_x", detail, 10.5)
+    async with store.read() as tx:
+        core_row, raw_row = await tx.audit.of_org(org_id, 10, None)  # newest first
+        stored = (await tx.conn.exec_driver_sql("SELECT detail FROM audit WHERE org_id = ? ORDER BY pk",
+                                                (org_id,))).all()
+    raw_text, core_text = (r[0] for r in stored)
+    assert raw_text == core_text  # the same text in the column
+    for field in ("org_id", "actor", "action", "target", "detail", "at"):
+        assert getattr(raw_row, field) == getattr(core_row, field), field
+    assert repr(raw_row.detail) == repr(detail)

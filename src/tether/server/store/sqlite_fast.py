@@ -1,4 +1,4 @@
-"""The event-append statements as plain pysqlite calls, for SQLite write transactions.
+"""The event-append and audit statements as plain pysqlite calls, for SQLite write transactions.
 
 Every event a worker posts runs the same four statements (read the session row, look up
 the posted uuids, insert the events, advance ``last_seq``). Through SQLAlchemy Core each
@@ -30,6 +30,7 @@ _INSERT_EVENTS = ("INSERT INTO events (session_id, seq, event_id, uuid, source, 
                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_EVENT_UNLESS_LOGGED = _INSERT_EVENTS + " ON CONFLICT (session_id, uuid) DO NOTHING"
 _ADVANCE_SEQ = "UPDATE sessions SET last_seq = ?, updated_at = ? WHERE id = ?"
+_INSERT_AUDIT = "INSERT INTO audit (org_id, actor, action, target, detail, at) VALUES (?, ?, ?, ?, ?, ?)"
 _CHUNK = 500  # bound parameters per uuid lookup (SQLite allows 32766; this keeps plans small)
 
 
@@ -78,3 +79,10 @@ def insert_events(db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None
     db.executemany(_INSERT_EVENTS, [_row(ev) for ev in events])
     last = events[-1]
     db.execute(_ADVANCE_SEQ, (last.seq, last.created_at, last.session_id))
+
+
+def insert_audit(db: sqlite3.Connection, row: tuple[str, str, str, str | None, Any, float]) -> None:
+    """One audit row (org_id, actor, action, target, detail, at); ``detail`` stored as
+    SQLAlchemy's JSON column stores it (``json.dumps``, so None is the JSON ``null``)."""
+    org_id, actor, action, target, detail, at = row
+    db.execute(_INSERT_AUDIT, (org_id, actor, action, target, json.dumps(detail), at))
