@@ -19,12 +19,37 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.server.store import tables as t
-from tether.server.store.records import SessionRecord, StoredEvent
+from tether.server.store.records import OrgRecord, SessionRecord, StoredEvent, TokenRecord, UserRecord
+
+Converted = list[tuple[int, str]]
+
+
+def _converted(table: sa.Table) -> Converted:
+    """(index, decode) of the columns SQLAlchemy would convert: JSON text → value, 0/1 → bool."""
+    return [(i, "json" if isinstance(c.type, sa.JSON) else "bool") for i, c in enumerate(table.c)
+            if isinstance(c.type, sa.JSON | sa.Boolean)]
+
+
+def _decoded(values: list[Any], converted: Converted) -> list[Any]:
+    for index, kind in converted:
+        value = values[index]
+        if kind == "json":
+            # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
+            if isinstance(value, str | bytes):
+                values[index] = json.loads(value)
+        elif value is not None:
+            values[index] = bool(value)
+    return values
+
 
 _SESSION_COLUMNS = [c.name for c in t.sessions.c]
-# (index, decode) of the columns SQLAlchemy would convert: JSON text → value, 0/1 → bool
-_CONVERTED = [(i, "json" if isinstance(c.type, sa.JSON) else "bool") for i, c in enumerate(t.sessions.c)
-              if isinstance(c.type, sa.JSON | sa.Boolean)]
+_CONVERTED = _converted(t.sessions)
+# a credential with its user and that user's organisation (NULLs where gone), in one statement
+_CREDENTIAL_TABLES = (t.tokens, t.users, t.orgs)
+_CREDENTIAL_CONVERTED = [_converted(table) for table in _CREDENTIAL_TABLES]
+_CREDENTIAL = (f"SELECT {', '.join(f'{table.name}.{c.name}' for table in _CREDENTIAL_TABLES for c in table.c)} "
+               "FROM tokens LEFT JOIN users ON users.id = tokens.user_id "
+               "LEFT JOIN orgs ON orgs.id = users.org_id WHERE tokens.secret_hash = ?")
 _GET_SESSION = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?"
 _INSERT_EVENTS = ("INSERT INTO events (session_id, seq, event_id, uuid, source, event_type, payload, delivery, "
                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -38,16 +63,24 @@ def get_session(db: sqlite3.Connection, body: str) -> SessionRecord | None:
     row = db.execute(_GET_SESSION, (body,)).fetchone()
     if row is None:
         return None
-    values = list(row)
-    for index, kind in _CONVERTED:
-        value = values[index]
-        if kind == "json":
-            # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
-            if isinstance(value, str | bytes):
-                values[index] = json.loads(value)
-        elif value is not None:
-            values[index] = bool(value)
-    return SessionRecord(*values)  # the record's fields are the table's columns, in order
+    return SessionRecord(*_decoded(list(row), _CONVERTED))  # the record's fields are the table's columns, in order
+
+
+def credential(db: sqlite3.Connection, secret_hash: str) -> tuple[TokenRecord, UserRecord | None,
+                                                                  OrgRecord | None] | None:
+    """The token of ``secret_hash``, its user and the user's organisation (None where gone).
+    One statement: on a read connection outside a transaction it is its own snapshot."""
+    row = db.execute(_CREDENTIAL, (secret_hash,)).fetchone()
+    if row is None:
+        return None
+    parts, start = [], 0
+    for table, converted in zip(_CREDENTIAL_TABLES, _CREDENTIAL_CONVERTED, strict=True):
+        width = len(table.c)
+        parts.append(_decoded(list(row[start:start + width]), converted))
+        start += width
+    token, user, org = parts
+    return (TokenRecord(*token), None if user[0] is None else UserRecord(*user),
+            None if org[0] is None else OrgRecord(*org))
 
 
 def existing_uuids(db: sqlite3.Connection, session_id: str, uuids: Sequence[str]) -> set[str]:

@@ -88,7 +88,9 @@ class Tx:
 
     @_made_on_first_use
     def tokens(self) -> Tokens:
-        return Tokens(self.conn)
+        # a credential is read with one statement, which is its own snapshot: pysqlite serves it on
+        # read connections too (on every request's path), while other reads stay on SQLAlchemy
+        return Tokens(self.conn, self.conn.driver if self.is_sqlite else None)
 
     @_made_on_first_use
     def keys(self) -> Keys:
