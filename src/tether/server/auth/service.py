@@ -16,7 +16,7 @@ from tether.protocol.last_used import LastUsedThrottle
 from tether.server.auth import secrets as sec
 from tether.server.auth.worker_jwt import KeyRing, WorkerClaims
 from tether.server.config import Config
-from tether.server.store import Store, Tx
+from tether.server.store import Store, Tx, sqlite_fast
 from tether.server.store.records import EnvironmentRecord, OrgRecord, SigningKey, TokenRecord, UserRecord
 
 log = logging.getLogger("tether.server.auth")
@@ -189,8 +189,7 @@ class Auth:
         revocation, a role change or a policy change counts from the next request, on every
         instance and whatever process wrote it, e.g. ``tether admin``)."""
         kind = self._kind_among(secret, kinds)
-        async with self.store.read() as tx:
-            found = await tx.tokens.credential(sec.hash_secret(secret))
+        found = await self._credential(sec.hash_secret(secret))
         token, user, org = found if found is not None else (None, None, None)
         row = self._check_row(token, kind)
         if user is None:
@@ -199,6 +198,13 @@ class Auth:
             raise AuthenticationFailed("The credential's organisation no longer exists.")
         await self._record_use(row, time.time())
         return Principal(user.id, org.id, user.role, user.email, row.kind, row.id, org.allow_remote_control)
+
+    async def _credential(self, secret_hash: str) -> tuple[TokenRecord, UserRecord | None, OrgRecord | None] | None:
+        if self.store.is_sqlite:  # one statement: its own snapshot, no transaction needed
+            with self.store.sqlite_statement() as db:
+                return sqlite_fast.credential(db, secret_hash)
+        async with self.store.read() as tx:
+            return await tx.tokens.credential(secret_hash)
 
     async def _record_use(self, row: TokenRecord, now: float) -> None:
         """``last_used_at``, written at most once a minute per credential (never per request)."""

@@ -151,6 +151,19 @@ class Store:
         async with self.engine.connect() as aconn:
             yield Tx(aconn, False, writable=False)
 
+    @contextlib.contextmanager
+    def sqlite_statement(self) -> Iterator[sqlite3.Connection]:
+        """A pooled pysqlite connection outside any transaction, for a read that is one statement
+        (its own snapshot), SQLite only: without SQLAlchemy's Connection, its transaction events
+        and its reset, which cost more than the statement (a credential on every request)."""
+        assert self.sync_engine is not None, "SQLite only"
+        pooled = self.sync_engine.raw_connection()
+        try:
+            driver: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
+            yield driver
+        finally:
+            pooled.close()  # back to the pool (which rolls back: nothing is open)
+
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
         async with self._write_lock:

@@ -88,9 +88,7 @@ class Tx:
 
     @_made_on_first_use
     def tokens(self) -> Tokens:
-        # a credential is read with one statement, which is its own snapshot: pysqlite serves it on
-        # read connections too (on every request's path), while other reads stay on SQLAlchemy
-        return Tokens(self.conn, self.conn.driver if self.is_sqlite else None)
+        return Tokens(self.conn)
 
     @_made_on_first_use
     def keys(self) -> Keys:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
 
 from tether.protocol.ids import new_id
-from tether.server.store import sqlite_fast
 from tether.server.store import tables as t
 from tether.server.store.records import MemberRecord, OrgRecord, SigningKey, TokenRecord, UserRecord
 from tether.server.store.repositories.base import Repository, row_of
@@ -77,10 +75,6 @@ class Users(Repository):
 
 
 class Tokens(Repository):
-    def __init__(self, conn: Any, raw: sqlite3.Connection | None = None) -> None:
-        super().__init__(conn)
-        self.raw = raw  # SQLite's pysqlite connection, for the one-statement credential read
-
     async def insert(self, *, kind: str, secret_hash: str, org_id: str | None, user_id: str | None,
                      name: str | None, expires_at: float | None, created_at: float,
                      extra: dict[str, Any] | None = None, lookup: str | None = None) -> TokenRecord:
@@ -94,9 +88,8 @@ class Tokens(Repository):
 
     async def credential(self, secret_hash: str) -> tuple[TokenRecord, UserRecord | None, OrgRecord | None] | None:
         """The token of ``secret_hash`` with its user and that user's organisation (None where
-        gone), read in one statement: checking a credential is on every request's path."""
-        if self.raw is not None:
-            return sqlite_fast.credential(self.raw, secret_hash)
+        gone), read in one statement: checking a credential is on every request's path. (SQLite
+        reads it with ``sqlite_fast.credential`` on a pooled connection: ``Auth.principal``.)"""
         found = (await self.conn.execute(_CREDENTIAL_BY_HASH, {"h": secret_hash})).first()
         if found is None:
             return None
