@@ -269,9 +269,10 @@ async def test_credential_matches_core(db: tuple[Store, str], values: dict[str, 
         revoked, last_used = row.pop("revoked", False), row.pop("last_used_at", None)
         token = await tx.tokens.insert(**row)
         await tx.tokens.update(token.id, revoked=revoked, last_used_at=last_used)
-    with store.sqlite_statement() as conn:  # as Auth.principal reads it on SQLite
-        raw = sqlite_fast.credential(conn, tag)
-        assert sqlite_fast.credential(conn, "no-such-hash") is None
+    conn = store.sqlite_statement()  # as Auth.principal reads it on SQLite
+    raw = sqlite_fast.credential(conn, tag)
+    assert sqlite_fast.credential(conn, "no-such-hash") is None
+    assert not conn.in_transaction  # nothing left open to hold a checkpoint back
     async with store.read() as tx:  # the same read through SQLAlchemy Core (PostgreSQL's path)
         core = await tx.tokens.credential(tag)
         assert await tx.tokens.credential("no-such-hash") is None

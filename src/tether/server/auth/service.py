@@ -201,8 +201,7 @@ class Auth:
 
     async def _credential(self, secret_hash: str) -> tuple[TokenRecord, UserRecord | None, OrgRecord | None] | None:
         if self.store.is_sqlite:  # one statement: its own snapshot, no transaction needed
-            with self.store.sqlite_statement() as db:
-                return sqlite_fast.credential(db, secret_hash)
+            return sqlite_fast.credential(self.store.sqlite_statement(), secret_hash)
         async with self.store.read() as tx:
             return await tx.tokens.credential(secret_hash)
 
