@@ -4,11 +4,13 @@ very next request — a revoked token, a lowered role, a policy turned off, a us
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import sqlite3
 from collections.abc import AsyncIterator
 
 import pytest
+from tests.support.services import fresh_database
 
 from tether.errors import AuthenticationFailed
 from tether.server.auth.secrets import hash_secret
@@ -19,10 +21,10 @@ from tether.server.store import Store
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def auth(tmp_path: pathlib.Path) -> AsyncIterator[Auth]:
-    cfg = Config(data_dir=tmp_path)
-    store = Store(cfg.db_url)
+@contextlib.asynccontextmanager
+async def opened(url: str, data_dir: pathlib.Path) -> AsyncIterator[Auth]:
+    cfg = Config(data_dir=data_dir)
+    store = Store(url)
     await store.open()
     auth = Auth(cfg, store)
     await auth.open()
@@ -30,6 +32,24 @@ async def auth(tmp_path: pathlib.Path) -> AsyncIterator[Auth]:
         yield auth
     finally:
         await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def auth(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Auth]:
+    """SQLite reads the credential with plain pysqlite, PostgreSQL with the Core statement."""
+    if request.param == "sqlite":
+        async with opened(Config(data_dir=tmp_path).db_url, tmp_path) as auth:
+            yield auth
+    else:
+        with fresh_database() as url:
+            async with opened(url, tmp_path) as auth:
+                yield auth
+
+
+@pytest.fixture
+async def sqlite_auth(tmp_path: pathlib.Path) -> AsyncIterator[Auth]:
+    async with opened(Config(data_dir=tmp_path).db_url, tmp_path) as auth:
+        yield auth
 
 
 async def member_token(auth: Auth, role: str = "member") -> tuple[str, str, str]:
@@ -79,7 +99,8 @@ async def test_unknown_wrong_kind_and_expired(auth: Auth) -> None:
         await auth.principal(expired.secret)
 
 
-async def test_a_gone_user_or_org_is_refused(auth: Auth) -> None:
+async def test_a_gone_user_or_org_is_refused(sqlite_auth: Auth) -> None:
+    auth = sqlite_auth
     secret, user_id, org_id = await member_token(auth)
     assert auth.store.sync_engine is not None
     db = sqlite3.connect(str(auth.store.sync_engine.url.database))  # foreign keys off: no route deletes these
