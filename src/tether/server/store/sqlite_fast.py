@@ -1,4 +1,5 @@
-"""The event-append and audit statements as plain pysqlite calls, for SQLite write transactions.
+"""The event append and the audit row (in SQLite write transactions) and the credential read
+(one statement on ``Store.sqlite_statement``) as plain pysqlite calls.
 
 Every event a worker posts runs the same four statements (read the session row, look up
 the posted uuids, insert the events, advance ``last_seq``). Through SQLAlchemy Core each

@@ -89,7 +89,7 @@ class Tokens(Repository):
     async def credential(self, secret_hash: str) -> tuple[TokenRecord, UserRecord | None, OrgRecord | None] | None:
         """The token of ``secret_hash`` with its user and that user's organisation (None where
         gone), read in one statement: checking a credential is on every request's path. (SQLite
-        reads it with ``sqlite_fast.credential`` on a pooled connection: ``Auth.principal``.)"""
+        reads it with ``sqlite_fast.credential`` on ``Store.sqlite_statement``: ``Auth.principal``.)"""
         found = (await self.conn.execute(_CREDENTIAL_BY_HASH, {"h": secret_hash})).first()
         if found is None:
             return None
