@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tether.protocol.ids import SessionId
 from tether.server.store import sqlite_fast
 from tether.server.store import tables as t
-from tether.server.store.records import EventIn, SessionRecord
+from tether.server.store.records import EventIn, OrgRecord, SessionRecord, TokenRecord, UserRecord
 from tether.server.store.store import Store, sqlite_url
 
 Row = dict[str, Any]
@@ -221,3 +221,73 @@ async def test_random_json_reads_identically(db: tuple[Store, str], context: Any
         else:
             assert stored == given_value
 
+
+
+AUDIT_DETAILS: list[Any] = [None, {"uuid": "u-1"}, {"request_id": None}, UNICODE, NESTED]
+
+
+@pytest.mark.parametrize("detail", AUDIT_DETAILS)
+async def test_audit_rows_read_back_as_the_core_insert_wrote_them(db: tuple[Store, str], detail: Any) -> None:
+    """A prompt's audit row goes through pysqlite in a SQLite write transaction; what the audit
+    log reads back must equal a row SQLAlchemy wrote (the column's JSON, None included)."""
+    store, _ = db
+    org_id = f"org-audit-{uuid.uuid4().hex}"
+    async with store.write() as tx:
+        assert tx.audit.raw is not None
+        await tx.audit.insert(org_id, "user_1", "session.prompt", "session_x", detail, 10.5)
+    async with store.write() as tx:
+        tx.audit.raw = None  # the same insert through SQLAlchemy Core
+        await tx.audit.insert(org_id, "user_1", "session.prompt", "session_x", detail, 10.5)
+    async with store.read() as tx:
+        core_row, raw_row = await tx.audit.of_org(org_id, 10, None)  # newest first
+        stored = (await tx.conn.exec_driver_sql("SELECT detail FROM audit WHERE org_id = ? ORDER BY pk",
+                                                (org_id,))).all()
+    raw_text, core_text = (r[0] for r in stored)
+    assert raw_text == core_text  # the same text in the column
+    for field in ("org_id", "actor", "action", "target", "detail", "at"):
+        assert getattr(raw_row, field) == getattr(core_row, field), field
+    assert repr(raw_row.detail) == repr(detail)
+
+
+def test_credential_records_have_the_table_columns_in_order() -> None:
+    """sqlite_fast.credential builds the three records positionally from one joined row."""
+    assert list(TokenRecord.__dataclass_fields__) == [c.name for c in t.tokens.c]
+    assert list(UserRecord.__dataclass_fields__) == [c.name for c in t.users.c]
+    assert list(OrgRecord.__dataclass_fields__) == [c.name for c in t.orgs.c]
+
+
+TOKEN_CASES: list[dict[str, Any]] = [
+    {},
+    {"revoked": True, "expires_at": 5.5, "last_used_at": 7, "extra": {"family": "f", "n": [1, None]},
+     "lookup": "ABCD-EFGH", "name": "Ünïcode ☃"},
+    {"user_id": None},  # a device code nobody approved yet: no user, no org
+    {"user_id": "user-gone"},  # a user deleted by hand (foreign keys do not cover tokens.user_id)
+]
+
+
+@pytest.mark.parametrize("values", TOKEN_CASES)
+async def test_credential_matches_core(db: tuple[Store, str], values: dict[str, Any]) -> None:
+    store, org_id = db
+    tag = uuid.uuid4().hex
+    async with store.write() as tx:
+        org = await tx.orgs.insert(f"cred-{tag}", 3.0)
+        await tx.orgs.set_policy(org.id, False)
+        user = await tx.users.insert(org.id, f"{tag}@x", "viewer", 4.0)
+        row = {"kind": "personal", "secret_hash": tag, "org_id": org.id, "user_id": user.id, "name": None,
+               "expires_at": None, "created_at": 6.0, "extra": None, "lookup": None, **values}
+        revoked, last_used = row.pop("revoked", False), row.pop("last_used_at", None)
+        token = await tx.tokens.insert(**row)
+        await tx.tokens.update(token.id, revoked=revoked, last_used_at=last_used)
+    conn = store.sqlite_statement()  # as Auth.principal reads it on SQLite
+    raw = sqlite_fast.credential(conn, tag)
+    assert sqlite_fast.credential(conn, "no-such-hash") is None
+    assert not conn.in_transaction  # nothing left open to hold a checkpoint back
+    async with store.read() as tx:  # the same read through SQLAlchemy Core (PostgreSQL's path)
+        core = await tx.tokens.credential(tag)
+        assert await tx.tokens.credential("no-such-hash") is None
+    assert raw is not None and core is not None
+    for got, want in zip(raw, core, strict=True):
+        assert repr(got) == repr(want)  # types too: bool vs int, dict vs JSON text
+    assert raw[0].revoked is revoked and raw[0].extra == values.get("extra")
+    if raw[1] is not None:
+        assert raw[2] is not None and raw[2].allow_remote_control is False and raw[1].role == "viewer"

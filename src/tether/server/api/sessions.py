@@ -112,7 +112,10 @@ async def post_events(session_id: str, request: Request) -> Response:
             await ctx.permissions.answer(sbody, None, "worker", event)
         return JSONResponse({})
     principal = await user(request, write=True)
-    await ctx.sessions.require_writer_of(sbody, principal)
+    if not principal.can_write:  # 404 for another organisation's session, else 403
+        await ctx.sessions.require_writer_of(sbody, principal)
+    # a writer's session is checked in the append's own transaction (another organisation's is 404
+    # there too): a prompt is one transaction, not a read and a write
     body = await read_object(request, allow_empty=False)
     events = _events_list(body, ctx.config.limits.max_v1_batch)
     result = await ctx.log.post_client_events(sbody, principal.org_id, principal.user_id, events)

@@ -16,7 +16,7 @@ from tether.protocol.last_used import LastUsedThrottle
 from tether.server.auth import secrets as sec
 from tether.server.auth.worker_jwt import KeyRing, WorkerClaims
 from tether.server.config import Config
-from tether.server.store import Store, Tx
+from tether.server.store import Store, Tx, sqlite_fast
 from tether.server.store.records import EnvironmentRecord, OrgRecord, SigningKey, TokenRecord, UserRecord
 
 log = logging.getLogger("tether.server.auth")
@@ -159,13 +159,22 @@ class Auth:
 
     # ---- checking credentials -------------------------------------------------------------
     async def token_row(self, tx: Tx, secret: str, kinds: tuple[str, ...]) -> TokenRecord:
+        kind = self._kind_among(secret, kinds)
+        row = await tx.tokens.by_hash(sec.hash_secret(secret))
+        return self._check_row(row, kind)
+
+    @staticmethod
+    def _kind_among(secret: str, kinds: tuple[str, ...]) -> str:
         kind = sec.kind_of(secret)
         if kind not in kinds:
             names = {"access": "an access token", "personal": "a personal API token",
                      "web_session": "a web session", "refresh": "a refresh token"}
             wanted = " or ".join(names.get(k, k) for k in kinds)
             raise AuthenticationFailed(f"This route needs {wanted}.")
-        row = await tx.tokens.by_hash(sec.hash_secret(secret))
+        return kind
+
+    @staticmethod
+    def _check_row(row: TokenRecord | None, kind: str) -> TokenRecord:
         if row is None or row.kind != kind:
             raise AuthenticationFailed("The credential is not recognised.")
         verdict = credential_verdict(row.revoked, row.expires_at, time.time())
@@ -176,16 +185,25 @@ class Auth:
         return row
 
     async def principal(self, secret: str, *, kinds: tuple[str, ...] = USER_KINDS) -> Principal:
-        async with self.store.read() as tx:
-            row = await self.token_row(tx, secret, kinds)
-            user = await tx.users.get(row.user_id) if row.user_id else None
-            if user is None:
-                raise AuthenticationFailed("The credential's user no longer exists.")
-            org = await tx.orgs.get(user.org_id)
+        """The person behind ``secret``, read from the database on every call (no cache: a
+        revocation, a role change or a policy change counts from the next request, on every
+        instance and whatever process wrote it, e.g. ``tether admin``)."""
+        kind = self._kind_among(secret, kinds)
+        found = await self._credential(sec.hash_secret(secret))
+        token, user, org = found if found is not None else (None, None, None)
+        row = self._check_row(token, kind)
+        if user is None:
+            raise AuthenticationFailed("The credential's user no longer exists.")
         if org is None:
             raise AuthenticationFailed("The credential's organisation no longer exists.")
         await self._record_use(row, time.time())
         return Principal(user.id, org.id, user.role, user.email, row.kind, row.id, org.allow_remote_control)
+
+    async def _credential(self, secret_hash: str) -> tuple[TokenRecord, UserRecord | None, OrgRecord | None] | None:
+        if self.store.is_sqlite:  # one statement: its own snapshot, no transaction needed
+            return sqlite_fast.credential(self.store.sqlite_statement(), secret_hash)
+        async with self.store.read() as tx:
+            return await tx.tokens.credential(secret_hash)
 
     async def _record_use(self, row: TokenRecord, now: float) -> None:
         """``last_used_at``, written at most once a minute per credential (never per request)."""

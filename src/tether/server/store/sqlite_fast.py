@@ -1,4 +1,5 @@
-"""The event-append statements as plain pysqlite calls, for SQLite write transactions.
+"""The event append and the audit row (in SQLite write transactions) and the credential read
+(one statement on ``Store.sqlite_statement``) as plain pysqlite calls.
 
 Every event a worker posts runs the same four statements (read the session row, look up
 the posted uuids, insert the events, advance ``last_seq``). Through SQLAlchemy Core each
@@ -19,26 +20,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from tether.server.store import tables as t
-from tether.server.store.records import SessionRecord, StoredEvent
+from tether.server.store.records import OrgRecord, SessionRecord, StoredEvent, TokenRecord, UserRecord
 
-_SESSION_COLUMNS = [c.name for c in t.sessions.c]
-# (index, decode) of the columns SQLAlchemy would convert: JSON text → value, 0/1 → bool
-_CONVERTED = [(i, "json" if isinstance(c.type, sa.JSON) else "bool") for i, c in enumerate(t.sessions.c)
-              if isinstance(c.type, sa.JSON | sa.Boolean)]
-_GET_SESSION = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?"
-_INSERT_EVENTS = ("INSERT INTO events (session_id, seq, event_id, uuid, source, event_type, payload, delivery, "
-                  "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_INSERT_EVENT_UNLESS_LOGGED = _INSERT_EVENTS + " ON CONFLICT (session_id, uuid) DO NOTHING"
-_ADVANCE_SEQ = "UPDATE sessions SET last_seq = ?, updated_at = ? WHERE id = ?"
-_CHUNK = 500  # bound parameters per uuid lookup (SQLite allows 32766; this keeps plans small)
+Converted = list[tuple[int, str]]
 
 
-def get_session(db: sqlite3.Connection, body: str) -> SessionRecord | None:
-    row = db.execute(_GET_SESSION, (body,)).fetchone()
-    if row is None:
-        return None
-    values = list(row)
-    for index, kind in _CONVERTED:
+def _converted(table: sa.Table) -> Converted:
+    """(index, decode) of the columns SQLAlchemy would convert: JSON text → value, 0/1 → bool."""
+    return [(i, "json" if isinstance(c.type, sa.JSON) else "bool") for i, c in enumerate(table.c)
+            if isinstance(c.type, sa.JSON | sa.Boolean)]
+
+
+def _decoded(values: list[Any], converted: Converted) -> list[Any]:
+    for index, kind in converted:
         value = values[index]
         if kind == "json":
             # a top-level JSON number comes back as a number (the column has NUMERIC affinity)
@@ -46,7 +40,48 @@ def get_session(db: sqlite3.Connection, body: str) -> SessionRecord | None:
                 values[index] = json.loads(value)
         elif value is not None:
             values[index] = bool(value)
-    return SessionRecord(*values)  # the record's fields are the table's columns, in order
+    return values
+
+
+_SESSION_COLUMNS = [c.name for c in t.sessions.c]
+_CONVERTED = _converted(t.sessions)
+# a credential with its user and that user's organisation (NULLs where gone), in one statement
+_CREDENTIAL_TABLES = (t.tokens, t.users, t.orgs)
+_CREDENTIAL_CONVERTED = [_converted(table) for table in _CREDENTIAL_TABLES]
+_CREDENTIAL = (f"SELECT {', '.join(f'{table.name}.{c.name}' for table in _CREDENTIAL_TABLES for c in table.c)} "
+               "FROM tokens LEFT JOIN users ON users.id = tokens.user_id "
+               "LEFT JOIN orgs ON orgs.id = users.org_id WHERE tokens.secret_hash = ?")
+_GET_SESSION = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?"
+_INSERT_EVENTS = ("INSERT INTO events (session_id, seq, event_id, uuid, source, event_type, payload, delivery, "
+                  "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_EVENT_UNLESS_LOGGED = _INSERT_EVENTS + " ON CONFLICT (session_id, uuid) DO NOTHING"
+_ADVANCE_SEQ = "UPDATE sessions SET last_seq = ?, updated_at = ? WHERE id = ?"
+_INSERT_AUDIT = "INSERT INTO audit (org_id, actor, action, target, detail, at) VALUES (?, ?, ?, ?, ?, ?)"
+_CHUNK = 500  # bound parameters per uuid lookup (SQLite allows 32766; this keeps plans small)
+
+
+def get_session(db: sqlite3.Connection, body: str) -> SessionRecord | None:
+    row = db.execute(_GET_SESSION, (body,)).fetchone()
+    if row is None:
+        return None
+    return SessionRecord(*_decoded(list(row), _CONVERTED))  # the record's fields are the table's columns, in order
+
+
+def credential(db: sqlite3.Connection, secret_hash: str) -> tuple[TokenRecord, UserRecord | None,
+                                                                  OrgRecord | None] | None:
+    """The token of ``secret_hash``, its user and the user's organisation (None where gone).
+    One statement: on a read connection outside a transaction it is its own snapshot."""
+    row = db.execute(_CREDENTIAL, (secret_hash,)).fetchone()
+    if row is None:
+        return None
+    parts, start = [], 0
+    for table, converted in zip(_CREDENTIAL_TABLES, _CREDENTIAL_CONVERTED, strict=True):
+        width = len(table.c)
+        parts.append(_decoded(list(row[start:start + width]), converted))
+        start += width
+    token, user, org = parts
+    return (TokenRecord(*token), None if user[0] is None else UserRecord(*user),
+            None if org[0] is None else OrgRecord(*org))
 
 
 def existing_uuids(db: sqlite3.Connection, session_id: str, uuids: Sequence[str]) -> set[str]:
@@ -78,3 +113,10 @@ def insert_events(db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None
     db.executemany(_INSERT_EVENTS, [_row(ev) for ev in events])
     last = events[-1]
     db.execute(_ADVANCE_SEQ, (last.seq, last.created_at, last.session_id))
+
+
+def insert_audit(db: sqlite3.Connection, row: tuple[str, str, str, str | None, Any, float]) -> None:
+    """One audit row (org_id, actor, action, target, detail, at); ``detail`` stored as
+    SQLAlchemy's JSON column stores it (``json.dumps``, so None is the JSON ``null``)."""
+    org_id, actor, action, target, detail, at = row
+    db.execute(_INSERT_AUDIT, (org_id, actor, action, target, json.dumps(detail), at))

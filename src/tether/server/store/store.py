@@ -39,6 +39,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from tether.server.store.tx import Tx
 
@@ -102,6 +103,7 @@ class Store:
         self.engine: AsyncEngine | None = None
         self.sync_engine: sa.Engine | None = None
         self._writer: sa.Connection | None = None  # SQLite: the one connection writes use
+        self._statements: PoolProxiedConnection | None = None  # SQLite: for one-statement reads
         if self.is_sqlite:
             sync_url = sa.make_url(url).set(drivername="sqlite+pysqlite")
             # busy_timeout stays short: a wait here blocks the event loop (another process, e.g.
@@ -128,6 +130,9 @@ class Store:
             await aconn.commit()
 
     async def close(self) -> None:
+        if self._statements is not None:
+            self._statements.close()  # back to the pool, which the dispose below closes
+            self._statements = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -150,6 +155,18 @@ class Store:
         assert self.engine is not None
         async with self.engine.connect() as aconn:
             yield Tx(aconn, False, writable=False)
+
+    def sqlite_statement(self) -> sqlite3.Connection:
+        """The pysqlite connection for reads that are one statement (SQLite only; a credential on
+        every request). Taken from the pool once and kept for the store's life: a checkout, a
+        SQLAlchemy Connection and its reset cost more than the statement. It stays in autocommit
+        and no transaction is ever begun on it, so each statement is its own snapshot and it
+        never holds a checkpoint back."""
+        assert self.sync_engine is not None, "SQLite only"
+        if self._statements is None:
+            self._statements = self.sync_engine.raw_connection()
+        driver: sqlite3.Connection = self._statements.driver_connection  # type: ignore[assignment]
+        return driver
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:

@@ -104,4 +104,4 @@ class Tx:
 
     @_made_on_first_use
     def audit(self) -> Audit:
-        return Audit(self.conn)
+        return Audit(self.conn, self.raw)

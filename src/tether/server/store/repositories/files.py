@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
 
+from tether.server.store import sqlite_fast
 from tether.server.store import tables as t
 from tether.server.store.records import AuditEntry, FileRecord
 from tether.server.store.repositories.base import Repository, row_of
@@ -24,8 +26,15 @@ class Files(Repository):
 
 
 class Audit(Repository):
+    def __init__(self, conn: Any, raw: sqlite3.Connection | None = None) -> None:
+        super().__init__(conn)
+        self.raw = raw  # a SQLite write transaction's pysqlite connection: every prompt writes a row
+
     async def insert(self, org_id: str, actor: str, action: str, target: str | None,
                      detail: dict[str, Any] | None, now: float) -> None:
+        if self.raw is not None:
+            sqlite_fast.insert_audit(self.raw, (org_id, actor, action, target, detail, now))
+            return
         await self.conn.execute(_INSERT_AUDIT, {"org_id": org_id, "actor": actor, "action": action,
                                                 "target": target, "detail": detail, "at": now})
 
