@@ -1,20 +1,18 @@
 """Background WAL checkpoints (store.py): the server's connections never checkpoint inside a
 commit; the checkpointer copies the log into the database file once writes pause, from a
-low-priority thread; a store without it keeps SQLite's own autocheckpoint."""
+thread of its own; a store without it keeps SQLite's own autocheckpoint."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import pathlib
 import sqlite3
-import threading
 
 import pytest
 import sqlalchemy as sa
 from tests.support.waiting import eventually
 
-from tether.server.store.store import CheckpointSchedule, Store, _low_priority, sqlite_url
+from tether.server.store.store import CheckpointSchedule, Store, sqlite_url
 
 pytestmark = pytest.mark.anyio
 
@@ -69,20 +67,6 @@ async def test_a_plain_store_keeps_sqlites_autocheckpoint(tmp_path: pathlib.Path
         await asyncio.wait_for(store.run_checkpointer(), 1)  # returns at once: nothing to do
     finally:
         await store.close()
-
-
-def test_the_checkpoint_thread_runs_at_low_priority() -> None:
-    seen: list[int] = []
-
-    def probe() -> None:
-        _low_priority()
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join(10)
-    assert seen == [19]
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0, "only that thread"
 
 
 async def test_a_failed_commit_leaves_the_writer_usable(tmp_path: pathlib.Path) -> None:

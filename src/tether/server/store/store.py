@@ -18,7 +18,7 @@ SQLite checkpoints inside whichever commit crosses 1,000 WAL pages, copying page
 fsyncing the database while the loop waits — measured here, one commit in a thousand took
 6–9 ms instead of 25 µs, a stall every ~0.5 s at 1,000 events/s that every subscriber
 felt. The server runs ``run_checkpointer`` instead: a PASSIVE checkpoint (never blocks the
-writer) on its own connection in a low-priority thread, when writes pause.
+writer) on its own connection in a thread of its own, when writes pause.
 """
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import os
 import pathlib
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -211,10 +209,15 @@ class Store:
 
         A checkpoint copies pages and syncs the database: on 2 cores its thread competes with
         the loop, and with it every checkpoint showed up in the relay's p99 (8–25 ms paced at
-        1,000 events/s with a checkpoint every 0.5 s, 4–5 ms with none). So it runs in a
-        low-priority thread of its own, when writes have paused for a tick — traffic is bursty —
-        or at the latest ``max_interval_s`` after the last one (a bound on the WAL's length,
-        and the hot pages that every commit rewrites are copied once per checkpoint, not per commit).
+        1,000 events/s with a checkpoint every 0.5 s, 4–5 ms with none). So it runs in a thread
+        of its own when writes have paused for a tick — traffic is bursty — or at the latest
+        ``max_interval_s`` after the last one (a bound on the WAL's length, and the hot pages that
+        every commit rewrites are copied once per checkpoint, not per commit).
+
+        The thread runs at normal priority on purpose. It used to be niced to 19, which inverted
+        priorities on a busy machine: between its SQLite calls the thread holds the GIL, and the
+        OS then left it off the CPU for hundreds of milliseconds while the event loop waited for
+        that GIL. The test suite's loop-stall guard caught 166–572 ms stalls this way on 2 loaded cores.
         """
         if not self.background_checkpoints:
             return
@@ -223,7 +226,7 @@ class Store:
         assert db_path
         loop = asyncio.get_running_loop()
         schedule = CheckpointSchedule(max_interval_s, started_at=loop.time())
-        executor = ThreadPoolExecutor(1, thread_name_prefix="wal-checkpoint", initializer=_low_priority)
+        executor = ThreadPoolExecutor(1, thread_name_prefix="wal-checkpoint")
         try:
             while True:
                 await asyncio.sleep(tick_s)  # a period, not a wait for a condition
@@ -284,12 +287,6 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
     dbapi_conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-
-
-def _low_priority() -> None:
-    """The checkpoint thread yields the CPU to the event loop (Linux: nice applies per thread)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _checkpoint(path: str) -> None:

@@ -18,8 +18,10 @@ export class ApiError extends Error {
 }
 
 // fetch() with the session cookie, the CSRF header on writes, JSON in and out, and the
-// server's error shape turned into an ApiError (status 0: the network failed).
-export async function api(path, { method = 'GET', json, form, signal } = {}) {
+// server's error shape turned into an ApiError (status 0: the network failed). A 401 sends the
+// browser to the login page, unless the caller is a background call (``redirect: false``) that
+// handles the ApiError itself: a page the user is not acting on must not jump away by itself.
+export async function api(path, { method = 'GET', json, form, signal, redirect = true } = {}) {
   const headers = { Accept: 'application/json' };
   let body;
   if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = CSRF;
@@ -36,7 +38,7 @@ export async function api(path, { method = 'GET', json, form, signal } = {}) {
     if (err.name === 'AbortError') throw err;
     throw new ApiError(0, 'network_error', 'The server cannot be reached.');
   }
-  if (resp.status === 401 && !path.startsWith('/login')) {
+  if (resp.status === 401 && redirect && !path.startsWith('/login')) {
     const next = location.pathname + location.search;
     location.assign('/login?next=' + encodeURIComponent(next));
     throw new ApiError(401, 'authentication_error', 'Log in again.');

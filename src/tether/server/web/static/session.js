@@ -582,26 +582,39 @@ function resolvePermission(rid, outcome) {
 // without it seeing the event (e.g. archived) must not linger.
 async function reconcilePermissions(upTo) {
   try {
-    const data = await api(`/v1/sessions/${SID}/permissions?status=pending`);
+    const data = await api(`/v1/sessions/${SID}/permissions?status=pending`, { redirect: false });
     const pending = new Set(data.data.map((p) => p.request_id));
     for (const [rid, p] of state.perms) {
       if (!pending.has(rid) && p.seq <= upTo && !state.answers.has(rid)) resolvePermission(rid, 'resolved');
     }
-  } catch { /* the next reconnect tries again */ }
+  } catch (err) { loggedOutBy(err); /* else the next reconnect tries again */ }
 }
 
 // Delivery frames are live only: after each (re)connect, read where every stored prompt is.
 // A prompt that is not among the undelivered inbound events has been processed.
 async function syncDeliveries(upTo) {
   try {
-    const data = await api(`/web/sessions/${SID}/undelivered`);
+    const data = await api(`/web/sessions/${SID}/undelivered`, { redirect: false });
     const open = new Map(data.data.map((d) => [d.uuid, d.status]));
     for (const [uuid, p] of state.prompts) {
       if (p.seq === null || p.seq === undefined || p.seq > upTo) continue;
       const status = open.get(uuid);
       setPromptStatus(uuid, status ? (DELIVERY[status] || 'queued') : 'processed');
     }
-  } catch { /* the next reconnect tries again */ }
+  } catch (err) { loggedOutBy(err); /* else the next reconnect tries again */ }
+}
+
+// A background call answered 401: the login ended (logged out elsewhere, revoked). The page
+// stops as it does when its socket is closed with 4003 — whichever of the two comes first.
+function loggedOutBy(err) {
+  if (!(err instanceof ApiError && err.status === 401) || state.policy.stopped === 'unauthorized') return;
+  state.policy.stopped = 'unauthorized';
+  clearTimeout(state.reconnectTimer);
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close();
+  state.wsState = 'unauthorized';
+  updateHeader();
 }
 
 // ---- the socket --------------------------------------------------------------------------------
@@ -767,9 +780,10 @@ async function refreshSession() {
   // logged out (4003): the page stopped; a call now would only be sent to the login page
   if (state.policy.stopped === 'unauthorized') return;
   try {
-    state.session = await api(`/v1/sessions/${SID}`);
+    state.session = await api(`/v1/sessions/${SID}`, { redirect: false });
     updateHeader();
   } catch (err) {
+    loggedOutBy(err);
     if (err instanceof ApiError && err.status === 404) {
       state.wsState = 'gone';
       updateHeader();
