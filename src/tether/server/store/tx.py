@@ -54,25 +54,27 @@ class Tx:
         # SQLite write transactions run the event-append statements as plain pysqlite calls
         # (sqlite_fast.py); reads stay on SQLAlchemy (one snapshot from their first statement).
         self.raw: sqlite3.Connection | None = conn.driver if is_sqlite and writable else None
+        # PostgreSQL write transactions lock the rows they read to decide (repositories/base.py)
+        self.locks = writable and not is_sqlite
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         self.after_commit_callbacks.append(callback)
 
     @_made_on_first_use
     def sessions(self) -> Sessions:
-        return Sessions(self.conn, self.raw, self.is_sqlite)
+        return Sessions(self.conn, self.raw, self.locks)
 
     @_made_on_first_use
     def events(self) -> Events:
-        return Events(self.conn, self.raw)
+        return Events(self.conn, self.raw, self.locks)
 
     @_made_on_first_use
     def permissions(self) -> Permissions:
-        return Permissions(self.conn)
+        return Permissions(self.conn, self.locks)
 
     @_made_on_first_use
     def work(self) -> WorkItems:
-        return WorkItems(self.conn)
+        return WorkItems(self.conn, self.locks)
 
     @_made_on_first_use
     def environments(self) -> Environments:
@@ -88,7 +90,7 @@ class Tx:
 
     @_made_on_first_use
     def tokens(self) -> Tokens:
-        return Tokens(self.conn)
+        return Tokens(self.conn, self.locks)
 
     @_made_on_first_use
     def keys(self) -> Keys:

@@ -42,10 +42,18 @@ def row_of(record: Any) -> dict[str, Any]:
 
 
 class Repository:
-    """One aggregate's statements, on the connection of one transaction (``Tx``)."""
+    """One aggregate's statements, on the connection of one transaction (``Tx``).
 
-    def __init__(self, conn: Connection) -> None:
+    ``locks``: a PostgreSQL write transaction. SQLite runs one writer at a time (``BEGIN IMMEDIATE``),
+    so whatever a write transaction reads is the latest state until it commits; PostgreSQL runs
+    writers side by side (and other instances' too), so there the rows a write transaction reads
+    to decide what to write are read with ``SELECT … FOR UPDATE``: a second writer waits for the
+    first to commit and then reads what it wrote. Always the session row before the rows that
+    belong to it (work items, permission requests): one order, so two writers never deadlock."""
+
+    def __init__(self, conn: Connection, locks: bool = False) -> None:
         self.conn = conn
+        self.locks = locks
 
     async def _one(self, record: Callable[..., R], stmt: sa.Executable,
                    params: Mapping[str, Any] | None = None) -> R | None:

@@ -38,8 +38,8 @@ def _stored(row: Any) -> StoredEvent:
 
 
 class Events(Repository):
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool = False) -> None:
+        super().__init__(conn, locks)
         self.raw = raw
 
     # ---- the append -----------------------------------------------------------------------
@@ -160,6 +160,8 @@ class Events(Repository):
             conds.append(e.c.event_id.in_(list(event_ids)))
         if not conds:
             return []
+        if self.locks:
+            return await self._move_delivery(session_id, conds, status)
         rows = (await self.conn.execute(sa.select(e).where(
             e.c.session_id == session_id, e.c.delivery.is_not(None), sa.or_(*conds)))).all()
         moved = [r for r in rows if DELIVERY_ORDER.get(r.delivery, 0) < DELIVERY_ORDER[status]]
@@ -171,6 +173,15 @@ class Events(Repository):
             ev.delivery = status
             result.append(ev)
         return result
+
+    async def _move_delivery(self, session_id: str, conds: list[Any], status: str) -> list[StoredEvent]:
+        """PostgreSQL: one conditional ``UPDATE … RETURNING``. Another instance may move the same
+        events meanwhile; the update re-checks each row's state after waiting for its lock, so a
+        move is never backwards nor reported twice."""
+        below = [state for state, rank in DELIVERY_ORDER.items() if rank < DELIVERY_ORDER[status]]
+        stmt = (e.update().where(e.c.session_id == session_id, e.c.delivery.in_(below), sa.or_(*conds))
+                .values(delivery=status).returning(*e.c))
+        return sorted((_stored(r) for r in (await self.conn.execute(stmt)).all()), key=lambda ev: ev.seq)
 
     async def finish_started_prompts(self, session_id: str, before_seq: int) -> list[StoredEvent]:
         """A v1 turn ended (its ``result`` is stored at ``before_seq``): every prompt the worker
