@@ -7,8 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["Repository", "from_row", "row_of"]
+__all__ = ["Repository", "byte_length", "from_row", "row_of"]
 
 R = TypeVar("R")
 # an AsyncConnection (PostgreSQL) or a store.InlineConnection (SQLite): both await execute()
@@ -29,6 +32,26 @@ def update_statement(table: sa.Table, keys: tuple[str, ...], names: tuple[str, .
             {name: sa.bindparam(f"v_{name}") for name in names})
         _UPDATES[cache_key] = stmt
     return stmt
+
+
+class byte_length(FunctionElement[int]):
+    """A text column's size in bytes (``length()`` of TEXT counts characters), per dialect:
+    SQLite measures the text as a BLOB; PostgreSQL has ``octet_length`` (a cast to ``bytea``
+    there would parse backslashes as escapes)."""
+
+    type = sa.Integer()
+    inherit_cache = True
+    name = "byte_length"
+
+
+@compiles(byte_length)
+def _byte_length(element: byte_length, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"length(CAST({compiler.process(element.clauses, **kw)} AS BLOB))"
+
+
+@compiles(byte_length, "postgresql")
+def _byte_length_pg(element: byte_length, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"octet_length({compiler.process(element.clauses, **kw)})"
 
 
 def from_row(record: Callable[..., R], row: Any) -> R:
