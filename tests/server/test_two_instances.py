@@ -128,3 +128,21 @@ async def eventually_async(probe: Any, timeout: float = 10.0, interval: float = 
             if found:
                 return found
             await asyncio.sleep(interval)
+
+
+async def test_work_stopped_on_one_instance_ends_the_worker_token_on_the_other(
+        instances: list[ServerProcess]) -> None:
+    a, b = instances
+    token = a.token()
+    async with httpx.AsyncClient(base_url=a.url, timeout=15) as on_a, \
+            httpx.AsyncClient(base_url=b.url, timeout=15) as on_b:
+        env = await register(on_a, token)
+        sid = await create_session(on_a, token, env["environment_id"])
+        item, worker = await take_work(on_a, env)
+        await worker_post(on_b, sid, worker, assistant("before"))  # B has seen this work item live
+        stop = await on_a.post(f"/v1/environments/{env['environment_id']}/work/{item['id']}/stop",
+                               json={"force": True}, headers=auth(token))
+        assert stop.status_code == 200, stop.text
+        late = await on_b.post(f"/v1/session_ingress/session/{sid}/events", json={"events": [assistant("after")]},
+                               headers=auth(worker))
+        assert late.status_code == 410 and late.json()["error"]["type"] == "work_gone", late.text
