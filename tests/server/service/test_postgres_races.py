@@ -240,3 +240,22 @@ async def test_delivery_moves_on_two_instances_never_go_backwards(postgres_url: 
             state = (await tx.conn.execute(sa.select(t.events.c.delivery).where(
                 t.events.c.uuid == prompt.uuid))).scalar_one()
         assert state == "processed"  # whichever move the database let through first
+
+
+async def test_instances_starting_together_on_an_empty_database_set_it_up_once(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    contexts = [ServerContext.build(Config(data_dir=tmp_path / name, database_url=postgres_url)) for name in "abc"]
+    try:
+        await asyncio.gather(*(ctx.store.open() for ctx in contexts))  # migrations, one after the other
+        await asyncio.gather(*(ctx.auth.open() for ctx in contexts))  # the first signing key, once
+        owners = await asyncio.gather(*(ctx.auth.bootstrap() for ctx in contexts))  # the first owner, once
+        assert len({owner.id for _org, owner, _created in owners}) == 1
+        assert sorted(created for _org, _owner, created in owners) == [False, False, True]
+        kids = {ctx.auth.keys.active_kid for ctx in contexts if ctx.auth.keys is not None}
+        async with contexts[0].store.read() as tx:
+            keys = await tx.keys.all()
+        assert len(keys) == 1 and kids == {keys[0].kid}  # a token one mints, every other verifies
+    finally:
+        for ctx in contexts:
+            await ctx.broker.close()
+            await ctx.store.close()

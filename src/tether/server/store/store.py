@@ -129,6 +129,9 @@ class Store:
             return
         assert self.engine is not None
         async with self.engine.connect() as aconn:
+            # instances starting together on one database migrate one after the other (the
+            # later ones find it at head); the lock ends with the migrating transaction
+            await aconn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('tether:migrate'))"))
             await aconn.run_sync(_run_migrations)
             await aconn.commit()
 
