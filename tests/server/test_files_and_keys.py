@@ -4,12 +4,12 @@ signing-key rotation keeps issued worker tokens valid; tokens record when they w
 from __future__ import annotations
 
 import pathlib
-import sqlite3
 import time
 from typing import Any
 
 import httpx
 import pytest
+from tests.support import database
 from tests.support.server import ServerProcess
 from tests.support.worker import auth, create_session, register, take_work, user_message, worker_post
 
@@ -80,12 +80,8 @@ async def test_a_worker_downloads_the_attachments_of_its_own_session_only(server
 
 
 def last_used_in_db(server: ServerProcess, token_id: str) -> float | None:
-    conn = sqlite3.connect(f"file:{server.data_dir / 'tether.db'}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT last_used_at FROM tokens WHERE id = ?", (token_id,)).fetchone()
-    finally:
-        conn.close()
-    return None if row[0] is None else float(row[0])
+    _, rows = database.execute(server.data_dir, "SELECT last_used_at FROM tokens WHERE id = :id", {"id": token_id})
+    return None if rows[0][0] is None else float(rows[0][0])
 
 
 async def test_a_token_records_its_last_use_at_most_once_a_minute(server: ServerProcess, owner_token: str) -> None:
@@ -161,10 +157,8 @@ async def test_a_well_formed_content_type_is_kept_and_old_bad_rows_download(serv
         url = f"/api/oauth/files/{file_uuid}/content"
         r = await client.get(url, headers=auth(owner_token))
         assert r.headers["content-type"] == "text/plain; charset=utf-8"
-        db = sqlite3.connect(server.data_dir / "tether.db", timeout=30)
-        with db:
-            db.execute("UPDATE files SET content_type = ? WHERE id = ?", ("text/plain\x01\n", file_uuid))
-        db.close()
+        database.execute(server.data_dir, "UPDATE files SET content_type = :bad WHERE id = :id",
+                         {"bad": "text/plain\x01\n", "id": file_uuid})
         r = await client.get(url, headers=auth(owner_token))
         assert r.status_code == 200 and r.content == b"text"
         assert r.headers["content-type"] == "application/octet-stream"

@@ -10,13 +10,14 @@ older, deeper row instead of failing.
 from __future__ import annotations
 
 import json
-import sqlite3
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from tests.support import database
 from tests.support.api import assert_error, bearer, create_session, dispatch, ws_close_code
 from tests.support.server import ServerProcess, wait_until
 from websockets.sync.client import connect
@@ -179,14 +180,11 @@ def _wait_for_events(client: httpx.Client, token: str, session: str, count: int)
 # ---- rows stored before the limit are served ----------------------------------------------------
 
 def _poison(server: ServerProcess, sql: str, *params: Any) -> None:
-    """Write a row as an older server could have stored it (straight into SQLite)."""
-    db = sqlite3.connect(server.data_dir / "tether.db", timeout=30)
-    try:
-        with db:
-            changed = db.execute(sql, params).rowcount
-        assert changed == 1, sql
-    finally:
-        db.close()
+    """Write a row as an older server could have stored it (straight into its database)."""
+    names = iter(range(len(params)))
+    changed, _ = database.execute(server.data_dir, re.sub(r"\?", lambda _m: f":p{next(names)}", sql),
+                                  {f"p{i}": value for i, value in enumerate(params)})
+    assert changed == 1, sql
 
 
 def test_poisoned_rows_are_served_not_500(server: ServerProcess, client: httpx.Client, owner_token: str) -> None:

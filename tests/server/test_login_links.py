@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from tests.support import database
 from tests.support.api import assert_error, bearer, dispatch, mint_token, register_environment, web_login
 from tests.support.server import ServerProcess
 
@@ -70,14 +70,10 @@ def test_default_next_and_expired_links(client: httpx.Client, owner: str, server
     link = mint(client, owner)
     assert link["next"] == "/code"
     token = parse_qs(urlsplit(str(link["path"])).query)["token"][0]
-    db = sqlite3.connect(server.data_dir / "tether.db")
-    try:
-        with db:
-            changed = db.execute("UPDATE tokens SET expires_at = ? WHERE kind = 'login_link' AND revoked = 0 "
-                                 "AND expires_at > ?", (time.time() - 1, time.time() + 300)).rowcount
-        assert changed >= 1
-    finally:
-        db.close()
+    changed, _ = database.execute(server.data_dir, "UPDATE tokens SET expires_at = :past WHERE kind = 'login_link' "
+                                  "AND NOT revoked AND expires_at > :soon",
+                                  {"past": time.time() - 1, "soon": time.time() + 300})
+    assert changed >= 1
     with httpx.Client(base_url=server.url, timeout=15) as phone:
         resp = phone.get("/login", params={"token": token})
         assert resp.status_code == 401 and "tether admin login-link" in resp.text

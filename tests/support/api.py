@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, database_url_of
 from tether.protocol.work_secret import decode_work_secret
 
 # Every error.type the server may answer with (docs/protocol.md §3 and the OAuth codes of RFC 6749/8628).
@@ -212,6 +212,9 @@ def admin_cli(data_dir: pathlib.Path, *args: str, stdin: str | None = None) -> A
     from tether.cli import main
 
     env = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", "TETHER_CONFIG_JSON": ""}
+    database_url = database_url_of(data_dir)
+    if database_url:
+        env["TETHER_DATABASE_URL"] = database_url
     return CliRunner().invoke(main.app, ["admin", *args, "--data-dir", str(data_dir)], input=stdin, env=env)
 
 
@@ -233,7 +236,7 @@ def _with_auth(data_dir: pathlib.Path, body: Any) -> Any:
     from tether.server.store import Store
 
     async def main() -> Any:
-        cfg = Config(data_dir=data_dir)
+        cfg = Config(data_dir=data_dir, database_url=database_url_of(data_dir))
         store = Store(cfg.db_url)
         try:
             await store.open()

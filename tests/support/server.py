@@ -46,6 +46,29 @@ STALL_LIMIT_S = float(os.environ.get("TETHER_TEST_STALL_LIMIT_MS", "300")) / 100
 LOOP_MONITOR_S = 0.02
 STALL_REPORTS: set[pathlib.Path] = set()  # the report file of every server started in this run
 
+# The store the servers started here run on: TETHER_TEST_STORE=postgres gives every data
+# directory a ServerProcess uses (without a database of its own in its overrides) a fresh
+# PostgreSQL database (tests/support/services.py; dropped when the test session ends), kept in
+# the data directory's DATABASE_FILE so a server restarted on it, and `tether admin` run on it
+# (tests/support/api.py), find the same one. SQLite (in the data directory) stays the default.
+TEST_STORE = os.environ.get("TETHER_TEST_STORE", "sqlite")
+if TEST_STORE not in ("sqlite", "postgres"):
+    raise RuntimeError(f"TETHER_TEST_STORE must be sqlite or postgres, not {TEST_STORE!r}")
+DATABASE_FILE = "test-database-url"
+
+
+def database_url_of(data_dir: pathlib.Path) -> str | None:
+    """The PostgreSQL database of a data directory on this run (None: SQLite in the directory)."""
+    if TEST_STORE != "postgres":
+        return None
+    path = data_dir / DATABASE_FILE
+    if not path.exists():
+        from tests.support.services import session_database  # (a cycle at import time)
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(session_database())
+    return path.read_text()
+
 
 def read_stalls(report: pathlib.Path, offset: int = 0) -> list[dict[str, Any]]:
     """The stalls a server recorded in ``report`` past byte ``offset``."""
@@ -72,6 +95,8 @@ class ServerProcess:
         if watch_loop:  # (the benchmark turns it off: it measures, it is not under test)
             overrides.setdefault("loop_monitor_s", LOOP_MONITOR_S)
             overrides.setdefault("loop_stall_threshold_s", STALL_LIMIT_S)
+        if TEST_STORE == "postgres" and not overrides.get("database_url"):
+            overrides["database_url"] = database_url_of(data_dir)
         self.overrides = overrides
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"

@@ -57,13 +57,35 @@ def _psql(sql: str) -> None:
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:
     """A new empty database for the duration; its ``postgresql+asyncpg://`` URL."""
-    name = f"tether_test_{uuid.uuid4().hex[:12]}"
-    _psql(f'CREATE DATABASE "{name}"')
+    name, url = _create_database()
     try:
-        base = postgres_admin_url().rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        yield f"{base}/{name}"
+        yield url
     finally:
         _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_session_databases: list[str] = []
+
+
+def _create_database() -> tuple[str, str]:
+    """A new empty database: its name and ``postgresql+asyncpg://`` URL."""
+    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    _psql(f'CREATE DATABASE "{name}"')
+    base = postgres_admin_url().rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return name, f"{base}/{name}"
+
+
+def session_database() -> str:
+    """A new empty database that lives until the test session ends (a ServerProcess's, under
+    TETHER_TEST_STORE=postgres: it outlives restarts of that server)."""
+    name, url = _create_database()
+    _session_databases.append(name)
+    return url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    while _session_databases:
+        _psql(f'DROP DATABASE IF EXISTS "{_session_databases.pop()}" WITH (FORCE)')
 
 
 @pytest.fixture

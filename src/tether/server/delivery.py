@@ -74,7 +74,9 @@ class DeliveryRecorder:
         count = 0
         try:
             async with self.store.write() as tx:
-                for session_id, by_state in batch.items():
+                # sessions in one order: on PostgreSQL each move locks its session's row, and two
+                # instances flushing the same sessions must not take those locks crosswise
+                for session_id, by_state in sorted(batch.items()):
                     for status in STATES:  # in order: an event may have moved twice since
                         uuids = by_state.get(status)
                         if uuids:

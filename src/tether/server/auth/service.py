@@ -75,6 +75,7 @@ class Auth:
     async def open(self) -> None:
         """Load (or create) the signing keys."""
         async with self.store.write() as tx:
+            await tx.serialize("signing_keys")
             rows = await tx.keys.all()
             if not rows:
                 kid, secret = KeyRing.new_key()
@@ -90,6 +91,7 @@ class Auth:
     async def rotate_keys(self) -> str:
         kid, secret = KeyRing.new_key()
         async with self.store.write() as tx:
+            await tx.serialize("signing_keys")
             await tx.keys.insert(kid, secret, time.time())
             rows = await tx.keys.all()
         self._load_keys(rows)
@@ -103,6 +105,7 @@ class Auth:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
         now = time.time()
         created = False
+        await tx.serialize("accounts")  # two starts (or admin commands) create an org or user once
         org = await tx.orgs.by_name(org_name)
         if org is None:
             org = await tx.orgs.insert(org_name, now)
@@ -118,6 +121,7 @@ class Auth:
     async def bootstrap(self) -> tuple[OrgRecord, UserRecord, bool]:
         """On first start: the default org and its owner."""
         async with self.store.write() as tx:
+            await tx.serialize("accounts")
             org = await tx.orgs.first()
             if org is not None:
                 users = await tx.users.of_org(org.id)

@@ -43,10 +43,13 @@ class Dispatcher:
         self.broker = broker
         self.auth = auth
         self.streams = streams or OpenStreams()
-        # work id → state, for the worker-token check on every worker write. Only this process
-        # moves an item out of a live state (after_commit below keeps this current), and an
-        # ended state is final, so a cached entry is never stale.
+        # work id → state, for the worker-token check on every worker write. On SQLite only this
+        # process moves an item out of a live state (after_commit below keeps this current), and
+        # an ended state is final, so a cached entry is never stale. On PostgreSQL another
+        # instance may end an item at any time: only ended states are cached there, and a live
+        # one is read from the database at each check.
         self.work_states: dict[str, str] = {}
+        self.cache_live_work = store.is_sqlite
         # set when the service is built: settles what a departed worker left pending (permission
         # prompts) and gives the session back as it is then
         self.on_worker_gone: Callable[[Tx, SessionRecord, str], Awaitable[SessionRecord]] | None = None
@@ -199,7 +202,8 @@ class Dispatcher:
 
     async def work_access(self, claims: WorkerClaims) -> WorkVerdict:
         """What the token's work item allows now. A token without one (env-less v2) is
-        governed by epochs alone. Cached: a dictionary look-up on the write path."""
+        governed by epochs alone. Cached: a dictionary look-up on the write path (on PostgreSQL
+        a live item is read each time: see ``work_states``)."""
         work_id = claims.work_id
         if work_id is None:
             return "live"
@@ -208,8 +212,9 @@ class Dispatcher:
             async with self.store.read() as tx:
                 item = await tx.work.get(work_id)
             state = item.state if item is not None and item.session_id == claims.session_body else "missing"
-            self._trim_cache()
-            self.work_states[work_id] = state
+            if self.cache_live_work or state not in LIVE_WORK_STATES:
+                self._trim_cache()
+                self.work_states[work_id] = state
         if state in LIVE_WORK_STATES:
             return "live"
         async with self.store.read() as tx:

@@ -2,8 +2,11 @@
 
 ``async with store.write() as tx`` runs one write transaction. On SQLite all writes of
 the process are serialised by one lock and ``BEGIN IMMEDIATE`` (SQLite has one writer
-anyway, and this keeps ``last_seq`` gap-free without retries); on PostgreSQL the session
-row is locked with ``SELECT … FOR UPDATE``. Callbacks registered with
+anyway, and this keeps ``last_seq`` gap-free without retries). On PostgreSQL the same lock
+orders one instance's writes, and the database orders everyone's: a write transaction reads
+the rows it decides from with ``SELECT … FOR UPDATE``, the session row before its work items,
+permission requests and events (``repositories/base.py``), so writers of one session on any
+instance take turns, and unique constraints refuse what slips past. Callbacks registered with
 ``tx.after_commit`` run after the commit and before the next writer starts, which is how
 fan-out stays in commit (= sequence) order.
 
@@ -36,9 +39,11 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 
+from tether.errors import InvalidRequest
 from tether.server.store.tx import Tx
 
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
@@ -124,6 +129,9 @@ class Store:
             return
         assert self.engine is not None
         async with self.engine.connect() as aconn:
+            # instances starting together on one database migrate one after the other (the
+            # later ones find it at head); the lock ends with the migrating transaction
+            await aconn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('tether:migrate'))"))
             await aconn.run_sync(_run_migrations)
             await aconn.commit()
 
@@ -151,8 +159,9 @@ class Store:
                 yield Tx(InlineConnection(conn), True, writable=False)
             return
         assert self.engine is not None
-        async with self.engine.connect() as aconn:
-            yield Tx(aconn, False, writable=False)
+        with _text_postgres_refuses():
+            async with self.engine.connect() as aconn:
+                yield Tx(aconn, False, writable=False)
 
     def sqlite_statement(self) -> sqlite3.Connection:
         """The pysqlite connection for reads that are one statement (SQLite only; a credential on
@@ -189,15 +198,16 @@ class Store:
                 self.writes += 1
             else:
                 assert self.engine is not None
-                async with self.engine.connect() as aconn:
-                    tx = Tx(aconn, False, writable=True)
-                    await aconn.begin()
-                    try:
-                        yield tx
-                    except BaseException:
-                        await aconn.rollback()
-                        raise
-                    await aconn.commit()
+                with _text_postgres_refuses():
+                    async with self.engine.connect() as aconn:
+                        tx = Tx(aconn, False, writable=True)
+                        await aconn.begin()
+                        try:
+                            yield tx
+                        except BaseException:
+                            await aconn.rollback()
+                            raise
+                        await aconn.commit()
             for callback in tx.after_commit_callbacks:
                 result = callback()
                 if inspect.isawaitable(result):
@@ -263,6 +273,23 @@ class Store:
             # info belongs to the DBAPI connection, which may once have been the writer's
             conn.info["tether_write"] = False
             yield conn
+
+
+# SQLSTATEs of text PostgreSQL cannot hold: a NUL character (22021), or one the database's
+# encoding lacks (22P05). SQLite stores such text; here the request that brought it is refused.
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+@contextlib.contextmanager
+def _text_postgres_refuses() -> Iterator[None]:
+    """Text PostgreSQL refuses (e.g. ``\\u0000`` in a title, or in an id in a path) is the
+    request's fault: 400 ``invalid_request_error``, not a 500."""
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in _UNSTORABLE_TEXT:
+            raise
+        raise InvalidRequest("Text with a NUL character (\\u0000) cannot be stored.") from None
 
 
 def _run_migrations(sync_conn: sa.Connection) -> None:

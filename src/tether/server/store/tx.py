@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+import sqlalchemy as sa
+
 from tether.server.store.repositories.accounts import Keys, Orgs, Tokens, Users
 from tether.server.store.repositories.environments import Environments
 from tether.server.store.repositories.events import Events, InternalEvents
@@ -18,6 +20,7 @@ __all__ = ["Tx"]
 
 # an AsyncConnection (PostgreSQL) or a store.InlineConnection (SQLite): both await execute()
 Connection = Any
+_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(:what))")
 R = TypeVar("R")
 
 
@@ -54,25 +57,34 @@ class Tx:
         # SQLite write transactions run the event-append statements as plain pysqlite calls
         # (sqlite_fast.py); reads stay on SQLAlchemy (one snapshot from their first statement).
         self.raw: sqlite3.Connection | None = conn.driver if is_sqlite and writable else None
+        # PostgreSQL write transactions lock the rows they read to decide (repositories/base.py)
+        self.locks = writable and not is_sqlite
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         self.after_commit_callbacks.append(callback)
 
+    async def serialize(self, what: str) -> None:
+        """Make the rest of this transaction the only one doing ``what`` (e.g. creating the first
+        signing key or the first owner) until it commits: on PostgreSQL a transaction-scoped advisory
+        lock, so instances starting together on an empty database do it once. SQLite's writer is alone."""
+        if self.locks:
+            await self.conn.execute(_ADVISORY_LOCK, {"what": f"tether:{what}"})
+
     @_made_on_first_use
     def sessions(self) -> Sessions:
-        return Sessions(self.conn, self.raw, self.is_sqlite)
+        return Sessions(self.conn, self.raw, self.locks)
 
     @_made_on_first_use
     def events(self) -> Events:
-        return Events(self.conn, self.raw)
+        return Events(self.conn, self.raw, self.locks)
 
     @_made_on_first_use
     def permissions(self) -> Permissions:
-        return Permissions(self.conn)
+        return Permissions(self.conn, self.locks)
 
     @_made_on_first_use
     def work(self) -> WorkItems:
-        return WorkItems(self.conn)
+        return WorkItems(self.conn, self.locks)
 
     @_made_on_first_use
     def environments(self) -> Environments:
@@ -88,7 +100,7 @@ class Tx:
 
     @_made_on_first_use
     def tokens(self) -> Tokens:
-        return Tokens(self.conn)
+        return Tokens(self.conn, self.locks)
 
     @_made_on_first_use
     def keys(self) -> Keys:

@@ -27,6 +27,7 @@ _CREDENTIAL_BY_HASH = (
 _TOKEN_FIELDS = [c.name for c in t.tokens.c]
 _USER_FIELDS = [(c.name, f"u_{c.name}") for c in t.users.c]
 _ORG_FIELDS = [(c.name, f"o_{c.name}") for c in t.orgs.c]
+_TOKEN_BY_HASH_LOCKED = _TOKEN_BY_HASH.with_for_update()
 
 
 class Orgs(Repository):
@@ -83,8 +84,11 @@ class Tokens(Repository):
         await self.conn.execute(t.tokens.insert(), row_of(token))
         return token
 
+    # A PostgreSQL write transaction locks the token it reads (repositories/base.py): a login
+    # link, a device code, a refresh token is used once, whichever instance two uses reach.
     async def by_hash(self, secret_hash: str) -> TokenRecord | None:
-        return await self._one(TokenRecord, _TOKEN_BY_HASH, {"h": secret_hash})
+        return await self._one(TokenRecord, _TOKEN_BY_HASH_LOCKED if self.locks else _TOKEN_BY_HASH,
+                               {"h": secret_hash})
 
     async def credential(self, secret_hash: str) -> tuple[TokenRecord, UserRecord | None, OrgRecord | None] | None:
         """The token of ``secret_hash`` with its user and that user's organisation (None where
@@ -100,11 +104,14 @@ class Tokens(Repository):
         return token, user, org
 
     async def by_lookup(self, kind: str, lookup: str) -> TokenRecord | None:
-        return await self._one(TokenRecord, sa.select(t.tokens).where(t.tokens.c.kind == kind,
-                                                                      t.tokens.c.lookup == lookup))
+        return await self._one(TokenRecord, self._locking(sa.select(t.tokens).where(t.tokens.c.kind == kind,
+                                                                                    t.tokens.c.lookup == lookup)))
 
     async def get(self, token_id: str) -> TokenRecord | None:
-        return await self._one(TokenRecord, sa.select(t.tokens).where(t.tokens.c.id == token_id))
+        return await self._one(TokenRecord, self._locking(sa.select(t.tokens).where(t.tokens.c.id == token_id)))
+
+    def _locking(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        return stmt.with_for_update() if self.locks else stmt
 
     async def update(self, token_id: str, **values: Any) -> None:
         await self._update(t.tokens, {"id": token_id}, values)

@@ -7,8 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["Repository", "from_row", "row_of"]
+__all__ = ["Repository", "byte_length", "from_row", "row_of"]
 
 R = TypeVar("R")
 # an AsyncConnection (PostgreSQL) or a store.InlineConnection (SQLite): both await execute()
@@ -31,6 +34,26 @@ def update_statement(table: sa.Table, keys: tuple[str, ...], names: tuple[str, .
     return stmt
 
 
+class byte_length(FunctionElement[int]):
+    """A text column's size in bytes (``length()`` of TEXT counts characters), per dialect:
+    SQLite measures the text as a BLOB; PostgreSQL has ``octet_length`` (a cast to ``bytea``
+    there would parse backslashes as escapes)."""
+
+    type = sa.Integer()
+    inherit_cache = True
+    name = "byte_length"
+
+
+@compiles(byte_length)
+def _byte_length(element: byte_length, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"length(CAST({compiler.process(element.clauses, **kw)} AS BLOB))"
+
+
+@compiles(byte_length, "postgresql")
+def _byte_length_pg(element: byte_length, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"octet_length({compiler.process(element.clauses, **kw)})"
+
+
 def from_row(record: Callable[..., R], row: Any) -> R:
     """A result row as ``record`` (its fields are the row's column names)."""
     return record(**row._mapping)
@@ -42,10 +65,18 @@ def row_of(record: Any) -> dict[str, Any]:
 
 
 class Repository:
-    """One aggregate's statements, on the connection of one transaction (``Tx``)."""
+    """One aggregate's statements, on the connection of one transaction (``Tx``).
 
-    def __init__(self, conn: Connection) -> None:
+    ``locks``: a PostgreSQL write transaction. SQLite runs one writer at a time (``BEGIN IMMEDIATE``),
+    so whatever a write transaction reads is the latest state until it commits; PostgreSQL runs
+    writers side by side (and other instances' too), so there the rows a write transaction reads
+    to decide what to write are read with ``SELECT … FOR UPDATE``: a second writer waits for the
+    first to commit and then reads what it wrote. Always the session row before the rows that
+    belong to it (work items, permission requests): one order, so two writers never deadlock."""
+
+    def __init__(self, conn: Connection, locks: bool = False) -> None:
         self.conn = conn
+        self.locks = locks
 
     async def _one(self, record: Callable[..., R], stmt: sa.Executable,
                    params: Mapping[str, Any] | None = None) -> R | None:

@@ -15,7 +15,7 @@ from tether.protocol.paging import fitting
 from tether.server.store import sqlite_fast
 from tether.server.store import tables as t
 from tether.server.store.records import DeliveryState, EventIn, InternalEvent, StoredEvent
-from tether.server.store.repositories.base import Connection, Repository
+from tether.server.store.repositories.base import Connection, Repository, byte_length
 
 __all__ = ["Events", "InternalEvents"]
 
@@ -25,8 +25,9 @@ _EXISTING_UUIDS = sa.select(t.events.c.uuid).where(
 _INSERT = t.events.insert()
 _ADVANCE_SEQ = (t.sessions.update().where(t.sessions.c.id == sa.bindparam("sid"))
                 .values(last_seq=sa.bindparam("seq"), updated_at=sa.bindparam("now")))
+_LOCK_SESSION = sa.select(t.sessions.c.id).where(t.sessions.c.id == sa.bindparam("sid")).with_for_update()
 # a payload's size in bytes (length() of TEXT counts characters), for pages cut by bytes
-_PAYLOAD_BYTES = sa.func.length(sa.cast(t.events.c.payload, sa.LargeBinary))
+_PAYLOAD_BYTES = byte_length(t.events.c.payload)
 DELIVERY_ORDER = {"pending": 0, "received": 1, "processing": 2, "processed": 3}
 e = t.events
 
@@ -38,8 +39,8 @@ def _stored(row: Any) -> StoredEvent:
 
 
 class Events(Repository):
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool = False) -> None:
+        super().__init__(conn, locks)
         self.raw = raw
 
     # ---- the append -----------------------------------------------------------------------
@@ -160,6 +161,8 @@ class Events(Repository):
             conds.append(e.c.event_id.in_(list(event_ids)))
         if not conds:
             return []
+        if self.locks:
+            return await self._move_delivery(session_id, conds, status)
         rows = (await self.conn.execute(sa.select(e).where(
             e.c.session_id == session_id, e.c.delivery.is_not(None), sa.or_(*conds)))).all()
         moved = [r for r in rows if DELIVERY_ORDER.get(r.delivery, 0) < DELIVERY_ORDER[status]]
@@ -171,6 +174,17 @@ class Events(Repository):
             ev.delivery = status
             result.append(ev)
         return result
+
+    async def _move_delivery(self, session_id: str, conds: list[Any], status: str) -> list[StoredEvent]:
+        """PostgreSQL: under the session's lock (the one lock order: the batched delivery writer
+        comes here without it, while a worker's append updates the same rows holding it), one
+        conditional ``UPDATE … RETURNING``, which re-checks each row's state: a move is never
+        backwards nor reported twice, whatever another instance moved meanwhile."""
+        await self.conn.execute(_LOCK_SESSION, {"sid": session_id})
+        below = [state for state, rank in DELIVERY_ORDER.items() if rank < DELIVERY_ORDER[status]]
+        stmt = (e.update().where(e.c.session_id == session_id, e.c.delivery.in_(below), sa.or_(*conds))
+                .values(delivery=status).returning(*e.c))
+        return sorted((_stored(r) for r in (await self.conn.execute(stmt)).all()), key=lambda ev: ev.seq)
 
     async def finish_started_prompts(self, session_id: str, before_seq: int) -> list[StoredEvent]:
         """A v1 turn ended (its ``result`` is stored at ``before_seq``): every prompt the worker
@@ -233,7 +247,7 @@ class InternalEvents(Repository):
         where = [ie.c.session_id == session_id, ie.c.pk > after_pk]
         if not subagents:
             where.append(ie.c.agent_id.is_(None))
-        size = sa.func.length(sa.cast(ie.c.payload, sa.LargeBinary))
+        size = byte_length(ie.c.payload)
         sizes = [r[1] for r in (await self.conn.execute(
             sa.select(ie.c.pk, size).where(*where).order_by(ie.c.pk).limit(limit + 1))).all()]
         count = fitting(sizes[:limit], max_bytes)

@@ -23,8 +23,10 @@ class Permissions(Repository):
             await self.conn.execute(p.insert(), row)
 
     async def get(self, session_id: str, request_id: str) -> PermissionRecord | None:
-        return await self._one(PermissionRecord, sa.select(p).where(p.c.session_id == session_id,
-                                                                    p.c.request_id == request_id))
+        """The request. A PostgreSQL write transaction locks it (its callers hold the session's
+        lock already): of two answers, the second reads the first's and is refused."""
+        stmt = sa.select(p).where(p.c.session_id == session_id, p.c.request_id == request_id)
+        return await self._one(PermissionRecord, stmt.with_for_update() if self.locks else stmt)
 
     async def update(self, session_id: str, request_id: str, **values: Any) -> None:
         await self._update(p, {"session_id": session_id, "request_id": request_id}, values)

@@ -18,23 +18,30 @@ __all__ = ["Sessions"]
 
 _GET = sa.select(t.sessions).where(t.sessions.c.id == sa.bindparam("id"))
 _GET_FOR_UPDATE = _GET.with_for_update()
+_LOCK = sa.select(t.sessions.c.id).where(t.sessions.c.id == sa.bindparam("id")).with_for_update()
 
 
 class Sessions(Repository):
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, is_sqlite: bool) -> None:
-        super().__init__(conn)
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool) -> None:
+        super().__init__(conn, locks)
         self.raw = raw
-        self.is_sqlite = is_sqlite
 
     async def insert(self, session: SessionRecord) -> None:
         await self.conn.execute(t.sessions.insert(), row_of(session))
 
     async def get(self, body: str, *, for_update: bool = False) -> SessionRecord | None:
-        """The session row; ``for_update`` locks it on PostgreSQL (SQLite's writer is alone anyway)."""
+        """The session row. ``for_update`` says the caller writes what it decides from it; a
+        PostgreSQL write transaction locks it either way (``last_seq``, the epoch, the status are
+        read to be advanced), so a second writer of the session, on any instance, waits for this
+        one's commit. SQLite's writer is alone anyway."""
         if self.raw is not None:
             return sqlite_fast.get_session(self.raw, body)
-        stmt = _GET_FOR_UPDATE if for_update and not self.is_sqlite else _GET
-        return await self._one(SessionRecord, stmt, {"id": body})
+        return await self._one(SessionRecord, _GET_FOR_UPDATE if self.locks else _GET, {"id": body})
+
+    async def lock(self, body: str) -> None:
+        """PostgreSQL write transactions: take the session row's lock (before a row of the session's)."""
+        if self.locks:
+            await self.conn.execute(_LOCK, {"id": body})
 
     async def update(self, body: SessionId, **values: Any) -> None:
         await self._update(t.sessions, {"id": body}, values)

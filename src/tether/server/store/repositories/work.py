@@ -18,6 +18,10 @@ __all__ = ["WorkItems"]
 
 _LIVE: Final = tuple(sorted(LIVE_WORK_STATES))
 w = t.work_items
+_GET = sa.select(w).where(w.c.id == sa.bindparam("id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_SESSION_OF = sa.select(w.c.session_id).where(w.c.id == sa.bindparam("id"))  # never changes: no lock needed
+_LOCK_SESSION = sa.select(t.sessions.c.id).where(t.sessions.c.id == sa.bindparam("id")).with_for_update()
 
 
 class WorkItems(Repository):
@@ -25,7 +29,16 @@ class WorkItems(Repository):
         await self.conn.execute(w.insert(), row_of(item))
 
     async def get(self, work_id: str) -> WorkItem | None:
-        return await self._one(WorkItem, sa.select(w).where(w.c.id == work_id))
+        """The item. A PostgreSQL write transaction locks it, its session's row first (the one lock
+        order, repositories/base.py): two polls for one item, on any instances, cannot both
+        deliver it, nor a heartbeat extend a lease a stop just ended."""
+        if not self.locks:
+            return await self._one(WorkItem, _GET, {"id": work_id})
+        session_id = (await self.conn.execute(_SESSION_OF, {"id": work_id})).scalar()
+        if session_id is None:
+            return None
+        await self.conn.execute(_LOCK_SESSION, {"id": session_id})
+        return await self._one(WorkItem, _GET_FOR_UPDATE, {"id": work_id})
 
     async def update(self, work_id: WorkId, **values: Any) -> None:
         await self._update(w, {"id": work_id}, values)

@@ -1,0 +1,261 @@
+"""The database, not one process, enforces the session rules on PostgreSQL.
+
+Two ``ServerContext``s on one fresh PostgreSQL database play two server instances: each has its own
+store (its own connection pool and its own in-process write lock), so nothing but PostgreSQL's
+locks orders their writes. Each race is made real, not left to timing: a third connection holds
+the session's row lock while both instances start the same write; the test waits until both
+stand in PostgreSQL's lock queue (``pg_locks``), then lets go. Whatever the order the database
+picks, the rule must hold: appends never share a sequence number, one permission answer wins, one
+poll leases a work item, one of two concurrent registrations gets each epoch, a login link is
+redeemed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from tether.errors import Conflict
+from tether.server.auth.service import Principal
+from tether.server.config import Config
+from tether.server.context import ServerContext
+from tether.server.service.environments import Registration
+from tether.server.service.sessions import NewSession
+from tether.server.store import EventIn
+from tether.server.store import tables as t
+
+pytestmark = pytest.mark.anyio
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def two_instances(url: str, tmp_path: pathlib.Path) -> AsyncIterator[list[ServerContext]]:
+    contexts = []
+    try:
+        for name in ("a", "b"):  # opened one after the other: the first migrates and makes the keys
+            ctx = ServerContext.build(Config(data_dir=tmp_path / name, database_url=url, poll_timeout_s=1.0))
+            contexts.append(ctx)
+            await ctx.store.open()
+            await ctx.auth.open()
+        yield contexts
+    finally:
+        for ctx in contexts:
+            await ctx.broker.close()
+            await ctx.store.close()
+
+
+async def owner(ctx: ServerContext) -> Principal:
+    secret = await ctx.accounts.admin_token("default", "owner@localhost", "owner", "races")
+    return await ctx.auth.principal(secret)
+
+
+@contextlib.asynccontextmanager
+async def session_locked(url: str, session_id: str) -> AsyncIterator[AsyncConnection]:
+    """Hold the session row's lock (as a third writer would) until the block ends."""
+    engine = create_async_engine(url, poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            await conn.execute(sa.select(t.sessions.c.id).where(t.sessions.c.id == session_id).with_for_update())
+            yield conn
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+async def lock_waiters(conn: AsyncConnection) -> int:
+    """Backends of this database waiting for a lock (a statement standing in the row's queue)."""
+    found = await conn.execute(sa.text(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE NOT l.granted AND a.datname = current_database()"))
+    return int(found.scalar_one())
+
+
+async def queued(holder: AsyncConnection, tasks: list[asyncio.Future[Any]], wanted: int) -> None:
+    """Wait (polling pg_locks: the condition lives in other connections) until ``wanted`` backends
+    wait for a lock; fail if a task finished first (it did not wait for the lock)."""
+    deadline = time.monotonic() + 20
+    while await lock_waiters(holder) < wanted:
+        assert time.monotonic() < deadline, "the writes never queued for the lock"
+        assert not any(task.done() for task in tasks), [task.result() for task in tasks if task.done()]
+        await asyncio.sleep(0.01)
+
+
+async def race(url: str, session_id: str, *writes: Awaitable[T], waiters: int | None = None) -> list[Any]:
+    """Start ``writes`` while the session row is locked, wait until ``waiters`` (all by default)
+    queue for it, release; their results (an exception is a result)."""
+    wanted = len(writes) if waiters is None else waiters
+    async with session_locked(url, session_id) as holder:
+        tasks = [asyncio.ensure_future(w) for w in writes]
+        await queued(holder, tasks, wanted)
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+def client_event(text: str, event_uuid: str | None = None) -> EventIn:
+    obj = {"type": "user", "uuid": event_uuid or str(uuid.uuid4()), "parent_tool_use_id": None,
+           "message": {"role": "user", "content": text}}
+    return EventIn(obj["uuid"], "client", "user", obj, orjson.dumps(obj).decode(), delivery="pending")
+
+
+async def seqs_and_uuids(ctx: ServerContext, session_id: str) -> tuple[list[int], list[str], int]:
+    async with ctx.store.read() as tx:
+        rows = (await tx.conn.execute(sa.select(t.events.c.seq, t.events.c.uuid).where(
+            t.events.c.session_id == session_id).order_by(t.events.c.seq))).all()
+        session = await tx.sessions.get(session_id)
+    assert session is not None
+    return [r[0] for r in rows], [r[1] for r in rows], session.last_seq
+
+
+async def test_concurrent_appends_on_two_instances_never_share_a_sequence_number(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        session = await a.sessions.create(principal, NewSession(), kind="session")
+        twice = str(uuid.uuid4())  # the same event posted to both instances: logged once
+        writes = [ctx.log.append(session.id, [client_event(f"{name}{i}")]) for i in range(5)
+                  for name, ctx in (("a", a), ("b", b))]
+        writes += [a.log.append(session.id, [client_event("dup", twice)]),
+                   b.log.append(session.id, [client_event("dup", twice)])]
+        # each instance's own write lock lets one of its writes at a time reach the database
+        results = await race(postgres_url, session.id, *writes, waiters=2)
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        seqs, uuids, last_seq = await seqs_and_uuids(b, session.id)
+        assert seqs == list(range(1, 12)) and last_seq == 11
+        assert len(set(uuids)) == 11 and uuids.count(twice) == 1
+        stored = [ev.seq for r in results for ev in r.stored]
+        assert sorted(stored) == seqs  # each write was told the sequence number it got, once
+
+
+async def test_two_answers_to_one_permission_on_two_instances_one_wins(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        session = await a.sessions.create(principal, NewSession(), kind="session")
+        ask = {"type": "control_request", "request_id": "req-1", "uuid": str(uuid.uuid4()),
+               "request": {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"}}}
+        await a.log.post_worker_events(session.id, [ask])
+
+        def answer(behavior: str) -> dict[str, Any]:
+            decision = {"behavior": behavior, **({"updatedInput": {}} if behavior == "allow" else {"message": "no"})}
+            return {"type": "control_response", "uuid": str(uuid.uuid4()),
+                    "response": {"subtype": "success", "request_id": "req-1", "response": decision}}
+
+        results = await race(postgres_url, session.id,
+                             a.permissions.answer(session.id, principal.org_id, "alice", answer("allow")),
+                             b.permissions.answer(session.id, principal.org_id, "bob", answer("deny")))
+        won = [r for r in results if not isinstance(r, BaseException)]
+        lost = [r for r in results if isinstance(r, BaseException)]
+        assert len(won) == 1 and len(lost) == 1, results
+        assert isinstance(lost[0], Conflict) and lost[0].error_type == "already_resolved", lost
+        async with b.store.read() as tx:
+            perm = await tx.permissions.get(session.id, "req-1")
+            answers = (await tx.conn.execute(sa.select(sa.func.count()).where(
+                t.events.c.session_id == session.id, t.events.c.event_type == "control_response"))).scalar_one()
+        assert perm is not None and perm.status in ("allowed", "denied")
+        assert perm.answered_by == ("alice" if perm.status == "allowed" else "bob")
+        assert answers == 1  # the loser's answer was never logged
+
+
+async def test_two_polls_on_two_instances_lease_a_work_item_once(postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        env_id, _ = await a.environments.register(principal, Registration(
+            "bridge", "host", "/tmp/p", None, None, 4, "claude_code", {}), None)
+        session = await a.sessions.create(principal, NewSession(environment_id=env_id), kind="session")
+        async with a.store.read() as tx:
+            env = await tx.environments.get(env_id)
+            queued = await tx.work.live_for_session(session.id)
+        assert env is not None and queued is not None and queued.state == "queued"
+        results = await race(postgres_url, session.id, a.dispatcher.poll(env, 60_000),
+                             b.dispatcher.poll(env, 60_000))
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        leased = [r for r in results if r is not None]
+        assert len(leased) == 1 and leased[0][0].id == queued.id, results  # the other poll timed out empty
+        async with b.store.read() as tx:
+            item = await tx.work.get(queued.id)
+        assert item is not None and item.state == "delivered" and item.delivered_at == leased[0][0].delivered_at
+
+
+async def test_two_registrations_on_two_instances_get_two_epochs(postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        session = await a.sessions.create(principal, NewSession(), kind="code")
+        epochs = await race(postgres_url, session.id, a.workers.register(session.id), b.workers.register(session.id))
+        assert sorted(epochs) == [1, 2], epochs
+        async with a.store.read() as tx:
+            row = await tx.sessions.get(session.id)
+        assert row is not None and row.worker_epoch == 2
+        with pytest.raises(Conflict, match="superseded"):
+            a.workers.check_epoch(row, 1)  # the first worker is fenced off, whichever instance it talks to
+
+
+async def test_a_login_link_is_redeemed_once_across_instances(postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        link = await a.accounts.create_login_link(principal, "/")
+        engine = create_async_engine(postgres_url, poolclass=sa.NullPool)
+        try:
+            async with engine.connect() as holder:  # hold the link's row as a third writer would
+                await holder.begin()
+                await holder.execute(sa.select(t.tokens.c.id).where(t.tokens.c.id == link.row.id).with_for_update())
+                tasks = [asyncio.ensure_future(ctx.accounts.redeem_login_link(link.secret)) for ctx in (a, b)]
+                await queued(holder, tasks, 2)
+                await holder.commit()
+        finally:
+            await engine.dispose()
+        results = await asyncio.gather(*tasks)
+        assert len([r for r in results if r is not None]) == 1, results
+
+
+async def test_delivery_moves_on_two_instances_never_go_backwards(postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        session = await a.sessions.create(principal, NewSession(), kind="session")
+        prompt = client_event("hello")
+        await a.log.append(session.id, [prompt])
+        engine = create_async_engine(postgres_url, poolclass=sa.NullPool)
+        try:
+            async with engine.connect() as holder:  # hold the event's row: both moves queue behind it
+                await holder.begin()
+                await holder.execute(sa.select(t.events.c.pk).where(
+                    t.events.c.session_id == session.id, t.events.c.uuid == prompt.uuid).with_for_update())
+                tasks = [asyncio.ensure_future(a.workers.deliveries(session.id, {"processed": [prompt.uuid]})),
+                         asyncio.ensure_future(b.workers.deliveries(session.id, {"received": [prompt.uuid]}))]
+                await queued(holder, tasks, 2)
+                await holder.commit()
+        finally:
+            await engine.dispose()
+        await asyncio.gather(*tasks)
+        async with b.store.read() as tx:
+            state = (await tx.conn.execute(sa.select(t.events.c.delivery).where(
+                t.events.c.uuid == prompt.uuid))).scalar_one()
+        assert state == "processed"  # whichever move the database let through first
+
+
+async def test_instances_starting_together_on_an_empty_database_set_it_up_once(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    contexts = [ServerContext.build(Config(data_dir=tmp_path / name, database_url=postgres_url)) for name in "abc"]
+    try:
+        await asyncio.gather(*(ctx.store.open() for ctx in contexts))  # migrations, one after the other
+        await asyncio.gather(*(ctx.auth.open() for ctx in contexts))  # the first signing key, once
+        owners = await asyncio.gather(*(ctx.auth.bootstrap() for ctx in contexts))  # the first owner, once
+        assert len({owner.id for _org, owner, _created in owners}) == 1
+        assert sorted(created for _org, _owner, created in owners) == [False, False, True]
+        kids = {ctx.auth.keys.active_kid for ctx in contexts if ctx.auth.keys is not None}
+        async with contexts[0].store.read() as tx:
+            keys = await tx.keys.all()
+        assert len(keys) == 1 and kids == {keys[0].kid}  # a token one mints, every other verifies
+    finally:
+        for ctx in contexts:
+            await ctx.broker.close()
+            await ctx.store.close()
