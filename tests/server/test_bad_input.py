@@ -615,7 +615,17 @@ def test_subscribe_oversize_frame_closes_1009(world: World, size: int) -> None:
             ws.send('{"type": "keep_alive", "pad": "' + "p" * size + '"}')
         except (ConnectionClosed, ConnectionResetError):
             pass  # the server may close (1009) while the big frame is still being sent
-        assert ws_close_code(ws) == 1009
+        code = ws_close_code(ws)
+    if size > MAX_EVENT + 64 * 1024:
+        # Past the socket's frame limit (max event + 64 KiB) the WebSocket layer fails the connection
+        # mid-frame with 1009 and closes while the rest of the frame is still unread: the kernel
+        # then answers with a reset, which can overtake the close frame on the client's side. The
+        # frame was refused either way; the server stays up and takes the next socket.
+        assert code in (1009, None)
+        with _subscribe(world) as again:
+            again.send('{"type": "keep_alive"}')
+    else:
+        assert code == 1009
 
 
 def test_subscribe_invalid_utf8_closes_1007(world: World) -> None:
