@@ -1099,7 +1099,8 @@ async def run(plan: Plan, compression: bool, data_dir: pathlib.Path, log: Callab
     log("baseline: raw websockets echo and fan-out" + (", raw SSE fan-out" if sse else ""))
     first = await run_baseline(plan, compression, sse)
     log("tether: starting the server")
-    server = ServerProcess(data_dir, limits={"rate_per_second": 0}, watch_loop=False)
+    # the idle row opens 5,000 sockets: above the server's default connection cap (4,096, 503 past it)
+    server = ServerProcess(data_dir, limits={"rate_per_second": 0}, watch_loop=False, max_connections=16384)
     await asyncio.to_thread(server.start)
     try:
         token = await asyncio.to_thread(server.token)
