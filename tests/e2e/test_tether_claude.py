@@ -37,7 +37,7 @@ from tests.support.fake_anthropic import (
     last_user_message,
     user_text,
 )
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, wait_until
 from tests.support.tmux_pane import PaneTerminal
 from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, subscribe, user_message
@@ -240,7 +240,9 @@ async def test_stop_from_a_client_and_clear_at_the_terminal(tmp_path: pathlib.Pa
                 assert r.status_code == 200, r.text
             await answered(sub, "remote after clear", "Hello from the fake model.")
             new_file = _transcripts(home, project)[next(iter(new))]
-            assert remote["uuid"] in new_file.read_text()  # the headless run resumed the new session
+            # the headless run resumed the new session (its transcript line may land after the answer)
+            await asyncio.to_thread(wait_until, lambda: remote["uuid"] in new_file.read_text(), 15.0, 0.05,
+                                    "the resumed session's transcript to hold the remote prompt")
 
             await asyncio.to_thread(term.type, "x", False)
             await asyncio.to_thread(wait, TUI_BACK, 60)
