@@ -58,15 +58,7 @@ def internal_error_response() -> Response:
 async def read_json(request: Request, *, max_bytes: int | None = None, allow_empty: bool = False,
                     check_depth: bool = True) -> Any:
     ctx = ctx_of(request)
-    limit = max_bytes or ctx.config.limits.max_body_bytes
-    declared = declared_length(request)
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-    chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    chunks = await read_limited(request, max_bytes or ctx.config.limits.max_body_bytes)
     if not chunks.strip():
         if allow_empty:
             return {}
