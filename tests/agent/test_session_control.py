@@ -165,7 +165,8 @@ def test_a_slow_reader_loses_nothing(tmp_path: pathlib.Path, workdir: pathlib.Pa
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        with proc:  # closes the pipes and waits
+            pass
     assert proc.returncode == 0, err
     messages = [json.loads(line) for line in out.splitlines()]
     assert len(out) > 100_000

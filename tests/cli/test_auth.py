@@ -111,7 +111,10 @@ class LoginProcess:
 
     def stderr(self) -> str:
         assert self.proc.stderr is not None
-        return self.proc.stderr.read() if self.proc.poll() is not None else ""
+        if self.proc.poll() is None or self.proc.stderr.closed:
+            return ""
+        with self.proc.stderr:  # read once, at exit; closed so nothing is left for the garbage collector
+            return self.proc.stderr.read()
 
 
 def stored(home: pathlib.Path) -> dict[str, object]:

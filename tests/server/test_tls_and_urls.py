@@ -82,10 +82,11 @@ def test_clear_text_bind_beyond_loopback_warns(tmp_path: pathlib.Path) -> None:
          "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=dict(os.environ),
     )
-    try:
-        assert proc.stderr is not None
-        first = proc.stderr.readline().decode()
-        assert "warning" in first and "TLS" in first
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with proc:  # leaving it closes the pipes and waits
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline().decode()
+            assert "warning" in first and "TLS" in first
+        finally:
+            proc.terminate()
+            proc.wait(10)
