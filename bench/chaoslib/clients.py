@@ -170,7 +170,9 @@ class Prompter:
             if not await self._post(msg, stop):
                 return
             self.track.acked_prompts[uid] = n
-            if not await self.wait_answered(uid, self.turn_timeout, stop):
+            if stop.is_set():  # its POST was under way when the prompts stopped (the quiet phase waits)
+                self.notes["prompts acknowledged after the prompts stopped"] += 1
+            elif not await self.wait_answered(uid, self.turn_timeout, stop) and not stop.is_set():
                 self.notes["turns slower than the turn timeout"] += 1
             if not stop.is_set():
                 await asyncio.sleep(self.rnd.uniform(0.0, 0.5))  # the user's think time
