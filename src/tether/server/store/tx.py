@@ -108,7 +108,7 @@ class Tx:
 
     @_made_on_first_use
     def internal_events(self) -> InternalEvents:
-        return InternalEvents(self.conn)
+        return InternalEvents(self.conn, self.locks)
 
     @_made_on_first_use
     def files(self) -> Files:
