@@ -67,6 +67,8 @@ class Config:
     # this long after (writes in flight while its bridge swaps tokens)
     worker_handover_s: float = 30.0
     worker_heartbeat_ttl_s: float = 60.0
+    # every instance re-reads the signing keys this often (at once on a bus notice, with --redis-url)
+    key_refresh_s: float = 30.0
     access_token_ttl_s: float = 3600.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0
     login_link_ttl_s: float = 24 * 3600.0

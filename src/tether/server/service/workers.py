@@ -27,12 +27,12 @@ from tether.server.service.dispatch import Dispatcher
 from tether.server.service.log import load_session
 from tether.server.store import Store, StoredEvent
 from tether.server.store.records import InternalEvent, SessionRecord
-from tether.server.streams import token_key, user_key, work_key
+from tether.server.streams import kid_key, token_key, user_key, work_key
 from tether.server.views import session_update_frame
 
 log = logging.getLogger("tether.server.workers")
 
-__all__ = ["Caller", "WorkerConnection", "WorkerConnections", "WorkerState", "Workers"]
+__all__ = ["Caller", "WorkerConnection", "WorkerConnections", "WorkerState", "Workers", "worker_keys"]
 
 DELIVERY_STATES = ("received", "processing", "processed")
 
@@ -50,12 +50,17 @@ class Caller:
         return self.principal.user_id if self.principal is not None else "worker"
 
     def keys(self) -> list[str]:
-        """What revokes it (streams.py): the token and its user, or the worker's work item."""
+        """What revokes it (streams.py): the token and its user, or the worker's work item and the
+        token's signing key."""
         if self.principal is not None:
             return [token_key(self.principal.token_id), user_key(self.principal.user_id)]
-        if self.claims is not None and self.claims.work_id:
-            return [work_key(self.claims.work_id)]
-        return []
+        return worker_keys(self.claims) if self.claims is not None else []
+
+
+def worker_keys(claims: WorkerClaims) -> list[str]:
+    """What closes a worker's stream (streams.py): its work item ending, its token's key retired."""
+    keys = [work_key(claims.work_id)] if claims.work_id else []
+    return [*keys, kid_key(claims.kid)] if claims.kid else keys
 
 
 class WorkerConnection:

@@ -144,3 +144,6 @@ class Keys(Repository):
         """A new active key; the others stay to verify what they signed."""
         await self.conn.execute(t.signing_keys.update().values(active=False))
         await self.conn.execute(t.signing_keys.insert().values(kid=kid, secret=secret, active=True, created_at=now))
+
+    async def delete(self, kid: str) -> None:
+        await self.conn.execute(t.signing_keys.delete().where(t.signing_keys.c.kid == kid))
