@@ -25,6 +25,7 @@ from tether.server.delivery import DeliveryRecorder
 from tether.server.hub import Hub, Live
 from tether.server.service.dispatch import Dispatcher
 from tether.server.service.log import load_session
+from tether.server.service.presence import V1Presence
 from tether.server.store import Store, StoredEvent
 from tether.server.store.records import InternalEvent, SessionRecord
 from tether.server.streams import kid_key, token_key, user_key, work_key
@@ -105,6 +106,10 @@ class WorkerConnections:
         """The session's open sockets (the live set: iterate it without awaiting)."""
         return self._by_session.get(body, ())
 
+    def sessions(self) -> Collection[str]:
+        """The sessions with a socket open here (the live set: copy it before awaiting)."""
+        return self._by_session.keys()
+
 
 @dataclass(frozen=True)
 class WorkerState:
@@ -127,6 +132,7 @@ class Workers:
         self.dispatcher = dispatcher
         self.recorder = recorder
         self.connections = WorkerConnections()
+        self.v1_presence = V1Presence(config, store, hub, self._frame, self.connections.sessions)
 
     def _frame(self, session: SessionRecord) -> Live:
         return session_update_frame(session, now(), self.config.worker_heartbeat_ttl_s)
@@ -170,9 +176,9 @@ class Workers:
 
     # ---- presence ---------------------------------------------------------------------------
     async def reset_presence(self) -> None:
-        """At start: v1 worker sockets do not survive a restart, so nobody is connected."""
-        async with self.store.write() as tx:
-            await tx.sessions.disconnect_all_workers()
+        """At start: v1 worker sockets do not survive a restart, so this instance's are gone
+        (another instance's are not: presence.py)."""
+        await self.v1_presence.start()
 
     async def run_presence_sweep(self) -> None:
         """Until cancelled: every ``lease_check_interval_s``, tell clients of workers that fell silent."""
@@ -187,21 +193,11 @@ class Workers:
     # ---- v1 sockets -------------------------------------------------------------------------
     async def socket_opened(self, conn: WorkerConnection) -> None:
         self.connections.add(conn)
-        await self._set_presence(conn.body, "connected")
+        await self.v1_presence.set(conn.body, "connected")
 
     async def socket_closed(self, conn: WorkerConnection) -> None:
         if self.connections.remove(conn):
-            await self._set_presence(conn.body, "disconnected")
-
-    async def _set_presence(self, body: str, status: str) -> None:
-        async with self.store.write() as tx:
-            session = await tx.sessions.get(body)
-            if session is None:
-                return
-            t = now()
-            await tx.sessions.update(session.id, worker_status=status, worker_last_seen=t)
-            frame = self._frame(replace(session, worker_status=status, worker_last_seen=t))
-            tx.after_commit(lambda: self.hub.publish_frames(body, [frame]))
+            await self.v1_presence.set(conn.body, "disconnected")
 
     def confirm_sent_controls(self, body: str) -> None:
         """Legacy v1 rule (workers without receipts): a control message is confirmed once the worker
