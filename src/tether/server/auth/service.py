@@ -165,7 +165,7 @@ class Auth:
             self._recheck.clear()
             try:
                 await self.refresh_keys()
-            except (SQLAlchemyError, OSError):  # the next pass tries again
+            except Exception:  # the refresh must outlive one failed pass (the database away): the next tries again
                 log.warning("could not re-read the signing keys", exc_info=True)
 
     # ---- bootstrap ------------------------------------------------------------------------
