@@ -50,7 +50,7 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 HELP_COMMANDS = [[], ["token"], ["token", "create"], ["login-link"], ["users"], ["set-password"], ["policy"],
-                 ["rotate-keys"]]
+                 ["rotate-keys"], ["keys"], ["retire-key"]]
 
 
 @pytest.mark.parametrize("command", HELP_COMMANDS)
@@ -212,3 +212,19 @@ def test_set_password_refusals(server: ServerProcess) -> None:
 
     unknown = admin_fast(server, "set-password", "nobody@localhost", "--password", "x")
     assert unknown.exit_code != 0 and "nobody@localhost" in unknown.stderr
+
+
+def test_keys_lists_ids_never_secrets_and_retiring_the_active_or_an_unknown_key_is_refused(
+        server: ServerProcess) -> None:
+    listed = admin_fast(server, "keys", "--json")
+    assert listed.exit_code == 0, listed.output
+    keys = json.loads(listed.stdout)
+    assert keys and set(keys[0]) == {"kid", "active", "created_at"}  # no secret
+    active = [k["kid"] for k in keys if k["active"]]
+    assert len(active) == 1
+    refused = admin_fast(server, "retire-key", active[0])
+    assert refused.exit_code == 2 and "rotate-keys` first" in refused.output
+    unknown = admin_fast(server, "retire-key", "k-nobody")
+    assert unknown.exit_code == 2 and "No signing key 'k-nobody'" in unknown.output
+    assert json.loads(admin_fast(server, "keys", "--json").stdout) == keys  # nothing changed
+

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
+from tether.protocol.signing_keys import active_kid
 from tether.server.config import Config, config_from_env, default_home
 
 if TYPE_CHECKING:  # the server's modules load only when a command runs (a fast `--help`)
@@ -25,12 +26,14 @@ DataDir = typer.Option(None, "--data-dir", help=f"Server data directory (default
 DbUrl = typer.Option(None, "--database-url", help="SQLAlchemy URL (default: SQLite in --data-dir).")
 
 
-def _config(data_dir: pathlib.Path | None, database_url: str | None) -> Config:
+def _config(data_dir: pathlib.Path | None, database_url: str | None, redis_url: str | None = None) -> Config:
     cfg = config_from_env(Config())
     if data_dir is not None:
         cfg.data_dir = data_dir
     if database_url is not None:
         cfg.database_url = database_url
+    if redis_url is not None:
+        cfg.redis_url = redis_url
     return cfg
 
 
@@ -141,14 +144,70 @@ def policy(
     typer.echo(f"allow_remote_control: {'on' if value else 'off'}")
 
 
-@app.command("rotate-keys")
-def rotate_keys(data_dir: pathlib.Path = DataDir, database_url: str = DbUrl) -> None:
-    """Make a new worker-token signing key active (old keys keep verifying until they are removed).
+RedisUrl = typer.Option(None, "--redis-url", help="The servers' Redis (default $TETHER_REDIS_URL): tell them at once.")
 
-    A running server picks the new key up when it restarts.
+
+def _tell_servers(cfg: Config) -> None:
+    """Running servers re-read the keys: at once through Redis, else within their key refresh."""
+    from tether.server.scaleout import announce_keys_changed
+
+    if asyncio.run(announce_keys_changed(cfg)):
+        typer.echo("Running servers were told through Redis.", err=True)
+    else:
+        typer.echo(f"Running servers take it up within {cfg.key_refresh_s:g} s (their key refresh).", err=True)
+
+
+@app.command("keys")
+def keys(
+    data_dir: pathlib.Path = DataDir, database_url: str = DbUrl,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the worker-token signing keys (never their secrets), oldest first."""
+
+    async def body(accounts: Accounts) -> list[dict[str, Any]]:
+        ring = await accounts.auth.signing_keys()
+        signing = active_kid([(r.kid, r.active) for r in ring])
+        return [{"kid": r.kid, "active": r.kid == signing, "created_at": r.created_at} for r in ring]
+
+    rows = _run(_config(data_dir, database_url), body)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['kid']:<16} {'active' if r['active'] else 'verifies':<8} {r['created_at']:.0f}")
+
+
+@app.command("rotate-keys")
+def rotate_keys(data_dir: pathlib.Path = DataDir, database_url: str = DbUrl, redis_url: str = RedisUrl) -> None:
+    """Make a new worker-token signing key active and print its id; older keys keep verifying
+    until `tether admin retire-key` removes them.
+
+    Running servers sign with it from their next key refresh (30 s by default), at once when
+    --redis-url (or $TETHER_REDIS_URL) names their Redis.
     """
 
     async def body(accounts: Accounts) -> str:
         return await accounts.auth.rotate_keys()
 
-    typer.echo(_run(_config(data_dir, database_url), body))
+    cfg = _config(data_dir, database_url, redis_url)
+    typer.echo(_run(cfg, body))
+    _tell_servers(cfg)
+
+
+@app.command("retire-key")
+def retire_key(
+    kid: str = typer.Argument(..., help="The key's id (see `tether admin keys`); not the active one."),
+    data_dir: pathlib.Path = DataDir, database_url: str = DbUrl, redis_url: str = RedisUrl,
+) -> None:
+    """Remove a signing key: worker tokens it signed are refused on every server, and their open
+    sockets and streams close (4003). Retire a key once its tokens have expired (4 h after the
+    rotation), or at once if it leaked: bridges then take fresh tokens (docs/protocol.md §9.2).
+    """
+
+    async def body(accounts: Accounts) -> None:
+        await accounts.auth.retire_key(kid)
+
+    cfg = _config(data_dir, database_url, redis_url)
+    _run(cfg, body)
+    typer.echo(f"Retired {kid}.", err=True)
+    _tell_servers(cfg)

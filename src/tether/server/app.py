@@ -1,7 +1,8 @@
 """create_app(config) → the ASGI app. Nothing happens at import time.
 
 Lifespan: open the store (migrate), load keys, bootstrap the owner, start the lease
-reaper, the worker-presence sweep, the WAL checkpointer and the delivery writer in a task group;
+reaper, the worker-presence sweep, the WAL checkpointer, the delivery writer, the signing-key
+refresh and the instance heartbeat in a task group;
 on shutdown: stop accepting (readyz 503), close sockets with 1012, stop background tasks, stop
 the render process, write the last delivery states, close the store — in that order, each with
 a deadline.
@@ -71,6 +72,8 @@ def create_app(config: Config) -> FastAPI:
             sweeper = tg.create_task(ctx.workers.run_presence_sweep(), name="presence-sweep")
             checkpointer = tg.create_task(ctx.store.run_checkpointer(), name="wal-checkpointer")
             deliveries = tg.create_task(ctx.deliveries.run(), name="delivery-writer")
+            key_refresh = tg.create_task(ctx.auth.run_key_refresh(), name="key-refresh")
+            heartbeat = tg.create_task(ctx.workers.v1_presence.run(), name="instance-heartbeat")
             if ctx.scale_out is not None:
                 tg.create_task(ctx.scale_out.run(), name="scale-out")
             # What start-up made lives as long as the process: out of the collector's sight,
@@ -90,10 +93,13 @@ def create_app(config: Config) -> FastAPI:
                 sweeper.cancel()
                 checkpointer.cancel()
                 deliveries.cancel()
+                key_refresh.cancel()
+                heartbeat.cancel()
                 if ctx.scale_out is not None:
                     ctx.scale_out.stop()  # (ends by itself, within half a second)
         await ctx.renderer.close()
         await _write_deliveries(ctx)
+        await ctx.workers.v1_presence.leave()
         if ctx.scale_out is not None:
             await ctx.scale_out.close()
         await ctx.broker.close()

@@ -67,6 +67,11 @@ class Config:
     # this long after (writes in flight while its bridge swaps tokens)
     worker_handover_s: float = 30.0
     worker_heartbeat_ttl_s: float = 60.0
+    # every instance re-reads the signing keys this often (at once on a bus notice, with --redis-url)
+    key_refresh_s: float = 30.0
+    # each instance beats its row in server_instances this often; one silent for 3 beats is gone and its
+    # v1 workers are marked disconnected by the others (tether.protocol.instances)
+    instance_heartbeat_s: float = 10.0
     access_token_ttl_s: float = 3600.0
     refresh_token_ttl_s: float = 30 * 24 * 3600.0
     login_link_ttl_s: float = 24 * 3600.0

@@ -10,6 +10,7 @@ from tether.protocol.body_budget import BodyBudget
 from tether.server.auth.ratelimit import RateLimiter
 from tether.server.auth.service import Auth
 from tether.server.broker import SERVER_CLOSING, Broker
+from tether.server.broker.wire import KeyClosed
 from tether.server.config import Config
 from tether.server.delivery import DeliveryRecorder
 from tether.server.hub import Hub
@@ -25,7 +26,7 @@ from tether.server.service.sessions import Sessions
 from tether.server.service.workers import Workers
 from tether.server.store import Store, Tx
 from tether.server.store.records import SessionRecord
-from tether.server.streams import OpenStreams
+from tether.server.streams import CLOSE_UNAUTHORIZED, OpenStreams, kid_key
 from tether.server.web.renderer import Renderer
 
 if TYPE_CHECKING:  # (redis is imported only when --redis-url is set)
@@ -82,6 +83,10 @@ class ServerContext:
             scale_out = build_scale_out(config, streams, metrics)
         broker = scale_out.broker if scale_out is not None else Broker(config.broker_queue_size)
         auth = Auth(config, store)
+        auth.on_retired = lambda kids: close_retired(streams, kids)
+        if scale_out is not None:
+            scale_out.broker.on_keys_changed = auth.keys_changed
+            auth.announce = scale_out.broker.announce_keys_changed
         dispatcher = Dispatcher(config, store, broker, auth, streams)
         hub = Hub(broker)
 
@@ -105,3 +110,10 @@ class ServerContext:
             streams=streams, scale_out=scale_out,
             body_budget=BodyBudget(max(limits.max_inflight_body_bytes, limits.max_file_bytes + (64 << 10))),
         )
+
+
+def close_retired(streams: OpenStreams, kids: frozenset[str]) -> None:
+    """Streams opened with tokens of retired signing keys close here, as a revoked token's do
+    (each instance closes its own when it sees the key gone: nothing is relayed)."""
+    for kid in kids:
+        streams.apply(KeyClosed(kid_key(kid), CLOSE_UNAUTHORIZED, "the worker token's signing key was retired"))

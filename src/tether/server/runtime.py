@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import pathlib
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -152,3 +153,23 @@ def running_server(data_dir: pathlib.Path) -> RuntimeInfo | None:
     if not lock_held(data_dir):
         return None
     return read_runtime(data_dir)
+
+
+INSTANCE_FILE: Final = "instance_id"
+
+
+def instance_id(data_dir: pathlib.Path) -> str:
+    """This server instance's id in the shared database (``server_instances``), made once per data
+    directory: a restart keeps it, and two instances never share one (each holds its own
+    ``server.lock``). A copied data directory would share it: give each instance a fresh one."""
+    path = data_dir / INSTANCE_FILE
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        found = path.read_text().strip()
+        if found.startswith("inst_") and len(found) <= 64:
+            return found
+    data_dir.mkdir(parents=True, exist_ok=True)
+    made = f"inst_{uuid.uuid4().hex}"
+    tmp = path.with_name(f".{INSTANCE_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(made + "\n")
+    os.replace(tmp, path)
+    return made

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from tether.server.auth.shared_ratelimit import SharedRateLimiter
-from tether.server.broker.redis import RedisBroker
+from tether.server.broker.redis import RedisBroker, send_once
+from tether.server.broker.wire import KEYS_CHANGED
 from tether.server.clock import now
 from tether.server.config import Config
 from tether.server.metrics import Metrics
@@ -73,3 +74,16 @@ def build(config: Config, streams: OpenStreams, metrics: Metrics) -> ScaleOut | 
         login_limiter=SharedRateLimiter(limits.login_per_minute / 60.0, limits.login_per_minute, redis, "login",
                                         prefix=config.redis_prefix),
     )
+
+
+async def announce_keys_changed(config: Config) -> bool:
+    """Tell the running instances that the signing keys changed (`tether admin rotate-keys` /
+    `retire-key`): they re-read them at once instead of within ``key_refresh_s``. False without
+    ``--redis-url`` or when Redis did not answer."""
+    if not config.redis_url:
+        return False
+    redis = connect(config.redis_url)
+    try:
+        return await send_once(redis, config.redis_prefix, [KEYS_CHANGED])
+    finally:
+        await redis.aclose()

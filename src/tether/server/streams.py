@@ -3,7 +3,7 @@ lowering a role, logging out or ending a worker's work closes them at once (docs
 §1, §4.4, §4.7).
 
 Each open subscribe socket, v1 worker socket and v2 SSE stream registers one :class:`Holder`
-under its keys (``token:<id>``, ``user:<id>``, ``work:<id>``) while it is open. The place that
+under its keys (``token:<id>``, ``user:<id>``, ``work:<id>``, ``kid:<signing key>``) while it is open. The place that
 revokes calls :meth:`OpenStreams.close_key` / :meth:`OpenStreams.role_changed` after its
 commit; the holder's ``wake`` callback makes the stream's own task close it with the code. The
 fan-out path never looks here: the registry is touched on connect, disconnect and revocation
@@ -112,3 +112,8 @@ def user_key(user_id: str) -> str:
 
 def work_key(work_id: str) -> str:
     return f"work:{work_id}"
+
+
+def kid_key(kid: str) -> str:
+    """A worker-token signing key: its retirement closes what its tokens opened (docs/protocol.md §9.2)."""
+    return f"kid:{kid}"

@@ -33,8 +33,8 @@ from tether.server.broker import (
     inbound_topic,
     work_topic,
 )
-from tether.server.broker.redis import RedisBroker
-from tether.server.broker.wire import KeyClosed
+from tether.server.broker.redis import RedisBroker, send_once
+from tether.server.broker.wire import KEYS_CHANGED, KeyClosed
 from tether.server.redis_client import connect
 from tether.server.store.records import StoredEvent
 from tether.server.streams import Holder, OpenStreams
@@ -218,3 +218,22 @@ async def test_losing_redis_falls_back_to_polling_and_recovers(redis_process: Re
                 break
             assert got.seq == 7
             assert b.metrics.counters["bus_polls_total"] >= 2
+
+
+async def test_a_keys_changed_notice_from_outside_reaches_every_instance(shared_redis_url: str) -> None:
+    async with instances(shared_redis_url, 2) as (a, b):
+        told: list[str] = []
+        a.on_keys_changed = lambda: told.append("a")
+        b.on_keys_changed = lambda: told.append("b")
+        rereads = [x.metrics.counters.get("bus_rereads_total", 0) for x in (a, b)]
+        # `tether admin rotate-keys` sends one entry of a publisher of its own, then exits
+        redis = connect(shared_redis_url)
+        try:
+            assert await send_once(redis, a.stream.removesuffix(":bus"), [KEYS_CHANGED])
+        finally:
+            await redis.aclose()
+        await eventually(lambda: sorted(told) == ["a", "b"], message="both instances told")
+        a.announce_keys_changed()  # and one instance's own change reaches the other, not itself
+        await eventually(lambda: told.count("b") == 2, message="B told by A")
+        assert told.count("a") == 1
+        assert [x.metrics.counters.get("bus_rereads_total", 0) for x in (a, b)] == rereads  # no gap seen

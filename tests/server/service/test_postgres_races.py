@@ -7,7 +7,8 @@ the session's row lock while both instances start the same write; the test waits
 stand in PostgreSQL's lock queue (``pg_locks``), then lets go. Whatever the order the database
 picks, the rule must hold: appends never share a sequence number, one permission answer wins, one
 poll leases a work item, one of two concurrent registrations gets each epoch, a login link is
-redeemed once.
+redeemed once. Inserts that race on a unique index (a new member's email, a transcript row's uuid)
+end in the domain's answer — a conflict, or the row stored once — never an IntegrityError (a 500).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from tether.errors import Conflict
+from tether.server.auth.secrets import hash_secret
 from tether.server.auth.service import Principal
 from tether.server.config import Config
 from tether.server.context import ServerContext
@@ -33,6 +35,7 @@ from tether.server.service.environments import Registration
 from tether.server.service.sessions import NewSession
 from tether.server.store import EventIn
 from tether.server.store import tables as t
+from tether.server.store.records import InternalEvent
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")
@@ -259,3 +262,76 @@ async def test_instances_starting_together_on_an_empty_database_set_it_up_once(
         for ctx in contexts:
             await ctx.broker.close()
             await ctx.store.close()
+
+
+async def insert_held(url: str, table: sa.Table, row: dict[str, Any],
+                      writes: list[Awaitable[T]]) -> list[Any]:
+    """A third writer inserts ``row`` and keeps its transaction open, so both ``writes`` pass their
+    "not there yet" check and then queue on the unique index; it rolls back, and the two decide
+    between themselves in the database. Their results (an exception is a result)."""
+    engine = create_async_engine(url, poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as holder:
+            await holder.begin()
+            await holder.execute(table.insert(), row)
+            tasks = [asyncio.ensure_future(w) for w in writes]
+            await queued(holder, tasks, len(writes))
+            await holder.rollback()
+    finally:
+        await engine.dispose()
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+async def test_one_new_member_email_added_on_two_instances_is_one_person_and_a_conflict(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        email = "carol@example.com"
+        third = {"id": "user_third", "org_id": principal.org_id, "email": email, "role": "member",
+                 "password_hash": None, "created_at": time.time()}
+        results = await insert_held(postgres_url, t.users, third, [
+            a.accounts.add_member(principal, email, "member"), b.accounts.add_member(principal, email, "viewer")])
+        added = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(added) == 1 and len(refused) == 1, results
+        assert isinstance(refused[0], Conflict) and "already has an account" in refused[0].message, refused
+        async with a.store.read() as tx:
+            user = await tx.users.by_email(email)
+        assert user is not None and user.id == added[0][0].id  # the one that won is the one stored
+
+
+async def test_one_transcript_row_posted_to_two_instances_is_stored_once(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        session = await a.sessions.create(principal, NewSession(), kind="code")
+        row_uuid = str(uuid.uuid4())
+
+        def row(text: str) -> InternalEvent:
+            return InternalEvent(0, session.id, f"ie_{uuid.uuid4().hex}", row_uuid, "assistant",
+                                 orjson.dumps({"text": text}).decode(), False, None, time.time())
+
+        third = {"session_id": session.id, "event_id": "ie_third", "uuid": row_uuid, "event_type": "assistant",
+                 "payload": "{}", "is_compaction": False, "agent_id": None, "created_at": time.time()}
+        results = await insert_held(postgres_url, t.internal_events, third, [
+            a.workers.append_internal([row("a")]), b.workers.append_internal([row("b")])])
+        assert not [r for r in results if isinstance(r, BaseException)], results  # idempotent, never a 500
+        rows, _more = await b.workers.internal_events(session.id, 0, False)
+        assert [r.uuid for r in rows] == [row_uuid]
+
+
+async def test_one_environment_re_attached_on_two_instances_at_once_stays_one(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    async with two_instances(postgres_url, tmp_path) as (a, b):
+        principal = await owner(a)
+        fields = Registration("bridge", "host", "/tmp/p", None, None, 1, "claude_code", {})
+        env_id, _ = await a.environments.register(principal, fields, None)
+        results = await asyncio.gather(a.environments.register(principal, fields, env_id),
+                                       b.environments.register(principal, fields, env_id))
+        assert [r[0] for r in results] == [env_id, env_id]  # docs/protocol.md §4.1: the same id back
+        async with a.store.read() as tx:
+            envs = await tx.environments.of_org(principal.org_id)
+            stored = await tx.environments.get(env_id)
+        assert [e.id for e in envs] == [env_id] and stored is not None
+        # the registration the database ordered last holds the secret (as when they come one after the other)
+        assert stored.secret_hash in {hash_secret(secret) for _id, secret in results}

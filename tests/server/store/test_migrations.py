@@ -38,7 +38,7 @@ async def test_the_undelivered_query_uses_the_partial_index(tmp_path: pathlib.Pa
         plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ("s",)))
         assert "USING INDEX ix_events_undelivered" in plan, plan
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-        assert version == "0003"
+        assert version == "0004"
     finally:
         conn.close()
 
@@ -116,5 +116,43 @@ async def test_a_0002_database_with_a_session_gains_archive_reason_and_successor
         async with store.read() as tx:
             row = await tx.sessions.get("s1")
         assert row is not None and (row.archive_reason, row.successor_id) == ("replaced", "s2")
+    finally:
+        await store.close()
+
+
+async def test_a_0003_database_gains_instances_and_its_connected_workers_are_of_no_instance(
+        tmp_path: pathlib.Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from tether.server.store.store import MIGRATIONS
+
+    path = tmp_path / "db.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.exec_driver_sql("INSERT INTO orgs (id, name, allow_remote_control, created_at) VALUES ('o', 'o', 1, 1)")
+        conn.exec_driver_sql("INSERT INTO sessions (id, org_id, kind, title, title_explicit, status, worker_epoch, "
+                             "worker_status, last_seq, created_at, updated_at) VALUES ('s1', 'o', 'env', 't', 0, "
+                             "'idle', 0, 'connected', 0, 1.0, 2.0)")
+    engine.dispose()
+    store = Store(sqlite_url(path))
+    await store.open()
+    try:
+        async with store.write() as tx:
+            assert await tx.sessions.connected_workers() == [("s1", None)]  # held by no known instance
+            assert await tx.instances.beat("inst_a", 10.0, starting=True) is None
+            assert await tx.instances.alive(0.0) == {"inst_a"}
+            assert await tx.sessions.release_worker("s1", None)
+        async with store.read() as tx:
+            row = await tx.sessions.get("s1")
+            plan = " ".join(r[3] for r in (await tx.conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id, worker_instance FROM sessions WHERE worker_status = 'connected'"
+            )).all())
+        assert row is not None and (row.worker_status, row.worker_instance) == ("disconnected", None)
+        assert "ix_sessions_connected_workers" in plan, plan
     finally:
         await store.close()

@@ -33,9 +33,8 @@ from tether.server.api.worker_stream import SseStream
 from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.clock import iso, now
 from tether.server.context import ServerContext
-from tether.server.service.workers import DELIVERY_STATES, parse_state
+from tether.server.service.workers import DELIVERY_STATES, parse_state, worker_keys
 from tether.server.store.records import InternalEvent
-from tether.server.streams import work_key
 
 router = APIRouter()
 PREFIXES = ("/v1/code/sessions/{session_id}", "/v1/session_ingress/ws/{session_id}",
@@ -213,5 +212,4 @@ async def stream(session_id: str, request: Request) -> Response:
     if session.archived_at:
         raise NotFound("The session is archived.")
     await ctx.dispatcher.check_worker_read(claims)
-    keys = [work_key(claims.work_id)] if claims.work_id else []
-    return SseStream(ctx, body, _resume_point(request), keys)
+    return SseStream(ctx, body, _resume_point(request), worker_keys(claims))

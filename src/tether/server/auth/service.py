@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tether.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, PolicyDenied
+from tether.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PolicyDenied,
+)
 from tether.protocol.access import credential_verdict
 from tether.protocol.last_used import LastUsedThrottle
+from tether.protocol.signing_keys import KeyChanges, active_kid, key_changes
 from tether.server.auth import secrets as sec
 from tether.server.auth.worker_jwt import KeyRing, WorkerClaims
 from tether.server.config import Config
@@ -71,6 +82,11 @@ class Auth:
         self.keys: KeyRing | None = None
         self.csrf_key = ""
         self.last_used = LastUsedThrottle()
+        # set by server/context.py: close this instance's streams of a retired key; tell the
+        # other instances that the keys changed (the bus, with --redis-url)
+        self.on_retired: Callable[[frozenset[str]], object] | None = None
+        self.announce: Callable[[], object] | None = None
+        self._recheck = asyncio.Event()
 
     async def open(self) -> None:
         """Load (or create) the signing keys."""
@@ -84,8 +100,8 @@ class Auth:
         self._load_keys(rows)
 
     def _load_keys(self, rows: list[SigningKey]) -> None:
-        active = [r for r in rows if r.active] or rows
-        self.keys = KeyRing({r.kid: r.secret for r in rows}, active[-1].kid, self.config.url)
+        active = active_kid([(r.kid, r.active) for r in rows])
+        self.keys = KeyRing({r.kid: r.secret for r in rows}, active, self.config.url)
         self.csrf_key = rows[0].secret
 
     async def rotate_keys(self) -> str:
@@ -95,7 +111,62 @@ class Auth:
             await tx.keys.insert(kid, secret, time.time())
             rows = await tx.keys.all()
         self._load_keys(rows)
+        self._announce()
         return kid
+
+    async def retire_key(self, kid: str) -> None:
+        """Remove a key that no longer signs: tokens it signed stop verifying (on every instance,
+        within ``key_refresh_s``; at once with --redis-url), and what they opened closes."""
+        async with self.store.write() as tx:
+            await tx.serialize("signing_keys")
+            rows = await tx.keys.all()
+            if kid not in {r.kid for r in rows}:
+                raise NotFound(f"No signing key {kid!r} (see `tether admin keys`).")
+            if kid == active_kid([(r.kid, r.active) for r in rows]):
+                raise Conflict(f"{kid} is the active key: `tether admin rotate-keys` first, then retire it.")
+            await tx.keys.delete(kid)
+        await self.refresh_keys()
+        self._announce()
+
+    async def signing_keys(self) -> list[SigningKey]:
+        async with self.store.read() as tx:
+            return await tx.keys.all()
+
+    def _announce(self) -> None:
+        if self.announce is not None:
+            self.announce()
+
+    async def refresh_keys(self) -> KeyChanges:
+        """Re-read the key table; take what changed (a retired key's streams close here)."""
+        rows = await self.signing_keys()
+        if not rows or self.keys is None:  # (a table emptied by hand: keep signing with what is held)
+            return KeyChanges(frozenset(), frozenset(), False)
+        stored = {r.kid: r.secret for r in rows}
+        changes = key_changes(self.keys.keys, self.keys.active_kid, stored,
+                              active_kid([(r.kid, r.active) for r in rows]))
+        if changes.any:
+            self._load_keys(rows)
+            log.info("signing keys changed: active %s, added %s, retired %s", self.keys.active_kid,
+                     sorted(changes.added), sorted(changes.retired))
+            if changes.retired and self.on_retired is not None:
+                self.on_retired(changes.retired)
+        return changes
+
+    def keys_changed(self) -> None:
+        """Another instance (or `tether admin`) changed the keys: re-read them now."""
+        self._recheck.set()
+
+    async def run_key_refresh(self) -> None:
+        """Until cancelled: re-read the keys when told to, and every ``key_refresh_s`` regardless
+        (a notice lost with Redis, or a change made without it)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(), self.config.key_refresh_s)
+            self._recheck.clear()
+            try:
+                await self.refresh_keys()
+            except Exception:  # the refresh must outlive one failed pass (the database away): the next tries again
+                log.warning("could not re-read the signing keys", exc_info=True)
 
     # ---- bootstrap ------------------------------------------------------------------------
     async def ensure_owner(self, tx: Tx, *, org_name: str = "default", email: str = "owner@localhost",

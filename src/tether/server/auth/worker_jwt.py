@@ -22,6 +22,7 @@ class WorkerClaims:
     jti: str
     exp: float
     raw: dict[str, Any]
+    kid: str = ""  # the signing key (header): streams opened with the token close when it is retired
 
 
 class KeyRing:
@@ -56,7 +57,7 @@ class KeyRing:
             claims["wid"] = work_id
         token = jwt.encode(claims, self.keys[self.active_kid], algorithm="HS256",
                            headers={"kid": self.active_kid})
-        return token, _claims(claims)
+        return token, _claims(claims, self.active_kid)
 
     def verify(self, token: str, *, now: float) -> WorkerClaims:
         """Verify signature, role and expiry. Verified tokens are remembered (bounded) because
@@ -79,7 +80,8 @@ class KeyRing:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise AuthenticationFailed("The worker token is malformed.") from None
-        key = self.keys.get(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        key = self.keys.get(kid)
         if key is None:
             raise AuthenticationFailed("The worker token was signed by an unknown key.")
         try:
@@ -91,10 +93,10 @@ class KeyRing:
             raise AuthenticationFailed("The token is not a worker token.")
         if float(claims["exp"]) <= now:
             raise AuthenticationFailed("The worker token has expired.", error_type="authentication_error")
-        return _claims(claims)
+        return _claims(claims, kid)
 
 
-def _claims(claims: dict[str, Any]) -> WorkerClaims:
+def _claims(claims: dict[str, Any], kid: str) -> WorkerClaims:
     return WorkerClaims(
         session_body=str(claims["sub"]),
         org_id=str(claims.get("org", "")),
@@ -104,4 +106,5 @@ def _claims(claims: dict[str, Any]) -> WorkerClaims:
         jti=str(claims.get("jti", "")),
         exp=float(claims["exp"]),
         raw=claims,
+        kid=kid,
     )

@@ -17,7 +17,8 @@ so that a worker stream never takes a later inbound event before an earlier one.
 
 Without Redis (not reachable yet, or lost) the instance follows the database instead: every
 ``poll_s`` each log reader re-reads its log and each long poll looks again, until the stream can be
-read again. Revocations and session closings made meanwhile are sent when Redis is back.
+read again. Revocations, session closings and signing-key changes made meanwhile are sent when Redis
+is back.
 ``ServerClosing`` stays local by design: it is one instance's shutdown.
 """
 
@@ -39,10 +40,12 @@ from tether.protocol.bus_order import BusOrder, PublisherGaps, Verdict
 from tether.server.broker.items import WORK_QUEUED, SessionClosed, Topic
 from tether.server.broker.memory import Broker
 from tether.server.broker.wire import (
+    KEYS_CHANGED,
     BadEntry,
     Control,
     EventNotice,
     KeyClosed,
+    KeysChanged,
     Received,
     RoleFell,
     decode,
@@ -60,10 +63,11 @@ MAX_OUTBOX = 50_000  # notices waiting for a send; past it they are dropped (rec
 MAX_UNSENT_CONTROLS = 1000  # revocations / closings kept for a send that failed
 LEARN_ENTRIES = 1000  # entries read back at start to learn where each publisher stands
 BUS_ERRORS = (RedisError, OSError, TimeoutError)
+MAXLEN = 100_000  # entries the stream keeps (approximately)
 
 
 class RedisBroker(Broker):
-    def __init__(self, redis: Redis, *, queue_size: int = 4096, prefix: str = "tether", maxlen: int = 100_000,
+    def __init__(self, redis: Redis, *, queue_size: int = 4096, prefix: str = "tether", maxlen: int = MAXLEN,
                  poll_s: float = 1.0, metrics: Metrics | None = None) -> None:
         super().__init__(queue_size)
         if poll_s <= 0 or maxlen < 1:
@@ -77,6 +81,7 @@ class RedisBroker(Broker):
         self.order = BusOrder()
         self.gaps = PublisherGaps()
         self.on_control: Callable[[Control], object] | None = None  # server/streams.py OpenStreams.apply
+        self.on_keys_changed: Callable[[], object] | None = None  # auth/service.py Auth.keys_changed
         self.live = False  # following the stream (False: following the database every poll_s)
         self._outbox: list[Any] = []
         self._unsent: collections.deque[Any] = collections.deque(maxlen=MAX_UNSENT_CONTROLS)
@@ -102,6 +107,10 @@ class RedisBroker(Broker):
     def send_control(self, control: Control) -> None:
         """A revocation for the other instances (server/streams.py applies it here itself)."""
         self._queue(control)
+
+    def announce_keys_changed(self) -> None:
+        """The signing keys changed here: the other instances re-read them."""
+        self._queue(KEYS_CHANGED)
 
     def _publish_event(self, name: str, ev: StoredEvent) -> int:
         body = name[2:]
@@ -205,6 +214,9 @@ class RedisBroker(Broker):
                 self._end("i:" + target, value)
             elif kind == "w":
                 self._wake_work("w:" + target)
+            elif kind == "s":
+                if self.on_keys_changed is not None:
+                    self.on_keys_changed()
             elif self.on_control is not None and isinstance(value, KeyClosed | RoleFell):
                 self.on_control(value)
 
@@ -357,5 +369,17 @@ def _entry_key(entry_id: bytes | str) -> tuple[int, int]:
 
 def _must_arrive(item: Any) -> bool:
     """Notices that the log does not record: revocations and closings are sent again, later."""
-    return isinstance(item, KeyClosed | RoleFell) or (isinstance(item, tuple) and isinstance(item[1], SessionClosed))
+    return (isinstance(item, KeyClosed | RoleFell | KeysChanged)
+            or (isinstance(item, tuple) and isinstance(item[1], SessionClosed)))
 
+
+async def send_once(redis: Redis, prefix: str, notices: list[Any]) -> bool:
+    """One entry on the bus from a process that does not follow it (`tether admin`): a publisher of
+    its own, numbered 1, so that no reader takes it for a gap. False when Redis did not take it."""
+    fields: Any = {"p": uuid.uuid4().hex, "n": 1, "d": encode(notices)}
+    try:
+        await redis.xadd(f"{prefix}:bus", fields, maxlen=MAXLEN, approximate=True)
+    except BUS_ERRORS as exc:
+        log.warning("could not reach Redis: %s", exc)
+        return False
+    return True

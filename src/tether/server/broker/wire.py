@@ -10,7 +10,8 @@ decoded once by each other instance (never per subscriber). A notice is a list:
 - ``["c", body, reason]`` — the session was closed (:class:`SessionClosed`): worker streams end;
 - ``["w", env_id]`` — work was queued for an environment (long polls look again);
 - ``["k", key, code, reason]`` / ``["u", user_id, role, code, reason]`` — a credential or a role
-  fell: open streams close everywhere (server/streams.py).
+  fell: open streams close everywhere (server/streams.py);
+- ``["s"]`` — the worker-token signing keys changed: every instance re-reads them (auth/service.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class RoleFell:
 Control = KeyClosed | RoleFell
 
 
+@dataclass(frozen=True)
+class KeysChanged:
+    """The signing keys were rotated or one was retired: re-read them from the database."""
+
+
+KEYS_CHANGED = KeysChanged()
+
+
 class EventNotice:
     """A logged event on its way out; ``inbound`` is set when its worker notice follows."""
 
@@ -57,7 +66,7 @@ class EventNotice:
         self.inbound = False
 
 
-Outgoing = EventNotice | tuple[str, Live | SessionClosed] | tuple[str, None] | Control
+Outgoing = EventNotice | tuple[str, Live | SessionClosed] | tuple[str, None] | Control | KeysChanged
 
 
 def encode(batch: list[Any]) -> bytes:
@@ -72,6 +81,8 @@ def encode(batch: list[Any]) -> bytes:
             out.append(["k", item.key, item.code, item.reason])
         elif isinstance(item, RoleFell):
             out.append(["u", item.user_id, item.role, item.code, item.reason])
+        elif isinstance(item, KeysChanged):
+            out.append(["s"])
         else:
             name, value = item
             kind, rest = name[0], name[2:]
@@ -88,9 +99,9 @@ def encode(batch: list[Any]) -> bytes:
 class Received:
     """One decoded notice: what it is, and for which session or environment."""
 
-    kind: str  # e | l | c | w | k | u
+    kind: str  # e | l | c | w | k | u | s
     target: str  # session body, environment id, or "" for controls
-    value: StoredEvent | Live | SessionClosed | Control | None
+    value: StoredEvent | Live | SessionClosed | Control | KeysChanged | None
     inbound: bool = False
 
 
@@ -124,4 +135,6 @@ def _decode_one(item: list[Any]) -> Received:
         return Received("k", "", KeyClosed(item[1], int(item[2]), item[3]))
     if kind == "u":
         return Received("u", "", RoleFell(item[1], item[2], int(item[3]), item[4]))
+    if kind == "s":
+        return Received("s", "", KEYS_CHANGED)
     raise ValueError(f"unknown notice kind {kind!r}")

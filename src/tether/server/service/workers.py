@@ -25,14 +25,15 @@ from tether.server.delivery import DeliveryRecorder
 from tether.server.hub import Hub, Live
 from tether.server.service.dispatch import Dispatcher
 from tether.server.service.log import load_session
+from tether.server.service.presence import V1Presence
 from tether.server.store import Store, StoredEvent
 from tether.server.store.records import InternalEvent, SessionRecord
-from tether.server.streams import token_key, user_key, work_key
+from tether.server.streams import kid_key, token_key, user_key, work_key
 from tether.server.views import session_update_frame
 
 log = logging.getLogger("tether.server.workers")
 
-__all__ = ["Caller", "WorkerConnection", "WorkerConnections", "WorkerState", "Workers"]
+__all__ = ["Caller", "WorkerConnection", "WorkerConnections", "WorkerState", "Workers", "worker_keys"]
 
 DELIVERY_STATES = ("received", "processing", "processed")
 
@@ -50,12 +51,17 @@ class Caller:
         return self.principal.user_id if self.principal is not None else "worker"
 
     def keys(self) -> list[str]:
-        """What revokes it (streams.py): the token and its user, or the worker's work item."""
+        """What revokes it (streams.py): the token and its user, or the worker's work item and the
+        token's signing key."""
         if self.principal is not None:
             return [token_key(self.principal.token_id), user_key(self.principal.user_id)]
-        if self.claims is not None and self.claims.work_id:
-            return [work_key(self.claims.work_id)]
-        return []
+        return worker_keys(self.claims) if self.claims is not None else []
+
+
+def worker_keys(claims: WorkerClaims) -> list[str]:
+    """What closes a worker's stream (streams.py): its work item ending, its token's key retired."""
+    keys = [work_key(claims.work_id)] if claims.work_id else []
+    return [*keys, kid_key(claims.kid)] if claims.kid else keys
 
 
 class WorkerConnection:
@@ -100,6 +106,10 @@ class WorkerConnections:
         """The session's open sockets (the live set: iterate it without awaiting)."""
         return self._by_session.get(body, ())
 
+    def sessions(self) -> Collection[str]:
+        """The sessions with a socket open here (the live set: copy it before awaiting)."""
+        return self._by_session.keys()
+
 
 @dataclass(frozen=True)
 class WorkerState:
@@ -122,6 +132,7 @@ class Workers:
         self.dispatcher = dispatcher
         self.recorder = recorder
         self.connections = WorkerConnections()
+        self.v1_presence = V1Presence(config, store, hub, self._frame, self.connections.sessions)
 
     def _frame(self, session: SessionRecord) -> Live:
         return session_update_frame(session, now(), self.config.worker_heartbeat_ttl_s)
@@ -165,9 +176,9 @@ class Workers:
 
     # ---- presence ---------------------------------------------------------------------------
     async def reset_presence(self) -> None:
-        """At start: v1 worker sockets do not survive a restart, so nobody is connected."""
-        async with self.store.write() as tx:
-            await tx.sessions.disconnect_all_workers()
+        """At start: v1 worker sockets do not survive a restart, so this instance's are gone
+        (another instance's are not: presence.py)."""
+        await self.v1_presence.start()
 
     async def run_presence_sweep(self) -> None:
         """Until cancelled: every ``lease_check_interval_s``, tell clients of workers that fell silent."""
@@ -182,21 +193,11 @@ class Workers:
     # ---- v1 sockets -------------------------------------------------------------------------
     async def socket_opened(self, conn: WorkerConnection) -> None:
         self.connections.add(conn)
-        await self._set_presence(conn.body, "connected")
+        await self.v1_presence.set(conn.body, "connected")
 
     async def socket_closed(self, conn: WorkerConnection) -> None:
         if self.connections.remove(conn):
-            await self._set_presence(conn.body, "disconnected")
-
-    async def _set_presence(self, body: str, status: str) -> None:
-        async with self.store.write() as tx:
-            session = await tx.sessions.get(body)
-            if session is None:
-                return
-            t = now()
-            await tx.sessions.update(session.id, worker_status=status, worker_last_seen=t)
-            frame = self._frame(replace(session, worker_status=status, worker_last_seen=t))
-            tx.after_commit(lambda: self.hub.publish_frames(body, [frame]))
+            await self.v1_presence.set(conn.body, "disconnected")
 
     def confirm_sent_controls(self, body: str) -> None:
         """Legacy v1 rule (workers without receipts): a control message is confirmed once the worker

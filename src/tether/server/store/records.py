@@ -204,6 +204,7 @@ class SessionRecord:
     archived_at: float | None
     archive_reason: str | None
     successor_id: str | None
+    worker_instance: str | None = None  # the server instance holding its v1 worker socket
 
 
 @dataclass(frozen=True, slots=True)

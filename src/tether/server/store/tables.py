@@ -104,6 +104,21 @@ sessions = sa.Table(
     # why it was archived (tether.protocol.archive) and the session that continues it (0003)
     sa.Column("archive_reason", sa.String(32), nullable=True),
     sa.Column("successor_id", sa.String(32), nullable=True),
+    # the server instance holding the session's v1 worker socket (server_instances.id; 0004)
+    sa.Column("worker_instance", sa.String(64), nullable=True),
+)
+# the v1 workers marked connected, by instance: what a heartbeat looks through for gone instances
+sa.Index("ix_sessions_connected_workers", sessions.c.worker_instance,
+         sqlite_where=sessions.c.worker_status == "connected",
+         postgresql_where=sessions.c.worker_status == "connected")
+
+# one row per server instance (its id lives in its data directory), beaten every instance_heartbeat_s
+server_instances = sa.Table(
+    "server_instances",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
 )
 
 work_items = sa.Table(

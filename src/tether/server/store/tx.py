@@ -12,6 +12,7 @@ from tether.server.store.repositories.accounts import Keys, Orgs, Tokens, Users
 from tether.server.store.repositories.environments import Environments
 from tether.server.store.repositories.events import Events, InternalEvents
 from tether.server.store.repositories.files import Audit, Files
+from tether.server.store.repositories.instances import Instances
 from tether.server.store.repositories.permissions import Permissions
 from tether.server.store.repositories.sessions import Sessions
 from tether.server.store.repositories.work import WorkItems
@@ -107,8 +108,12 @@ class Tx:
         return Keys(self.conn)
 
     @_made_on_first_use
+    def instances(self) -> Instances:
+        return Instances(self.conn)
+
+    @_made_on_first_use
     def internal_events(self) -> InternalEvents:
-        return InternalEvents(self.conn)
+        return InternalEvents(self.conn, self.locks)
 
     @_made_on_first_use
     def files(self) -> Files:

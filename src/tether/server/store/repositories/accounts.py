@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tether.errors import Conflict
 from tether.protocol.ids import new_id
 from tether.server.store import tables as t
 from tether.server.store.records import MemberRecord, OrgRecord, SigningKey, TokenRecord, UserRecord
@@ -67,8 +68,13 @@ class Users(Repository):
             .join(t.orgs, t.orgs.c.id == t.users.c.org_id).order_by(t.users.c.created_at))
 
     async def insert(self, org_id: str, email: str, role: str, now: float) -> UserRecord:
+        """A new user; :class:`Conflict` when the email has an account (checked first by the caller,
+        but on PostgreSQL another instance may insert it between that check and this insert)."""
         user = UserRecord(new_id("user"), org_id, email, role, None, now)
-        await self.conn.execute(t.users.insert(), row_of(user))
+        try:
+            await self.conn.execute(t.users.insert(), row_of(user))
+        except sa.exc.IntegrityError:
+            raise Conflict("A person with that email already has an account.") from None
         return user
 
     async def update(self, user_id: str, **values: Any) -> None:
@@ -138,3 +144,6 @@ class Keys(Repository):
         """A new active key; the others stay to verify what they signed."""
         await self.conn.execute(t.signing_keys.update().values(active=False))
         await self.conn.execute(t.signing_keys.insert().values(kid=kid, secret=secret, active=True, created_at=now))
+
+    async def delete(self, kid: str) -> None:
+        await self.conn.execute(t.signing_keys.delete().where(t.signing_keys.c.kid == kid))

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from tether.protocol.ids import new_id
 from tether.protocol.paging import fitting
@@ -236,7 +237,12 @@ class InternalEvents(Repository):
                                  "event_type": r.event_type, "payload": r.payload, "is_compaction": r.is_compaction,
                                  "agent_id": r.agent_id, "created_at": r.created_at})
         if new_rows:
-            await self.conn.execute(t.internal_events.insert(), new_rows)
+            # PostgreSQL: another instance's write may have logged the same uuid since the read
+            # above (no session lock is taken for the transcript); that row stands, this one is
+            # dropped rather than failing the whole batch on the unique constraint. SQLite has one writer.
+            insert = (postgresql.insert(t.internal_events).on_conflict_do_nothing(
+                constraint="uq_internal_events_session_uuid") if self.locks else t.internal_events.insert())
+            await self.conn.execute(insert, new_rows)
         return len(new_rows)
 
     async def after(self, session_id: str, after_pk: int, limit: int, subagents: bool,

@@ -63,9 +63,21 @@ class Sessions(Repository):
             s.c.archived_at.is_(None), s.c.worker_status.in_(("idle", "running", "requires_action")),
             s.c.worker_last_seen >= since, s.c.worker_last_seen < until))
 
-    async def disconnect_all_workers(self) -> None:
-        await self.conn.execute(t.sessions.update().where(t.sessions.c.worker_status == "connected")
-                                .values(worker_status="disconnected"))
+    async def connected_workers(self) -> list[tuple[SessionId, str | None]]:
+        """Sessions whose v1 worker is marked connected, and the instance holding each (a partial
+        index: usually few rows)."""
+        s = t.sessions
+        rows = await self.conn.execute(sa.select(s.c.id, s.c.worker_instance).where(s.c.worker_status == "connected"))
+        return [(SessionId(r[0]), r[1]) for r in rows.all()]
+
+    async def release_worker(self, body: str, owner: str | None) -> bool:
+        """Mark the v1 worker disconnected if ``owner`` still holds it (not if it reconnected
+        meanwhile, here or on another instance); whether it was."""
+        s = t.sessions
+        held = s.c.worker_instance.is_(None) if owner is None else s.c.worker_instance == owner
+        result = await self.conn.execute(s.update().where(s.c.id == body, s.c.worker_status == "connected", held)
+                                         .values(worker_status="disconnected", worker_instance=None))
+        return bool(result.rowcount)
 
     async def to_succeed(self, org_id: str, machine_name: str, directory: str,
                          reasons: Sequence[str]) -> SessionId | None:
