@@ -26,7 +26,7 @@ import os
 import pathlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.table import Table
 from sqlalchemy.engine import make_url
+from tests.support.server import ServerProcess
 
 from bench.relay import (
     Deliveries,
@@ -47,7 +48,6 @@ from bench.relay import (
     quiet_gc,
     setup,
 )
-from tests.support.server import ServerProcess
 
 MAX_INSTANCES = 16
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -269,9 +269,12 @@ class Cluster:
     async def subscribed(self, sessions: Sequence[int], per_session: int,
                          sink: Deliveries) -> AsyncIterator[None]:
         subs = [Subscribers(s.ws_url, self.subscriber_token, self.compression) for s in self.servers]
+
+        def opener(j: int, k: int) -> Callable[[], Awaitable[None]]:
+            return lambda: subs[self.subscriber_of(j, k)].open(self.sessions[j], sink)
+
         try:
-            await gather_limited([lambda j=j, k=k: subs[self.subscriber_of(j, k)].open(self.sessions[j], sink)
-                                  for j in sessions for k in range(per_session)], 32)
+            await gather_limited([opener(j, k) for j in sessions for k in range(per_session)], 32)
             yield
         finally:
             await asyncio.gather(*(s.close() for s in subs))
