@@ -1340,8 +1340,11 @@ def run_instances_mode(parser: argparse.ArgumentParser, args: argparse.Namespace
         console.print(f"[red]error:[/] {exc}")
         return 2
     console.print(scale.render_instances(results, plan, compression, load_before, args.raw_http))
+    failed = scale.failures_text(results)
+    if failed:
+        console.print(failed, markup=False)
     log("done")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.table import Table
@@ -267,17 +268,45 @@ class Cluster:
 
     @contextlib.asynccontextmanager
     async def subscribed(self, sessions: Sequence[int], per_session: int,
-                         sink: Deliveries) -> AsyncIterator[None]:
+                         sink: Deliveries) -> AsyncIterator[list[InstanceSink]]:
+        """Subscribers of ``sessions`` spread over the instances, all counted into ``sink``; yields
+        what each instance's subscribers received (to say where frames went missing)."""
         subs = [Subscribers(s.ws_url, self.subscriber_token, self.compression) for s in self.servers]
+        per_instance = [InstanceSink(sink) for _ in self.servers]
 
         def opener(j: int, k: int) -> Callable[[], Awaitable[None]]:
-            return lambda: subs[self.subscriber_of(j, k)].open(self.sessions[j], sink)
+            i = self.subscriber_of(j, k)
+            per_instance[i].subscribers += 1
+            return lambda: subs[i].open(self.sessions[j], per_instance[i])  # type: ignore[arg-type]
 
         try:
             await gather_limited([opener(j, k) for j in sessions for k in range(per_session)], 32)
-            yield
+            yield per_instance
         finally:
             await asyncio.gather(*(s.close() for s in subs))
+
+
+class InstanceSink:
+    """In front of the shared :class:`Deliveries`: the frames one instance's subscribers counted."""
+
+    def __init__(self, sink: Deliveries) -> None:
+        self.sink = sink
+        self.subscribers = 0
+        self.frames = 0
+
+    def received(self, text: str | bytes, at: float) -> None:
+        before = self.sink.frames
+        self.sink.received(text, at)
+        self.frames += self.sink.frames - before
+
+
+class DeliveryError(Exception):
+    """Subscribers did not get what was posted: which instances' did not."""
+
+    def __init__(self, what: str, per_instance: Sequence[InstanceSink], wanted_each: int) -> None:
+        short = ", ".join(f"instance {i}: {s.frames} of {s.subscribers * wanted_each}"
+                          for i, s in enumerate(per_instance) if s.frames < s.subscribers * wanted_each)
+        super().__init__(f"{what}: frames missing after 30 s ({short})")
 
 
 @dataclass
@@ -317,23 +346,29 @@ async def closed_loop(cluster: Cluster, plan: Plan) -> tuple[float, float]:
     sink.fanout = plan.subscribers
     worker = cluster.worker(0)
     loop = asyncio.get_running_loop()
+    posted = 0
 
     async def one(record: bool) -> None:
+        nonlocal posted
         event = assistant_event()
         done = loop.create_future()
         sink.waiters[event["uuid"]] = done
         if record:
             sink.sent_at[event["uuid"]] = time.perf_counter()
         await worker.post([event])
-        async with asyncio.timeout(300):
+        posted += 1
+        async with asyncio.timeout(30):
             await done
 
-    async with cluster.subscribed([0], plan.subscribers, sink):
-        for _ in range(20):  # warm-up: waited for, not measured
-            await one(False)
-        sink.latencies.clear()
-        for _ in range(plan.latency_events):
-            await one(True)
+    async with cluster.subscribed([0], plan.subscribers, sink) as per_instance:
+        try:
+            for _ in range(20):  # warm-up: waited for, not measured
+                await one(False)
+            sink.latencies.clear()
+            for _ in range(plan.latency_events):
+                await one(True)
+        except TimeoutError:
+            raise DeliveryError(f"closed loop, event {posted}", per_instance, posted) from None
     return percentile(sink.latencies, 50) * 1e3, percentile(sink.latencies, 99) * 1e3
 
 
@@ -343,12 +378,15 @@ async def sustained(cluster: Cluster, plan: Plan, sessions: Sequence[int], subs_
     frames missing after a 30 s drain, and the CPU shares over posting + draining."""
     sink = Deliveries()
     stored = 0
-    async with cluster.subscribed(sessions, subs_per_session, sink):
+    async with cluster.subscribed(sessions, subs_per_session, sink) as per_instance:
         # warm up every session (status idle → running happens here, not in the window)
         await asyncio.gather(*(cluster.worker(j).post([assistant_event()]) for j in sessions))
         sink.expect(len(sessions) * subs_per_session)
-        async with asyncio.timeout(30):
-            await sink.all_in.wait()
+        try:
+            async with asyncio.timeout(30):
+                await sink.all_in.wait()
+        except TimeoutError:
+            raise DeliveryError("warm-up (one event per session)", per_instance, 1) from None
         sink.frames = 0
         sink.all_in.clear()
         sink.expected = float("inf")
@@ -398,13 +436,23 @@ async def run_count(servers: list[ServerProcess], plan: Plan, compression: bool,
         await asyncio.gather(*(asyncio.to_thread(s.stop) for s in started))
 
 
+@dataclass
+class CountFailure:
+    """A count whose run failed: the table says so, the run goes on with the next count."""
+
+    label: str
+    reason: str
+    server_logs: dict[str, str]  # instance → the tail of its log
+
+
 async def run_instances(counts: Sequence[int], services: Services, plan: Plan, compression: bool,
-                        raw_http: bool, data_dir: pathlib.Path, log: Callable[[str], None]) -> list[CountResult]:
+                        raw_http: bool, data_dir: pathlib.Path,
+                        log: Callable[[str], None]) -> list[CountResult | CountFailure]:
     pg_pid, redis_pid = await services.local_pids()
-    results = []
+    results: list[CountResult | CountFailure] = []
     log("SQLite × 1 (the default, the baseline): starting")
     sqlite = ServerProcess(data_dir / "sqlite", limits={"rate_per_second": 0}, watch_loop=False)
-    results.append(await run_count([sqlite], plan, compression, raw_http, (None, None), "SQLite × 1", log))
+    results.append(await run_or_fail([sqlite], plan, compression, raw_http, (None, None), "SQLite × 1", log))
     for n in counts:
         label = f"PG+Redis × {n}"
         prefix = f"tether-bench-{uuid.uuid4().hex[:12]}"
@@ -414,11 +462,29 @@ async def run_instances(counts: Sequence[int], services: Services, plan: Plan, c
                                      redis_url=services.redis_url, redis_prefix=prefix,
                                      limits={"rate_per_second": 0}, watch_loop=False) for i in range(n)]
             try:
-                results.append(await run_count(servers, plan, compression, raw_http, (pg_pid, redis_pid),
-                                               label, log))
+                results.append(await run_or_fail(servers, plan, compression, raw_http, (pg_pid, redis_pid),
+                                                 label, log))
             finally:
                 await services.forget_prefix(prefix)
     return results
+
+
+async def run_or_fail(servers: list[ServerProcess], plan: Plan, compression: bool, raw_http: bool,
+                      pids: tuple[int | None, int | None], label: str,
+                      log: Callable[[str], None]) -> CountResult | CountFailure:
+    try:
+        return await run_count(servers, plan, compression, raw_http, pids, label, log)
+    except (DeliveryError, RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
+        log(f"{label}: failed: {exc!r}")
+        return CountFailure(label, str(exc) or repr(exc),
+                            {f"instance {i}": log_tail(s.log_path) for i, s in enumerate(servers)})
+
+
+def log_tail(path: pathlib.Path, lines: int = 12) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
 
 
 # ---- the table ----------------------------------------------------------------------------
@@ -435,7 +501,7 @@ def cpu_cells(fan: CpuShares, many: CpuShares) -> tuple[str, str]:
     return instances, others
 
 
-def render_instances(results: Sequence[CountResult], plan: Plan, compression: bool, load: float,
+def render_instances(results: Sequence[CountResult | CountFailure], plan: Plan, compression: bool, load: float,
                      raw_http: bool) -> Table:
     table = Table(
         title=f"tether across instances: PostgreSQL + Redis, SQLite × 1 as the baseline (loopback, "
@@ -452,8 +518,22 @@ def render_instances(results: Sequence[CountResult], plan: Plan, compression: bo
                           ("missing", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in results:
+        if isinstance(r, CountFailure):
+            table.add_row(r.label, "[red]failed[/] (below)", "—", "—", "—", "—", "—")
+            continue
         instances, others = cpu_cells(r.fan_cpu, r.many_cpu)
         table.add_row(r.label, f"{r.p50_ms:.2f} / {r.p99_ms:.2f} ms",
                       f"{r.fan_events_s:,.0f} | {r.fan_frames_s:,.0f}",
                       f"{r.many_posts_s:,.0f} | {r.many_frames_s:,.0f}", instances, others, str(r.missing))
     return table
+
+
+def failures_text(results: Sequence[CountResult | CountFailure]) -> str:
+    """What went wrong in the failed counts, with the tail of each instance's log (the run's data
+    directory is gone when the table prints)."""
+    parts = []
+    for r in results:
+        if isinstance(r, CountFailure):
+            parts.append(f"{r.label} failed: {r.reason}")
+            parts.extend(f"--- {name} log, last lines:\n{tail}" for name, tail in r.server_logs.items())
+    return "\n".join(parts)
