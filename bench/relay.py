@@ -1,6 +1,7 @@
 """Relay benchmark: how close does `tether server` come to a raw WebSocket server?
 
 Run: ``.venv/bin/python bench/relay.py [--quick] [--no-compression] [--raw-http] [--only idle,latency,durable,sse]``
+Scale-out: ``… bench/relay.py --instances 1,2,4 [--database-url URL] [--redis-url URL]`` (bench/relay_instances.py)
 
 One run starts a real ``tether server`` process on loopback (SQLite in a temporary
 directory, rate limits off) and, for the baseline, a raw ``websockets`` server process
@@ -1269,8 +1270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-compression", action="store_true", help="disable permessage-deflate on clients")
     parser.add_argument("--raw-http", action="store_true",
                         help="POST with a minimal HTTP/1.1 client instead of httpx (cheaper client side)")
-    parser.add_argument("--only", default=",".join(SCENARIOS),
+    parser.add_argument("--only", default=None,
                         help=f"comma-separated subset of {', '.join(SCENARIOS)} (the baseline always runs)")
+    parser.add_argument("--instances", metavar="N,N,…",
+                        help="scale-out mode: per instance count, N servers on one PostgreSQL database and "
+                             "Redis, beside SQLite × 1 (bench/relay_instances.py)")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="with --instances: a PostgreSQL server to create the run's databases on "
+                             "(default: $TETHER_TEST_POSTGRES_URL)")
+    parser.add_argument("--redis-url", metavar="URL",
+                        help="with --instances: the Redis the instances share (default: $TETHER_TEST_REDIS_URL)")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--idle-client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1282,7 +1291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.idle_client:
         run_async(idle_client())
         return 0
-    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if args.instances is not None:
+        if args.only is not None:
+            parser.error("--only does not apply to --instances (it measures its own rows)")
+        return run_instances_mode(parser, args, compression)
+    if args.database_url or args.redis_url:
+        parser.error("--database-url and --redis-url go with --instances")
+    only = [name.strip() for name in (args.only or ",".join(SCENARIOS)).split(",") if name.strip()]
     unknown = set(only) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
@@ -1299,6 +1314,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(render(res, plan, compression, load_before, args.raw_http))
     log("done")
     return 0
+
+
+def run_instances_mode(parser: argparse.ArgumentParser, args: argparse.Namespace, compression: bool) -> int:
+    from bench import relay_instances as scale  # (imports this module: only when asked for)
+
+    try:
+        counts = scale.parse_counts(args.instances)
+        services = scale.Services.resolve(args.database_url, args.redis_url)
+    except (ValueError, scale.SetupError) as exc:
+        parser.error(str(exc))
+    plan = Plan.quick() if args.quick else Plan.full()
+    console = Console(width=160, highlight=False)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        console.print(f"[dim]{time.perf_counter() - started:6.1f}s  {message}[/]")
+
+    load_before = os.getloadavg()[0]
+    try:
+        with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+            results = run_async(scale.run_instances(counts, services, plan, compression, args.raw_http,
+                                                    pathlib.Path(tmp), log))
+    except scale.SetupError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    console.print(scale.render_instances(results, plan, compression, load_before, args.raw_http))
+    failed = scale.failures_text(results)
+    if failed:
+        console.print(failed, markup=False)
+    log("done")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -83,10 +83,11 @@ async def subscribe(ws: WebSocket, session_id: str) -> None:
 
 
 async def _serve(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None, caller: _Caller) -> None:
+    feed = _SubscriberFeed(ctx, sock, body, from_seq)
     try:
         async with asyncio.TaskGroup() as tg:
-            sender = tg.create_task(_send_loop(ctx, sock, body, from_seq))
-            await _receive_loop(ctx, sock, body, caller)
+            sender = tg.create_task(_send_loop(ctx, feed))
+            await _receive_loop(ctx, sock, body, caller, feed.opened)
             sender.cancel()
     except* _Closed as group:
         code, reason = group.exceptions[0].args
@@ -138,6 +139,9 @@ class _SubscriberFeed(Feed):
         self.from_seq = from_seq
         self.pending: list[PermissionRecord] = []
         self.writer = DirectWriter(sock.ws, self._count)
+        # Set once the opening read fixed where live delivery starts; the socket answers no frame
+        # before (see _receive_loop).
+        self.opened = asyncio.Event()
 
     def _count(self, frames: int) -> None:
         self.ctx.metrics.inc("subscriber_frames_direct_total", frames)
@@ -145,6 +149,7 @@ class _SubscriberFeed(Feed):
 
     async def open(self) -> Start:
         last_seq, pending = await self.ctx.permissions.open_at(self.body)
+        self.opened.set()
         if self.from_seq is None:
             self.pending = pending
             return Start(last_seq)
@@ -173,14 +178,20 @@ class _SubscriberFeed(Feed):
         return self.writer.write(item.client_ws_frame if isinstance(item, StoredEvent) else item.ws_frame)
 
 
-async def _send_loop(ctx: ServerContext, sock: Socket, body: str, from_seq: int | None) -> None:
-    end = await LogReader(ctx, body, _SubscriberFeed(ctx, sock, body, from_seq)).run()
+async def _send_loop(ctx: ServerContext, feed: _SubscriberFeed) -> None:
+    end = await LogReader(ctx, feed.body, feed).run()
     if end is End.SERVER_CLOSING:
         raise _Closed(CLOSE_RESTART, "server restarting")
     # (a revoked credential cancels this task instead: streams.py; subscribers outlive archiving)
 
 
-async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, caller: _Caller) -> None:
+async def _receive_loop(ctx: ServerContext, sock: Socket, body: str, caller: _Caller, opened: asyncio.Event) -> None:
+    # Live-only delivery starts after the last sequence number the opening read finds. On
+    # PostgreSQL that read awaits the database while this loop could already answer a keep_alive;
+    # a client that then posted an event committed before the read would never see it (it is
+    # neither replayed nor after the start). So no frame is answered before the read: an answer
+    # means every event committed from then on reaches this socket.
+    await opened.wait()
     limit = ctx.config.limits.max_event_bytes
     while True:
         try:
