@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -37,6 +38,7 @@ import ssl
 import sys
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,7 @@ from tests.support.server import ServerProcess  # noqa: E402
 
 from tether.protocol.work_secret import decode_work_secret  # noqa: E402
 
+uvloop: types.ModuleType | None
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
@@ -702,7 +705,7 @@ async def measure_throughput(fx: Fixture, server: ServerProcess, plan: Plan, com
     stored = {sid: 0 for sid in sessions}
     posts = 0
     try:
-        await gather_limited([lambda sid=sid: subs.open(sid, sink)
+        await gather_limited([functools.partial(subs.open, sid, sink)
                               for sid in sessions for _ in range(subs_per_session)], 32)
         # warm up every session (status idle → running happens here, not in the window)
         await asyncio.gather(*(Worker(fx.lanes, sid, fx.worker_tokens[sid]).post([assistant_event()])

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tests.support.cut_proxy import Fault
+from tests.support.cut_proxy import Direction, Fault
 
 from bench.chaoslib.world import World
 
@@ -25,7 +25,7 @@ NET_WEIGHTS = (3, 2, 1, 2)
 
 def random_fault(rnd: random.Random) -> Fault:
     kind = rnd.choices(NET_KINDS, NET_WEIGHTS)[0]
-    direction = rnd.choice(("up", "down"))
+    direction: Direction = rnd.choice(("up", "down"))
     after = None if rnd.random() < 0.4 else rnd.randrange(0, 4000)
     if kind == "stall":
         return Fault("stall", direction, after, rnd.uniform(0.5, 6.0),
