@@ -186,6 +186,51 @@ async def browser() -> AsyncIterator[Any]:
 WORKER_GAUGE = {"v1": "worker_sockets", "v2": "sse_streams"}
 
 
+async def test_two_bridges_race_for_one_work_item_one_wins(cluster_v1: Cluster) -> None:
+    """Bridge X hosts the session it created; bridge Y resumes it (``--session-id``): Y registers
+    the environment again (a new secret) and re-queues the session while X's long poll, begun
+    before, waits on the other instance (the shipped ``least_conn`` upstream). Both polls race for
+    the one work item: Y's gets it, X's is refused, X stops its agent and leaves the environment,
+    the session and the work to Y — which answers a prompt."""
+    c = cluster_v1
+    await asyncio.to_thread(c.ensure_a)
+    x = await asyncio.to_thread(c.bridge("x", through=c.shared).start)
+    y: BridgeProcess | None = None
+    sub: Receiver | None = None
+    try:
+        first = await asyncio.to_thread(x.wait_for, "session_started")
+        sid = first["session_id"]
+        y = await asyncio.to_thread(c.bridge("y", "--session-id", sid, through=c.shared).start)
+        started = await asyncio.to_thread(y.wait_for, "session_started",
+                                          lambda e: id_body(e["session_id"]) == id_body(sid))
+        work_id = started["work_id"]
+        assert work_id != first["work_id"]
+        failed = await asyncio.to_thread(x.wait_for, "failed")
+        assert "registered again by another bridge" in failed["message"], failed
+        assert await asyncio.to_thread(x.wait) == 1
+        # X never took the item, never started a second agent, and left the server's state alone
+        assert not [e for e in x.events if e.get("work_id") == work_id], x.describe()
+        assert len(x.all("session_started")) == 1
+        assert [e["step"] for e in x.all("teardown")] == ["stop_polling", "terminate_agents", "clear_pointer"]
+        async with httpx.AsyncClient(base_url=c.shared.url, timeout=15) as client:
+            session = (await client.get(f"/v1/sessions/{sid}", headers=auth(c.token))).json()
+            assert session["session_status"] != "archived", session
+            sub = await subscribe(c.b.ws_url, sid, c.token)
+            r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [user_message("ECHO to Y")]},
+                                  headers=auth(c.token))
+            assert r.status_code == 200, r.text
+            await sub.wait_for(lambda f: f.get("type") == "assistant" and "You said: ECHO to Y" in str(f), 30)
+            envs = (await client.get("/v1/environments?all=true", headers=auth(c.token))).json()["data"]
+            env = next(e for e in envs if e["id"] == started.get("environment_id", y.environment_id))
+            assert env["state"] == "active", env
+    finally:
+        if sub is not None:
+            await sub.close()
+        for proc in (x, y):
+            if proc is not None:
+                await asyncio.to_thread(proc.stop, signal.SIGTERM)
+
+
 @pytest.mark.parametrize("transport", ["v1", "v2"])
 async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
         transport: str, browser: Any, request: pytest.FixtureRequest) -> None:
@@ -202,7 +247,8 @@ async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
                                 headers=auth(c.token))
             assert r.status_code == 200, r.text
             sid = r.json()["id"]
-            await asyncio.to_thread(bridge.wait_for, "session_started", lambda e: id_body(e["session_id"]) == id_body(sid))
+            await asyncio.to_thread(bridge.wait_for, "session_started",
+                                    lambda e: id_body(e["session_id"]) == id_body(sid))
             # the worker's connection is on A (nginx's primary), none on B
             await eventually_async(lambda: metric(c.a, WORKER_GAUGE[transport]), message="the worker on A")
             assert await metric(c.b, WORKER_GAUGE[transport]) == 0
@@ -280,7 +326,8 @@ async def test_answers_to_one_permission_on_two_instances_one_wins(cluster_v1: C
                                   headers=auth(c.token))
             assert r.status_code == 200, r.text
             sid = r.json()["id"]
-            await asyncio.to_thread(bridge.wait_for, "session_started", lambda e: id_body(e["session_id"]) == id_body(sid))
+            await asyncio.to_thread(bridge.wait_for, "session_started",
+                                    lambda e: id_body(e["session_id"]) == id_body(sid))
             subs = [await subscribe(c.a.ws_url, sid, c.token), await subscribe(c.b.ws_url, sid, c.token)]
             r = await client.post(f"/v1/sessions/{sid}/events", json={"events": [user_message("PERMIT a note")]},
                                   headers=auth(c.token))
