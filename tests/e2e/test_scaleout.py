@@ -10,7 +10,7 @@ and a Chromium page on B.
 - Two bridges through nginx whose polls race for one work item: one starts an agent for it, the
   other never does.
 - Two answers to one permission request, sent to different instances: the first wins, the other
-  gets the documented ``already_resolved`` error frame (docs/protocol.md §4), and the agent gets
+  gets the documented ``already_resolved`` error frame (docs/protocol.md §4.6), and the agent gets
   exactly one decision.
 
 nginx pins the worker deterministically: A is the upstream's primary and B its ``backup`` (the
@@ -29,6 +29,7 @@ import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ import pytest
 from tests.e2e.bridge_helpers import answer, is_permission, is_result
 from tests.support.bridge import SCRIPTED, BridgeProcess
 from tests.support.nginx import Nginx, Upstream, nginx_binary
-from tests.support.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port, wait_until
 from tests.support.services import fresh_database, redis_url
 from tests.support.waiting import eventually
 from tests.support.worker import Receiver, auth, subscribe, user_message
@@ -59,11 +60,21 @@ def long_turn_scenario() -> str:
     for n in range(1, ROUNDS):
         lines += ["reply after tool", *round_lines, f'text "Round {n} of the long turn streams slowly, too."',
                   "tool Glob pattern=*.md"]
-    lines += ["reply after tool", *round_lines, 'text "The long turn is over: FINAL-MARKER."',
-              "reply when PERMIT", "text I'll write the note.",
-              'tool Write file_path=note.txt content="written once\\n"',
-              "reply when ECHO", 'text "You said: {prompt}"']
+    lines += ["reply after tool", *round_lines, 'text "The long turn is over: FINAL-MARKER."', ECHO]
     return "\n".join(lines) + "\n"
+
+
+ECHO = 'reply when ECHO\ntext "You said: {prompt}"'
+SHORT_SCENARIO = f"""reply after tool
+text "The tool answered: {{tool_result}}"
+
+reply when PERMIT
+text I'll write the note.
+tool Write file_path=note.txt content="written once\\n"
+
+{ECHO}
+"""
+"""The other tests' model: a permission request (``PERMIT``) and an answer (``ECHO``)."""
 
 
 def need_binaries() -> None:
@@ -88,21 +99,34 @@ class Cluster:
     pinned: Nginx
     shared: Nginx
     token: str
-    scenario: pathlib.Path
     base: pathlib.Path
 
-    def bridge(self, name: str, *args: str, through: Nginx | None = None) -> BridgeProcess:
+    def bridge(self, name: str, *args: str, through: Nginx | None = None,
+               long_turn: bool = False) -> BridgeProcess:
         project, home = self.base / name / "project", self.base / name / "home"
         project.mkdir(parents=True)
         (project / "README.md").write_text("scale-out e2e\n")
-        agent = f"{SCRIPTED} --scenario {self.scenario}"
+        scenario = self.base / name / "scenario.txt"
+        scenario.write_text(long_turn_scenario() if long_turn else SHORT_SCENARIO)
+        agent = f"{SCRIPTED} --scenario {scenario}"
         return BridgeProcess((through or self.pinned).url, self.token, project, home, *args, agent=agent)
 
-    def ensure_a(self) -> None:
+    def ensure_up(self) -> None:
         """A again after a test killed it (same port and data directory)."""
-        if self.a.proc is None or self.a.proc.poll() is not None:
-            self.a.proc = None
-            self.a.start()
+        self.use_transport(str(self.a.overrides["worker_transport"]))
+
+    def use_transport(self, transport: str) -> None:
+        """Both instances up and handing out ``transport`` work (``--worker-transport``): an instance
+        that is down (killed by a test) or on the other transport is (re)started."""
+        stale = [s for s in (self.a, self.b) if s.overrides["worker_transport"] != transport
+                 or s.proc is None or s.proc.poll() is not None]
+        for server in stale:
+            server.overrides["worker_transport"] = transport
+        with ThreadPoolExecutor(2) as pool:
+            for done in [pool.submit(server.restart) for server in stale]:
+                done.result()
+        if self.a in stale:  # nginx takes A back once its fail_timeout has passed
+            wait_until(lambda: self.pinned.routes_to(self.a.port), 30, 0.2, "nginx to route to A again")
 
 
 @contextlib.contextmanager
@@ -112,29 +136,28 @@ def running_cluster(base: pathlib.Path, transport: str) -> Iterator[Cluster]:
     ports = free_port(), free_port()
     pinned = Nginx(base / "pinned", [Upstream(ports[0]), Upstream(ports[1], backup=True)])
     shared = Nginx(base / "shared", [Upstream(ports[0]), Upstream(ports[1])])
-    scenario = base / "scenario.txt"
-    scenario.write_text(long_turn_scenario())
     with fresh_database() as database_url, contextlib.ExitStack() as stack:
         common: dict[str, Any] = {
             "database_url": database_url, "redis_url": redis_url(), "redis_prefix": f"t-{uuid.uuid4().hex[:12]}",
             "limits": {"rate_per_second": 0}, "public_url": pinned.url, "trusted_proxy": "127.0.0.1",
             "worker_transport": transport}
         a, b = (ServerProcess(base / name, port=port, **common) for name, port in zip("ab", ports, strict=True))
-        for proc in (a, b, pinned, shared):
-            proc.start()
+        stack.callback(a.stop)
+        a.start()
+        for proc in (b, pinned, shared):
             stack.callback(proc.stop)
-        yield Cluster(a, b, pinned, shared, a.token(), scenario, base)
+        with ThreadPoolExecutor(4) as pool:  # the rest at once, once A has migrated the database
+            token = pool.submit(a.token)
+            for started in [pool.submit(proc.start) for proc in (b, pinned, shared)]:
+                started.result()
+        yield Cluster(a, b, pinned, shared, token.result(), base)
 
 
 @pytest.fixture(scope="module")
-def cluster_v1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("v1"), "v1") as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def cluster_v2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("v2"), "v2") as found:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for the module (each test uses bridges and sessions of its own); a test that
+    needs A after another killed it, or the other worker transport, says so first."""
+    with running_cluster(tmp_path_factory.mktemp("cluster"), "v1") as found:
         yield found
 
 
@@ -186,14 +209,14 @@ async def browser() -> AsyncIterator[Any]:
 WORKER_GAUGE = {"v1": "worker_sockets", "v2": "sse_streams"}
 
 
-async def test_two_bridges_race_for_one_work_item_one_wins(cluster_v1: Cluster) -> None:
+async def test_two_bridges_race_for_one_work_item_one_wins(cluster: Cluster) -> None:
     """Bridge X hosts the session it created; bridge Y resumes it (``--session-id``): Y registers
     the environment again (a new secret) and re-queues the session while X's long poll, begun
     before, waits on the other instance (the shipped ``least_conn`` upstream). Both polls race for
     the one work item: Y's gets it, X's is refused, X stops its agent and leaves the environment,
     the session and the work to Y — which answers a prompt."""
-    c = cluster_v1
-    await asyncio.to_thread(c.ensure_a)
+    c = cluster
+    await asyncio.to_thread(c.ensure_up)
     x = await asyncio.to_thread(c.bridge("x", through=c.shared).start)
     y: BridgeProcess | None = None
     sub: Receiver | None = None
@@ -231,92 +254,9 @@ async def test_two_bridges_race_for_one_work_item_one_wins(cluster_v1: Cluster) 
                 await asyncio.to_thread(proc.stop, signal.SIGTERM)
 
 
-@pytest.mark.parametrize("transport", ["v1", "v2"])
-async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
-        transport: str, browser: Any, request: pytest.FixtureRequest) -> None:
-    from playwright.async_api import expect
-
-    c: Cluster = request.getfixturevalue(f"cluster_{transport}")
-    await asyncio.to_thread(c.ensure_a)
-    bridge = await asyncio.to_thread(c.bridge("one", "--no-create-session-in-dir").start)
-    sub: Receiver | None = None
-    try:
-        env_id = await asyncio.to_thread(lambda: bridge.environment_id)
-        async with httpx.AsyncClient(base_url=c.b.url, timeout=15) as on_b:
-            r = await on_b.post("/v1/sessions", json={"environment_id": env_id, "title": "kill A"},
-                                headers=auth(c.token))
-            assert r.status_code == 200, r.text
-            sid = r.json()["id"]
-            await asyncio.to_thread(bridge.wait_for, "session_started",
-                                    lambda e: id_body(e["session_id"]) == id_body(sid))
-            # the worker's connection is on A (nginx's primary), none on B
-            await eventually_async(lambda: metric(c.a, WORKER_GAUGE[transport]), message="the worker on A")
-            assert await metric(c.b, WORKER_GAUGE[transport]) == 0
-            sub = await subscribe(c.b.ws_url, sid, c.token)
-            page = await login_page(browser, c.b, c.token, sid)
-            await expect(page.locator("body")).to_have_attribute("data-socket", "open")
-
-            prompt = user_message("STREAM a long turn")
-            r = await on_b.post(f"/v1/sessions/{sid}/events", json={"events": [prompt]}, headers=auth(c.token))
-            assert r.status_code == 200, r.text
-            # mid-stream: round 1 of ROUNDS is logged, round 2 streams (deltas carry 6 characters each)
-            await sub.wait_for(lambda f: f.get("type") == "assistant" and "Round 1 of" in str(f), timeout=30)
-            assert not [f for f in sub.frames if is_result(f)]
-            c.a.kill()
-            rounds_before = sum(f.get("type") == "assistant" and "of the long turn" in str(f) for f in sub.frames)
-            assert rounds_before < ROUNDS - 2  # most of the turn streams after the kill
-
-            result = await sub.wait_for(is_result, timeout=60)
-            assert result["subtype"] == "success"
-            # the worker came back through nginx to B
-            await eventually_async(lambda: metric(c.b, WORKER_GAUGE[transport]), message="the worker on B")
-            final = page.locator("#transcript .msg.assistant").filter(has_text="FINAL-MARKER")
-            await expect(final).to_have_count(1, timeout=30_000)
-            await expect(page.locator("#transcript .meta.result")).to_have_count(1)
-
-            after = user_message("ECHO after the kill")
-            r = await on_b.post(f"/v1/sessions/{sid}/events", json={"events": [after]}, headers=auth(c.token))
-            assert r.status_code == 200, r.text
-            echoed = await sub.wait_for(lambda f: f.get("type") == "assistant" and "ECHO after the kill" in str(f),
-                                        timeout=30)
-            await sub.wait_for(lambda f: is_result(f) and f is not result, timeout=30)
-            await expect(page.locator("#transcript")).to_contain_text("You said: ECHO after the kill")
-
-            frames = logged(sub.frames)
-            seqs = [f["sequence_num"] for f in frames]
-            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # once each, in order, no gap
-            uuids = Counter(f.get("uuid") for f in frames if f.get("uuid"))
-            assert all(n == 1 for n in uuids.values()), uuids
-            texts = [str(f) for f in frames if f.get("type") == "assistant"]
-            for n in range(ROUNDS):
-                assert sum(f"Round {n} of the long turn" in t for t in texts) == 1, n
-            assert echoed in frames
-            page_ = await on_b.get(f"/v1/sessions/{sid}/events", params={"limit": 1000}, headers=auth(c.token))
-            stored = [e["sequence_num"] for e in page_.json()["data"]]
-            assert stored == list(range(1, len(stored) + 1))
-            assert set(seqs) <= set(stored)
-            await page.context.close()
-    finally:
-        if sub is not None:
-            await sub.close()
-        await asyncio.to_thread(bridge.stop, signal.SIGTERM)
-
-
-async def eventually_async(probe: Any, timeout: float = 30.0, message: str = "condition") -> Any:
-    """The first truthy result of the async ``probe`` (polled, like tests/support/waiting.py)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await probe()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        await asyncio.sleep(0.05)
-
-
-async def test_answers_to_one_permission_on_two_instances_one_wins(cluster_v1: Cluster) -> None:
-    c = cluster_v1
-    await asyncio.to_thread(c.ensure_a)
+async def test_answers_to_one_permission_on_two_instances_one_wins(cluster: Cluster) -> None:
+    c = cluster
+    await asyncio.to_thread(c.ensure_up)
     bridge = await asyncio.to_thread(c.bridge("perm", "--no-create-session-in-dir").start)
     subs: list[Receiver] = []
     try:
@@ -360,3 +300,91 @@ async def test_answers_to_one_permission_on_two_instances_one_wins(cluster_v1: C
         for sub in subs:
             await sub.close()
         await asyncio.to_thread(bridge.stop, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("transport", ["v1", "v2"])
+async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
+        transport: str, cluster: Cluster, browser: Any) -> None:
+    from playwright.async_api import expect
+
+    c = cluster
+    await asyncio.to_thread(c.use_transport, transport)
+    bridge = c.bridge(f"kill-{transport}", "--no-create-session-in-dir", long_turn=True)
+    await asyncio.to_thread(bridge.start)
+    sub: Receiver | None = None
+    try:
+        env_id = await asyncio.to_thread(lambda: bridge.environment_id)
+        async with httpx.AsyncClient(base_url=c.b.url, timeout=15) as on_b:
+            r = await on_b.post("/v1/sessions", json={"environment_id": env_id, "title": "kill A"},
+                                headers=auth(c.token))
+            assert r.status_code == 200, r.text
+            sid = r.json()["id"]
+            await asyncio.to_thread(bridge.wait_for, "session_started",
+                                    lambda e: id_body(e["session_id"]) == id_body(sid))
+            # the worker's connection is on A (nginx's primary), none on B
+            await eventually_async(lambda: metric(c.a, WORKER_GAUGE[transport]), message="the worker on A")
+            assert await metric(c.b, WORKER_GAUGE[transport]) == 0
+            sub = await subscribe(c.b.ws_url, sid, c.token)
+            page = await login_page(browser, c.b, c.token, sid)
+            await expect(page.locator("body")).to_have_attribute("data-socket", "open")
+
+            prompt = user_message("STREAM a long turn")
+            r = await on_b.post(f"/v1/sessions/{sid}/events", json={"events": [prompt]}, headers=auth(c.token))
+            assert r.status_code == 200, r.text
+            # mid-stream: round 1 of ROUNDS is logged, round 2 streams (deltas carry 6 characters each)
+            await sub.wait_for(lambda f: f.get("type") == "assistant" and "Round 1 of" in str(f), timeout=30)
+            assert not [f for f in sub.frames if is_result(f)]
+            await asyncio.to_thread(c.a.kill)
+            rounds_before = sum(f.get("type") == "assistant" and "of the long turn" in str(f) for f in sub.frames)
+            assert rounds_before < ROUNDS - 2  # most of the turn streams after the kill
+
+            result = await sub.wait_for(is_result, timeout=60)
+            assert result["subtype"] == "success"
+            # the worker came back through nginx to B
+            await eventually_async(lambda: metric(c.b, WORKER_GAUGE[transport]), message="the worker on B")
+            final = page.locator("#transcript .msg.assistant").filter(has_text="FINAL-MARKER")
+            await expect(final).to_have_count(1, timeout=30_000)
+            await expect(page.locator("#transcript .meta.result")).to_have_count(1)
+
+            after = user_message("ECHO after the kill")
+            r = await on_b.post(f"/v1/sessions/{sid}/events", json={"events": [after]}, headers=auth(c.token))
+            assert r.status_code == 200, r.text
+            echoed = await sub.wait_for(lambda f: f.get("type") == "assistant" and "ECHO after the kill" in str(f),
+                                        timeout=30)
+            await sub.wait_for(lambda f: is_result(f) and f is not result, timeout=30)
+            await expect(page.locator("#transcript")).to_contain_text("You said: ECHO after the kill")
+
+            frames = logged(sub.frames)
+            seqs = [f["sequence_num"] for f in frames]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # once each, in order, no gap
+            uuids = Counter(f.get("uuid") for f in frames if f.get("uuid"))
+            assert all(n == 1 for n in uuids.values()), uuids
+            texts = [str(f) for f in frames if f.get("type") == "assistant"]
+            for n in range(ROUNDS):
+                assert sum(f"Round {n} of the long turn" in t for t in texts) == 1, n
+            assert echoed in frames
+            assert len([f for f in frames if is_result(f)]) == 2  # no prompt was delivered twice
+            shown = await page.eval_on_selector_all(
+                "#transcript [data-uuid]", "els => els.map(e => e.dataset.uuid + ':' + (e.dataset.block || ''))")
+            assert all(n == 1 for n in Counter(shown).values()), Counter(shown)  # the page shows each once
+            page_ = await on_b.get(f"/v1/sessions/{sid}/events", params={"limit": 1000}, headers=auth(c.token))
+            stored = [e["sequence_num"] for e in page_.json()["data"]]
+            assert stored == list(range(1, len(stored) + 1))
+            assert set(seqs) <= set(stored)
+            await page.context.close()
+    finally:
+        if sub is not None:
+            await sub.close()
+        await asyncio.to_thread(bridge.stop, signal.SIGTERM)
+
+
+async def eventually_async(probe: Any, timeout: float = 30.0, message: str = "condition") -> Any:
+    """The first truthy result of the async ``probe`` (polled, like tests/support/waiting.py)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = await probe()
+        if found:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        await asyncio.sleep(0.05)

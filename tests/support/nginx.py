@@ -106,6 +106,13 @@ class Nginx:
         path = self.prefix / "access.log"
         return path.read_text().splitlines() if path.exists() else []
 
+    def routes_to(self, port: int) -> bool:
+        """Whether a request through nginx now goes to the instance on ``port`` (per the access log)."""
+        if not _answers(self.url):
+            return False
+        lines = self.access_log()
+        return bool(lines) and lines[-1].endswith(f"upstream=127.0.0.1:{port}")
+
     def start(self) -> Nginx:
         binary = nginx_binary()
         if binary is None:
