@@ -115,7 +115,9 @@ async def polls_total(client: httpx.AsyncClient) -> float:
 async def eventually_async(probe: Any, above: float, timeout: float = 10.0) -> None:
     """Until the async ``probe`` answers more than ``above`` (polled, like tests/support/waiting.py)."""
     async with asyncio.timeout(timeout):
-        while await probe() <= above:
+        while True:
+            if await probe() > above:
+                return
             await asyncio.sleep(0.02)
 
 
