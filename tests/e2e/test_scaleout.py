@@ -5,8 +5,9 @@ and a Chromium page on B.
 
 - SIGKILL of instance A while the worker's connection (v1 socket, or v2 SSE stream) is on A, in
   the middle of a turn that streams many events: the worker comes back through nginx to B and the
-  turn finishes; B's subscriber sees every logged event once, numbers contiguous; the page on B
-  shows the finished turn once; a prompt sent after the kill is answered.
+  turn finishes; B's subscriber sees every logged event once, numbers contiguous; a page on B, and
+  a page through nginx (on A, then back through nginx on B), show the finished turn once; a prompt
+  sent after the kill is answered.
 - Two bridges through nginx whose polls race for one work item: one starts an agent for it, the
   other never does.
 - Two answers to one permission request, sent to different instances: the first wins, the other
@@ -179,13 +180,14 @@ def logged(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
             and f.get("type") not in STATUS_FRAMES]
 
 
-async def login_page(browser: Any, server: ServerProcess, token: str, sid: str) -> Any:
-    """A browser context logged in on ``server`` with a one-time link, showing session ``sid``."""
-    async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+async def login_page(browser: Any, url: str, token: str, sid: str) -> Any:
+    """A browser context logged in at ``url`` (an instance, or nginx) with a one-time link, showing
+    session ``sid``."""
+    async with httpx.AsyncClient(base_url=url, timeout=15) as client:
         r = await client.post("/v1/login-links", json={"next": f"/code/{sid}"}, headers=auth(token))
         assert r.status_code == 200, r.text
         path = r.json()["path"]
-    context = await browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 860})
+    context = await browser.new_context(base_url=url, viewport={"width": 1280, "height": 860})
     context.set_default_timeout(20_000)
     page = await context.new_page()
     await page.goto(path)
@@ -325,8 +327,11 @@ async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
             await eventually_async(lambda: metric(c.a, WORKER_GAUGE[transport]), message="the worker on A")
             assert await metric(c.b, WORKER_GAUGE[transport]) == 0
             sub = await subscribe(c.b.ws_url, sid, c.token)
-            page = await login_page(browser, c.b, c.token, sid)
-            await expect(page.locator("body")).to_have_attribute("data-socket", "open")
+            page = await login_page(browser, c.b.url, c.token, sid)
+            # a second page through nginx: its socket is on A, and must come back through nginx to B
+            away = await login_page(browser, c.pinned.url, c.token, sid)
+            for p in (page, away):
+                await expect(p.locator("body")).to_have_attribute("data-socket", "open")
 
             prompt = user_message("STREAM a long turn")
             r = await on_b.post(f"/v1/sessions/{sid}/events", json={"events": [prompt]}, headers=auth(c.token))
@@ -342,9 +347,11 @@ async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
             assert result["subtype"] == "success"
             # the worker came back through nginx to B
             await eventually_async(lambda: metric(c.b, WORKER_GAUGE[transport]), message="the worker on B")
-            final = page.locator("#transcript .msg.assistant").filter(has_text="FINAL-MARKER")
-            await expect(final).to_have_count(1, timeout=30_000)
-            await expect(page.locator("#transcript .meta.result")).to_have_count(1)
+            for p in (page, away):
+                final = p.locator("#transcript .msg.assistant").filter(has_text="FINAL-MARKER")
+                await expect(final).to_have_count(1, timeout=30_000)
+                await expect(p.locator("#transcript .meta.result")).to_have_count(1)
+            assert int(await away.locator("body").get_attribute("data-connects") or 0) >= 2  # it reconnected
 
             after = user_message("ECHO after the kill")
             r = await on_b.post(f"/v1/sessions/{sid}/events", json={"events": [after]}, headers=auth(c.token))
@@ -352,7 +359,8 @@ async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
             echoed = await sub.wait_for(lambda f: f.get("type") == "assistant" and "ECHO after the kill" in str(f),
                                         timeout=30)
             await sub.wait_for(lambda f: is_result(f) and f is not result, timeout=30)
-            await expect(page.locator("#transcript")).to_contain_text("You said: ECHO after the kill")
+            for p in (page, away):
+                await expect(p.locator("#transcript")).to_contain_text("You said: ECHO after the kill")
 
             frames = logged(sub.frames)
             seqs = [f["sequence_num"] for f in frames]
@@ -364,14 +372,19 @@ async def test_instance_killed_mid_stream_the_worker_resumes_on_the_other(
                 assert sum(f"Round {n} of the long turn" in t for t in texts) == 1, n
             assert echoed in frames
             assert len([f for f in frames if is_result(f)]) == 2  # no prompt was delivered twice
-            shown = await page.eval_on_selector_all(
-                "#transcript [data-uuid]", "els => els.map(e => e.dataset.uuid + ':' + (e.dataset.block || ''))")
-            assert all(n == 1 for n in Counter(shown).values()), Counter(shown)  # the page shows each once
+            for p in (page, away):  # each page shows every message once
+                shown = await p.eval_on_selector_all(
+                    "#transcript [data-uuid]", "els => els.map(e => e.dataset.uuid + ':' + (e.dataset.block || ''))")
+                assert all(n == 1 for n in Counter(shown).values()), Counter(shown)
+                text = await p.locator("#transcript").inner_text()
+                assert all(text.count(f"Round {n} of the long turn") == 1 for n in range(ROUNDS)), text
+            assert len(bridge.all("session_started")) == 1 and not bridge.all("session_ended")  # one agent
             page_ = await on_b.get(f"/v1/sessions/{sid}/events", params={"limit": 1000}, headers=auth(c.token))
             stored = [e["sequence_num"] for e in page_.json()["data"]]
             assert stored == list(range(1, len(stored) + 1))
             assert set(seqs) <= set(stored)
-            await page.context.close()
+            for p in (page, away):
+                await p.context.close()
     finally:
         if sub is not None:
             await sub.close()
