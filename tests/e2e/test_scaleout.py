@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
 import pathlib
 import shutil
@@ -79,8 +80,12 @@ tool Write file_path=note.txt content="written once\\n"
 
 
 def need_binaries() -> None:
-    missing = [name for name, found in (("nginx", nginx_binary()), ("redis-server", shutil.which("redis-server")),
-                                        ("psql", shutil.which("psql"))) if found is None]
+    """nginx, and PostgreSQL and Redis unless their URLs are given (scripts/services starts them)."""
+    postgres = shutil.which("psql") is not None and (
+        bool(os.environ.get("TETHER_TEST_POSTGRES_URL")) or bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")))
+    redis = bool(os.environ.get("TETHER_TEST_REDIS_URL")) or shutil.which("redis-server") is not None
+    missing = [name for name, found in (("nginx", nginx_binary() is not None), ("PostgreSQL", postgres),
+                                        ("redis-server", redis)) if not found]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (scripts/install-test-deps installs them)")
 
