@@ -349,7 +349,8 @@ def plan_teardown(*, active: Sequence[ActiveWork], archive: Sequence[str], envir
     ``superseded`` (the environment was registered again by another bridge, which now owns it, its
     sessions and their work) stops the agents, removes worktrees and clears the pointer (a later
     bridge here must not take the session back, nor archive it as ``replaced``): nothing is stopped,
-    archived or deregistered on the server. Steps with nothing to do are left out, except the first two (always shown).
+    archived or deregistered on the server.
+    Steps with nothing to do are left out, except the first two (always shown).
     """
     steps = [TeardownStep("stop_polling"),
              TeardownStep("terminate_agents", tuple(a.session_id for a in active), grace_s)]
