@@ -363,7 +363,11 @@ async def test_a_session_that_ended_is_archived_with_why(tmp_path: pathlib.Path)
     assert read_pointer(tmp_path, tmp_path / "home") is None and "resumable" not in sink.names()
 
 
-async def test_a_failed_bridge_archives_as_bridge_failed(tmp_path: pathlib.Path) -> None:
+async def test_a_bridge_whose_environment_was_registered_again_leaves_it_to_the_other(
+        tmp_path: pathlib.Path) -> None:
+    """The poll's secret is refused (401): another bridge registered the environment again and owns
+    it, its sessions and their work now. This one stops its agents and touches nothing on the server
+    (archiving the session or deregistering would end the other bridge's)."""
     from tether.errors import BridgeFatalError
 
     api = FakeApi()
@@ -371,9 +375,25 @@ async def test_a_failed_bridge_archives_as_bridge_failed(tmp_path: pathlib.Path)
                                          error_type="authentication_error"))
     bridge, sink = make_bridge(api, tmp_path, create_initial_session=True)
     assert await asyncio.wait_for(bridge.run(), 30) == 1
-    assert api.archive_reasons == {SID: "bridge_failed"}
+    assert api.archive_reasons == {}
+    names = [c[0] for c in api.calls]
+    assert "deregister" not in names and "stop" not in names, names
+    steps = [f["step"] for n, _, f in sink.events if n == "teardown"]
+    assert steps == ["stop_polling", "terminate_agents", "clear_pointer"]
+    assert read_pointer(tmp_path, tmp_path / "home") is None  # a bridge here later must not take it back
     failure = bridge.failure or ""
     assert "environment secret" in failure and ENV in failure and "login is not the problem" in failure
+
+
+async def test_a_failed_bridge_archives_as_bridge_failed(tmp_path: pathlib.Path) -> None:
+    from tether.errors import BridgeFatalError
+
+    api = FakeApi()
+    api.work.put_nowait(BridgeFatalError("The environment is gone.", status=410, error_type="not_found_error"))
+    bridge, sink = make_bridge(api, tmp_path, create_initial_session=True)
+    assert await asyncio.wait_for(bridge.run(), 30) == 1
+    assert api.archive_reasons == {SID: "bridge_failed"}
+    assert "The environment is gone" in (bridge.failure or "")
     assert read_pointer(tmp_path, tmp_path / "home") is None
 
 

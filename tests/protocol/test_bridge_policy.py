@@ -238,6 +238,16 @@ def test_teardown_keeping_the_directory_session() -> None:
     assert [s.action for s in only] == ["stop_polling", "terminate_agents", "deregister"]
 
 
+def test_teardown_of_a_superseded_bridge_leaves_the_server_alone() -> None:
+    """Another bridge registered the environment again: it owns the sessions and their work now."""
+    plan = plan_teardown(active=[ActiveWork("session_a", "work_a", "/r/.tether/worktrees/bridge-a")],
+                         archive=["session_a", "session_init"], environment_id="env_x", pointer=True,
+                         superseded=True)
+    assert [s.action for s in plan] == ["stop_polling", "terminate_agents", "remove_worktrees", "clear_pointer"]
+    plan = plan_teardown(active=[], archive=["session_init"], environment_id="env_x", pointer=False, superseded=True)
+    assert [s.action for s in plan] == ["stop_polling", "terminate_agents"]
+
+
 def test_teardown_before_registration_has_nothing_to_deregister() -> None:
     plan = plan_teardown(active=[], archive=["session_init"], environment_id=None, pointer=True)
     assert [s.action for s in plan] == ["stop_polling", "terminate_agents", "archive", "clear_pointer"]

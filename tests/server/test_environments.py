@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -81,6 +83,42 @@ async def test_reconnect_accepts_both_costumes_and_supersedes(server: ServerProc
         r = await client.post(f"/v1/environments/{envid}/bridge/reconnect",
                               json={"session_id": "session_01m80c63hb6vk3vn8zsn59j2dz"}, headers=auth(owner_token))
         assert r.status_code == 404
+
+
+async def test_a_poll_whose_secret_was_replaced_meanwhile_takes_no_work(server: ServerProcess,
+                                                                      owner_token: str) -> None:
+    """A long poll is authenticated when it begins. Another bridge re-attaches the environment while
+    it waits (a new secret) and its session is queued: the waiting poll is refused (401) instead of
+    leasing the item to the bridge that was replaced; the new secret's poll gets it."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        first = await register(client, owner_token)
+        envid = first["environment_id"]
+        before = await polls_total(client)
+        stale = asyncio.create_task(client.get(f"/v1/environments/{envid}/work/poll",
+                                               headers=auth(first["environment_secret"])))
+        await eventually_async(lambda: polls_total(client), before)
+        again = await register(client, owner_token, environment_id=envid)
+        sid = await create_session(client, owner_token, envid)
+        r = await stale
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", r.text
+        item = await poll(client, again)
+        assert item is not None and item["data"]["id"] == sid
+
+
+async def polls_total(client: httpx.AsyncClient) -> float:
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("tether_polls_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def eventually_async(probe: Any, above: float, timeout: float = 10.0) -> None:
+    """Until the async ``probe`` answers more than ``above`` (polled, like tests/support/waiting.py)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await probe() > above:
+                return
+            await asyncio.sleep(0.02)
 
 
 async def test_deregister_stops_polling(server: ServerProcess, owner_token: str) -> None:

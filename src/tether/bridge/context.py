@@ -109,6 +109,8 @@ class BridgeContext:
     shutdown_reason: str | None = None
     keep_resumable: bool = False
     """A crash-like end (gave up reaching the server): the session stays for ``--continue``."""
+    superseded: bool = False
+    """Another bridge registered this environment again: it owns the environment and its sessions now."""
     tearing_down: bool = False
     force_kill: bool = False
     teardown_records: list[SessionRecord] = field(default_factory=list)
@@ -141,11 +143,12 @@ class BridgeContext:
         self.shutdown_reason = reason
         self.shutdown.set()
 
-    def fail(self, message: str, *, resumable: bool = False) -> None:
+    def fail(self, message: str, *, resumable: bool = False, superseded: bool = False) -> None:
         self.failure = message
         self.state = "failed"
         self.exit_code = 1
         self.keep_resumable = resumable and self.initial_session_id is not None
+        self.superseded = superseded
         self.sink.event("failed", message)
         self.request_shutdown("failed")
 

@@ -59,7 +59,8 @@ class Intake:
                 work = await ctx.api.poll_for_work(ctx.environment_id, ctx.environment_secret,
                                                    reclaim_older_than_ms=poll_cfg.reclaim_older_than_ms)
             except BridgeFatalError as exc:
-                ctx.fail(fatal_poll_message(exc, ctx.environment_id))
+                # 401: the poll's environment secret was replaced by another bridge's registration
+                ctx.fail(fatal_poll_message(exc, ctx.environment_id), superseded=exc.status == 401)
                 return
             except ApiUnavailable as exc:
                 if not await self._backoff_wait("connection", exc.message, None):

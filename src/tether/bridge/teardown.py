@@ -48,7 +48,8 @@ class Teardown:
                                str(r.workspace.path) if r.workspace else None) for r in records],
             archive=[*(to_compat_session_id(r.session_id) for r in records), *ctx.to_archive.values()],
             environment_id=ctx.environment_id, pointer=ctx.pointer_written,
-            grace_s=ctx.options.shutdown_grace_s, keep_resumable=ctx.keep_resumable, keep_session=keep)
+            grace_s=ctx.options.shutdown_grace_s, keep_resumable=ctx.keep_resumable, keep_session=keep,
+            superseded=ctx.superseded)
         for step in plan:
             ctx.sink.event("teardown", step_words(step), step=step.action, targets=list(step.targets))
             await self._run_step(step, records)

@@ -336,7 +336,7 @@ class ActiveWork:
 
 def plan_teardown(*, active: Sequence[ActiveWork], archive: Sequence[str], environment_id: str | None,
                   pointer: bool, grace_s: float = SHUTDOWN_GRACE_S, keep_resumable: bool = False,
-                  keep_session: str | None = None) -> list[TeardownStep]:
+                  keep_session: str | None = None, superseded: bool = False) -> list[TeardownStep]:
     """docs/protocol.md §11.8: stop polling → SIGTERM the agents (``grace_s``, then SIGKILL) → remove
     worktrees → ``stopWork(force)`` → archive → deregister → clear the pointer.
 
@@ -346,6 +346,10 @@ def plan_teardown(*, active: Sequence[ActiveWork], archive: Sequence[str], envir
     ``keep_session`` (a requested stop — Ctrl-C — of a bridge whose pointer names that session)
     leaves that one session unarchived and the pointer in place, so that ``--continue`` resumes
     it (the environment is deregistered; re-registering re-attaches it); the rest goes as usual.
+    ``superseded`` (the environment was registered again by another bridge, which now owns it, its
+    sessions and their work) stops the agents, removes worktrees and clears the pointer (a later
+    bridge here must not take the session back, nor archive it as ``replaced``): nothing is stopped,
+    archived or deregistered on the server.
     Steps with nothing to do are left out, except the first two (always shown).
     """
     steps = [TeardownStep("stop_polling"),
@@ -353,6 +357,8 @@ def plan_teardown(*, active: Sequence[ActiveWork], archive: Sequence[str], envir
     worktrees = tuple(a.worktree for a in active if a.worktree)
     if worktrees:
         steps.append(TeardownStep("remove_worktrees", worktrees))
+    if superseded:
+        return [*steps, TeardownStep("clear_pointer")] if pointer else steps
     if active:
         steps.append(TeardownStep("stop_work", tuple(a.work_id for a in active)))
     if keep_resumable:

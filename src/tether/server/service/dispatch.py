@@ -103,7 +103,7 @@ class Dispatcher:
         deadline = asyncio.get_running_loop().time() + self.config.poll_timeout_s
         with self.broker.subscribe(work_topic(env.id), maxsize=16) as sub:
             while True:
-                item = await self._take_work(env.id, reclaim_older_than_ms / 1000.0)
+                item = await self._take_work(env, reclaim_older_than_ms / 1000.0)
                 if item is not None:
                     return item
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -114,16 +114,24 @@ class Dispatcher:
                         return None
                 sub.reset()
 
-    async def _take_work(self, env_id: str, reclaim_s: float) -> tuple[WorkItem, bool] | None:
+    async def _take_work(self, env: EnvironmentRecord, reclaim_s: float) -> tuple[WorkItem, bool] | None:
         t = now()
         async with self.store.read() as rtx:
-            candidate = await rtx.work.next_candidate(env_id, t - reclaim_s)
+            candidate = await rtx.work.next_candidate(env.id, t - reclaim_s)
         if candidate is None:
             return None
         async with self.store.write() as tx:
             item = await tx.work.get(candidate.id)
             if item is None or not leases.deliverable(_lease(item), t, reclaim_s):
                 return None  # another poll took it meanwhile
+            # A long poll was authenticated when it began. If the environment was registered again
+            # since (another bridge re-attached it, docs/protocol.md §4.1 E1), its secret is no longer
+            # this poll's: the new bridge's poll takes the item, not the replaced one's (read after
+            # the item, so that an item queued after the re-registration always sees the new secret).
+            current = await tx.environments.get(env.id)
+            if current is None or current.secret_hash != env.secret_hash:
+                raise AuthenticationFailed("The environment secret is not recognised (the environment was "
+                                           "registered again).")
             item = await _write_lease(tx, item, leases.deliver(_lease(item), t, self.config.lease_ttl_s))
             session = await tx.sessions.get(item.session_id)
         return item, session is not None and self.uses_v2(session)
