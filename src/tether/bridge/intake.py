@@ -177,7 +177,8 @@ class Intake:
 
 def fatal_poll_message(exc: BridgeFatalError, environment_id: str | None) -> str:
     if exc.status == 401:  # the poll's credential is the environment secret, not the login
-        return (f"The server no longer accepts this bridge's environment secret ({exc.message}): environment "
+        # (not exc.message: its advice to run `tether login` is for a login, and the login is fine)
+        return ("The server no longer accepts this bridge's environment secret: environment "
                 f"{environment_id} was registered again by another bridge (e.g. `tether remote-control "
                 "--continue` elsewhere), or the server's data was reset. Your login is not the problem; start "
                 "the bridge again.")
