@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -294,8 +295,8 @@ def _text_postgres_refuses() -> Iterator[None]:
     request's fault: 400 ``invalid_request_error``, not a 500."""
     try:
         yield
-    except sa_exc.DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) not in _UNSTORABLE_TEXT:
+    except (sa_exc.DBAPIError, asyncpg.PostgresError) as exc:  # (the latter: postgres_fast.py's statements)
+        if getattr(getattr(exc, "orig", exc), "sqlstate", None) not in _UNSTORABLE_TEXT:
             raise
         raise InvalidRequest("Text with a NUL character (\\u0000) cannot be stored.") from None
 
