@@ -4,7 +4,7 @@ sequence: on a SQLite write transaction it runs as plain pysqlite (``sqlite_fast
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -40,8 +40,9 @@ def _stored(row: Any) -> StoredEvent:
 
 
 class Events(Repository):
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool = False) -> None:
-        super().__init__(conn, locks)
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool = False,
+                 on_session_lock: Callable[[str], None] | None = None) -> None:
+        super().__init__(conn, locks, on_session_lock)
         self.raw = raw
 
     # ---- the append -----------------------------------------------------------------------
@@ -205,6 +206,7 @@ class Events(Repository):
         conditional ``UPDATE … RETURNING``, which re-checks each row's state: a move is never
         backwards nor reported twice, whatever another instance moved meanwhile."""
         await self.conn.execute(_LOCK_SESSION, {"sid": session_id})
+        self.session_locked(session_id)
         below = [state for state, rank in DELIVERY_ORDER.items() if rank < DELIVERY_ORDER[status]]
         stmt = (e.update().where(e.c.session_id == session_id, e.c.delivery.in_(below), sa.or_(*conds))
                 .values(delivery=status).returning(*e.c))

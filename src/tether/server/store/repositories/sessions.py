@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,8 +29,9 @@ _LOCK = sa.select(t.sessions.c.id).where(t.sessions.c.id == sa.bindparam("id")).
 
 
 class Sessions(Repository):
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool) -> None:
-        super().__init__(conn, locks)
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool,
+                 on_session_lock: Callable[[str], None] | None = None) -> None:
+        super().__init__(conn, locks, on_session_lock)
         self.raw = raw
 
     async def insert(self, session: SessionRecord) -> None:
@@ -43,7 +44,12 @@ class Sessions(Repository):
         one's commit. SQLite's writer is alone anyway."""
         if self.raw is not None:
             return sqlite_fast.get_session(self.raw, body)
-        return await self._one(SessionRecord, _GET_FOR_UPDATE if self.locks else _GET, {"id": body})
+        if not self.locks:
+            return await self._one(SessionRecord, _GET, {"id": body})
+        session = await self._one(SessionRecord, _GET_FOR_UPDATE, {"id": body})
+        if session is not None:
+            self.session_locked(body)
+        return session
 
     async def get_with_work(self, body: str, work_id: str) -> tuple[SessionRecord | None, str | None]:
         """PostgreSQL write transactions: the session row, locked, and the state of its work item
@@ -54,6 +60,7 @@ class Sessions(Repository):
         found = (await self.conn.execute(_GET_WITH_WORK, {"id": body, "work_id": work_id})).first()
         if found is None:
             return None, None
+        self.session_locked(body)
         values = dict(found._mapping)
         state = values.pop("work_state")
         return SessionRecord(**values), state
@@ -62,6 +69,7 @@ class Sessions(Repository):
         """PostgreSQL write transactions: take the session row's lock (before a row of the session's)."""
         if self.locks:
             await self.conn.execute(_LOCK, {"id": body})
+            self.session_locked(body)
 
     async def update(self, body: SessionId, **values: Any) -> None:
         await self._update(t.sessions, {"id": body}, values)
