@@ -79,6 +79,9 @@ async def session_locked(url: str, session_id: str) -> AsyncIterator[AsyncConnec
 
 async def lock_waiters(conn: AsyncConnection) -> int:
     """Backends of this database waiting for a lock (a statement standing in the row's queue)."""
+    # pg_stat_activity is read once per transaction and kept (stats_fetch_consistency): the holder
+    # asks inside its transaction, so backends that connected since would be missing
+    await conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
     found = await conn.execute(sa.text(
         "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE NOT l.granted AND a.datname = current_database()"))
