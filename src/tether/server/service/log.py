@@ -89,22 +89,10 @@ class EventLog:
 
     # ---- the write ------------------------------------------------------------------------
     async def append(self, body: str, items: Sequence[EventIn], *, org_id: str | None = None,
-                     effects: Effects | None = None, work: WorkerClaims | None = None) -> Ingest:
+                     effects: Effects | None = None, work_id: str | None = None) -> Ingest:
         """Append ``items`` in one transaction, run ``effects(tx, session, result)``, fan out.
-        ``work`` (PostgreSQL, ``checks_work_in_tx``): the worker token whose work item must be live."""
-        if work is None or work.work_id is None:
-            return await self._append(body, items, org_id, effects, None)
-        try:
-            return await self._append(body, items, org_id, effects, work.work_id)
-        except _WorkNotLive:
-            pass
-        # the refusal the token has earned (401 replaced, 410 gone, 409 archived); a token being
-        # handed over to a re-dispatched item still writes (tether.protocol.access)
-        await self.dispatcher.check_worker_write(work)
-        return await self._append(body, items, org_id, effects, None)
-
-    async def _append(self, body: str, items: Sequence[EventIn], org_id: str | None, effects: Effects | None,
-                      work_id: str | None) -> Ingest:
+        ``work_id`` (PostgreSQL, ``checks_work_in_tx``): a worker token's work item, which must be
+        live (else ``_WorkNotLive``, nothing written: see ``_append_checked``)."""
         result = Ingest()
         async with self.store.write() as tx:
             if work_id is None:
@@ -207,7 +195,21 @@ class EventLog:
             await apply_worker_events(tx, session, res, turns)
             res.ordered = self.interleave(body, base, order, res.stored)
 
-        return await self.append(body, durable, effects=effects, work=work)
+        if work is not None and work.work_id is not None:
+            return await self._append_checked(body, durable, effects, work)
+        return await self.append(body, durable, effects=effects)
+
+    async def _append_checked(self, body: str, items: Sequence[EventIn], effects: Effects,
+                              work: WorkerClaims) -> Ingest:
+        """PostgreSQL: the append, its transaction checking the token's work item."""
+        try:
+            return await self.append(body, items, effects=effects, work_id=work.work_id)
+        except _WorkNotLive:
+            pass
+        # the refusal the token has earned (401 replaced, 410 gone, 409 archived); a token being
+        # handed over to a re-dispatched item still writes (tether.protocol.access)
+        await self.dispatcher.check_worker_write(work)
+        return await self.append(body, items, effects=effects)
 
     def _answers_the_server(self, obj: dict[str, Any]) -> bool:
         """An answer to the server's own control request (initialize): taken, never logged."""
