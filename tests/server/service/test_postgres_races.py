@@ -29,11 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from tether.errors import Conflict
 from tether.server.auth.secrets import hash_secret
 from tether.server.auth.service import Principal
+from tether.server.broker.items import client_topic
 from tether.server.config import Config
 from tether.server.context import ServerContext
 from tether.server.service.environments import Registration
 from tether.server.service.sessions import NewSession
-from tether.server.store import EventIn
+from tether.server.store import EventIn, StoredEvent
 from tether.server.store import tables as t
 from tether.server.store.records import InternalEvent
 
@@ -78,6 +79,9 @@ async def session_locked(url: str, session_id: str) -> AsyncIterator[AsyncConnec
 
 async def lock_waiters(conn: AsyncConnection) -> int:
     """Backends of this database waiting for a lock (a statement standing in the row's queue)."""
+    # pg_stat_activity is read once per transaction and kept (stats_fetch_consistency): the holder
+    # asks inside its transaction, so backends that connected since would be missing
+    await conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
     found = await conn.execute(sa.text(
         "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE NOT l.granted AND a.datname = current_database()"))
@@ -129,8 +133,8 @@ async def test_concurrent_appends_on_two_instances_never_share_a_sequence_number
                   for name, ctx in (("a", a), ("b", b))]
         writes += [a.log.append(session.id, [client_event("dup", twice)]),
                    b.log.append(session.id, [client_event("dup", twice)])]
-        # each instance's own write lock lets one of its writes at a time reach the database
-        results = await race(postgres_url, session.id, *writes, waiters=2)
+        # no instance-wide write lock on PostgreSQL: every write stands in the row's queue at once
+        results = await race(postgres_url, session.id, *writes)
         assert not [r for r in results if isinstance(r, BaseException)], results
         seqs, uuids, last_seq = await seqs_and_uuids(b, session.id)
         assert seqs == list(range(1, 12)) and last_seq == 11
@@ -335,3 +339,73 @@ async def test_one_environment_re_attached_on_two_instances_at_once_stays_one(
         assert [e.id for e in envs] == [env_id] and stored is not None
         # the registration the database ordered last holds the secret (as when they come one after the other)
         assert stored.secret_hash in {hash_secret(secret) for _id, secret in results}
+
+
+async def test_concurrent_appends_on_one_instance_fan_out_in_sequence_order(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    """The writes of one instance run side by side on PostgreSQL (store.py); their after-commit
+    fan-out still goes out in sequence order, whatever order the database granted the row in
+    (store/commit_order.py)."""
+    async with two_instances(postgres_url, tmp_path) as (a, _b):
+        principal = await owner(a)
+        session = await a.sessions.create(principal, NewSession(), kind="session")
+        sub = a.broker.subscribe(client_topic(session.id), maxsize=1000)
+        writes = [a.log.append(session.id, [client_event(f"e{i}")]) for i in range(12)]
+        results = await race(postgres_url, session.id, *writes)
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        seen = []
+        while len(seen) < 12:
+            item = await sub.get(timeout=10)
+            if isinstance(item, StoredEvent):
+                seen.append(item.seq)
+        assert seen == list(range(1, 13))
+        assert len(a.store._commit_order) == 0  # every turn ended
+
+
+async def test_after_commit_callbacks_of_one_session_run_in_commit_order(
+        postgres_url: str, tmp_path: pathlib.Path) -> None:
+    """The first writer's callbacks are still running when the second writer, granted the row after
+    the first's commit, commits: the second's callbacks wait for them (store/commit_order.py)."""
+    async with two_instances(postgres_url, tmp_path) as (a, _b):
+        principal = await owner(a)
+        session = await a.sessions.create(principal, NewSession(), kind="session")
+        ran: list[str] = []
+        started: list[asyncio.Future[None]] = []
+        second_locked, second_ran = asyncio.Event(), asyncio.Event()
+
+        async def first_callback() -> None:
+            await second_locked.wait()
+            with contextlib.suppress(TimeoutError):  # it must not come; without the order it would
+                await asyncio.wait_for(second_ran.wait(), 0.5)
+            ran.append("first")
+
+        def second_callback() -> None:
+            ran.append("second")
+            second_ran.set()
+
+        async def first() -> None:
+            async with a.store.write() as tx:
+                await tx.sessions.lock(session.id)
+                tx.after_commit(first_callback)
+                started.append(asyncio.ensure_future(second()))
+                await queued_on_instance(a)
+
+        async def second() -> None:
+            async with a.store.write() as tx:
+                await tx.sessions.lock(session.id)  # granted once the first committed
+                second_locked.set()
+                tx.after_commit(second_callback)
+
+        await asyncio.wait_for(first(), 10)
+        await asyncio.wait_for(started[0], 10)
+        assert ran == ["first", "second"]
+        assert len(a.store._commit_order) == 0  # every turn ended
+
+
+async def queued_on_instance(ctx: ServerContext) -> None:
+    """Until a backend of this database waits for a lock (polled: the condition is in PostgreSQL)."""
+    async with ctx.store.read() as tx:
+        deadline = time.monotonic() + 10
+        while await lock_waiters(tx.conn) < 1:
+            assert time.monotonic() < deadline, "the second writer never queued for the row"
+            await asyncio.sleep(0.01)

@@ -74,7 +74,8 @@ async def post_events(session_id: str, request: Request) -> Response:
     ctx = ctx_of(request)
     body = parse_session_id(session_id)
     token = bearer(request)
-    await ctx.workers.caller(token, body, write=True, check_session=False)
+    in_tx = ctx.log.checks_work_in_tx  # PostgreSQL: the append checks the token's work item
+    caller = await ctx.workers.caller(token, body, write=True, check_session=False, check_work=not in_tx)
     rate_limit(ctx, f"worker:{body}")
     payload = await read_object(request, allow_empty=False, check_depth=False)  # checked by part:
     events = payload.get("events")
@@ -84,7 +85,8 @@ async def post_events(session_id: str, request: Request) -> Response:
         raise PayloadTooLarge(f"At most {ctx.config.limits.max_v1_batch} events per request.")
     jsonio.check_batch(payload, events)
     ctx.metrics.inc("worker_events_total", len(events))
-    await ctx.log.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST)
+    await ctx.log.post_worker_events(body, events, depth_room=jsonio.EVENT_ROOM_V1_POST,
+                                     work=caller.claims if in_tx else None)
     ctx.workers.confirm_sent_controls(body)
     await frames_first(len(events))
     return JSONResponse({})

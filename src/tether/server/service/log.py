@@ -14,8 +14,10 @@ import orjson
 from tether.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from tether.protocol import event_rules, json_depth
 from tether.protocol import messages as m
+from tether.protocol.access import LIVE_WORK_STATES
 from tether.protocol.delivery import V1Turns, v1_turns
 from tether.server import jsonio
+from tether.server.auth.worker_jwt import WorkerClaims
 from tether.server.clock import now
 from tether.server.config import Config
 from tether.server.hub import Hub, Ingest, Live
@@ -39,7 +41,10 @@ Ordered = EventIn | tuple[dict[str, Any], str]  # a durable event, or an ephemer
 async def load_session(tx: Tx, body: str, org_id: str | None = None, *,
                        for_update: bool = False) -> SessionRecord:
     """The session, in the caller's organisation (another's is 404: no existence oracle)."""
-    session = await tx.sessions.get(body, for_update=for_update)
+    return _in_org(await tx.sessions.get(body, for_update=for_update), org_id)
+
+
+def _in_org(session: SessionRecord | None, org_id: str | None) -> SessionRecord:
     if session is None or (org_id is not None and session.org_id != org_id):
         raise NotFound("No such session.")
     return session
@@ -65,22 +70,38 @@ def check_event(obj: Any, max_bytes: int, depth_room: int | None = None) -> tupl
     return obj, raw.decode()
 
 
+class _WorkNotLive(Exception):
+    """The worker token's work item is not live: the transaction is abandoned (see ``append``)."""
+
+
 class EventLog:
     def __init__(self, config: Config, store: Store, hub: Hub, dispatcher: Dispatcher) -> None:
         self.config = config
         self.store = store
         self.hub = hub
         self.dispatcher = dispatcher
+        # PostgreSQL: a worker token's work item is checked inside the write transaction, with the
+        # session row's lock (one statement), not by a read of its own before it. SQLite checks a
+        # cache that is never stale there (dispatch.py), before the transaction.
+        self.checks_work_in_tx = not store.is_sqlite
         # request ids of the server's own control requests (initialize) whose answers are not logged
         self.server_request_ids: set[str] = set()
 
     # ---- the write ------------------------------------------------------------------------
     async def append(self, body: str, items: Sequence[EventIn], *, org_id: str | None = None,
-                     effects: Effects | None = None) -> Ingest:
-        """Append ``items`` in one transaction, run ``effects(tx, session, result)``, fan out."""
+                     effects: Effects | None = None, work_id: str | None = None) -> Ingest:
+        """Append ``items`` in one transaction, run ``effects(tx, session, result)``, fan out.
+        ``work_id`` (PostgreSQL, ``checks_work_in_tx``): a worker token's work item, which must be
+        live (else ``_WorkNotLive``, nothing written: see ``_append_checked``)."""
         result = Ingest()
         async with self.store.write() as tx:
-            session = await load_session(tx, body, org_id, for_update=True)
+            if work_id is None:
+                session = await load_session(tx, body, org_id, for_update=True)
+            else:
+                found, work_state = await tx.sessions.get_with_work(body, work_id)
+                session = _in_org(found, org_id)
+                if work_state not in LIVE_WORK_STATES:
+                    raise _WorkNotLive
             if session.archived_at:
                 raise Conflict("The session is archived.", error_type="already_archived")
             result.stored = await tx.events.append(session.id, session.last_seq, items, now())
@@ -137,10 +158,11 @@ class EventLog:
     # ---- worker writes --------------------------------------------------------------------
     async def post_worker_events(self, body: str, raw_events: Sequence[Any], *,
                                  ephemeral_flags: Sequence[bool] | None = None, v1: bool = True,
-                                 depth_room: int | None = None) -> Ingest:
+                                 depth_room: int | None = None, work: WorkerClaims | None = None) -> Ingest:
         """Worker output (I2, WS frames, W6): durable events are logged, ephemeral ones fanned
         out live; subscribers get both in the order the worker wrote them. ``depth_room``: how
-        deep each event may nest, for a batch whose body was parsed unchecked (jsonio.check_batch)."""
+        deep each event may nest, for a batch whose body was parsed unchecked (jsonio.check_batch).
+        ``work``: the token whose work item the write transaction checks (``checks_work_in_tx``)."""
         durable: list[EventIn] = []
         order: list[Ordered] = []
         for index, raw in enumerate(raw_events):
@@ -157,6 +179,8 @@ class EventLog:
             durable.append(item)
             order.append(item)
         if not durable:
+            if work is not None:  # no transaction to check it in
+                await self.dispatcher.check_worker_write(work)
             if order:
                 self.hub.publish_ephemeral(body, await self.high_water(body), order)  # type: ignore[arg-type]
             return Ingest()
@@ -171,7 +195,21 @@ class EventLog:
             await apply_worker_events(tx, session, res, turns)
             res.ordered = self.interleave(body, base, order, res.stored)
 
+        if work is not None and work.work_id is not None:
+            return await self._append_checked(body, durable, effects, work)
         return await self.append(body, durable, effects=effects)
+
+    async def _append_checked(self, body: str, items: Sequence[EventIn], effects: Effects,
+                              work: WorkerClaims) -> Ingest:
+        """PostgreSQL: the append, its transaction checking the token's work item."""
+        try:
+            return await self.append(body, items, effects=effects, work_id=work.work_id)
+        except _WorkNotLive:
+            pass
+        # the refusal the token has earned (401 replaced, 410 gone, 409 archived); a token being
+        # handed over to a re-dispatched item still writes (tether.protocol.access)
+        await self.dispatcher.check_worker_write(work)
+        return await self.append(body, items, effects=effects)
 
     def _answers_the_server(self, obj: dict[str, Any]) -> bool:
         """An answer to the server's own control request (initialize): taken, never logged."""

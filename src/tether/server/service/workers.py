@@ -143,19 +143,22 @@ class Workers:
         async with self.store.read() as tx:
             return await load_session(tx, body, claims.org_id)
 
-    async def caller(self, token: str | None, body: str, *, write: bool, check_session: bool = True) -> Caller:
+    async def caller(self, token: str | None, body: str, *, write: bool, check_session: bool = True,
+                     check_work: bool = True) -> Caller:
         """A worker token of this session whose work is live, or a user credential of its org.
 
         A worker token is signed for exactly one session, so the hot write path skips the
         session lookup (``check_session=False``): appending finds a missing or archived session
-        anyway, and the work check is a cached look-up (dispatch.py).
+        anyway, and the work check is a cached look-up (dispatch.py). ``check_work=False``: the
+        caller's write transaction checks the worker token's work item (EventLog.checks_work_in_tx).
         """
         if not token:
             raise AuthenticationFailed("Session ingress needs 'Authorization: Bearer <token>'.")
         if kind_of(token) == "jwt" or token.startswith("sk-ant-si-"):
             claims = self.auth.worker_for_session(token, body)
             if write:
-                await self.dispatcher.check_worker_write(claims)
+                if check_work:
+                    await self.dispatcher.check_worker_write(claims)
             else:
                 await self.dispatcher.check_worker_read(claims)
             caller = Caller(token, claims=claims)

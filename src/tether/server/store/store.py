@@ -2,13 +2,15 @@
 
 ``async with store.write() as tx`` runs one write transaction. On SQLite all writes of
 the process are serialised by one lock and ``BEGIN IMMEDIATE`` (SQLite has one writer
-anyway, and this keeps ``last_seq`` gap-free without retries). On PostgreSQL the same lock
-orders one instance's writes, and the database orders everyone's: a write transaction reads
-the rows it decides from with ``SELECT … FOR UPDATE``, the session row before its work items,
-permission requests and events (``repositories/base.py``), so writers of one session on any
-instance take turns, and unique constraints refuse what slips past. Callbacks registered with
+anyway, and this keeps ``last_seq`` gap-free without retries); callbacks registered with
 ``tx.after_commit`` run after the commit and before the next writer starts, which is how
-fan-out stays in commit (= sequence) order.
+fan-out stays in commit (= sequence) order. On PostgreSQL the database orders the writes, of
+this instance and of the others: a write transaction reads the rows it decides from with
+``SELECT … FOR UPDATE``, the session row before its work items, permission requests and events
+(``repositories/base.py``), so writers of one session on any instance take turns, and unique
+constraints refuse what slips past. There the writes of one instance run side by side (a lock
+held across their round trips made them queue for nothing), and the callbacks of one session's
+writers still run in commit order (``commit_order.py``).
 
 SQLite runs *inline* on the event-loop thread through pysqlite rather than through
 aiosqlite's worker thread: in WAL mode with ``synchronous=NORMAL`` a statement takes tens
@@ -35,6 +37,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -44,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolProxiedConnection
 
 from tether.errors import InvalidRequest
+from tether.server.store.commit_order import CommitOrder, Turns
 from tether.server.store.tx import Tx
 
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
@@ -102,7 +106,8 @@ class Store:
         self.is_sqlite = url.startswith("sqlite")
         self.background_checkpoints = background_checkpoints and self.is_sqlite
         self.writes = 0  # write transactions committed (the checkpointer's cue)
-        self._write_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()  # SQLite
+        self._commit_order = CommitOrder()  # PostgreSQL
         self.engine: AsyncEngine | None = None
         self.sync_engine: sa.Engine | None = None
         self._writer: sa.Connection | None = None  # SQLite: the one connection writes use
@@ -118,7 +123,15 @@ class Store:
                 sa_event.listen(self.sync_engine, "connect", _no_autocheckpoint)
             sa_event.listen(self.sync_engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+            # No pre-ping: it cost two round trips (BEGIN; ROLLBACK) per checkout. A connection the
+            # server dropped (restart, pg_terminate_backend, idle timeout) is closed by asyncpg as
+            # soon as the socket says so, and _drop_closed replaces it at checkout without a round
+            # trip. LIFO: the few connections in use stay warm (their prepared statements too).
+            self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_use_lifo=True)
+            sa_event.listen(self.engine.sync_engine, "checkout", _drop_closed)
+        # PostgreSQL reads run in autocommit: under READ COMMITTED each statement takes its own
+        # snapshot anyway, so BEGIN … ROLLBACK around them were two round trips that bought nothing.
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.engine else None
 
     async def open(self) -> None:
         """Migrate the schema to the newest revision (idempotent)."""
@@ -158,9 +171,9 @@ class Store:
             with self._read_conn() as conn:
                 yield Tx(InlineConnection(conn), True, writable=False)
             return
-        assert self.engine is not None
+        assert self._reader is not None
         with _text_postgres_refuses():
-            async with self.engine.connect() as aconn:
+            async with self._reader.connect() as aconn:
                 yield Tx(aconn, False, writable=False)
 
     def sqlite_statement(self) -> sqlite3.Connection:
@@ -177,41 +190,52 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
+        if self.sync_engine is None:
+            async with self._write_postgres() as tx:
+                yield tx
+            return
         async with self._write_lock:
-            if self.sync_engine is not None:
-                conn = self._writer_connection()
-                tx = Tx(InlineConnection(conn), True, writable=True)
+            conn = self._writer_connection()
+            tx = Tx(InlineConnection(conn), True, writable=True)
+            try:
+                conn.begin()
                 try:
-                    conn.begin()
-                    try:
-                        yield tx
-                    except BaseException:
-                        conn.rollback()
-                        raise
-                    conn.commit()
+                    yield tx
                 except BaseException:
-                    # The writer lives on: whatever went wrong (a failed BEGIN, COMMIT or
-                    # rollback), the next transaction must not find this one still open.
-                    if conn.in_transaction() or (tx.raw is not None and tx.raw.in_transaction):
-                        self._discard_writer()
+                    conn.rollback()
                     raise
-                self.writes += 1
-            else:
-                assert self.engine is not None
-                with _text_postgres_refuses():
-                    async with self.engine.connect() as aconn:
-                        tx = Tx(aconn, False, writable=True)
-                        await aconn.begin()
-                        try:
-                            yield tx
-                        except BaseException:
-                            await aconn.rollback()
-                            raise
-                        await aconn.commit()
+                conn.commit()
+            except BaseException:
+                # The writer lives on: whatever went wrong (a failed BEGIN, COMMIT or
+                # rollback), the next transaction must not find this one still open.
+                if conn.in_transaction() or (tx.raw is not None and tx.raw.in_transaction):
+                    self._discard_writer()
+                raise
+            self.writes += 1
             for callback in tx.after_commit_callbacks:
                 result = callback()
                 if inspect.isawaitable(result):
                     await result
+
+    @contextlib.asynccontextmanager
+    async def _write_postgres(self) -> AsyncIterator[Tx]:
+        assert self.engine is not None
+        turns = Turns(self._commit_order)
+        try:
+            with _text_postgres_refuses():
+                async with self.engine.connect() as aconn:
+                    tx = Tx(aconn, False, writable=True, turns=turns)
+                    await aconn.begin()
+                    try:
+                        yield tx
+                    except BaseException:
+                        await aconn.rollback()
+                        raise
+                    await aconn.commit()
+            await turns.wait_earlier()
+            await _after_commit(tx)
+        finally:
+            turns.end()
 
     async def run_checkpointer(self, tick_s: float = CHECKPOINT_TICK_S,
                                max_interval_s: float = CHECKPOINT_MAX_INTERVAL_S) -> None:
@@ -275,6 +299,13 @@ class Store:
             yield conn
 
 
+async def _after_commit(tx: Tx) -> None:
+    for callback in tx.after_commit_callbacks:
+        result = callback()
+        if inspect.isawaitable(result):
+            await result
+
+
 # SQLSTATEs of text PostgreSQL cannot hold: a NUL character (22021), or one the database's
 # encoding lacks (22P05). SQLite stores such text; here the request that brought it is refused.
 _UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
@@ -286,8 +317,8 @@ def _text_postgres_refuses() -> Iterator[None]:
     request's fault: 400 ``invalid_request_error``, not a 500."""
     try:
         yield
-    except sa_exc.DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) not in _UNSTORABLE_TEXT:
+    except (sa_exc.DBAPIError, asyncpg.PostgresError) as exc:  # (the latter: postgres_fast.py's statements)
+        if getattr(getattr(exc, "orig", exc), "sqlstate", None) not in _UNSTORABLE_TEXT:
             raise
         raise InvalidRequest("Text with a NUL character (\\u0000) cannot be stored.") from None
 
@@ -325,6 +356,15 @@ def _checkpoint(path: str) -> None:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
         conn.close()
+
+
+def _drop_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection whose socket closed meanwhile is replaced (SQLAlchemy
+    reconnects the pool slot when a checkout listener raises DisconnectionError); one whose
+    server went away without a word fails its next statement and is invalidated then."""
+    driver = getattr(dbapi_conn, "_connection", None)
+    if driver is not None and driver.is_closed():
+        raise sa_exc.DisconnectionError("the database closed this pooled connection")
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from tether.server.store.commit_order import Turns
 from tether.server.store.repositories.accounts import Keys, Orgs, Tokens, Users
 from tether.server.store.repositories.environments import Environments
 from tether.server.store.repositories.events import Events, InternalEvents
@@ -45,7 +46,7 @@ class Tx:
     """``tx.sessions``, ``tx.events`` … : one repository per aggregate, made when first used (a
     worker's POST touches two of them)."""
 
-    def __init__(self, conn: Connection, is_sqlite: bool, *, writable: bool) -> None:
+    def __init__(self, conn: Connection, is_sqlite: bool, *, writable: bool, turns: Turns | None = None) -> None:
         self.conn = conn
         self.is_sqlite = is_sqlite
         self.writable = writable
@@ -60,6 +61,10 @@ class Tx:
         self.raw: sqlite3.Connection | None = conn.driver if is_sqlite and writable else None
         # PostgreSQL write transactions lock the rows they read to decide (repositories/base.py)
         self.locks = writable and not is_sqlite
+        # PostgreSQL write transactions: the sessions whose rows it was granted, in grant order
+        # among this instance's writers (commit_order.py)
+        self.turns = turns
+        self._on_session_lock = turns.granted if turns is not None else None
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         self.after_commit_callbacks.append(callback)
@@ -73,11 +78,11 @@ class Tx:
 
     @_made_on_first_use
     def sessions(self) -> Sessions:
-        return Sessions(self.conn, self.raw, self.locks)
+        return Sessions(self.conn, self.raw, self.locks, self._on_session_lock)
 
     @_made_on_first_use
     def events(self) -> Events:
-        return Events(self.conn, self.raw, self.locks)
+        return Events(self.conn, self.raw, self.locks, self._on_session_lock)
 
     @_made_on_first_use
     def permissions(self) -> Permissions:
@@ -85,7 +90,7 @@ class Tx:
 
     @_made_on_first_use
     def work(self) -> WorkItems:
-        return WorkItems(self.conn, self.locks)
+        return WorkItems(self.conn, self.locks, self._on_session_lock)
 
     @_made_on_first_use
     def environments(self) -> Environments:

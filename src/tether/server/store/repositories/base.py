@@ -74,9 +74,16 @@ class Repository:
     first to commit and then reads what it wrote. Always the session row before the rows that
     belong to it (work items, permission requests): one order, so two writers never deadlock."""
 
-    def __init__(self, conn: Connection, locks: bool = False) -> None:
+    def __init__(self, conn: Connection, locks: bool = False,
+                 on_session_lock: Callable[[str], None] | None = None) -> None:
         self.conn = conn
         self.locks = locks
+        # PostgreSQL write transactions: told each session row granted (store/commit_order.py)
+        self.on_session_lock = on_session_lock
+
+    def session_locked(self, session_id: str) -> None:
+        if self.on_session_lock is not None:
+            self.on_session_lock(session_id)
 
     async def _one(self, record: Callable[..., R], stmt: sa.Executable,
                    params: Mapping[str, Any] | None = None) -> R | None:

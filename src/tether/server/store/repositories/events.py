@@ -4,7 +4,7 @@ sequence: on a SQLite write transaction it runs as plain pysqlite (``sqlite_fast
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 from tether.protocol.ids import new_id
 from tether.protocol.paging import fitting
-from tether.server.store import sqlite_fast
+from tether.server.store import postgres_fast, sqlite_fast
 from tether.server.store import tables as t
 from tether.server.store.records import DeliveryState, EventIn, InternalEvent, StoredEvent
 from tether.server.store.repositories.base import Connection, Repository, byte_length
@@ -40,8 +40,9 @@ def _stored(row: Any) -> StoredEvent:
 
 
 class Events(Repository):
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool = False) -> None:
-        super().__init__(conn, locks)
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool = False,
+                 on_session_lock: Callable[[str], None] | None = None) -> None:
+        super().__init__(conn, locks, on_session_lock)
         self.raw = raw
 
     # ---- the append -----------------------------------------------------------------------
@@ -65,6 +66,10 @@ class Events(Repository):
             ev = StoredEvent(body, last_seq + 1, new_id("evt"), item.uuid, item.source, item.event_type,
                              item.payload_json, now, item.delivery)
             return [ev] if sqlite_fast.insert_event(self.raw, ev) else []
+        if self.locks:
+            driver = await self._driver_in_transaction()
+            if driver is not None:
+                return await self._append_postgres(driver, body, last_seq, items, now)
         seen = await self.existing_uuids(body, [i.uuid for i in items])
         seq = last_seq
         stored: list[StoredEvent] = []
@@ -86,6 +91,25 @@ class Events(Repository):
                 "created_at": now} for ev in stored])
             await self.conn.execute(_ADVANCE_SEQ, {"sid": body, "seq": seq, "now": now})
         return stored
+
+    async def _driver_in_transaction(self) -> Any:
+        """The asyncpg connection under this PostgreSQL write transaction, once its BEGIN went out
+        (the session row is locked first, so it has); None otherwise (the SQLAlchemy path then)."""
+        raw = await self.conn.get_raw_connection()
+        adapted = raw.dbapi_connection
+        return raw.driver_connection if getattr(adapted, "_transaction", None) is not None else None
+
+    async def _append_postgres(self, driver: Any, body: str, last_seq: int, items: Sequence[EventIn],
+                               now: float) -> list[StoredEvent]:
+        """One statement instead of three (``postgres_fast.py``)."""
+        candidates: dict[str, StoredEvent] = {}
+        for item in items:
+            if item.uuid not in candidates:  # the first of a uuid repeated in the batch wins
+                candidates[item.uuid] = StoredEvent(body, 0, new_id("evt"), item.uuid, item.source,
+                                                    item.event_type, item.payload_json, now, item.delivery)
+        evs = list(candidates.values())
+        rows = await driver.fetch(postgres_fast.APPEND, *postgres_fast.append_args(body, last_seq, evs, now))
+        return postgres_fast.stored_from(rows, evs)
 
     # ---- reads ----------------------------------------------------------------------------
     async def _page(self, where: Sequence[Any], *, ascending: bool, limit: int,
@@ -182,6 +206,7 @@ class Events(Repository):
         conditional ``UPDATE … RETURNING``, which re-checks each row's state: a move is never
         backwards nor reported twice, whatever another instance moved meanwhile."""
         await self.conn.execute(_LOCK_SESSION, {"sid": session_id})
+        self.session_locked(session_id)
         below = [state for state, rank in DELIVERY_ORDER.items() if rank < DELIVERY_ORDER[status]]
         stmt = (e.update().where(e.c.session_id == session_id, e.c.delivery.in_(below), sa.or_(*conds))
                 .values(delivery=status).returning(*e.c))

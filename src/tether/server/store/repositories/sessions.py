@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,12 +18,20 @@ __all__ = ["Sessions"]
 
 _GET = sa.select(t.sessions).where(t.sessions.c.id == sa.bindparam("id"))
 _GET_FOR_UPDATE = _GET.with_for_update()
+# PostgreSQL: the session row locked, and the state of a worker token's work item of it (None: no
+# such item of this session) in the same round trip (EventLog.append: the token check of a write)
+_WORK_STATE = (sa.select(t.work_items.c.state)
+               .where(t.work_items.c.id == sa.bindparam("work_id"), t.work_items.c.session_id == t.sessions.c.id)
+               .scalar_subquery().label("work_state"))
+_GET_WITH_WORK = (sa.select(t.sessions, _WORK_STATE).where(t.sessions.c.id == sa.bindparam("id"))
+                  .with_for_update(of=t.sessions))
 _LOCK = sa.select(t.sessions.c.id).where(t.sessions.c.id == sa.bindparam("id")).with_for_update()
 
 
 class Sessions(Repository):
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool) -> None:
-        super().__init__(conn, locks)
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None, locks: bool,
+                 on_session_lock: Callable[[str], None] | None = None) -> None:
+        super().__init__(conn, locks, on_session_lock)
         self.raw = raw
 
     async def insert(self, session: SessionRecord) -> None:
@@ -36,12 +44,32 @@ class Sessions(Repository):
         one's commit. SQLite's writer is alone anyway."""
         if self.raw is not None:
             return sqlite_fast.get_session(self.raw, body)
-        return await self._one(SessionRecord, _GET_FOR_UPDATE if self.locks else _GET, {"id": body})
+        if not self.locks:
+            return await self._one(SessionRecord, _GET, {"id": body})
+        session = await self._one(SessionRecord, _GET_FOR_UPDATE, {"id": body})
+        if session is not None:
+            self.session_locked(body)
+        return session
+
+    async def get_with_work(self, body: str, work_id: str) -> tuple[SessionRecord | None, str | None]:
+        """PostgreSQL write transactions: the session row, locked, and the state of its work item
+        ``work_id`` (None if the session has no such item). The state is read in the statement's
+        snapshot, taken when it started (before any wait for the lock): as current as the separate
+        read before the transaction that it replaces, one round trip and one checkout fewer."""
+        assert self.locks, "PostgreSQL write transactions only"
+        found = (await self.conn.execute(_GET_WITH_WORK, {"id": body, "work_id": work_id})).first()
+        if found is None:
+            return None, None
+        self.session_locked(body)
+        values = dict(found._mapping)
+        state = values.pop("work_state")
+        return SessionRecord(**values), state
 
     async def lock(self, body: str) -> None:
         """PostgreSQL write transactions: take the session row's lock (before a row of the session's)."""
         if self.locks:
             await self.conn.execute(_LOCK, {"id": body})
+            self.session_locked(body)
 
     async def update(self, body: SessionId, **values: Any) -> None:
         await self._update(t.sessions, {"id": body}, values)

@@ -38,6 +38,7 @@ class WorkItems(Repository):
         if session_id is None:
             return None
         await self.conn.execute(_LOCK_SESSION, {"id": session_id})
+        self.session_locked(session_id)
         return await self._one(WorkItem, _GET_FOR_UPDATE, {"id": work_id})
 
     async def update(self, work_id: WorkId, **values: Any) -> None:
