@@ -342,6 +342,17 @@ function attachResult(r, ctx) {
   }
 }
 
+// Why an error result ended its turn, in words for a person (tether.protocol.messages.result_reason):
+// its result text or errors, without the stock CLI's internal "[ede_diagnostic] …" lines.
+function resultReason(f) {
+  if (typeof f.result === 'string' && f.result) return f.result;
+  const errors = Array.isArray(f.errors)
+    ? f.errors.filter((e) => e && !String(e).startsWith('[ede_diagnostic]')) : [];
+  if (errors.length) return errors.join('; ');
+  if (String(f.terminal_reason || '').startsWith('aborted')) return 'Interrupted';
+  return f.subtype || 'error';
+}
+
 function renderResult(f, ctx) {
   const failed = f.is_error || (f.subtype && f.subtype !== 'success');
   const parts = [];
@@ -350,9 +361,7 @@ function renderResult(f, ctx) {
   if (typeof f.total_cost_usd === 'number' && f.total_cost_usd > 0) parts.push(`$${f.total_cost_usd.toFixed(4)}`);
   let text;
   if (failed) {
-    const why = typeof f.result === 'string' && f.result ? f.result
-      : (Array.isArray(f.errors) && f.errors.length ? f.errors.join('; ') : (f.subtype || 'error'));
-    text = `Stopped: ${why}`;
+    text = `Stopped: ${resultReason(f)}`;
   } else {
     text = `Done${parts.length ? ' · ' + parts.join(' · ') : ''}`;
   }
