@@ -136,7 +136,7 @@ function json(value) {
 }
 
 // The input of a tool call: diffs for edits, the command for Bash, JSON otherwise.
-function inputView(name, input, eager) {
+function inputView(name, input, eager, shown = null) {
   const i = input || {};
   const view = el('div', { class: 'tool-input' });
   const add = (item, fallback) => {
@@ -158,7 +158,8 @@ function inputView(name, input, eager) {
     const content = typeof i.content === 'string' ? i.content : '';
     jobs.push(add({ type: 'diff', old: '', new: content, path: i.file_path }, `${i.file_path}\n${content}`));
   } else if (name === 'Bash' && typeof i.command === 'string') {
-    if (i.description) view.append(el('p', { class: 'muted small' }, i.description));
+    // the permission card already shows the stock CLI's description above: not twice
+    if (i.description && i.description !== shown) view.append(el('p', { class: 'muted small' }, i.description));
     jobs.push(add({ type: 'code', text: i.command, language: 'bash' }, i.command));
   } else {
     jobs.push(add({ type: 'code', text: json(i), language: 'json' }, json(i)));
@@ -523,7 +524,8 @@ function showPermission(f) {
   const hid = `ask-h-${askCounter}`;
   const mid = `ask-m-${askCounter}`;
   const tool = String(req.tool_name || 'a tool');
-  const { view } = inputView(tool, req.input, true);
+  const desc = req.title || req.description || null;
+  const { view } = inputView(tool, req.input, true, desc);
   const message = el('input', { id: mid, type: 'text', class: 'deny-msg', autocomplete: 'off', placeholder: 'Why not, or what to do instead' });
   const status = el('p', { class: 'ask-status muted small', role: 'status' });
   const allow = el('button', { type: 'button', class: 'primary allow', onclick: () => answer(rid, 'allow') }, 'Allow');
@@ -536,7 +538,7 @@ function showPermission(f) {
     CAN_WRITE ? '' : 'Waiting for a member to answer (viewers cannot).');
   const card = el('article', { class: 'ask', dataset: { request: rid, tool }, 'aria-labelledby': hid },
     el('h2', { id: hid }, el('span', { class: 'ask-icon', 'aria-hidden': 'true' }, '!'), `Allow ${tool}?`),
-    req.title || req.description ? el('p', { class: 'ask-desc' }, req.title || req.description) : null,
+    desc ? el('p', { class: 'ask-desc' }, desc) : null,
     view,
     el('details', { class: 'raw' }, el('summary', {}, 'Full input'), el('pre', {}, json(req.input || {}))),
     answerBox, watchNote);
