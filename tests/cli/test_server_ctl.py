@@ -121,3 +121,14 @@ def test_detach_status_and_stop(tmp_path: pathlib.Path) -> None:
     finally:
         if info is not None and runtime.lock_held(data):
             os.kill(info.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("command", [("server",), ("server", "--detach"), ("up",)])
+def test_a_data_dir_that_cannot_be_created_is_a_usage_error(tmp_path: pathlib.Path, command: tuple[str, ...]) -> None:
+    """Not a traceback from deep in the start-up: exit status 2 and which path and why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = tether(*command, "--data-dir", str(blocker / "data"), "--port", str(free_port()), home=tmp_path / "home")
+    assert out.returncode == 2, out.stderr
+    assert f"Invalid value for --data-dir: cannot create {blocker / 'data'}: Not a directory" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -136,6 +136,11 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     cfg = build_config(host, port, data_dir, database_url, public_url, tls_cert, tls_key, trusted_proxy)
+    if not check:
+        from tether.cli.server_ctl import ensure_data_dir
+
+        if (problem := ensure_data_dir(cfg.data_dir)) is not None:
+            raise typer.BadParameter(problem, param_hint="--data-dir")
     if redis_url is not None:
         cfg.redis_url = redis_url
     if cfg.redis_url:

@@ -62,6 +62,19 @@ class ServerChild:
         return self.proc.returncode
 
 
+def ensure_data_dir(path: pathlib.Path) -> str | None:
+    """Create the server's data directory if needed; None when it is usable, else why not (a
+    message for --data-dir: a path that cannot be created or written would otherwise surface as a
+    traceback from deep in the start-up)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
