@@ -132,3 +132,15 @@ def test_a_data_dir_that_cannot_be_created_is_a_usage_error(tmp_path: pathlib.Pa
     assert out.returncode == 2, out.stderr
     assert f"Invalid value for --data-dir: cannot create {blocker / 'data'}: Not a directory" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_port_something_else_listens_on_is_refused_before_anything_starts(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        out = tether("server", "--data-dir", str(tmp_path / "data"), "--port", str(port), home=tmp_path / "home")
+    assert out.returncode == 1, out.stderr
+    assert f"Port {port} is already in use. Pass --port, or stop what listens there." in out.stderr
+    assert "alembic" not in out.stderr and "Log in:" not in out.stdout  # nothing was migrated or minted
+    assert runtime.read_runtime(tmp_path / "data") is None

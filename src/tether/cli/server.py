@@ -198,6 +198,12 @@ def _run(cfg: Config, log_level: str, *, detached: bool, runner_args: list[str] 
         err.print(f"[red]error:[/] Another Tether server{where} is running from {cfg.data_dir}. Stop it with "
                   f"`tether server stop --data-dir {cfg.data_dir}`, or pass another --data-dir.")
         return 1
+    from tether.cli.server_ctl import port_open
+
+    if port_open(cfg.host, cfg.port):  # say so before migrating, rather than uvicorn's bind error after it
+        lock.release()
+        err.print(f"[red]error:[/] Port {cfg.port} is already in use. Pass --port, or stop what listens there.")
+        return 1
     try:
         link, _created, token = asyncio.run(prepare(cfg, runner_token=runner_args is not None))
         print(f"Tether server on {cfg.url}  (data: {cfg.data_dir})", flush=True)
