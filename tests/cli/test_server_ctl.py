@@ -144,3 +144,21 @@ def test_a_port_something_else_listens_on_is_refused_before_anything_starts(tmp_
     assert f"Port {port} is already in use. Pass --port, or stop what listens there." in out.stderr
     assert "alembic" not in out.stderr and "Log in:" not in out.stdout  # nothing was migrated or minted
     assert runtime.read_runtime(tmp_path / "data") is None
+
+
+def test_detach_behind_a_proxy_is_ready_on_loopback(tmp_path: pathlib.Path) -> None:
+    """--public-url names the TLS proxy in front (here a name that does not even resolve): the
+    server is probed on loopback, so --detach and status see it ready."""
+    port, data = free_port(), tmp_path / "data"
+    public = f"https://tether.invalid:{port}"
+    started = tether("server", "--detach", "--data-dir", str(data), "--port", str(port), "--public-url", public,
+                     home=tmp_path / "home")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"running in the background at {public}" in started.stdout
+        status = tether("server", "status", "--json", "--data-dir", str(data), home=tmp_path / "home")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["ready"] is True and report["url"] == public
+    finally:
+        tether("server", "stop", "--data-dir", str(data), home=tmp_path / "home")
