@@ -95,6 +95,10 @@ class HostStats:
     attachments_skipped: int = 0  # ... and those it did not get (a warning event says why)
 
 
+_GONE_CODES: Final = frozenset({CLOSE_SESSION_GONE, 404, 410})
+"""Permanent transport closes that mean the session is archived or its work ended on the server."""
+
+
 def exit_status(returncode: int | None, *, stopped_by_host: bool) -> OutcomeStatus:
     """docs/protocol.md §5: SIGTERM/SIGINT → interrupted, 0 → completed, else failed; a stop the
     host asked for is an interruption whatever the agent's status."""
@@ -339,10 +343,11 @@ class SessionHost:
         return SessionOutcome(status, code, error, self._transport.closed_info)
 
     def _session_gone(self) -> bool:
-        """The transport stopped because the session is archived or gone (close 4001: the v1 socket's
-        close, or the v2 client's stop on 409 ``already_archived`` / 404s / 410)."""
+        """The transport stopped because the session is archived or gone: close 4001 (the v1 socket's
+        close, or the v2 client's stop on 409 ``already_archived`` / 404s / 410), or the v2 event
+        stream refused with 404 / 410 (docs/protocol.md §8.5), whichever the archive reached first."""
         closed = self._transport.closed_info
-        return closed is not None and closed.reason == "permanent" and closed.code == CLOSE_SESSION_GONE
+        return closed is not None and closed.reason == "permanent" and closed.code in _GONE_CODES
 
     # -- agent initialisation ------------------------------------------------------------
 
