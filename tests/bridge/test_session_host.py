@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import pathlib
 import sys
 from collections.abc import AsyncIterator
@@ -334,6 +335,38 @@ async def test_archiving_the_session_ends_the_agent(server: ServerProcess, owner
         assert outcome.status == "completed" and outcome.exit_code == 0
         assert outcome.transport is not None and (outcome.transport.reason, outcome.transport.code) == (
             "permanent", 4001)
+
+
+@pytest.mark.parametrize("transport", ["v1", "v2"])
+async def test_archiving_after_a_stopped_turn_is_an_interruption_not_a_failure(
+        tmp_path: pathlib.Path, transport: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A turn stopped from the web, then the session archived there: the agent exits 1 (its last
+    turn ended in an error, as the stock CLI's does), but the host ended it because the session is
+    gone, so the outcome is an interruption (the bridge does not report a failed session), and
+    nothing is logged as a warning (v2 meets 409 already_archived on its next write: that is the
+    archive, not a newer worker taking over)."""
+    srv = ServerProcess(tmp_path / "srv", limits={"rate_per_second": 0}, worker_transport=transport).start()
+    try:
+        owner = srv.token()
+        async with hosted(srv, owner, tmp_path) as rig:
+            await rig.prompt("go SLOW")
+            await rig.sub.wait_for(lambda f: f.get("type") == "stream_event")
+            await rig.sub.ws.send(json.dumps({"type": "control_request", "request_id": "stop-1",
+                                              "request": {"subtype": "interrupt"}}))
+            assert (await rig.result())["subtype"] == "error_during_execution"
+            caplog.clear()
+            r = await rig.client.post(f"/v1/sessions/{rig.sid}/archive", json={"reason": "user"},
+                                      headers=auth(rig.owner))
+            assert r.status_code == 200, r.text
+            outcome = await _outcome(rig)
+            assert (outcome.status, outcome.exit_code, outcome.error) == ("interrupted", 1, None)
+            assert outcome.transport is not None and (outcome.transport.reason, outcome.transport.code) == (
+                "permanent", 4001)
+            warnings = [r.getMessage() for r in caplog.records
+                        if r.levelno >= logging.WARNING and r.name.startswith("tether.")]
+            assert warnings == []
+    finally:
+        srv.stop()
 
 
 async def test_an_agent_that_cannot_start_fails_cleanly(tmp_path: pathlib.Path) -> None:

@@ -121,3 +121,44 @@ def test_detach_status_and_stop(tmp_path: pathlib.Path) -> None:
     finally:
         if info is not None and runtime.lock_held(data):
             os.kill(info.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("command", [("server",), ("server", "--detach"), ("up",)])
+def test_a_data_dir_that_cannot_be_created_is_a_usage_error(tmp_path: pathlib.Path, command: tuple[str, ...]) -> None:
+    """Not a traceback from deep in the start-up: exit status 2 and which path and why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = tether(*command, "--data-dir", str(blocker / "data"), "--port", str(free_port()), home=tmp_path / "home")
+    assert out.returncode == 2, out.stderr
+    assert f"Invalid value for --data-dir: cannot create {blocker / 'data'}: Not a directory" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_port_something_else_listens_on_is_refused_before_anything_starts(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        out = tether("server", "--data-dir", str(tmp_path / "data"), "--port", str(port), home=tmp_path / "home")
+    assert out.returncode == 1, out.stderr
+    assert f"Port {port} is already in use. Pass --port, or stop what listens there." in out.stderr
+    assert "alembic" not in out.stderr and "Log in:" not in out.stdout  # nothing was migrated or minted
+    assert runtime.read_runtime(tmp_path / "data") is None
+
+
+def test_detach_behind_a_proxy_is_ready_on_loopback(tmp_path: pathlib.Path) -> None:
+    """--public-url names the TLS proxy in front (here a name that does not even resolve): the
+    server is probed on loopback, so --detach and status see it ready."""
+    port, data = free_port(), tmp_path / "data"
+    public = f"https://tether.invalid:{port}"
+    started = tether("server", "--detach", "--data-dir", str(data), "--port", str(port), "--public-url", public,
+                     home=tmp_path / "home")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"running in the background at {public}" in started.stdout
+        status = tether("server", "status", "--json", "--data-dir", str(data), home=tmp_path / "home")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["ready"] is True and report["url"] == public
+    finally:
+        tether("server", "stop", "--data-dir", str(data), home=tmp_path / "home")

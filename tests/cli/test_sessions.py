@@ -141,6 +141,18 @@ async def test_unreachable_server_is_explained(tmp_path: Any) -> None:
     assert out.returncode == 1 and "Cannot reach http://127.0.0.1:9" in out.stderr
 
 
+async def test_a_refused_token_says_what_to_do_once(server: ServerProcess, tmp_path: Any) -> None:
+    """A TETHER_TOKEN the server does not know: one sentence naming TETHER_TOKEN and the fix, not the
+    server's 401 text wrapped in two "Run `tether login`"s; `tether status` says the same."""
+    env = cli_env(server, "tpt_not_a_real_token", tmp_path)
+    for args in (("sessions",), ("attach", "--viewer", "session_01m8y02hfg1r1m7wdjba6wmxx9"), ("status",)):
+        out = tether(env, *args)
+        assert out.returncode == 1, (args, out.stderr)
+        assert out.stderr.strip() == (
+            f"error: {server.url} does not accept TETHER_TOKEN. Set it to a valid personal API token "
+            "(`tether admin token create` on the server's machine), or unset it and run `tether login`."), args
+
+
 async def test_a_viewer_follows_from_a_pipe_until_sigint(org: tuple[dict[str, str], httpx.AsyncClient, str]) -> None:
     env, http, token = org
     bridge = await register(http, token)

@@ -20,7 +20,7 @@ from tests.support.server import ServerProcess
 from tests.support.waiting import eventually
 from tests.support.worker import auth
 
-from tether.client.ccr import CCRClient, CCRConfig, CCRError, CCRInitError, CCRStopped
+from tether.client.ccr import SESSION_ARCHIVED, CCRClient, CCRConfig, CCRError, CCRInitError, CCRStopped
 from tether.protocol.backoff import Backoff
 
 pytestmark = pytest.mark.anyio
@@ -174,6 +174,20 @@ async def test_409_stops_the_client_with_4090() -> None:
         assert "superseded" in stopped.detail
         with pytest.raises(CCRError):
             ccr.write_event(assistant(2))
+        assert len(server.matching("POST", "/worker/events")) == 1  # never retried
+
+
+async def test_409_already_archived_stops_the_client_as_gone() -> None:
+    """A write to a session someone archived: the session is gone (4001, as the v1 socket closes),
+    not taken over by a newer worker, and the stop says so in words, not the raw answer."""
+    async def archived(req: Request) -> Reply:
+        return Reply(409, {"type": "error", "error": {"type": "already_archived", "message": "The session is archived."}})
+
+    async with FakeHTTP(ok_handler({"POST /worker/events": archived})) as server, \
+            ccr_running(server) as (ccr, task):
+        ccr.write_event(assistant(1))
+        stopped = await asyncio.wait_for(task, 10)
+        assert (stopped.reason, stopped.code, stopped.detail) == ("permanent", 4001, SESSION_ARCHIVED)
         assert len(server.matching("POST", "/worker/events")) == 1  # never retried
 
 

@@ -18,6 +18,7 @@ from tether.protocol.api_status import (
     is_expired_error_type,
     is_suppressible_403,
     parse_retry_after,
+    refused_login,
 )
 
 # ---- error bodies ---------------------------------------------------------------------------------
@@ -186,3 +187,10 @@ def test_retry_after_cap_is_a_parameter() -> None:
 @pytest.mark.parametrize("bad", [None, "", "soon", "-1", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_retry_after_that_is_not_seconds_is_ignored(bad: str | None) -> None:
     assert parse_retry_after(bad) is None
+
+
+def test_refused_login_names_the_credential_and_the_fix() -> None:
+    from_env = refused_login("https://t.example", from_env=True)
+    assert "TETHER_TOKEN" in from_env and "`tether admin token create`" in from_env
+    stored = refused_login("https://t.example", from_env=False)
+    assert stored.endswith("Run `tether login --server https://t.example` to log in again.")

@@ -65,6 +65,8 @@ def test_request_health_classification() -> None:
     assert h.observe(429) == h.observe(500) == h.observe(503) == h.observe(408) == "retry"
     assert h.observe(400) == h.observe(413) == h.observe(422) == "drop"
     assert h.observe(409) == "superseded"
+    assert h.observe(409, error_type="epoch_superseded") == "superseded"
+    assert h.observe(409, error_type="already_archived") == "gone"  # archived: an end, not a takeover
     assert h.observe(410) == "gone"  # the worker token's work was stopped: stop at once
     assert h.observe(401, token_expired=True) == "unauthorized"
 

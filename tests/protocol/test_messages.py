@@ -333,3 +333,17 @@ def test_receipts_are_the_uuids_a_keep_alive_confirms() -> None:
     assert m.receipt_uuids({"type": m.KEEP_ALIVE}) == []
     assert m.receipt_uuids({"type": m.KEEP_ALIVE, m.RECEIPT_FIELD: "u1"}) == []
     assert m.receipt_uuids({"type": "user", m.RECEIPT_FIELD: ["u1"]}) == [], "only a keep_alive carries receipts"
+
+
+def test_result_reason_leaves_out_the_stock_clis_diagnostics() -> None:
+    diagnostic = "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=tool_use"
+    stopped = {"type": "result", "subtype": "error_during_execution", "is_error": True,
+               "terminal_reason": "aborted_tools", "result": None, "errors": [diagnostic]}
+    assert m.result_was_interrupted(stopped) and m.result_reason(stopped) == "Interrupted"
+    assert m.result_reason({**stopped, "errors": [diagnostic, "", "Interrupted at the terminal"]}) == (
+        "Interrupted at the terminal")
+    assert m.result_reason({"errors": ["a", "b"], "result": "ignored"}) == "a; b"
+    assert m.result_reason({"errors": "not a list", "result": "Stopped: the runner's time limit"}) == (
+        "Stopped: the runner's time limit")
+    assert m.result_reason({"subtype": "error_max_turns", "terminal_reason": "max_turns", "result": ""}) == ""
+    assert not m.result_was_interrupted({"terminal_reason": None})

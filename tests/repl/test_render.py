@@ -48,6 +48,11 @@ def test_turn_end() -> None:
     stopped = {"subtype": "error_during_execution", "is_error": True, "terminal_reason": "aborted_tools",
                "duration_ms": 200, "errors": []}
     assert "✗ interrupted · 0.2 s" in text(render.turn_end(stopped))
+    # the stock CLI's interrupted result carries an internal diagnostic: never shown
+    claude_stopped = {**stopped, "errors": ["[ede_diagnostic] result_type=user last_content_type=n/a"]}
+    assert text(render.turn_end(claude_stopped)).strip() == "✗ interrupted · 0.2 s"
+    failed = {"subtype": "error_during_execution", "is_error": True, "duration_ms": 0, "errors": ["API down"]}
+    assert "✗ failed: API down" in text(render.turn_end(failed))
 
 
 def test_permission_card_and_remote_prompt() -> None:

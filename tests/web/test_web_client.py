@@ -17,6 +17,7 @@ from tests.support.worker import auth
 from tests.web.conftest import DESKTOP, PHONE
 from tests.web.helpers import new_session, open_session, post, run_axe, send, user_message
 from tests.web.rig import Bridge, artifacts_dir, axe_source
+from tether.protocol.work_secret import decode_work_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -219,6 +220,62 @@ def test_agent_and_user_text_is_never_markup(page: Any, api: httpx.Client, bridg
     assert page.locator("#transcript img, #transcript script").count() == 0
     assert page.locator("#transcript a[href^='javascript']").count() == 0
     assert page.evaluate("document.body.dataset.pwned") is None
+
+
+def _claude_worker_session(api: httpx.Client, title: str) -> tuple[str, dict[str, str]]:
+    """A session whose worker this test plays (as the stock CLI would write): its id and the worker's headers."""
+    env = api.post("/v1/environments/bridge", json={
+        "machine_name": "claude-box", "directory": "/home/me/project", "max_sessions": 1,
+        "metadata": {"worker_type": "claude_code"}}).json()
+    made = api.post("/v1/sessions", json={"environment_id": env["environment_id"], "title": title})
+    assert made.status_code == 200, made.text
+    secret = {"Authorization": f"Bearer {env['environment_secret']}"}
+    item = None
+    for _ in range(5):
+        item = api.get(f"/v1/environments/{env['environment_id']}/work/poll", headers=secret, timeout=15).json()
+        if item:
+            break
+    assert item, "no work item"
+    worker = {"Authorization": f"Bearer {decode_work_secret(item['secret']).session_ingress_token}"}
+    assert api.post(f"/v1/environments/{env['environment_id']}/work/{item['id']}/ack", json={},
+                    headers=worker).status_code == 200
+    return str(made.json()["id"]), worker
+
+
+def test_a_stopped_claude_turn_says_interrupted_not_its_diagnostic(page: Any, api: httpx.Client) -> None:
+    """The stock CLI's result for a stopped turn carries an internal "[ede_diagnostic] …" line in
+    ``errors`` (tests/fixtures/claude-cli/interrupt_while_tool_runs.jsonl): the page says the turn
+    was interrupted and never shows the diagnostic; a real error's words are still shown."""
+    sid, worker = _claude_worker_session(api, "Stopped by the user")
+    result = {"type": "result", "subtype": "error_during_execution", "is_error": True, "duration_ms": 2592,
+              "num_turns": 2, "result": None, "terminal_reason": "aborted_tools", "session_id": "",
+              "errors": ["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=tool_use"]}
+    failed = {**result, "terminal_reason": "api_error", "errors": ["API Error: 529 Overloaded"]}
+    posted = api.post(f"/v1/session_ingress/session/{sid}/events", headers=worker, json={"events": [
+        {**result, "uuid": str(uuid.uuid4())}, {**failed, "uuid": str(uuid.uuid4())}]})
+    assert posted.status_code == 200, posted.text
+    open_session(page, sid)
+    ends = page.locator("#transcript .meta.result")
+    expect(ends).to_have_text(["Stopped: Interrupted", "Stopped: API Error: 529 Overloaded"])
+    expect(page.locator("#transcript")).not_to_contain_text("ede_diagnostic")
+
+
+def test_a_bash_permission_card_shows_its_description_once(page: Any, api: httpx.Client) -> None:
+    """The stock CLI sends a Bash request's description both as the request's and in the input:
+    the card shows it once, above the command."""
+    sid, worker = _claude_worker_session(api, "Bash with a description")
+    what = "Create a file and print hi"
+    asked = api.post(f"/v1/session_ingress/session/{sid}/events", headers=worker, json={"events": [{
+        "type": "control_request", "request_id": str(uuid.uuid4()), "uuid": str(uuid.uuid4()),
+        "request": {"subtype": "can_use_tool", "tool_name": "Bash", "description": what,
+                    "input": {"command": "touch a.txt && echo hi", "description": what},
+                    "tool_use_id": "toolu_desc1"}}]})
+    assert asked.status_code == 200, asked.text
+    open_session(page, sid)
+    card = page.locator("#asks .ask")
+    expect(card.locator(".ask-desc")).to_have_text(what)
+    expect(card.locator(".tool-input")).to_contain_text("touch a.txt && echo hi")
+    expect(card.locator(".tool-input")).not_to_contain_text(what)
 
 
 def test_history_pages_load_on_demand(page: Any, api: httpx.Client, bridge: Bridge) -> None:

@@ -43,6 +43,7 @@ from tether.bridge.agent_process import AgentProcess, AgentSpec
 from tether.bridge.attachments import AttachmentFetcher
 from tether.client.transport import Message, SessionTransport, TransportClosed, TransportError
 from tether.protocol import messages as m
+from tether.protocol.ccr import CLOSE_SESSION_GONE
 from tether.protocol.line_splitter import Oversize, Piece
 from tether.protocol.replay_buffer import message_uuid
 from tether.protocol.session_tracker import Activity, SessionState, SessionTracker
@@ -92,6 +93,10 @@ class HostStats:
     rejected_inbound: int = 0  # malformed inbound messages kept from the agent
     attachments_stored: int = 0  # web-composer files downloaded for the agent
     attachments_skipped: int = 0  # ... and those it did not get (a warning event says why)
+
+
+_GONE_CODES: Final = frozenset({CLOSE_SESSION_GONE, 404, 410})
+"""Permanent transport closes that mean the session is archived or its work ended on the server."""
 
 
 def exit_status(returncode: int | None, *, stopped_by_host: bool) -> OutcomeStatus:
@@ -300,12 +305,18 @@ class SessionHost:
         # 1. nothing more reaches the agent
         pump_in.cancel()
         # 2. the agent ends: by itself, at end of input, or by signal
+        ended_by_archive = False
         if self._agent.returncode is None:
             if stopped_by_host:
                 await self._agent.terminate(cfg.term_grace)
             else:  # the transport closed for good
-                log.warning("session %s: the transport closed for good (%s); ending the agent's input",
-                            self.session_id, self._transport.closed_info)
+                ended_by_archive = self._session_gone()
+                if ended_by_archive:  # archived (or deleted) on the server: an ordinary end, not a fault
+                    log.info("session %s: the session is gone on the server (%s); ending the agent's input",
+                             self.session_id, self._transport.closed_info)
+                else:
+                    log.warning("session %s: the transport closed for good (%s); ending the agent's input",
+                                self.session_id, self._transport.closed_info)
                 self._agent.end_input()
                 if await self._agent.wait(cfg.eof_grace) is None:
                     await self._agent.terminate(cfg.term_grace)
@@ -322,10 +333,21 @@ class SessionHost:
         if not transport.done():
             await self._transport.close(cfg.close_grace)
         status = exit_status(code, stopped_by_host=stopped_by_host or self._agent.killed_by_host)
+        if status == "failed" and ended_by_archive:
+            # its input ended because the session was archived, and it exits with its last turn's
+            # status (1 after a stopped turn, as the stock CLI): an interruption, not a failure
+            status = "interrupted"
         error = None
         if status == "failed":
             error = self._agent.stderr_tail[-1] if self._agent.stderr_tail else f"the agent exited with status {code}"
         return SessionOutcome(status, code, error, self._transport.closed_info)
+
+    def _session_gone(self) -> bool:
+        """The transport stopped because the session is archived or gone: close 4001 (the v1 socket's
+        close, or the v2 client's stop on 409 ``already_archived`` / 404s / 410), or the v2 event
+        stream refused with 404 / 410 (docs/protocol.md §8.5), whichever the archive reached first."""
+        closed = self._transport.closed_info
+        return closed is not None and closed.reason == "permanent" and closed.code in _GONE_CODES
 
     # -- agent initialisation ------------------------------------------------------------
 

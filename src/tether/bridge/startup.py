@@ -30,6 +30,7 @@ from tether.bridge.status import connect_url, session_url
 from tether.client.api import ApiClient, BridgeConfig, repository_context
 from tether.errors import ApiError, ApiUnavailable, BridgeFatalError, NotLoggedIn, ProtocolError, TetherError
 from tether.protocol import versions
+from tether.protocol.api_status import refused_login
 from tether.protocol.ids import id_body, is_valid_id, to_compat_session_id
 from tether.protocol.server_url import is_plaintext_remote
 
@@ -125,8 +126,8 @@ async def preflight(api: ApiClient) -> Preflight:
                            "`tether server` (or `tether up`), or pass --server URL.") from None
     except BridgeFatalError as exc:
         if exc.status == 401:
-            raise StartupError(f"The login for {url} is no longer valid ({exc.message}). "
-                               "Run `tether login` again.") from None
+            creds = api.credentials
+            raise StartupError(refused_login(url, from_env=creds is not None and creds.source == "env")) from None
         raise StartupError(exc.message) from None
     except (ApiError, ProtocolError) as exc:
         raise StartupError(f"{url} answered strangely: {exc.message}") from None

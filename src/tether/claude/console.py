@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from tether.protocol.messages import result_reason
+
 DIM: Final = "\x1b[2m"
 BOLD: Final = "\x1b[1m"
 MAGENTA: Final = "\x1b[35m"
@@ -67,8 +69,7 @@ def output_lines(message: Mapping[str, Any]) -> list[str]:
         return [f"{YELLOW}  ? {tool} needs permission: answer it on the other device{RESET}"]
     if kind == "result":
         if message.get("is_error"):
-            errors = message.get("errors")
-            why = "; ".join(str(e) for e in errors) if isinstance(errors, list) and errors else message.get("subtype")
+            why = result_reason(message) or message.get("subtype")
             return [f"{RED}  ✗ the turn ended: {why}{RESET}"]
         return [f"{DIM}  ✓ done{RESET}"]
     return []

@@ -28,6 +28,7 @@ from tether.cli.usage import command
 from tether.client.api import ApiClient
 from tether.client.credentials import Credentials, CredentialsError, CredentialStore
 from tether.errors import ApiError, ApiUnavailable, BridgeFatalError, NotLoggedIn, ProtocolError, TetherError
+from tether.protocol.api_status import refused_login
 from tether.protocol.server_url import ServerUrlError, is_plaintext_remote, normalize_server_url
 
 out = Console(highlight=False, soft_wrap=True)
@@ -288,9 +289,7 @@ async def _gather(store: CredentialStore, creds: Credentials) -> tuple[int, dict
             return error("unreachable", _unreachable(url, exc))
         except BridgeFatalError as exc:
             if exc.status == 401:
-                how = ("TETHER_TOKEN is not accepted; set a valid personal API token or unset it."
-                       if creds.source == "env" else "Run `tether login` again.")
-                return error("login_invalid", f"The login for {url} is no longer valid ({exc.message}). {how}")
+                return error("login_invalid", refused_login(url, from_env=creds.source == "env"))
             return error(exc.error_type, exc.message)
         except (ApiError, ProtocolError, NotLoggedIn) as exc:
             return error(exc.error_type, exc.message)

@@ -77,7 +77,7 @@ def run(prompt: str, repo: str | None, branch: str | None, title: str | None, as
                           f"{session_url(api.server, session['id'])}")
                 return await _attach(api, str(session["id"]), False, True)
             except TetherError as exc:
-                raise _explain_remote(exc, api.server) from None
+                raise _explain_remote(exc, api) from None
 
     try:
         return asyncio.run(main())
@@ -93,9 +93,9 @@ async def _create(api: ApiClient, prompt: str, source: dict[str, Any] | None,
                                     events=[user_message(prompt, str(uuid.uuid4()))], session_context=context)
 
 
-def _explain_remote(exc: TetherError, server: str) -> Problem:
+def _explain_remote(exc: TetherError, api: ApiClient) -> Problem:
     if exc.error_type == "runner_unavailable":
         return Problem(exc.message.split(": ", 1)[-1])
     if isinstance(exc, BridgeFatalError) and exc.status == 400:
         return Problem(f"The server refused the session: {exc.message}", 2)
-    return _explain(exc, server)
+    return _explain(exc, api)

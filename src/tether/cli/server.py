@@ -136,6 +136,11 @@ def serve(
     if ctx.invoked_subcommand is not None:
         return
     cfg = build_config(host, port, data_dir, database_url, public_url, tls_cert, tls_key, trusted_proxy)
+    if not check:
+        from tether.cli.server_ctl import ensure_data_dir
+
+        if (problem := ensure_data_dir(cfg.data_dir)) is not None:
+            raise typer.BadParameter(problem, param_hint="--data-dir")
     if redis_url is not None:
         cfg.redis_url = redis_url
     if cfg.redis_url:
@@ -192,6 +197,12 @@ def _run(cfg: Config, log_level: str, *, detached: bool, runner_args: list[str] 
         where = f" (pid {other.pid}, {other.url})" if other else ""
         err.print(f"[red]error:[/] Another Tether server{where} is running from {cfg.data_dir}. Stop it with "
                   f"`tether server stop --data-dir {cfg.data_dir}`, or pass another --data-dir.")
+        return 1
+    from tether.cli.server_ctl import port_open
+
+    if port_open(cfg.host, cfg.port):  # say so before migrating, rather than uvicorn's bind error after it
+        lock.release()
+        err.print(f"[red]error:[/] Port {cfg.port} is already in use. Pass --port, or stop what listens there.")
         return 1
     try:
         link, _created, token = asyncio.run(prepare(cfg, runner_token=runner_args is not None))

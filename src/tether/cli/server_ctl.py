@@ -24,6 +24,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from tether.cli.runner_child import local_url
 from tether.errors import TetherError
 from tether.server import runtime
 from tether.server.config import Config, config_from_env
@@ -60,6 +61,19 @@ class ServerChild:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+def ensure_data_dir(path: pathlib.Path) -> str | None:
+    """Create the server's data directory if needed; None when it is usable, else why not (a
+    message for --data-dir: a path that cannot be created or written would otherwise surface as a
+    traceback from deep in the start-up)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
 
 
 def port_open(host: str, port: int) -> bool:
@@ -101,10 +115,13 @@ def spawn_server(cfg: Config, log_level: str = "warning", *, detached: bool,
         offset = log.tell()
         proc = subprocess.Popen(server_argv(cfg, log_level, detached=detached, extra_args=extra_args), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # probed where this machine reaches it: behind a TLS proxy (--public-url) that is loopback,
+    # and the public name may not even resolve here
+    probe = local_url(cfg.host, cfg.port, bool(cfg.tls_cert), cfg.public_url)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         info = runtime.read_runtime(cfg.data_dir)
-        if info is not None and info.pid == proc.pid and is_ready(info.url):
+        if info is not None and info.pid == proc.pid and is_ready(probe):
             return ServerChild(proc, info, log_path)
         if proc.poll() is not None or time.monotonic() > deadline:
             child = ServerChild(proc, info or _placeholder(cfg, proc.pid), log_path)
@@ -257,7 +274,8 @@ def show_status(data_dir: pathlib.Path, as_json: bool) -> int:
                       "`tether server --detach` (or `tether up`).")
         return 1
     bridges = asyncio.run(online_bridges(config_for(data_dir)))
-    ready = is_ready(info.url)
+    # a plain-HTTP server behind a TLS proxy answers on loopback; one with TLS on its own URL
+    ready = is_ready(local_url(info.host, info.port, False, None)) or is_ready(info.url)
     if as_json:
         report = {"running": True, "ready": ready, **info.to_json(),
                   "uptime_s": round(max(0.0, time.time() - info.started_at), 1),

@@ -25,6 +25,7 @@ from tether.cli.usage import command
 from tether.client.api import ApiClient
 from tether.client.credentials import CredentialsError, CredentialStore
 from tether.errors import ApiUnavailable, BridgeFatalError, TetherError
+from tether.protocol.api_status import refused_login
 from tether.protocol.ids import session_body, to_compat_session_id
 from tether.protocol.session_view import Ambiguous, Found, format_ago, resolve_session_ref, session_state
 
@@ -59,12 +60,16 @@ def _client(server: str | None) -> ApiClient:
         raise Problem(exc.message, 2) from None
 
 
-def _explain(exc: TetherError, server: str) -> Problem:
+def _explain(exc: TetherError, api: ApiClient) -> Problem:
+    server = api.server
+    from_env = api.credentials is not None and api.credentials.source == "env"  # TETHER_TOKEN
     if isinstance(exc, ApiUnavailable):
         return Problem(f"Cannot reach {server} ({exc.message}). Is the server running? "
                        "Point at yours with --server URL (or TETHER_SERVER).")
-    if isinstance(exc, BridgeFatalError) and exc.status in (401, 403):
-        return Problem(f"{server} refused this login ({exc.message}). Run `tether login`.")
+    if isinstance(exc, BridgeFatalError) and exc.status == 401:
+        return Problem(refused_login(server, from_env=from_env))
+    if isinstance(exc, BridgeFatalError) and exc.status == 403:
+        return Problem(f"{server} refused this: {exc.message}")
     return Problem(exc.message)
 
 
@@ -75,7 +80,7 @@ def _run(body: Any, server: str | None) -> int:
             try:
                 return int(await body(api))
             except TetherError as exc:
-                raise _explain(exc, api.server) from None
+                raise _explain(exc, api) from None
 
     try:
         return asyncio.run(main())

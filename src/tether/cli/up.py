@@ -61,11 +61,14 @@ def up(
         validate(args)
     except UsageProblem as exc:
         raise typer.BadParameter(str(exc)) from None
+    from tether.cli.server_ctl import ensure_data_dir
     from tether.cli.up_run import main, scenario_agent
     from tether.client.credentials import tether_home
 
     chosen = scenario_agent(scenario, agent) if scenario is not None else None
     home = data_dir or tether_home() / "server"
+    if (problem := ensure_data_dir(home)) is not None:
+        raise typer.BadParameter(problem, param_hint="--data-dir")
     with contextlib.suppress(KeyboardInterrupt):
         raise typer.Exit(asyncio.run(main(port, home, args, agent, chosen)))
     raise typer.Exit(130)

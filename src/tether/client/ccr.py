@@ -45,6 +45,7 @@ from tether.errors import TetherError
 from tether.protocol import backoff as backoff_presets
 from tether.protocol.backoff import Backoff
 from tether.protocol.ccr import (
+    ARCHIVED_ERROR,
     MAX_DELIVERY_BATCH,
     MAX_EVENTS_PER_POST,
     MAX_POST_BYTES,
@@ -67,6 +68,7 @@ from tether.protocol.write_batcher import BatcherFull, WriteBatcher
 
 __all__ = [
     "ANTHROPIC_VERSION",
+    "SESSION_ARCHIVED",
     "CCRClient",
     "CCRConfig",
     "CCRError",
@@ -120,6 +122,21 @@ class CCRConfig:
     close_grace: float = 3.0
     ack_barrier: float = 1.0  # an event batch waits at most this long for the delivery acks queued before it
     retry_backoff: Callable[[], Backoff] = backoff_presets.ccr_uploader
+
+
+SESSION_ARCHIVED: Final = "the session was archived"
+"""The stop detail when a write met 409 ``already_archived``: the session ended, nothing failed."""
+
+
+def _error_type(body: str) -> str | None:
+    """``error.type`` of an error answer's JSON body (``{"type":"error","error":{"type":…}}``), if any."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 @dataclass(frozen=True)
@@ -386,20 +403,24 @@ class CCRClient:
             exp = token_expiry(token)
             expired = exp is not None and exp < self._wall_clock()
             awaiting = awaiting_fresh_token(token, self._wall_clock(), self._cfg.expired_token_grace_s)
-        verdict = self._health.observe(status, token_expired=expired, awaiting_token=awaiting)
-        if verdict != "ok":
+        archived = status == 409 and _error_type(detail) == ARCHIVED_ERROR
+        verdict = self._health.observe(status, token_expired=expired, awaiting_token=awaiting,
+                                       error_type=ARCHIVED_ERROR if archived else None)
+        if verdict != "ok" and not archived:  # someone archiving the session is an ordinary end, not a fault
             log.log(logging.INFO if verdict == "retry" and status is None else logging.WARNING,
                     "session %s: %s %s → %s (%s) %s", self.session_id, method, path, status, verdict, detail)
         if verdict in STOPPING_VERDICTS:
             what = {"superseded": "a newer worker epoch superseded ours",
                     "unauthorized": "the worker token is refused", "gone": "the session is gone"}[verdict]
-            self._stop(CCRStopped("permanent", stop_code(verdict), f"{what} (HTTP {status}: {detail})"))
+            why = SESSION_ARCHIVED if archived else f"{what} (HTTP {status}: {detail})"
+            self._stop(CCRStopped("permanent", stop_code(verdict), why))
         return _Answer(verdict, status, retry_after, detail, data)
 
     def _stop(self, info: CCRStopped) -> None:
         if self._stop_info is None:
             self._stop_info = info
-            log.log(logging.INFO if info.reason == "closed" else logging.WARNING,
+            quiet = info.reason == "closed" or info.detail == SESSION_ARCHIVED
+            log.log(logging.INFO if quiet else logging.WARNING,
                     "session %s: CCR client stopped: %s", self.session_id, info.detail)
         self._stopped.set()
         for event in self._wake.values():

@@ -457,8 +457,11 @@ class HybridTransport:
                 and awaiting_fresh_token(token, time.time(), self._cfg.expired_token_grace_s)))
             decision = self._policy.closed(code, self._clock(), self._rnd, token_changed=changed)
             if decision.give_up:
-                log.warning("session %s: socket closed for good (%s, code %s: %s)",
-                            self.session_id, decision.reason, code, detail)
+                # the server closes with 4001 "session archived" when someone archived it: an ordinary end
+                archived = code == CLOSE_SESSION_NOT_FOUND and detail == "session archived"
+                log.log(logging.INFO if archived else logging.WARNING,
+                        "session %s: socket closed for good (%s, code %s: %s)",
+                        self.session_id, decision.reason, code, detail)
                 self._begin_closing(TransportClosed(decision.reason, code, detail), self._cfg.close_grace)
                 return
             self._state = TransportState.RECONNECTING

@@ -244,7 +244,9 @@ class SSETransport:
                 status in (401, 403) and awaiting_fresh_token(token, time.time(), self._cfg.expired_token_grace_s)))
             decision = self._policy.ended(status, self._clock(), self._rnd, token_changed=changed)
             if decision.give_up:
-                log.warning("%s: stream closed for good (%s, HTTP %s: %s)", self.url, decision.reason, status, detail)
+                # 404: the session is archived or gone, an ordinary end (its owner says so), not a fault
+                log.log(logging.INFO if status == 404 else logging.WARNING,
+                        "%s: stream closed for good (%s, HTTP %s: %s)", self.url, decision.reason, status, detail)
                 self._closed_info = SSEClosed(decision.reason, status, detail)
                 return
             self._state = TransportState.RECONNECTING

@@ -401,7 +401,8 @@ class V2Transport:
                 info = sse_task.result()
                 code = CLOSE_SSE_GAVE_UP if info.reason == "gave_up" else info.code
                 self._closed_info = TransportClosed(info.reason, code, f"the event stream closed: {info.detail}")
-                log.warning("session %s: %s", self.session_id, self._closed_info.detail)
+                log.log(logging.INFO if code == 404 else logging.WARNING,  # 404: archived or gone
+                        "session %s: %s", self.session_id, self._closed_info.detail)
                 await self.ccr.close(self._cfg.close_grace)
             closing.cancel()
             with contextlib.suppress(TimeoutError):

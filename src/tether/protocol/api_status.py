@@ -31,6 +31,7 @@ __all__ = [
     "is_expired_error_type",
     "is_suppressible_403",
     "parse_retry_after",
+    "refused_login",
 ]
 
 Outcome = Literal["ok", "fatal", "rate_limited", "client_error", "server_error"]
@@ -185,3 +186,12 @@ def parse_retry_after(value: str | None, *, cap: float = 3600.0) -> float | None
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, cap)
+
+
+def refused_login(url: str, *, from_env: bool) -> str:
+    """What a command says when ``url`` answers 401 to its credential: the stored login (``tether
+    login``) or ``TETHER_TOKEN`` (``from_env``), and what to do about it."""
+    if from_env:
+        return (f"{url} does not accept TETHER_TOKEN. Set it to a valid personal API token (`tether admin token "
+                "create` on the server's machine), or unset it and run `tether login`.")
+    return f"{url} no longer accepts this machine's login. Run `tether login --server {url}` to log in again."

@@ -9,7 +9,8 @@ asks these classes what to do.
 Answer handling (:class:`RequestHealth`, after the stock CLI's ``CCRClient.request``):
 
 * 2xx — done; the auth-failure and not-found streaks end;
-* 409 — a newer worker epoch superseded ours: stop (synthetic close 4090);
+* 409 — a newer worker epoch superseded ours: stop (synthetic close 4090); but 409
+  ``already_archived`` means the session was archived: stop as gone (4001, as the v1 socket);
 * 401/403 — if the token has already expired, stop at once; else count, and stop after
   10 consecutive ones (the token is not coming back);
 * 404 — counted; 3 in a row mean the session is gone: stop;
@@ -47,6 +48,7 @@ from tether.protocol.messages import (
 from tether.protocol.uuid_ring import BoundedUUIDSet
 
 __all__ = [
+    "ARCHIVED_ERROR",
     "CLOSE_EPOCH_SUPERSEDED",
     "CLOSE_INIT_FAILED",
     "CLOSE_SESSION_GONE",
@@ -87,6 +89,8 @@ __all__ = [
 
 # Synthetic close codes of the v2 transport (docs/protocol.md §8.5).
 CLOSE_EPOCH_SUPERSEDED: Final = 4090
+ARCHIVED_ERROR: Final = "already_archived"
+"""The 409 error type of a write to an archived session (docs/protocol.md §4.2)."""
 CLOSE_INIT_FAILED: Final = 4091
 CLOSE_SSE_GAVE_UP: Final = 4092
 CLOSE_SESSION_GONE: Final = 4001
@@ -209,18 +213,19 @@ class RequestHealth:
         self.not_found = 0
 
     def observe(self, status: int | None, *, token_expired: bool = False,
-                awaiting_token: bool = False) -> Verdict:
+                awaiting_token: bool = False, error_type: str | None = None) -> Verdict:
         """Classify one answer (``None``: no answer at all). ``awaiting_token``: the token
         expired and its owner is expected to hand over a fresh one (:func:`awaiting_fresh_token`),
-        so an auth refusal is retried without counting towards the streak."""
+        so an auth refusal is retried without counting towards the streak. ``error_type``: the
+        error body's ``error.type``, when there is one."""
         if status is None:
             return "retry"
         if 200 <= status < 300:
             self.auth_failures = 0
             self.not_found = 0
             return "ok"
-        if status == 409:
-            return "superseded"
+        if status == 409:  # an archived session is gone, not taken over by a newer worker
+            return "gone" if error_type == ARCHIVED_ERROR else "superseded"
         if status == 410:  # the token's work item was stopped (docs/protocol.md §4.4): stop now
             return "gone"
         if status in (401, 403):

@@ -79,6 +79,8 @@ __all__ = [
     "request_payload",
     "response_payload",
     "response_request_id",
+    "result_reason",
+    "result_was_interrupted",
     "user_message",
 ]
 
@@ -122,6 +124,31 @@ def receipt_uuids(m: Mapping[str, Any]) -> list[str]:
         return []
     value = m.get(RECEIPT_FIELD)
     return [u for u in value if isinstance(u, str) and u] if isinstance(value, list) else []
+
+
+# The stock CLI puts an internal diagnostic among an interrupted turn's ``errors`` (e.g.
+# "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=tool_use"): not for people.
+_DIAGNOSTIC_PREFIX: Final = "[ede_diagnostic]"
+
+
+def result_was_interrupted(result: Mapping[str, Any]) -> bool:
+    """An error ``result`` of a turn that was stopped (``terminal_reason`` ``aborted_…``)."""
+    return str(result.get("terminal_reason") or "").startswith("aborted")
+
+
+def result_reason(result: Mapping[str, Any]) -> str:
+    """Why an error ``result`` ended its turn, in words for a person: its ``errors`` without the
+    stock CLI's internal diagnostics, else its ``result`` text, else "Interrupted" for a stopped
+    turn, else ""."""
+    errors = result.get("errors")
+    shown = [str(e) for e in errors if e and not str(e).startswith(_DIAGNOSTIC_PREFIX)] \
+        if isinstance(errors, list) else []
+    if shown:
+        return "; ".join(shown)
+    text = result.get("result")
+    if isinstance(text, str) and text:
+        return text
+    return "Interrupted" if result_was_interrupted(result) else ""
 
 MessageType = Literal[
     "user",

@@ -35,7 +35,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from tether.protocol.messages import CLIENT_CONTROL_SUBTYPES, control_error
+from tether.protocol.messages import CLIENT_CONTROL_SUBTYPES, control_error, result_reason
 from tether.protocol.tool_activity import tool_activity
 
 __all__ = [
@@ -269,11 +269,7 @@ def _result(frame: Mapping[str, Any], mode: ConvertMode) -> list[Item]:
     subtype = _str(frame.get("subtype")) or "success"
     if subtype == "success" and frame.get("is_error") is not True:
         return [TurnEnded(True, subtype)]
-    errors = frame.get("errors")
-    text = "; ".join(str(e) for e in errors if e) if isinstance(errors, list) else ""
-    if not text and isinstance(frame.get("result"), str):
-        text = frame["result"]
-    return [Notice(text or "Unknown error", "warning"), TurnEnded(False, subtype)]
+    return [Notice(result_reason(frame) or "Unknown error", "warning"), TurnEnded(False, subtype)]
 
 
 def _system(frame: Mapping[str, Any], mode: ConvertMode) -> list[Item]:

@@ -19,6 +19,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from tether.protocol.messages import result_reason, result_was_interrupted
 from tether.protocol.tool_activity import display_path, tool_activity
 from tether.repl.commands import COMMANDS, KEYS_HELP
 
@@ -104,9 +105,9 @@ def turn_end(result: Mapping[str, Any]) -> RenderableType:
     seconds = (result.get("duration_ms") or 0) / 1000.0
     cost = result.get("total_cost_usd") or 0.0
     if result.get("is_error") or result.get("subtype") != "success":
-        errors = result.get("errors")
-        why = "; ".join(e for e in errors if isinstance(e, str)) if isinstance(errors, list) else ""
-        label = "interrupted" if str(result.get("terminal_reason", "")).startswith("aborted") else "failed"
+        label = "interrupted" if result_was_interrupted(result) else "failed"
+        why = result_reason(result)
+        why = "" if why.lower() == label else why
         return Text(f"✗ {label}{': ' + why if why else ''} · {seconds:.1f} s", style="red")
     return Text(f"✓ {seconds:.1f} s · ${cost:.4f}", style="dim green")
 

@@ -136,7 +136,7 @@ function json(value) {
 }
 
 // The input of a tool call: diffs for edits, the command for Bash, JSON otherwise.
-function inputView(name, input, eager) {
+function inputView(name, input, eager, shown = null) {
   const i = input || {};
   const view = el('div', { class: 'tool-input' });
   const add = (item, fallback) => {
@@ -158,7 +158,8 @@ function inputView(name, input, eager) {
     const content = typeof i.content === 'string' ? i.content : '';
     jobs.push(add({ type: 'diff', old: '', new: content, path: i.file_path }, `${i.file_path}\n${content}`));
   } else if (name === 'Bash' && typeof i.command === 'string') {
-    if (i.description) view.append(el('p', { class: 'muted small' }, i.description));
+    // the permission card already shows the stock CLI's description above: not twice
+    if (i.description && i.description !== shown) view.append(el('p', { class: 'muted small' }, i.description));
     jobs.push(add({ type: 'code', text: i.command, language: 'bash' }, i.command));
   } else {
     jobs.push(add({ type: 'code', text: json(i), language: 'json' }, json(i)));
@@ -342,6 +343,17 @@ function attachResult(r, ctx) {
   }
 }
 
+// Why an error result ended its turn, in words for a person (tether.protocol.messages.result_reason):
+// its result text or errors, without the stock CLI's internal "[ede_diagnostic] …" lines.
+function resultReason(f) {
+  if (typeof f.result === 'string' && f.result) return f.result;
+  const errors = Array.isArray(f.errors)
+    ? f.errors.filter((e) => e && !String(e).startsWith('[ede_diagnostic]')) : [];
+  if (errors.length) return errors.join('; ');
+  if (String(f.terminal_reason || '').startsWith('aborted')) return 'Interrupted';
+  return f.subtype || 'error';
+}
+
 function renderResult(f, ctx) {
   const failed = f.is_error || (f.subtype && f.subtype !== 'success');
   const parts = [];
@@ -350,9 +362,7 @@ function renderResult(f, ctx) {
   if (typeof f.total_cost_usd === 'number' && f.total_cost_usd > 0) parts.push(`$${f.total_cost_usd.toFixed(4)}`);
   let text;
   if (failed) {
-    const why = typeof f.result === 'string' && f.result ? f.result
-      : (Array.isArray(f.errors) && f.errors.length ? f.errors.join('; ') : (f.subtype || 'error'));
-    text = `Stopped: ${why}`;
+    text = `Stopped: ${resultReason(f)}`;
   } else {
     text = `Done${parts.length ? ' · ' + parts.join(' · ') : ''}`;
   }
@@ -514,7 +524,8 @@ function showPermission(f) {
   const hid = `ask-h-${askCounter}`;
   const mid = `ask-m-${askCounter}`;
   const tool = String(req.tool_name || 'a tool');
-  const { view } = inputView(tool, req.input, true);
+  const desc = req.title || req.description || null;
+  const { view } = inputView(tool, req.input, true, desc);
   const message = el('input', { id: mid, type: 'text', class: 'deny-msg', autocomplete: 'off', placeholder: 'Why not, or what to do instead' });
   const status = el('p', { class: 'ask-status muted small', role: 'status' });
   const allow = el('button', { type: 'button', class: 'primary allow', onclick: () => answer(rid, 'allow') }, 'Allow');
@@ -527,7 +538,7 @@ function showPermission(f) {
     CAN_WRITE ? '' : 'Waiting for a member to answer (viewers cannot).');
   const card = el('article', { class: 'ask', dataset: { request: rid, tool }, 'aria-labelledby': hid },
     el('h2', { id: hid }, el('span', { class: 'ask-icon', 'aria-hidden': 'true' }, '!'), `Allow ${tool}?`),
-    req.title || req.description ? el('p', { class: 'ask-desc' }, req.title || req.description) : null,
+    desc ? el('p', { class: 'ask-desc' }, desc) : null,
     view,
     el('details', { class: 'raw' }, el('summary', {}, 'Full input'), el('pre', {}, json(req.input || {}))),
     answerBox, watchNote);
