@@ -162,3 +162,18 @@ def test_detach_behind_a_proxy_is_ready_on_loopback(tmp_path: pathlib.Path) -> N
         assert report["ready"] is True and report["url"] == public
     finally:
         tether("server", "stop", "--data-dir", str(data), home=tmp_path / "home")
+
+
+def test_detach_beyond_loopback_without_tls_warns_in_the_terminal(tmp_path: pathlib.Path) -> None:
+    """The detached child's own warning lands in server.log, which nobody reads at start: the
+    command that detaches says it where the user is looking."""
+    data, home = tmp_path / "data", tmp_path / "home"
+    started = tether("server", "--detach", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(data),
+                     home=home)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "warning: binding beyond loopback without TLS" in started.stderr
+        assert "--public-url" in started.stderr
+    finally:
+        assert tether("server", "stop", "--data-dir", str(data), home=home).returncode == 0
+    assert not runtime.lock_held(data)

@@ -171,6 +171,8 @@ def serve(
     if detach:
         from tether.cli.server_ctl import start_detached
 
+        _warn_clear_text(cfg)  # here too: the detached child's warning goes only to server.log
+
         raise typer.Exit(start_detached(cfg, log_level, extra_args=runner_flags))
     runner_args: list[str] | None = None
     if runner:
@@ -181,6 +183,12 @@ def serve(
     raise typer.Exit(_run(cfg, log_level, detached=detached_child, runner_args=runner_args))
 
 
+def _warn_clear_text(cfg: Config) -> None:
+    if not _is_loopback(cfg.host) and not cfg.tls_cert and not cfg.public_url:
+        err.print("[yellow]warning:[/] binding beyond loopback without TLS: tokens travel in clear text. "
+                  "Use --tls-cert/--tls-key, or a TLS reverse proxy with --public-url.")
+
+
 def _run(cfg: Config, log_level: str, *, detached: bool, runner_args: list[str] | None = None) -> int:
     import uvicorn
 
@@ -188,9 +196,7 @@ def _run(cfg: Config, log_level: str, *, detached: bool, runner_args: list[str] 
     from tether.server.app import create_app
     from tether.server.http_protocol import guarded_protocol
 
-    if not _is_loopback(cfg.host) and not cfg.tls_cert and not cfg.public_url:
-        err.print("[yellow]warning:[/] binding beyond loopback without TLS: tokens travel in clear text. "
-                  "Use --tls-cert/--tls-key, or a TLS reverse proxy with --public-url.")
+    _warn_clear_text(cfg)
     lock = runtime.ServerLock(cfg.data_dir)
     if not lock.acquire():
         other = runtime.read_runtime(cfg.data_dir)
