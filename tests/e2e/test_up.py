@@ -187,6 +187,18 @@ def test_up_on_a_port_held_by_another_server_says_what_to_do(tmp_path: pathlib.P
     assert not (home / "server" / "tether.db").exists()
 
 
+def test_up_continue_with_nothing_to_continue_says_so_before_starting_a_server(tmp_path: pathlib.Path) -> None:
+    """No pointer here: the error comes first, with no server started and no login link printed."""
+    home = tmp_path / "fresh-home"
+    port = free_port()
+    result = run_tether(tmp_path / "project", home, "up", "--continue", "--port", str(port))
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert "No session to continue here" in message and "without --continue" in message
+    assert "/login?token=" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert not (home / "server" / "tether.db").exists()
+
+
 def test_up_reuses_a_detached_server_and_leaves_it_running(tmp_path: pathlib.Path) -> None:
     """Issue #10 item 2: `tether server --detach` once; `tether up` in a project uses it and leaves it."""
     project, home = tmp_path / "project", tmp_path / "home"

@@ -24,7 +24,7 @@ from tether.bridge import settings
 from tether.bridge.claim import DirectoryClaim, busy_message, holder_of
 from tether.bridge.display import JsonSink, LiveDisplay, PlainSink, key_presses, next_path
 from tether.bridge.loop import Bridge, BridgeOptions
-from tether.bridge.pointer import find_pointer
+from tether.bridge.pointer import FoundPointer, find_pointer
 from tether.bridge.spawner import AgentChoice, AgentNotFound, choose_agent
 from tether.bridge.startup import StartupError, git_info, preflight
 from tether.bridge.status import EventSink
@@ -76,16 +76,22 @@ class Prepared:
     notices: list[str]
 
 
+def require_pointer(directory: pathlib.Path) -> FoundPointer:
+    """The crash-recovery pointer ``--continue`` resumes, or a StartupError saying there is none."""
+    found = find_pointer(directory)
+    if found is None:
+        raise StartupError("No session to continue here: no crash-recovery pointer in this directory or its "
+                           "git worktrees (pointers expire after 4 h). Run this again without --continue for a new one.")
+    return found
+
+
 async def prepare_options(api: ApiClient, args: RcArgs, agent: AgentChoice, multi_allowed: bool,
                           directory: pathlib.Path) -> Prepared:
     """Spawn mode, capacity, resume target and the directory's git facts → :class:`BridgeOptions`."""
     notices: list[str] = []
     resume_id: str | None = None
     if args.resume:
-        found = find_pointer(directory)
-        if found is None:
-            raise StartupError("No session to continue here: no crash-recovery pointer in this directory or its "
-                               "git worktrees (pointers expire after 4 h). Run this again without --continue for a new one.")
+        found = require_pointer(directory)
         if found.directory != directory:
             holder = holder_of(found.directory)
             if holder is not None:

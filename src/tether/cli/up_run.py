@@ -22,6 +22,7 @@ from tether.cli.bridge_run import (
     configure_logging,
     current_directory,
     interactive,
+    require_pointer,
     start_bridge,
 )
 from tether.cli.remote_control import RcArgs
@@ -131,6 +132,8 @@ async def main(port: int | None, data_dir: pathlib.Path, args: RcArgs, agent_spe
     try:
         agent, agent_note = (agent_choice, None) if agent_choice is not None else pick_agent(agent_spec)
         claim = claim_directory(current_directory())  # before any server is started or reused
+        if args.resume:  # nothing to continue: say so before starting a server and printing its link
+            require_pointer(current_directory())
     except (AgentNotFound, StartupError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 1
