@@ -6,9 +6,8 @@ its workers marked disconnected by the others once it misses its heartbeats.
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from tests.support.server import ServerProcess
+from tests.support.waiting import eventually_awaited
 from tests.support.worker import auth, connect_worker, create_session, subscribe
 
 from tether.server.runtime import instance_id
@@ -39,14 +39,6 @@ def instances(tmp_path: pathlib.Path, postgres_url: str, shared_redis_url: str) 
         for proc in started:
             proc.stop()
 
-
-async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await probe()
-            if found:
-                return found
-            await asyncio.sleep(0.05)
 
 
 async def beats_of(url: str, instance: str) -> tuple[float, float] | None:
@@ -75,7 +67,7 @@ async def test_a_restart_leaves_the_other_instances_v1_workers_connected(
         sid = await create_session(on_a, token)
         worker = await connect_worker(a.ws_url, sid, token)  # held by A
         try:
-            await eventually(lambda: _is(worker_of(on_b, sid, token), connected=True))
+            await eventually_awaited(lambda: _is(worker_of(on_b, sid, token), connected=True))
             b.restart()  # B starts again: it marks its own v1 workers gone, not A's
             b_id = instance_id(b.data_dir)
 
@@ -83,7 +75,7 @@ async def test_a_restart_leaves_the_other_instances_v1_workers_connected(
                 beats = await beats_of(postgres_url, b_id)
                 return beats is not None and beats[1] >= beats[0] + 2 * HEARTBEAT_S
 
-            await eventually(b_swept_twice)
+            await eventually_awaited(b_swept_twice)
             assert (await worker_of(on_b, sid, token))["connected"] is True
             assert (await worker_of(on_a, sid, token))["status"] == "connected"
             sub = await subscribe(b.ws_url, sid, token)  # and a client on B hears when A loses it
@@ -105,7 +97,7 @@ async def test_the_v1_workers_of_an_instance_that_died_are_marked_gone_by_the_ot
         sid = await create_session(on_b, token)
         worker = await connect_worker(a.ws_url, sid, token)
         try:
-            await eventually(lambda: _is(worker_of(on_b, sid, token), connected=True))
+            await eventually_awaited(lambda: _is(worker_of(on_b, sid, token), connected=True))
             sub = await subscribe(b.ws_url, sid, token)
             try:
                 a.kill()  # no close, no goodbye: its row just stops beating

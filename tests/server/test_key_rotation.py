@@ -12,13 +12,14 @@ import pathlib
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
 import jwt
 import pytest
 from tests.support.server import ServerProcess
+from tests.support.waiting import eventually_awaited
 from tests.support.worker import auth, connect_worker, create_session, register, take_work, user_message
 
 pytestmark = pytest.mark.anyio
@@ -71,14 +72,6 @@ async def admin(tmp_path: pathlib.Path, where: dict[str, str], *args: str) -> st
     return done.stdout.strip()
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await probe()
-            if found:
-                return found
-            await asyncio.sleep(0.2)
-
 
 async def worker_token(client: httpx.AsyncClient, owner: str, env: dict[str, Any]) -> tuple[str, str]:
     """A session created through ``client``'s instance (which signs its worker token): (id, token)."""
@@ -115,8 +108,8 @@ async def rotate_then_retire(pair: list[ServerProcess], where: dict[str, str], t
             sid, token = await worker_token(client, owner, env)
             return (sid, token) if kid_of(token) == new_kid else None
 
-        signed = {"a": await eventually(lambda: signs_with_new_key(on_a)),
-                  "b": await eventually(lambda: signs_with_new_key(on_b))}
+        signed = {"a": await eventually_awaited(lambda: signs_with_new_key(on_a)),
+                  "b": await eventually_awaited(lambda: signs_with_new_key(on_b))}
         for sid, token in signed.values():  # each instance verifies what the other signed with the new key
             assert await writes(on_a, sid, token) == 200 and await writes(on_b, sid, token) == 200
         assert await writes(on_b, old_sid, old_token) == 200  # the old key still verifies
@@ -128,7 +121,7 @@ async def rotate_then_retire(pair: list[ServerProcess], where: dict[str, str], t
             async def refused_everywhere() -> bool:
                 return await writes(on_a, old_sid, old_token) == 401 and await writes(on_b, old_sid, old_token) == 401
 
-            await eventually(refused_everywhere)
+            await eventually_awaited(refused_everywhere)
             code, _reason = await asyncio.wait_for(socket.closed, 15)
             assert code == 4003  # what the retired key's token opened closed, as a revoked one's does
         finally:
